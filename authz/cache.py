@@ -1,0 +1,51 @@
+"""A bounded, thread-safe LRU of verification verdicts, keyed by a hash of the token.
+
+Keys are SHA-256 digests, so the cache never holds a token (a memory dump or a debugger shows no
+credential) and every entry costs the same 32 bytes of key whatever the token's size. Each entry carries
+its own deadline; a read past it is a miss, so an entry never outlives what it was cached for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+def token_digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+class VerdictCache(Generic[V]):
+    def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, V]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, digest: bytes) -> V | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if self._clock() >= entry[0]:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry[1]
+
+    def put(self, digest: bytes, value: V, deadline: float) -> None:
+        if self.max_entries <= 0 or deadline <= self._clock():
+            return
+        with self._lock:
+            self._entries[digest] = (deadline, value)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)

@@ -1,0 +1,194 @@
+"""Settings: the only module that reads the environment.
+
+Everything else takes a `Settings` (or the parts of it it needs) as an explicit argument, so tests build
+settings directly and nothing changes behind a caller's back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_POOL_ID = re.compile(r"^(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2})_[0-9A-Za-z]{1,55}$")
+_HEADER_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]*-$")
+_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+ISSUER_TEMPLATE = "https://cognito-idp.{region}.amazonaws.com/{pool}"
+JWKS_URL_TEMPLATE = ISSUER_TEMPLATE + "/.well-known/jwks.json"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; `variable` names the environment variable at fault."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One Cognito user pool: where its keys live and the issuer its tokens must carry."""
+
+    pool_id: str
+    region: str
+    issuer: str
+    jwks_url: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    pools: tuple[Pool, ...]
+    client_ids: frozenset[str]
+    addr: str = "0.0.0.0:9191"
+    metrics_addr: str = "0.0.0.0:9192"
+    leeway_seconds: int = 30
+    cache_size: int = 100_000
+    header_prefix: str = "x-user-"
+    realm: str = "api"
+    log_level: str = "INFO"
+    max_token_bytes: int = 16_384
+    jwks_ttl_seconds: float = 900.0
+    jwks_cooldown_seconds: float = 10.0
+    jwks_timeout_seconds: float = 3.0
+    jwks_max_bytes: int = 65_536
+    grpc_workers: int = 16
+    shutdown_grace_seconds: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from the environment, raising ConfigError naming the first bad variable."""
+        env = os.environ if environ is None else environ
+        pools = _pools(env)
+        return cls(
+            pools=pools,
+            client_ids=frozenset(_required_list(env, "AWS_COGNITO_CLIENT_ID")),
+            addr=_address(env, "AUTHZ_ADDR", cls.addr),
+            metrics_addr=_address(env, "AUTHZ_METRICS_ADDR", cls.metrics_addr),
+            leeway_seconds=_number(env, "AUTHZ_LEEWAY_SECONDS", cls.leeway_seconds, int, 0, 300),
+            cache_size=_number(env, "AUTHZ_CACHE_SIZE", cls.cache_size, int, 0, 10_000_000),
+            header_prefix=_header_prefix(env),
+            realm=_realm(env),
+            log_level=_choice(env, "AUTHZ_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
+            max_token_bytes=_number(env, "AUTHZ_MAX_TOKEN_BYTES", cls.max_token_bytes, int, 512, 1_048_576),
+            jwks_ttl_seconds=_number(env, "AUTHZ_JWKS_TTL_SECONDS", cls.jwks_ttl_seconds, float, 1, 86_400),
+            jwks_cooldown_seconds=_number(
+                env, "AUTHZ_JWKS_COOLDOWN_SECONDS", cls.jwks_cooldown_seconds, float, 0, 3_600
+            ),
+            jwks_timeout_seconds=_number(
+                env, "AUTHZ_JWKS_TIMEOUT_SECONDS", cls.jwks_timeout_seconds, float, 0.1, 60
+            ),
+            jwks_max_bytes=_number(env, "AUTHZ_JWKS_MAX_BYTES", cls.jwks_max_bytes, int, 1_024, 10_485_760),
+            grpc_workers=_number(env, "AUTHZ_GRPC_WORKERS", cls.grpc_workers, int, 1, 1_024),
+            shutdown_grace_seconds=_number(
+                env, "AUTHZ_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds, float, 0, 300
+            ),
+        )
+
+    def issuers(self) -> dict[str, Pool]:
+        return {pool.issuer: pool for pool in self.pools}
+
+
+def make_pool(pool_id: str, *, issuer: str | None = None, jwks_url: str | None = None) -> Pool:
+    """A Pool for a Cognito pool id, with the real Cognito issuer and JWKS URL unless overridden."""
+    match = _POOL_ID.match(pool_id)
+    if match is None:
+        raise ValueError(f"malformed user pool id (expected REGION_ID, e.g. ca-central-1_AbC123): {pool_id!r}")
+    region = match["region"]
+    return Pool(
+        pool_id=pool_id,
+        region=region,
+        issuer=(issuer or ISSUER_TEMPLATE).format(region=region, pool=pool_id),
+        jwks_url=(jwks_url or JWKS_URL_TEMPLATE).format(region=region, pool=pool_id),
+    )
+
+
+def _pools(env: Mapping[str, str]) -> tuple[Pool, ...]:
+    ids = _required_list(env, "AWS_COGNITO_USER_POOLS_ID")
+    if len(set(ids)) != len(ids):
+        raise ConfigError("AWS_COGNITO_USER_POOLS_ID", "lists a pool twice")
+    issuer = _template(env, "AUTHZ_ISSUER", len(ids))
+    jwks_url = _template(env, "AUTHZ_JWKS_URL", len(ids))
+    if jwks_url is not None and not jwks_url.startswith(("https://", "http://")):
+        raise ConfigError("AUTHZ_JWKS_URL", "must be an http(s) URL")
+    pools = []
+    for pool_id in ids:
+        try:
+            pools.append(make_pool(pool_id, issuer=issuer, jwks_url=jwks_url))
+        except ValueError as exc:
+            raise ConfigError("AWS_COGNITO_USER_POOLS_ID", str(exc)) from None
+    region = env.get("AWS_COGNITO_REGION", "").strip()
+    if region:
+        others = sorted({pool.region for pool in pools if pool.region != region})
+        if others:
+            raise ConfigError(
+                "AWS_COGNITO_REGION", f"{region!r} disagrees with the region of the pool ids ({', '.join(others)})"
+            )
+    return tuple(pools)
+
+
+def _template(env: Mapping[str, str], name: str, pool_count: int) -> str | None:
+    """An issuer or JWKS URL override; with several pools it must name {pool}, or every pool would share it."""
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    if pool_count > 1 and "{pool}" not in value:
+        raise ConfigError(name, "with several pools it must contain the {pool} placeholder")
+    try:
+        value.format(region="r", pool="p")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(name, "only the {region} and {pool} placeholders are allowed") from None
+    return value
+
+
+def _required_list(env: Mapping[str, str], name: str) -> list[str]:
+    items = [item.strip() for item in env.get(name, "").split(",")]
+    items = [item for item in items if item]
+    if not items:
+        raise ConfigError(name, "is required (one or more, comma-separated)")
+    return items
+
+
+def _number(env: Mapping[str, str], name: str, default, kind, low, high):
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(name, f"not a{'n integer' if kind is int else ' number'}: {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"must be between {low} and {high}, got {raw}")
+    return value
+
+
+def _address(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    match = _ADDRESS.match(raw)
+    if match is None or not 0 <= int(match["port"]) <= 65_535:
+        raise ConfigError(name, f"expected HOST:PORT, got {raw!r}")
+    return raw
+
+
+def _header_prefix(env: Mapping[str, str]) -> str:
+    raw = env.get("AUTHZ_HEADER_PREFIX", "").strip() or Settings.header_prefix
+    if not _HEADER_PREFIX.match(raw):
+        raise ConfigError("AUTHZ_HEADER_PREFIX", f"expected lowercase letters, digits and dashes ending in '-', got {raw!r}")
+    return raw
+
+
+def _realm(env: Mapping[str, str]) -> str:
+    raw = env.get("AUTHZ_REALM", "").strip() or Settings.realm
+    if not re.fullmatch(r"[A-Za-z0-9 ._:/-]{1,64}", raw):
+        raise ConfigError("AUTHZ_REALM", "expected up to 64 letters, digits, spaces or ._:/-")
+    return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().upper() or default
+    if raw not in choices:
+        raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
+    return raw

@@ -1,0 +1,171 @@
+"""Every reason a Check is denied: one root, one class per reason.
+
+Each class carries static text only. `description` is what the client sees (error_description and the JSON
+body) and `reason` is the label for metrics and logs; neither ever echoes token content or configured lists.
+The keyword context an instance carries (a claim name, a kid, a time) is for logs and tests, never for clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# google.rpc.Code values, kept here so policy and errors need no gRPC import.
+UNAUTHENTICATED = 16
+PERMISSION_DENIED = 7
+UNAVAILABLE = 14
+INTERNAL = 13
+
+
+class AuthzError(Exception):
+    """Root of every deny reason."""
+
+    reason: ClassVar[str] = "denied"
+    description: ClassVar[str] = "access denied"
+    http_status: ClassVar[int] = 401
+    grpc_code: ClassVar[int] = UNAUTHENTICATED
+    # RFC 6750 section 3.1 error code for WWW-Authenticate; None leaves the attribute out.
+    bearer_error: ClassVar[str | None] = "invalid_token"
+    # Whether the verdict on a given token can never change, so it may be cached by token.
+    permanent: ClassVar[bool] = True
+
+    def __init__(self, **context: Any) -> None:
+        super().__init__(self.description)
+        self.context = context
+
+
+class MissingToken(AuthzError):
+    reason = "missing_token"
+    description = "authentication required"
+    bearer_error = None
+
+
+class InvalidToken(AuthzError):
+    """The request carried credentials that are not a valid token for this API (401, so clients refresh)."""
+
+    reason = "invalid_token"
+    description = "invalid token"
+
+
+class MalformedAuthorization(InvalidToken):
+    reason = "malformed_authorization"
+    description = "authorization header must be a single 'Bearer <token>'"
+
+
+class TokenTooLarge(InvalidToken):
+    reason = "token_too_large"
+    description = "token too large"
+
+
+class MalformedToken(InvalidToken):
+    reason = "malformed_token"
+    description = "malformed token"
+
+
+class UnsupportedAlgorithm(InvalidToken):
+    reason = "unsupported_algorithm"
+    description = "unsupported token algorithm"
+
+
+class UnsupportedHeader(InvalidToken):
+    reason = "unsupported_header"
+    description = "unsupported token header parameter"
+
+
+class UnknownSigningKey(InvalidToken):
+    reason = "unknown_kid"
+    description = "unknown signing key"
+    # The pool may publish the key later (rotation), so the verdict is not cached.
+    permanent = False
+
+
+class BadSignature(InvalidToken):
+    reason = "bad_signature"
+    description = "invalid token signature"
+
+
+class UntrustedIssuer(InvalidToken):
+    reason = "untrusted_issuer"
+    description = "untrusted token issuer"
+
+
+class InvalidClaim(InvalidToken):
+    reason = "invalid_claim"
+    description = "invalid token claims"
+
+
+class TokenExpired(InvalidToken):
+    reason = "expired"
+    description = "token expired"
+
+
+class TokenNotYetValid(InvalidToken):
+    reason = "not_yet_valid"
+    description = "token not yet valid"
+    permanent = False
+
+
+class WrongTokenUse(InvalidToken):
+    reason = "wrong_token_use"
+    description = "invalid token_use"
+
+
+class WrongClient(InvalidToken):
+    reason = "wrong_client"
+    description = "token not issued for an allowed client"
+
+
+class TokenUseNotAllowed(InvalidToken):
+    reason = "token_use_not_allowed"
+    description = "token type not accepted here"
+
+
+class InsufficientScope(AuthzError):
+    """A valid caller lacks a group or scope the route requires (403)."""
+
+    reason = "insufficient_scope"
+    description = "insufficient permissions"
+    http_status = 403
+    grpc_code = PERMISSION_DENIED
+    bearer_error = "insufficient_scope"
+
+
+class MissingGroup(InsufficientScope):
+    reason = "missing_group"
+    description = "caller is not in a required group"
+
+
+class MissingScope(InsufficientScope):
+    reason = "missing_scope"
+    description = "token lacks a required scope"
+
+
+class RouteMisconfigured(AuthzError):
+    """The route's context_extensions are not ones we understand: deny rather than guess."""
+
+    reason = "route_misconfigured"
+    description = "route authorization is misconfigured"
+    http_status = 403
+    grpc_code = PERMISSION_DENIED
+    bearer_error = None
+
+
+class KeysUnavailable(AuthzError):
+    """The pool's signing keys could not be loaded: not the client's fault, so 503 and no invalid_token."""
+
+    reason = "keys_unavailable"
+    description = "signing keys unavailable"
+    http_status = 503
+    grpc_code = UNAVAILABLE
+    bearer_error = None
+    permanent = False
+
+
+class InternalError(AuthzError):
+    """The server failed while deciding: deny (fail closed) without blaming the client's token."""
+
+    reason = "internal_error"
+    description = "authorization failed"
+    http_status = 500
+    grpc_code = INTERNAL
+    bearer_error = None
+    permanent = False

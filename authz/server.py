@@ -1,0 +1,145 @@
+"""run_server(settings): the gRPC server with Authorization, health and reflection, plus the metrics endpoint.
+
+Used by `python -m authz serve` and by the tests (port 0). Health is NOT_SERVING until every pool's keys
+are loaded, so Envoy's health checks keep traffic away from a replica that could only deny.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
+from authz.config import Settings
+from authz.jwks import Fetcher, JwksCache, JwksRefresher, fetch_jwks
+from authz.metrics import Metrics
+from authz.policy import Policy
+from authz.service import SERVICE_NAME, AuthorizationService
+from authz.tokens import TokenVerifier
+
+log = logging.getLogger("authz.server")
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    server: grpc.Server
+    port: int
+    metrics_port: int
+    health: health.HealthServicer
+    refresher: JwksRefresher
+    metrics: Metrics
+
+
+def build_verifier(
+    settings: Settings,
+    *,
+    fetcher: Fetcher = fetch_jwks,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    metrics: Metrics | None = None,
+) -> tuple[TokenVerifier, list[JwksCache]]:
+    """The verifier for the configured pools, and the per-pool key caches it reads from."""
+    caches = {
+        pool.issuer: JwksCache(
+            pool.jwks_url,
+            fetcher=fetcher,
+            clock=monotonic,
+            timeout=settings.jwks_timeout_seconds,
+            max_bytes=settings.jwks_max_bytes,
+            ttl=settings.jwks_ttl_seconds,
+            cooldown=settings.jwks_cooldown_seconds,
+            on_fetch=metrics.jwks_observer(pool.pool_id) if metrics else None,
+        )
+        for pool in settings.pools
+    }
+    verifier = TokenVerifier(
+        issuers={pool.issuer: pool.pool_id for pool in settings.pools},
+        key_sources=caches,
+        client_ids=settings.client_ids,
+        leeway_seconds=settings.leeway_seconds,
+        max_token_bytes=settings.max_token_bytes,
+        cache_size=settings.cache_size,
+        clock=clock,
+        on_cache=metrics.record_cache if metrics else None,
+    )
+    return verifier, list(caches.values())
+
+
+@contextmanager
+def run_server(
+    settings: Settings,
+    *,
+    fetcher: Fetcher = fetch_jwks,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[RunningServer]:
+    """Start serving on settings.addr (port 0 picks a free port); stop gracefully on exit."""
+    metrics = Metrics()
+    verifier, caches = build_verifier(settings, fetcher=fetcher, clock=clock, metrics=metrics)
+    servicer = AuthorizationService(
+        verifier=verifier,
+        policy=Policy(header_prefix=settings.header_prefix, realm=settings.realm),
+        metrics=metrics,
+        max_token_bytes=settings.max_token_bytes,
+    )
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def on_ready() -> None:
+        log.info("signing keys loaded for every pool; serving")
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    refresher = JwksRefresher(caches, on_ready=on_ready)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="check"),
+        # Refuse to share a port: a second server silently splitting traffic would be a nasty surprise.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(settings.addr)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.addr}")
+
+    metrics_host, _, metrics_port = settings.metrics_addr.rpartition(":")
+    metrics_http, metrics_thread = start_http_server(
+        int(metrics_port), addr=metrics_host.strip("[]"), registry=metrics.registry
+    )
+    server.start()
+    refresher.start()
+    log.info(
+        "authz listening",
+        extra={"fields": {"addr": settings.addr, "port": port, "metrics_port": metrics_http.server_port}},
+    )
+    try:
+        yield RunningServer(
+            server=server,
+            port=port,
+            metrics_port=metrics_http.server_port,
+            health=health_servicer,
+            refresher=refresher,
+            metrics=metrics,
+        )
+    finally:
+        # Tell health checkers first, then let in-flight Checks finish within the grace period.
+        health_servicer.enter_graceful_shutdown()
+        server.stop(settings.shutdown_grace_seconds).wait()
+        refresher.stop()
+        metrics_http.shutdown()
+        metrics_http.server_close()
+        metrics_thread.join(timeout=5.0)
+        log.info("authz stopped")

@@ -1,0 +1,152 @@
+"""The Authorization servicer: CheckRequest -> tokens -> policy -> CheckResponse.
+
+The only module that imports the generated Envoy stubs. It reads the request, asks the verifier and the
+policy, and translates their Decision into Envoy's v3 wire types. Any unexpected failure is a deny.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import grpc
+from google.protobuf.wrappers_pb2 import BoolValue
+
+from authz._proto.envoy.config.core.v3 import base_pb2
+from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from authz._proto.envoy.type.v3 import http_status_pb2
+from authz._proto.google.rpc import status_pb2
+from authz.errors import AuthzError, InternalError, MalformedAuthorization
+from authz.metrics import Metrics
+from authz.policy import Decision, Policy, route_settings
+from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
+
+SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+# Older Envoys honour only the deprecated `append` flag (envoyproxy/envoy#42857): set both so all agree.
+_NO_APPEND = BoolValue(value=False)
+
+log = logging.getLogger("authz.decision")
+
+
+class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(
+        self,
+        *,
+        verifier: TokenVerifier,
+        policy: Policy,
+        metrics: Metrics,
+        max_token_bytes: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._verifier = verifier
+        self._policy = policy
+        self._metrics = metrics
+        self._max_token_bytes = max_token_bytes
+        self._clock = clock
+
+    def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:  # noqa: N802 - gRPC method name
+        started = self._clock()
+        http = request.attributes.request.http
+        try:
+            decision = self.decide(request)
+        except Exception:  # fail closed: a bug must deny, never allow or crash the stream
+            logging.getLogger("authz.service").exception("check failed")
+            decision = self._policy.deny(InternalError())
+        response = _response(decision)
+        self._observe(decision, http, self._clock() - started)
+        return response
+
+    def decide(self, request: external_auth_pb2.CheckRequest) -> Decision:
+        try:
+            route = route_settings(request.attributes.context_extensions)
+        except AuthzError as error:
+            log.error(
+                "route misconfigured",
+                extra={"fields": {"reason": error.reason, "key": error.context.get("key"), "path": _path(request.attributes.request.http)}},
+            )
+            return self._policy.deny(error)
+        verdict: VerifiedToken | AuthzError | None
+        try:
+            authorization = _authorization(request.attributes.request.http)
+            if authorization is None:
+                verdict = None
+            else:
+                verdict = self._verifier.verify(bearer_token(authorization, self._max_token_bytes))
+        except AuthzError as error:
+            verdict = error
+        return self._policy.decide(verdict, route)
+
+    def _observe(self, decision: Decision, http: HttpRequest, seconds: float) -> None:
+        identity = decision.identity
+        pool = identity.pool_id if identity else ""
+        client = identity.client_id if identity else ""
+        result = "allow" if decision.allowed else "deny"
+        self._metrics.decisions.labels(result, decision.reason, pool, client).inc()
+        self._metrics.check_seconds.observe(seconds)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "decision",
+                extra={
+                    "fields": {
+                        "result": result,
+                        "reason": decision.reason,
+                        "status": decision.http_status,
+                        "sub": identity.sub if identity else None,
+                        "pool": pool or None,
+                        "path": _path(http),
+                        "request_id": http.headers.get("x-request-id"),
+                    }
+                },
+            )
+
+
+HttpRequest = attribute_context_pb2.AttributeContext.HttpRequest
+
+
+def _authorization(http: HttpRequest) -> str | None:
+    """The Authorization header value, from the headers map or, when Envoy sends raw headers, header_map."""
+    if http.header_map.headers:
+        values = [
+            header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+            for header in http.header_map.headers
+            if header.key.lower() == "authorization"
+        ]
+        if len(values) > 1:
+            raise MalformedAuthorization()
+        return values[0] if values else None
+    return http.headers.get("authorization")
+
+
+def _path(http: HttpRequest) -> str:
+    # The query string is dropped: it may carry credentials that must never reach a log.
+    return http.path.partition("?")[0]
+
+
+def _response(decision: Decision) -> external_auth_pb2.CheckResponse:
+    if decision.allowed:
+        return external_auth_pb2.CheckResponse(
+            status=status_pb2.Status(code=0),
+            ok_response=external_auth_pb2.OkHttpResponse(
+                headers=_header_options(decision.upstream_headers),
+                headers_to_remove=decision.removed_headers,
+            ),
+        )
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=decision.grpc_code, message=decision.reason),
+        denied_response=external_auth_pb2.DeniedHttpResponse(
+            status=http_status_pb2.HttpStatus(code=decision.http_status),
+            headers=_header_options(decision.response_headers),
+            body=decision.body,
+        ),
+    )
+
+
+def _header_options(pairs: tuple[tuple[str, str], ...]) -> list[base_pb2.HeaderValueOption]:
+    return [
+        base_pb2.HeaderValueOption(
+            header=base_pb2.HeaderValue(key=name, value=value), append=_NO_APPEND, append_action=_OVERWRITE
+        )
+        for name, value in pairs
+    ]

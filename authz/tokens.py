@@ -1,0 +1,301 @@
+"""Cognito token verification in one fixed order: header -> key -> signature -> claims.
+
+python-jose is used narrowly: we parse and check the JOSE header ourselves (alg pinned to RS256, no crit,
+no jku/x5u/jwk/x5c), select the key by kid from the issuing pool's JWKS ourselves, and jose only verifies
+an RS256 signature with a key we built from the JWK dict (`jwks.parse_jwks`). No algorithm is ever taken
+from the token, and jose never sees a PEM/DER string or the whole JWKS.
+
+The issuer is read from the still-unverified payload for one purpose only: to pick which pool's JWKS holds
+the key (as aws-jwt-verify does). Every claim, the issuer included, is judged after the signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from jose.backends.base import Key
+
+from authz.cache import VerdictCache, token_digest
+from authz.errors import (
+    AuthzError,
+    BadSignature,
+    InvalidClaim,
+    MalformedAuthorization,
+    MalformedToken,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenTooLarge,
+    UnsupportedAlgorithm,
+    UnsupportedHeader,
+    UntrustedIssuer,
+    WrongClient,
+    WrongTokenUse,
+)
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+# Header parameters that would let a token pick its own key or demand semantics we do not implement.
+_FORBIDDEN_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c")
+_MAX_KID_LENGTH = 256
+# Claim values we forward as HTTP header values: printable, no control characters (no header injection).
+_HEADER_SAFE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+# How long a permanent failure is remembered for a given token.
+NEGATIVE_TTL_SECONDS = 60.0
+
+
+class KeySource(Protocol):
+    def get_key(self, kid: str) -> Key: ...
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """The identity a verified Cognito token proves, already type-checked and safe to put in headers."""
+
+    sub: str
+    token_use: str
+    client_id: str
+    pool_id: str
+    username: str | None
+    groups: tuple[str, ...]
+    scopes: tuple[str, ...]
+    expires_at: float
+
+
+def bearer_token(authorization: str, max_bytes: int) -> str:
+    """The token of an `Authorization: Bearer <token>` value; anything else is an invalid token."""
+    if len(authorization) > max_bytes + 7:
+        raise TokenTooLarge()
+    scheme, space, token = authorization.partition(" ")
+    if not space or scheme.lower() != "bearer":
+        raise MalformedAuthorization()
+    token = token.lstrip(" ")
+    # A comma means Envoy joined two Authorization headers; whitespace means two tokens or garbage.
+    if not token or any(ch in token for ch in ", \t"):
+        raise MalformedAuthorization()
+    return token
+
+
+class TokenVerifier:
+    """Verifies Cognito access and id tokens for a set of pools and app clients, caching verdicts."""
+
+    def __init__(
+        self,
+        *,
+        issuers: Mapping[str, str],
+        key_sources: Mapping[str, KeySource],
+        client_ids: Collection[str],
+        leeway_seconds: float = 0,
+        max_token_bytes: int = 16_384,
+        cache_size: int = 0,
+        clock: Callable[[], float] = time.time,
+        on_cache: Callable[[bool], None] | None = None,
+    ) -> None:
+        """issuers maps each trusted issuer URL to its pool id; key_sources maps it to that pool's keys."""
+        if set(issuers) != set(key_sources):
+            raise ValueError("every issuer needs exactly one key source")
+        self._issuers = dict(issuers)
+        self._key_sources = dict(key_sources)
+        self._client_ids = frozenset(client_ids)
+        self._leeway = leeway_seconds
+        self._max_token_bytes = max_token_bytes
+        self._clock = clock
+        self._on_cache = on_cache
+        self._verified: VerdictCache[VerifiedToken] = VerdictCache(cache_size, clock)
+        # Failures are bounded separately, so a flood of junk cannot evict the good tokens.
+        self._rejected: VerdictCache[type[AuthzError]] = VerdictCache(max(cache_size // 10, 0), clock)
+
+    def verify(self, token: str) -> VerifiedToken:
+        """The verified identity, or raises the AuthzError saying why not. A repeated token costs no crypto."""
+        if len(token) > self._max_token_bytes:
+            raise TokenTooLarge()
+        digest = token_digest(token)
+        verified = self._verified.get(digest)
+        if verified is not None:
+            self._report_cache(True)
+            return verified
+        rejected = self._rejected.get(digest)
+        if rejected is not None:
+            self._report_cache(True)
+            raise rejected(cached=True)
+        self._report_cache(False)
+        try:
+            verified = self._verify_uncached(token)
+        except AuthzError as error:
+            if error.permanent:
+                self._rejected.put(digest, type(error), self._clock() + NEGATIVE_TTL_SECONDS)
+            raise
+        self._verified.put(digest, verified, verified.expires_at)
+        return verified
+
+    def _report_cache(self, hit: bool) -> None:
+        if self._on_cache is not None:
+            self._on_cache(hit)
+
+    def _verify_uncached(self, token: str) -> VerifiedToken:
+        encoded_header, encoded_payload, encoded_signature = _split(token)
+        header = _decode_json(encoded_header)
+        _validate_header(header)
+        payload = _decode_json(encoded_payload)
+        issuer = payload.get("iss")
+        if not isinstance(issuer, str) or issuer not in self._issuers:
+            raise UntrustedIssuer()
+        key = self._key_sources[issuer].get_key(header["kid"])
+        signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
+        if not key.verify(signing_input, _b64decode(encoded_signature)):
+            raise BadSignature()
+        return self._validate_claims(payload, pool_id=self._issuers[issuer])
+
+    def _validate_claims(self, claims: dict[str, Any], *, pool_id: str) -> VerifiedToken:
+        now = self._clock()
+        expires_at = _validate_exp(claims, now, self._leeway)
+        _validate_not_before(claims, "nbf", now, self._leeway)
+        _validate_not_before(claims, "iat", now, self._leeway)
+        token_use = _validate_token_use(claims)
+        client_id = _validate_client(claims, token_use, self._client_ids)
+        sub = _header_safe_string(claims, "sub", required=True)
+        username = _header_safe_string(claims, "username" if token_use == "access" else "cognito:username")
+        return VerifiedToken(
+            sub=sub,
+            token_use=token_use,
+            client_id=client_id,
+            pool_id=pool_id,
+            username=username,
+            groups=_validate_groups(claims),
+            scopes=_validate_scopes(claims, token_use),
+            expires_at=expires_at,
+        )
+
+
+def _split(token: str) -> tuple[str, str, str]:
+    segments = token.split(".")
+    if len(segments) != 3:
+        # Five segments is a JWE: encrypted tokens are never accepted.
+        raise MalformedToken(segments=len(segments))
+    if not all(_SEGMENT.match(segment) for segment in segments):
+        raise MalformedToken()
+    return segments[0], segments[1], segments[2]
+
+
+def _b64decode(segment: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise MalformedToken() from None
+
+
+def _decode_json(segment: str) -> dict[str, Any]:
+    try:
+        value = json.loads(
+            _b64decode(segment).decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise MalformedToken() from None
+    if not isinstance(value, dict):
+        raise MalformedToken()
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Duplicate names are where two JSON parsers disagree about a token; refuse them outright.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate member name")
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _validate_header(header: dict[str, Any]) -> None:
+    if header.get("alg") != "RS256":
+        raise UnsupportedAlgorithm()
+    if any(param in header for param in _FORBIDDEN_HEADER_PARAMS):
+        raise UnsupportedHeader()
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid or len(kid) > _MAX_KID_LENGTH:
+        raise MalformedToken()
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None and name not in claims:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidClaim(claim=name)
+    return value
+
+
+def _validate_exp(claims: dict[str, Any], now: float, leeway: float) -> float:
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise InvalidClaim(claim="exp")
+    if now >= exp + leeway:
+        raise TokenExpired(exp=exp, now=now)
+    return float(exp + leeway)
+
+
+def _validate_not_before(claims: dict[str, Any], name: str, now: float, leeway: float) -> None:
+    value = _number(claims, name)
+    if value is not None and value > now + leeway:
+        raise TokenNotYetValid(claim=name)
+
+
+def _validate_token_use(claims: dict[str, Any]) -> str:
+    token_use = claims.get("token_use")
+    if token_use not in ("access", "id"):
+        raise WrongTokenUse()
+    return token_use
+
+
+def _validate_client(claims: dict[str, Any], token_use: str, allowed: frozenset[str]) -> str:
+    """Access tokens name their app client in client_id, id tokens in aud."""
+    if token_use == "access":
+        client_id = claims.get("client_id")
+        if not isinstance(client_id, str):
+            raise InvalidClaim(claim="client_id")
+        if client_id not in allowed:
+            raise WrongClient()
+        return client_id
+    aud = claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not audiences or not all(isinstance(a, str) for a in audiences):
+        raise InvalidClaim(claim="aud")
+    for audience in audiences:
+        if audience in allowed:
+            return audience
+    raise WrongClient()
+
+
+def _header_safe_string(claims: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    value = claims.get(name)
+    if value is None and not required and name not in claims:
+        return None
+    if not isinstance(value, str) or not _HEADER_SAFE.match(value):
+        raise InvalidClaim(claim=name)
+    return value
+
+
+def _validate_groups(claims: dict[str, Any]) -> tuple[str, ...]:
+    groups = claims.get("cognito:groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and _HEADER_SAFE.match(g) for g in groups):
+        raise InvalidClaim(claim="cognito:groups")
+    return tuple(groups)
+
+
+def _validate_scopes(claims: dict[str, Any], token_use: str) -> tuple[str, ...]:
+    if "scope" not in claims:
+        return ()
+    scope = claims["scope"]
+    if token_use != "access" or not isinstance(scope, str) or not (scope == "" or _HEADER_SAFE.match(scope)):
+        raise InvalidClaim(claim="scope")
+    return tuple(scope.split())
