@@ -80,10 +80,14 @@ def run_server(
     *,
     fetcher: Fetcher = fetch_jwks,
     clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Iterator[RunningServer]:
-    """Start serving on settings.addr (port 0 picks a free port); stop gracefully on exit."""
+    """Start serving on settings.addr (port 0 picks a free port); stop gracefully on exit.
+
+    clock is wall time for token claims, monotonic drives JWKS TTLs and cooldowns; tests may replace both.
+    """
     metrics = Metrics()
-    verifier, caches = build_verifier(settings, fetcher=fetcher, clock=clock, metrics=metrics)
+    verifier, caches = build_verifier(settings, fetcher=fetcher, clock=clock, monotonic=monotonic, metrics=metrics)
     servicer = AuthorizationService(
         verifier=verifier,
         policy=Policy(header_prefix=settings.header_prefix, realm=settings.realm),
@@ -109,7 +113,7 @@ def run_server(
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(settings.addr)
     if port == 0:

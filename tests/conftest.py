@@ -1,0 +1,202 @@
+"""Shared test parts: RSA keys and JWKS documents, Cognito-shaped token minting, a fake clock, a JWKS server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from authz.config import Settings, make_pool
+
+REGION = "ca-central-1"
+POOL_ID = "ca-central-1_AbC123"
+OTHER_POOL_ID = "ca-central-1_XyZ789"
+ISSUER = f"https://cognito-idp.{REGION}.amazonaws.com/{POOL_ID}"
+OTHER_ISSUER = f"https://cognito-idp.{REGION}.amazonaws.com/{OTHER_POOL_ID}"
+CLIENT_ID = "4f1client0allowed0000000"
+OTHER_CLIENT_ID = "9z9client0unknown0000000"
+KID = "kid-2026-1"
+NOW = 1_800_000_000.0
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _uint(value: int) -> str:
+    return b64url(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+_KEYS: dict[str, rsa.RSAPrivateKey] = {}
+
+
+def private_key(name: str = "pool") -> rsa.RSAPrivateKey:
+    """One RSA key per name for the whole session (key generation is the slow part)."""
+    if name not in _KEYS:
+        _KEYS[name] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return _KEYS[name]
+
+
+def public_jwk(key: rsa.RSAPrivateKey, kid: str = KID, **overrides: Any) -> dict[str, Any]:
+    numbers = key.public_key().public_numbers()
+    jwk = {"alg": "RS256", "e": _uint(numbers.e), "kid": kid, "kty": "RSA", "n": _uint(numbers.n), "use": "sig"}
+    jwk.update(overrides)
+    return {k: v for k, v in jwk.items() if v is not None}
+
+
+def jwks_document(*jwks: dict[str, Any]) -> bytes:
+    return json.dumps({"keys": list(jwks or [public_jwk(private_key())])}).encode()
+
+
+def access_claims(**overrides: Any) -> dict[str, Any]:
+    """Claims shaped like a Cognito access token's."""
+    claims = {
+        "sub": "7c0a1d2e-0000-4000-8000-000000000001",
+        "iss": ISSUER,
+        "client_id": CLIENT_ID,
+        "origin_jti": "0b1c2d3e-aaaa-4bbb-8ccc-000000000001",
+        "event_id": "1a2b3c4d-aaaa-4bbb-8ccc-000000000001",
+        "token_use": "access",
+        "scope": "aws.cognito.signin.user.admin",
+        "auth_time": int(NOW) - 60,
+        "exp": int(NOW) + 3600,
+        "iat": int(NOW) - 60,
+        "jti": "5e6f7a8b-aaaa-4bbb-8ccc-000000000001",
+        "username": "andrew",
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def id_claims(**overrides: Any) -> dict[str, Any]:
+    """Claims shaped like a Cognito id token's."""
+    claims = {
+        "sub": "7c0a1d2e-0000-4000-8000-000000000001",
+        "email_verified": True,
+        "iss": ISSUER,
+        "cognito:username": "andrew",
+        "preferred_username": "andrewbrown",
+        "origin_jti": "0b1c2d3e-aaaa-4bbb-8ccc-000000000001",
+        "aud": CLIENT_ID,
+        "event_id": "1a2b3c4d-aaaa-4bbb-8ccc-000000000001",
+        "token_use": "id",
+        "auth_time": int(NOW) - 60,
+        "name": "Andrew Brown",
+        "exp": int(NOW) + 3600,
+        "iat": int(NOW) - 60,
+        "jti": "5e6f7a8b-aaaa-4bbb-8ccc-000000000002",
+        "email": "andrew@example.com",
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def encode_segment(value: Any) -> str:
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    return b64url(raw)
+
+
+def mint(
+    claims: dict[str, Any] | bytes | None = None,
+    *,
+    header: dict[str, Any] | bytes | None = None,
+    key: rsa.RSAPrivateKey | None = None,
+    kid: str | None = KID,
+) -> str:
+    """A signed RS256 token; header and payload may be given raw (bytes) to build malformed tokens."""
+    if header is None:
+        header = {"kid": kid, "alg": "RS256"}
+    signing_input = f"{encode_segment(header)}.{encode_segment(access_claims() if claims is None else claims)}"
+    signature = (key or private_key()).sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64url(signature)}"
+
+
+class FakeClock:
+    """A settable clock: tests move time instead of sleeping."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+class JwksServer:
+    """A JWKS endpoint on loopback whose answer the test controls, counting the requests it gets."""
+
+    def __init__(self) -> None:
+        self.body = jwks_document()
+        self.status = 200
+        self.delay = 0.0
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's method name
+                outer.requests += 1
+                if outer.delay:
+                    time.sleep(outer.delay)
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}/{POOL_ID}/.well-known/jwks.json"
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def jwks_server() -> Iterator[JwksServer]:
+    server = JwksServer()
+    yield server
+    server.close()
+
+
+def settings_for(jwks_url: str, **overrides: Any) -> Settings:
+    """Settings for one test pool whose keys are served at jwks_url, on free loopback ports."""
+    values: dict[str, Any] = {
+        "pools": (make_pool(POOL_ID, jwks_url=jwks_url),),
+        "client_ids": frozenset({CLIENT_ID}),
+        "addr": "127.0.0.1:0",
+        "metrics_addr": "127.0.0.1:0",
+        "leeway_seconds": 0,
+        "shutdown_grace_seconds": 1.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def static_fetcher(document: bytes):
+    """A JWKS fetcher that answers from memory, for tests that are not about fetching."""
+
+    def fetch(url: str, timeout: float, max_bytes: int) -> bytes:
+        return document
+
+    return fetch

@@ -1,0 +1,188 @@
+"""The decision and the HTTP contract, without gRPC: route settings, allow headers, deny responses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from authz import errors
+from authz.policy import Policy, RouteSettings, route_settings
+from authz.tokens import VerifiedToken
+
+PREFIX_HEADERS = ("x-user-sub", "x-user-name", "x-user-groups", "x-user-scopes", "x-user-client-id", "x-user-token-use")
+
+
+def token(**overrides) -> VerifiedToken:
+    values = dict(
+        sub="sub-1",
+        token_use="access",
+        client_id="client-1",
+        pool_id="ca-central-1_AbC123",
+        username="andrew",
+        groups=("admins", "staff"),
+        scopes=("aws.cognito.signin.user.admin", "feed/read"),
+        expires_at=2e9,
+    )
+    values.update(overrides)
+    return VerifiedToken(**values)
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy(header_prefix="x-user-", realm="cruddur")
+
+
+def test_routes_require_an_access_token_by_default():
+    """With no context_extensions a route requires auth and accepts access tokens only."""
+    assert route_settings({}) == RouteSettings(auth_required=True, token_uses=frozenset({"access"}))
+
+
+def test_route_settings_parse_every_key():
+    """auth, token_use, groups (comma list) and scopes (space or comma list) are read from context_extensions."""
+    settings = route_settings({"auth": "required", "token_use": "any", "groups": "admins, staff", "scopes": "a b,c"})
+    assert settings == RouteSettings(
+        auth_required=True,
+        token_uses=frozenset({"access", "id"}),
+        groups=frozenset({"admins", "staff"}),
+        scopes=frozenset({"a", "b", "c"}),
+    )
+    assert route_settings({"auth": "optional"}).auth_required is False
+    assert route_settings({"token_use": "id"}).token_uses == frozenset({"id"})
+
+
+@pytest.mark.parametrize(
+    "extensions, key",
+    [
+        ({"auth": "maybe"}, "auth"),
+        ({"auth": ""}, "auth"),
+        ({"token_use": "refresh"}, "token_use"),
+        ({"groups": ""}, "groups"),
+        ({"groups": " , "}, "groups"),
+        ({"scopes": "  "}, "scopes"),
+        ({"group": "admins"}, "group"),  # a typo must not silently open the route
+        ({"auth": "optional", "groups": "admins"}, "groups"),
+        ({"auth": "optional", "scopes": "feed/read"}, "scopes"),
+        ({"token_use": "id", "scopes": "feed/read"}, "scopes"),
+    ],
+)
+def test_unknown_or_contradictory_route_settings_are_a_configuration_error(extensions, key):
+    """A key or value the server does not understand raises RouteMisconfigured naming the key."""
+    with pytest.raises(errors.RouteMisconfigured) as caught:
+        route_settings(extensions)
+    assert caught.value.context["key"] == key
+
+
+def test_allow_sets_every_identity_header_with_a_value(policy):
+    """An allowed access token sets sub, name, groups, scopes, client id and token use headers."""
+    decision = policy.decide(token(), RouteSettings())
+    assert decision.allowed and decision.grpc_code == 0 and decision.reason == "ok"
+    assert dict(decision.upstream_headers) == {
+        "x-user-sub": "sub-1",
+        "x-user-name": "andrew",
+        "x-user-groups": "admins,staff",
+        "x-user-scopes": "aws.cognito.signin.user.admin feed/read",
+        "x-user-client-id": "client-1",
+        "x-user-token-use": "access",
+    }
+    assert decision.removed_headers == ()
+
+
+def test_identity_headers_without_a_value_are_removed(policy):
+    """A caller with no groups, scopes or username gets those headers removed, so a client copy cannot pass."""
+    decision = policy.decide(token(groups=(), scopes=(), username=None), RouteSettings())
+    assert set(dict(decision.upstream_headers)) == {"x-user-sub", "x-user-client-id", "x-user-token-use"}
+    assert set(decision.removed_headers) == {"x-user-name", "x-user-groups", "x-user-scopes"}
+
+
+def test_header_prefix_is_configurable():
+    """AUTHZ_HEADER_PREFIX renames every identity header, set or removed."""
+    decision = Policy(header_prefix="x-cognito-").decide(token(groups=()), RouteSettings())
+    assert "x-cognito-sub" in dict(decision.upstream_headers)
+    assert decision.removed_headers == ("x-cognito-groups",)
+
+
+def test_anonymous_allow_on_optional_route_removes_every_identity_header(policy):
+    """No token on an optional route is allowed as anonymous, stripping all identity headers."""
+    decision = policy.decide(None, RouteSettings(auth_required=False))
+    assert decision.allowed and decision.reason == "anonymous"
+    assert decision.upstream_headers == ()
+    assert decision.removed_headers == PREFIX_HEADERS
+
+
+def test_missing_token_on_required_route_is_401_without_error_attribute(policy):
+    """No token on a required route: 401 with a bare Bearer challenge (RFC 6750 3.1) and a JSON body."""
+    decision = policy.decide(None, RouteSettings())
+    assert not decision.allowed
+    assert (decision.http_status, decision.grpc_code, decision.reason) == (401, errors.UNAUTHENTICATED, "missing_token")
+    assert dict(decision.response_headers) == {
+        "www-authenticate": 'Bearer realm="cruddur"',
+        "content-type": "application/json",
+    }
+    assert json.loads(decision.body) == {"error": "missing_token", "message": "authentication required"}
+
+
+def test_invalid_token_on_optional_route_is_still_401(policy):
+    """A present but invalid token is never downgraded to anonymous, so clients know to refresh."""
+    decision = policy.decide(errors.TokenExpired(exp=1, now=2), RouteSettings(auth_required=False))
+    assert not decision.allowed and decision.http_status == 401
+    assert dict(decision.response_headers)["www-authenticate"] == (
+        'Bearer realm="cruddur", error="invalid_token", error_description="token expired"'
+    )
+    assert json.loads(decision.body) == {"error": "invalid_token", "message": "token expired"}
+
+
+def test_deny_never_echoes_context(policy):
+    """Deny text is static: context carried by the error (a kid, a claim) never reaches the response."""
+    decision = policy.decide(errors.UnknownSigningKey(kid="attacker-controlled-kid"), RouteSettings())
+    assert "attacker" not in decision.body
+    assert all("attacker" not in value for _, value in decision.response_headers)
+
+
+def test_id_token_on_access_route_is_401(policy):
+    """An id token where the route accepts access tokens only is an invalid token (401)."""
+    decision = policy.decide(token(token_use="id", scopes=()), RouteSettings())
+    assert (decision.http_status, decision.reason) == (401, "token_use_not_allowed")
+
+
+def test_id_token_allowed_where_route_says_id(policy):
+    """token_use=id routes accept id tokens and mark the header accordingly."""
+    decision = policy.decide(token(token_use="id", scopes=()), route_settings({"token_use": "id"}))
+    assert decision.allowed
+    assert dict(decision.upstream_headers)["x-user-token-use"] == "id"
+
+
+def test_caller_in_one_of_the_groups_is_allowed(policy):
+    """groups means at least one: a caller in any listed group passes."""
+    assert policy.decide(token(groups=("staff",)), route_settings({"groups": "admins,staff"})).allowed
+
+
+def test_caller_in_none_of_the_groups_is_403_insufficient_scope(policy):
+    """A caller outside every listed group is denied 403 with error="insufficient_scope"."""
+    decision = policy.decide(token(groups=("users",)), route_settings({"groups": "admins"}))
+    assert (decision.http_status, decision.grpc_code, decision.reason) == (403, errors.PERMISSION_DENIED, "missing_group")
+    challenge = dict(decision.response_headers)["www-authenticate"]
+    assert 'error="insufficient_scope"' in challenge
+    assert "admins" not in challenge and "admins" not in decision.body
+
+
+def test_scopes_must_all_be_present(policy):
+    """scopes means all: one missing scope is a 403 missing_scope."""
+    assert policy.decide(token(), route_settings({"scopes": "feed/read"})).allowed
+    decision = policy.decide(token(), route_settings({"scopes": "feed/read feed/write"}))
+    assert (decision.http_status, decision.reason) == (403, "missing_scope")
+
+
+def test_route_misconfiguration_is_403_without_challenge(policy):
+    """A misconfigured route is the operator's fault: 403, no Bearer challenge, a static body."""
+    decision = policy.deny(errors.RouteMisconfigured(key="group"))
+    assert decision.http_status == 403
+    assert dict(decision.response_headers) == {"content-type": "application/json"}
+    assert json.loads(decision.body)["error"] == "route_misconfigured"
+
+
+def test_keys_unavailable_is_503(policy):
+    """When signing keys cannot be loaded the client gets 503, not an invalid_token it would act on."""
+    decision = policy.deny(errors.KeysUnavailable())
+    assert (decision.http_status, decision.grpc_code) == (503, errors.UNAVAILABLE)
+    assert "www-authenticate" not in dict(decision.response_headers)
