@@ -1,6 +1,7 @@
 # make setup: .venv with pinned packages and generated protobuf stubs (idempotent, quick when nothing changed)
 # make test:  the whole suite
 # make run:   a local Cognito emulator + the authz server, no AWS account and no Docker
+# make token: a fresh access token for the demo user of the running stack
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +11,7 @@ STAMP_DEPS   := $(VENV)/.deps-installed
 STAMP_PROTOS := authz/_proto/.generated
 PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
-.PHONY: setup protos test run clean
+.PHONY: setup protos test run token clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS)
 
@@ -33,6 +34,9 @@ test: setup
 
 run: setup
 	$(PY) -m stack.run
+
+token:
+	@$(PY) -m stack.token
 
 clean:
 	rm -rf $(VENV) authz/_proto .pytest_cache .run

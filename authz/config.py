@@ -11,9 +11,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-_POOL_ID = re.compile(r"^(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2})_[0-9A-Za-z]{1,55}$")
-_HEADER_PREFIX = re.compile(r"^[a-z0-9][a-z0-9-]*-$")
-_ADDRESS = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})$")
+# Matched with fullmatch: `$` would also accept a trailing newline.
+_POOL_ID = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2})_[0-9A-Za-z]{1,55}")
+_HEADER_PREFIX = re.compile(r"[a-z0-9][a-z0-9-]*-")
+_ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 ISSUER_TEMPLATE = "https://cognito-idp.{region}.amazonaws.com/{pool}"
@@ -94,7 +95,7 @@ class Settings:
 
 def make_pool(pool_id: str, *, issuer: str | None = None, jwks_url: str | None = None) -> Pool:
     """A Pool for a Cognito pool id, with the real Cognito issuer and JWKS URL unless overridden."""
-    match = _POOL_ID.match(pool_id)
+    match = _POOL_ID.fullmatch(pool_id)
     if match is None:
         raise ValueError(f"malformed user pool id (expected REGION_ID, e.g. ca-central-1_AbC123): {pool_id!r}")
     region = match["region"]
@@ -167,7 +168,7 @@ def _number(env: Mapping[str, str], name: str, default, kind, low, high):
 
 def _address(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name, "").strip() or default
-    match = _ADDRESS.match(raw)
+    match = _ADDRESS.fullmatch(raw)
     if match is None or not 0 <= int(match["port"]) <= 65_535:
         raise ConfigError(name, f"expected HOST:PORT, got {raw!r}")
     return raw
@@ -175,7 +176,7 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _header_prefix(env: Mapping[str, str]) -> str:
     raw = env.get("AUTHZ_HEADER_PREFIX", "").strip() or Settings.header_prefix
-    if not _HEADER_PREFIX.match(raw):
+    if not _HEADER_PREFIX.fullmatch(raw):
         raise ConfigError("AUTHZ_HEADER_PREFIX", f"expected lowercase letters, digits and dashes ending in '-', got {raw!r}")
     return raw
 

@@ -24,6 +24,7 @@ import requests
 from jose import jwk
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
+from urllib3.exceptions import HTTPError, ReadTimeoutError
 
 from authz.errors import KeysUnavailable, UnknownSigningKey
 
@@ -46,8 +47,13 @@ Clock = Callable[[], float]
 
 
 def fetch_jwks(url: str, timeout: float, max_bytes: int, *, session: requests.Session | None = None) -> bytes:
-    """GET the JWKS document, refusing redirects, non-200 answers and bodies over max_bytes."""
+    """GET the JWKS document, refusing redirects, non-200 answers and bodies over max_bytes.
+
+    `timeout` bounds the whole body as well as each read, so a server trickling bytes cannot hold a fetch
+    (and every Check waiting on it) for longer than about twice the timeout.
+    """
     getter = session.get if session is not None else requests.get
+    deadline = time.monotonic() + timeout
     try:
         with getter(
             url, timeout=timeout, stream=True, allow_redirects=False, headers={"Accept": "application/json"}
@@ -58,14 +64,19 @@ def fetch_jwks(url: str, timeout: float, max_bytes: int, *, session: requests.Se
             if declared is not None and declared.isdigit() and int(declared) > max_bytes:
                 raise JwksError("too_large", f"Content-Length {declared} over {max_bytes}")
             body = bytearray()
-            for chunk in response.iter_content(chunk_size=16_384):
+            # read1 returns whatever has arrived, so the deadline is checked however slowly bytes trickle in.
+            while chunk := response.raw.read1(16_384, decode_content=True):
                 body += chunk
                 if len(body) > max_bytes:
                     raise JwksError("too_large", f"body over {max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise JwksError("timeout", "body slower than the timeout")
             return bytes(body)
     except requests.Timeout as exc:
         raise JwksError("timeout", type(exc).__name__) from None
-    except requests.RequestException as exc:
+    except ReadTimeoutError:
+        raise JwksError("timeout", "ReadTimeoutError") from None
+    except (requests.RequestException, HTTPError) as exc:
         raise JwksError("network_error", type(exc).__name__) from None
 
 
@@ -77,7 +88,7 @@ def parse_jwks(body: bytes) -> dict[str, Key]:
     """
     try:
         document = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise JwksError("invalid", "not a UTF-8 JSON document") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JwksError("invalid", "no 'keys' array")
@@ -206,8 +217,8 @@ class JwksCache:
             else:
                 leader = False
         if not leader:
-            # A follower waits no longer than the leader's own fetch may take.
-            inflight.wait(self._timeout + 1.0)
+            # A follower waits no longer than the leader's own fetch may take (fetch_jwks bounds it).
+            inflight.wait(2 * self._timeout + 1.0)
             return
         try:
             self._fetch_and_store()

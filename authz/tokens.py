@@ -40,12 +40,13 @@ from authz.errors import (
     WrongTokenUse,
 )
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # Header parameters that would let a token pick its own key or demand semantics we do not implement.
 _FORBIDDEN_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c")
 _MAX_KID_LENGTH = 256
 # Claim values we forward as HTTP header values: printable, no control characters (no header injection).
-_HEADER_SAFE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+# fullmatch, not ^...$: `$` also matches before a trailing newline.
+_HEADER_SAFE = re.compile(r"[^\x00-\x1f\x7f]+")
 # How long a permanent failure is remembered for a given token.
 NEGATIVE_TTL_SECONDS = 60.0
 
@@ -109,7 +110,7 @@ class TokenVerifier:
         self._on_cache = on_cache
         self._verified: VerdictCache[VerifiedToken] = VerdictCache(cache_size, clock)
         # Failures are bounded separately, so a flood of junk cannot evict the good tokens.
-        self._rejected: VerdictCache[type[AuthzError]] = VerdictCache(max(cache_size // 10, 0), clock)
+        self._rejected: VerdictCache[type[AuthzError]] = VerdictCache(cache_size // 10 or cache_size, clock)
 
     def verify(self, token: str) -> VerifiedToken:
         """The verified identity, or raises the AuthzError saying why not. A repeated token costs no crypto."""
@@ -178,7 +179,7 @@ def _split(token: str) -> tuple[str, str, str]:
     if len(segments) != 3:
         # Five segments is a JWE: encrypted tokens are never accepted.
         raise MalformedToken(segments=len(segments))
-    if not all(_SEGMENT.match(segment) for segment in segments):
+    if not all(_SEGMENT.fullmatch(segment) for segment in segments):
         raise MalformedToken()
     return segments[0], segments[1], segments[2]
 
@@ -280,14 +281,14 @@ def _header_safe_string(claims: dict[str, Any], name: str, *, required: bool = F
     value = claims.get(name)
     if value is None and not required and name not in claims:
         return None
-    if not isinstance(value, str) or not _HEADER_SAFE.match(value):
+    if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
         raise InvalidClaim(claim=name)
     return value
 
 
 def _validate_groups(claims: dict[str, Any]) -> tuple[str, ...]:
     groups = claims.get("cognito:groups", [])
-    if not isinstance(groups, list) or not all(isinstance(g, str) and _HEADER_SAFE.match(g) for g in groups):
+    if not isinstance(groups, list) or not all(isinstance(g, str) and _HEADER_SAFE.fullmatch(g) for g in groups):
         raise InvalidClaim(claim="cognito:groups")
     return tuple(groups)
 
@@ -296,6 +297,6 @@ def _validate_scopes(claims: dict[str, Any], token_use: str) -> tuple[str, ...]:
     if "scope" not in claims:
         return ()
     scope = claims["scope"]
-    if token_use != "access" or not isinstance(scope, str) or not (scope == "" or _HEADER_SAFE.match(scope)):
+    if token_use != "access" or not isinstance(scope, str) or not (scope == "" or _HEADER_SAFE.fullmatch(scope)):
         raise InvalidClaim(claim="scope")
     return tuple(scope.split())

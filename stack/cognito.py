@@ -1,0 +1,122 @@
+"""The seed's Cognito console steps as boto3 calls: works against real AWS and against a local emulator.
+
+Pool `cruddur-user-pool`: email as sign-in, required attributes name, email and preferred_username,
+self-registration, email verification; a public app client `cruddur` without a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+POOL_NAME = "cruddur-user-pool"
+CLIENT_NAME = "cruddur"
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    pool_id: str
+    client_id: str
+    region: str
+
+
+def cognito_client(region: str, endpoint_url: str | None = None) -> Any:
+    """A cognito-idp client; with endpoint_url (a local emulator) dummy credentials suffice."""
+    if endpoint_url:
+        return boto3.client(
+            "cognito-idp",
+            region_name=region,
+            endpoint_url=endpoint_url,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+    return boto3.client("cognito-idp", region_name=region)
+
+
+def provision(client: Any, region: str) -> Provisioned:
+    """Create the pool and app client, or reuse them when a pool of that name already exists."""
+    pool_id = _existing_pool(client) or _create_pool(client)
+    client_id = _existing_client(client, pool_id) or _create_client(client, pool_id)
+    return Provisioned(pool_id=pool_id, client_id=client_id, region=region)
+
+
+def _existing_pool(client: Any) -> str | None:
+    for page in client.get_paginator("list_user_pools").paginate(MaxResults=60):
+        for pool in page["UserPools"]:
+            if pool["Name"] == POOL_NAME:
+                return pool["Id"]
+    return None
+
+
+def _create_pool(client: Any) -> str:
+    required = [
+        {"Name": name, "AttributeDataType": "String", "Required": True, "Mutable": True}
+        for name in ("name", "email", "preferred_username")
+    ]
+    pool = client.create_user_pool(
+        PoolName=POOL_NAME,
+        UsernameAttributes=["email"],
+        AutoVerifiedAttributes=["email"],
+        Schema=required,
+        AdminCreateUserConfig={"AllowAdminCreateUserOnly": False},
+        Policies={
+            "PasswordPolicy": {
+                "MinimumLength": 8,
+                "RequireUppercase": True,
+                "RequireLowercase": True,
+                "RequireNumbers": True,
+                "RequireSymbols": True,
+            }
+        },
+        AccountRecoverySetting={"RecoveryMechanisms": [{"Priority": 1, "Name": "verified_email"}]},
+    )
+    return pool["UserPool"]["Id"]
+
+
+def _existing_client(client: Any, pool_id: str) -> str | None:
+    for page in client.get_paginator("list_user_pool_clients").paginate(UserPoolId=pool_id, MaxResults=60):
+        for app in page["UserPoolClients"]:
+            if app["ClientName"] == CLIENT_NAME:
+                return app["ClientId"]
+    return None
+
+
+def _create_client(client: Any, pool_id: str) -> str:
+    app = client.create_user_pool_client(
+        UserPoolId=pool_id,
+        ClientName=CLIENT_NAME,
+        GenerateSecret=False,
+        ExplicitAuthFlows=["ALLOW_USER_SRP_AUTH", "ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        PreventUserExistenceErrors="ENABLED",
+    )
+    return app["UserPoolClient"]["ClientId"]
+
+
+def ensure_user(client: Any, provisioned: Provisioned, *, email: str, password: str, name: str, handle: str) -> None:
+    """Sign a user up as a person would, then confirm them as an admin (the emulator sends no email)."""
+    try:
+        client.sign_up(
+            ClientId=provisioned.client_id,
+            Username=email,
+            Password=password,
+            UserAttributes=[
+                {"Name": "email", "Value": email},
+                {"Name": "name", "Value": name},
+                {"Name": "preferred_username", "Value": handle},
+            ],
+        )
+    except client.exceptions.UsernameExistsException:
+        return
+    client.admin_confirm_sign_up(UserPoolId=provisioned.pool_id, Username=email)
+
+
+def sign_in(client: Any, client_id: str, username: str, password: str) -> dict[str, str]:
+    """USER_PASSWORD_AUTH: the AuthenticationResult (AccessToken, IdToken, RefreshToken, ...)."""
+    result = client.initiate_auth(
+        ClientId=client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": username, "PASSWORD": password},
+    )
+    return result["AuthenticationResult"]

@@ -1,0 +1,27 @@
+"""`make token`: a fresh access token for the demo user of the running local stack (.run/cognito.env)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from stack.cognito import cognito_client, sign_in
+
+ENV_FILE = Path(__file__).resolve().parent.parent / ".run" / "cognito.env"
+
+
+def main() -> int:
+    if not ENV_FILE.exists():
+        print("token: no .run/cognito.env; start the stack with `make run` first", file=sys.stderr)
+        return 1
+    env = dict(line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
+    if "DEMO_USERNAME" not in env:
+        print("token: the stack runs against a real pool; sign in with your own user", file=sys.stderr)
+        return 1
+    client = cognito_client(env["AWS_COGNITO_REGION"], env.get("AWS_ENDPOINT_URL_COGNITO_IDP"))
+    print(sign_in(client, env["AWS_COGNITO_CLIENT_ID"], env["DEMO_USERNAME"], env["DEMO_PASSWORD"])["AccessToken"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Settings.from_env: what a valid environment yields, and which variable each bad one is blamed on.
+
+Every test passes its own dict; os.environ is never read or changed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from authz.config import ConfigError, Pool, Settings, make_pool
+
+POOL = "ca-central-1_AbC123"
+OTHER_POOL = "us-east-1_XyZ789"
+CLIENT = "abc"
+
+
+def env(**overrides: str) -> dict[str, str]:
+    """The minimal valid environment, with overrides (an empty string leaves a variable unset-like)."""
+    values = {"AWS_COGNITO_USER_POOLS_ID": POOL, "AWS_COGNITO_CLIENT_ID": CLIENT}
+    values.update(overrides)
+    return values
+
+
+def config_error(environ: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(environ)
+    return caught.value
+
+
+# --------------------------------------------------------------------------------------------- valid
+
+
+def test_minimal_environment_yields_the_cognito_pool_and_defaults() -> None:
+    """A pool id and a client id alone give the pool's Cognito issuer and JWKS URL and every default."""
+    settings = Settings.from_env(env())
+
+    assert settings.pools == (
+        Pool(
+            pool_id=POOL,
+            region="ca-central-1",
+            issuer="https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123",
+            jwks_url="https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123/.well-known/jwks.json",
+        ),
+    )
+    assert settings.client_ids == frozenset({"abc"})
+    assert settings.addr == "0.0.0.0:9191"
+    assert settings.metrics_addr == "0.0.0.0:9192"
+    assert settings.header_prefix == "x-user-"
+    assert settings.leeway_seconds == 30
+    assert settings.cache_size == 100_000
+    assert settings.realm == "api"
+    assert settings.log_level == "INFO"
+    assert settings.max_token_bytes == 16_384
+    assert settings.jwks_ttl_seconds == 900.0
+    assert settings.jwks_cooldown_seconds == 10.0
+    assert settings.jwks_timeout_seconds == 3.0
+    assert settings.jwks_max_bytes == 65_536
+    assert settings.grpc_workers == 16
+    assert settings.shutdown_grace_seconds == 5.0
+
+
+def test_issuers_maps_each_issuer_to_its_pool() -> None:
+    """settings.issuers() finds each pool by the issuer its tokens carry."""
+    settings = Settings.from_env(env(AWS_COGNITO_USER_POOLS_ID=f"{POOL},{OTHER_POOL}"))
+    issuers = settings.issuers()
+
+    assert issuers["https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123"].pool_id == POOL
+    assert issuers["https://cognito-idp.us-east-1.amazonaws.com/us-east-1_XyZ789"].pool_id == OTHER_POOL
+
+
+def test_several_pools_and_clients_are_split_on_commas_and_trimmed() -> None:
+    """Comma-separated pools and clients, with stray spaces and empty items, are each taken in order."""
+    settings = Settings.from_env(
+        env(AWS_COGNITO_USER_POOLS_ID=f" {POOL} , {OTHER_POOL} ,", AWS_COGNITO_CLIENT_ID=" abc, def ,, ghi ")
+    )
+
+    assert [(pool.pool_id, pool.region) for pool in settings.pools] == [
+        (POOL, "ca-central-1"),
+        (OTHER_POOL, "us-east-1"),
+    ]
+    assert settings.pools[1].issuer == "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_XyZ789"
+    assert settings.client_ids == frozenset({"abc", "def", "ghi"})
+
+
+@pytest.mark.parametrize("pool_id", ["us-gov-west-1_aB3", "ap-southeast-2_" + "a" * 55, "eu-west-1_0"])
+def test_pool_ids_of_any_region_shape_are_accepted(pool_id: str) -> None:
+    """Pool ids of multi-part regions and of the longest allowed id are accepted, their region taken from the id."""
+    settings = Settings.from_env(env(AWS_COGNITO_USER_POOLS_ID=pool_id))
+    assert settings.pools[0].region == pool_id.split("_")[0]
+
+
+@pytest.mark.parametrize("region", ["ca-central-1", " ca-central-1 "])
+def test_region_agreeing_with_the_pools_is_accepted(region: str) -> None:
+    """AWS_COGNITO_REGION may be given as long as it is the pools' own region."""
+    settings = Settings.from_env(env(AWS_COGNITO_REGION=region))
+    assert settings.pools[0].region == "ca-central-1"
+
+
+def test_jwks_url_template_is_filled_for_each_pool() -> None:
+    """An AUTHZ_JWKS_URL with {region} and {pool} gives each pool its own URL."""
+    settings = Settings.from_env(
+        env(
+            AWS_COGNITO_USER_POOLS_ID=f"{POOL},{OTHER_POOL}",
+            AUTHZ_JWKS_URL="http://127.0.0.1:9229/{region}/{pool}/.well-known/jwks.json",
+        )
+    )
+    assert [pool.jwks_url for pool in settings.pools] == [
+        "http://127.0.0.1:9229/ca-central-1/ca-central-1_AbC123/.well-known/jwks.json",
+        "http://127.0.0.1:9229/us-east-1/us-east-1_XyZ789/.well-known/jwks.json",
+    ]
+
+
+def test_plain_jwks_url_is_used_as_is_for_a_single_pool() -> None:
+    """With one pool, AUTHZ_JWKS_URL may be a plain URL with no placeholders."""
+    settings = Settings.from_env(env(AUTHZ_JWKS_URL="https://keys.example.com/jwks.json"))
+    assert settings.pools[0].jwks_url == "https://keys.example.com/jwks.json"
+    assert settings.pools[0].issuer == "https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123"
+
+
+def test_issuer_override_is_filled_for_each_pool() -> None:
+    """AUTHZ_ISSUER replaces the Cognito issuer each pool's tokens must carry."""
+    settings = Settings.from_env(
+        env(AWS_COGNITO_USER_POOLS_ID=f"{POOL},{OTHER_POOL}", AUTHZ_ISSUER="http://localhost:9229/{pool}")
+    )
+    assert [pool.issuer for pool in settings.pools] == [
+        "http://localhost:9229/ca-central-1_AbC123",
+        "http://localhost:9229/us-east-1_XyZ789",
+    ]
+    assert set(settings.issuers()) == {pool.issuer for pool in settings.pools}
+
+
+def test_numbers_addresses_and_names_are_read_from_the_environment() -> None:
+    """Each tunable, given in range (with stray spaces), is read as its type."""
+    settings = Settings.from_env(
+        env(
+            AUTHZ_ADDR="127.0.0.1:0",
+            AUTHZ_METRICS_ADDR="[::1]:9300",
+            AUTHZ_LEEWAY_SECONDS=" 0 ",
+            AUTHZ_CACHE_SIZE="0",
+            AUTHZ_HEADER_PREFIX="x-auth-0-",
+            AUTHZ_REALM="feed api",
+            AUTHZ_LOG_LEVEL="debug",
+            AUTHZ_MAX_TOKEN_BYTES="512",
+            AUTHZ_JWKS_TTL_SECONDS="1.5",
+            AUTHZ_JWKS_COOLDOWN_SECONDS="0",
+            AUTHZ_JWKS_TIMEOUT_SECONDS="0.1",
+            AUTHZ_JWKS_MAX_BYTES="10485760",
+            AUTHZ_GRPC_WORKERS="1024",
+            AUTHZ_SHUTDOWN_GRACE_SECONDS="300",
+        )
+    )
+    assert settings.addr == "127.0.0.1:0"
+    assert settings.metrics_addr == "[::1]:9300"
+    assert settings.leeway_seconds == 0
+    assert settings.cache_size == 0
+    assert settings.header_prefix == "x-auth-0-"
+    assert settings.realm == "feed api"
+    assert settings.log_level == "DEBUG"
+    assert settings.max_token_bytes == 512
+    assert settings.jwks_ttl_seconds == 1.5
+    assert settings.jwks_cooldown_seconds == 0.0
+    assert settings.jwks_timeout_seconds == 0.1
+    assert settings.jwks_max_bytes == 10_485_760
+    assert settings.grpc_workers == 1_024
+    assert settings.shutdown_grace_seconds == 300.0
+
+
+def test_blank_optional_variables_take_their_defaults() -> None:
+    """An optional variable set to blanks counts as unset."""
+    settings = Settings.from_env(env(AUTHZ_ADDR=" ", AUTHZ_CACHE_SIZE="", AUTHZ_LOG_LEVEL="  ", AUTHZ_JWKS_URL=" "))
+    assert settings.addr == "0.0.0.0:9191"
+    assert settings.cache_size == 100_000
+    assert settings.log_level == "INFO"
+    assert settings.pools[0].jwks_url.startswith("https://cognito-idp.ca-central-1.amazonaws.com/")
+
+
+# --------------------------------------------------------------------------------------------- invalid
+
+
+@pytest.mark.parametrize("pools", [None, "", " ", " , ", ",,"])
+def test_missing_or_empty_pool_list_is_blamed_on_the_pool_variable(pools: str | None) -> None:
+    """No pool id at all is a ConfigError naming AWS_COGNITO_USER_POOLS_ID."""
+    environ = env()
+    if pools is None:
+        del environ["AWS_COGNITO_USER_POOLS_ID"]
+    else:
+        environ["AWS_COGNITO_USER_POOLS_ID"] = pools
+    assert config_error(environ).variable == "AWS_COGNITO_USER_POOLS_ID"
+
+
+@pytest.mark.parametrize(
+    "pool_id",
+    [
+        "us-east-1",
+        "AbC123",
+        "us-east-1_",
+        "us-east-1_bad!",
+        "US-EAST-1_AbC123",
+        "us-east_AbC123",
+        "us-east-1_" + "a" * 56,
+        "us-east-1_Ab C",
+        "us-east-1_AbC/../x",
+    ],
+)
+def test_malformed_pool_id_is_blamed_on_the_pool_variable(pool_id: str) -> None:
+    """A pool id that is not REGION_ID is a ConfigError naming AWS_COGNITO_USER_POOLS_ID."""
+    error = config_error(env(AWS_COGNITO_USER_POOLS_ID=f"{POOL},{pool_id}"))
+    assert error.variable == "AWS_COGNITO_USER_POOLS_ID"
+
+
+def test_duplicate_pool_is_blamed_on_the_pool_variable() -> None:
+    """The same pool listed twice (spaces aside) is a ConfigError naming AWS_COGNITO_USER_POOLS_ID."""
+    error = config_error(env(AWS_COGNITO_USER_POOLS_ID=f"{POOL}, {OTHER_POOL} ,{POOL}"))
+    assert error.variable == "AWS_COGNITO_USER_POOLS_ID"
+
+
+@pytest.mark.parametrize("pools", [POOL, f"{POOL},{OTHER_POOL}"])
+def test_region_disagreeing_with_a_pool_is_blamed_on_the_region_variable(pools: str) -> None:
+    """AWS_COGNITO_REGION naming another region than any pool's is a ConfigError naming AWS_COGNITO_REGION."""
+    error = config_error(env(AWS_COGNITO_USER_POOLS_ID=pools, AWS_COGNITO_REGION="us-east-1"))
+    assert error.variable == "AWS_COGNITO_REGION"
+
+
+@pytest.mark.parametrize("clients", [None, "", " , "])
+def test_missing_client_id_is_blamed_on_the_client_variable(clients: str | None) -> None:
+    """No client id is a ConfigError naming AWS_COGNITO_CLIENT_ID."""
+    environ = env()
+    if clients is None:
+        del environ["AWS_COGNITO_CLIENT_ID"]
+    else:
+        environ["AWS_COGNITO_CLIENT_ID"] = clients
+    assert config_error(environ).variable == "AWS_COGNITO_CLIENT_ID"
+
+
+@pytest.mark.parametrize("variable", ["AUTHZ_JWKS_URL", "AUTHZ_ISSUER"])
+def test_override_without_pool_placeholder_for_several_pools_is_rejected(variable: str) -> None:
+    """With several pools, an override lacking {pool} (so shared by all of them) is a ConfigError naming it."""
+    error = config_error(
+        env(AWS_COGNITO_USER_POOLS_ID=f"{POOL},{OTHER_POOL}", **{variable: "https://keys.example.com/{region}/jwks"})
+    )
+    assert error.variable == variable
+
+
+@pytest.mark.parametrize("url", ["ftp://keys.example.com/jwks.json", "file:///etc/jwks.json", "keys.example.com/jwks"])
+def test_jwks_url_that_is_not_http_is_rejected(url: str) -> None:
+    """An AUTHZ_JWKS_URL that is not an http(s) URL is a ConfigError naming AUTHZ_JWKS_URL."""
+    assert config_error(env(AUTHZ_JWKS_URL=url)).variable == "AUTHZ_JWKS_URL"
+
+
+@pytest.mark.parametrize("variable", ["AUTHZ_JWKS_URL", "AUTHZ_ISSUER"])
+@pytest.mark.parametrize(
+    "template", ["https://x.example.com/{pool}/{tenant}", "https://x.example.com/{0}", "https://x.example.com/{pool"]
+)
+def test_unknown_or_broken_placeholder_is_rejected(variable: str, template: str) -> None:
+    """A placeholder other than {region} and {pool}, or an unbalanced brace, is a ConfigError naming the variable."""
+    assert config_error(env(**{variable: template})).variable == variable
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTHZ_CACHE_SIZE", "10k"),
+        ("AUTHZ_CACHE_SIZE", "1.5"),
+        ("AUTHZ_LEEWAY_SECONDS", "thirty"),
+        ("AUTHZ_GRPC_WORKERS", "0x10"),
+        ("AUTHZ_JWKS_TTL_SECONDS", "15m"),
+        ("AUTHZ_JWKS_TIMEOUT_SECONDS", "3s"),
+    ],
+)
+def test_non_numeric_value_is_blamed_on_its_variable(variable: str, value: str) -> None:
+    """A number variable that does not parse as its type is a ConfigError naming it."""
+    assert config_error(env(**{variable: value})).variable == variable
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTHZ_LEEWAY_SECONDS", "-1"),
+        ("AUTHZ_LEEWAY_SECONDS", "301"),
+        ("AUTHZ_CACHE_SIZE", "-1"),
+        ("AUTHZ_CACHE_SIZE", "10000001"),
+        ("AUTHZ_MAX_TOKEN_BYTES", "511"),
+        ("AUTHZ_MAX_TOKEN_BYTES", "1048577"),
+        ("AUTHZ_JWKS_TTL_SECONDS", "0.5"),
+        ("AUTHZ_JWKS_TTL_SECONDS", "86401"),
+        ("AUTHZ_JWKS_TTL_SECONDS", "nan"),
+        ("AUTHZ_JWKS_COOLDOWN_SECONDS", "-0.1"),
+        ("AUTHZ_JWKS_COOLDOWN_SECONDS", "inf"),
+        ("AUTHZ_JWKS_TIMEOUT_SECONDS", "0"),
+        ("AUTHZ_JWKS_TIMEOUT_SECONDS", "61"),
+        ("AUTHZ_JWKS_MAX_BYTES", "1023"),
+        ("AUTHZ_JWKS_MAX_BYTES", "10485761"),
+        ("AUTHZ_GRPC_WORKERS", "0"),
+        ("AUTHZ_GRPC_WORKERS", "1025"),
+        ("AUTHZ_SHUTDOWN_GRACE_SECONDS", "301"),
+    ],
+)
+def test_out_of_range_number_is_blamed_on_its_variable(variable: str, value: str) -> None:
+    """A number outside its allowed range (NaN and infinity included) is a ConfigError naming it."""
+    assert config_error(env(**{variable: value})).variable == variable
+
+
+@pytest.mark.parametrize("variable", ["AUTHZ_ADDR", "AUTHZ_METRICS_ADDR"])
+@pytest.mark.parametrize("value", ["9191", "host:99999", "host:", ":9191", "host:port", "::1:9191", "http://host:9191"])
+def test_bad_listen_address_is_blamed_on_its_variable(variable: str, value: str) -> None:
+    """A listen address that is not HOST:PORT with a port up to 65535 is a ConfigError naming it."""
+    assert config_error(env(**{variable: value})).variable == variable
+
+
+@pytest.mark.parametrize("prefix", ["X-User", "X-User-", "x_user-", "x-user", "-user-", "x user-"])
+def test_bad_header_prefix_is_blamed_on_the_prefix_variable(prefix: str) -> None:
+    """A header prefix that is not lowercase letters, digits and dashes ending in '-' is a ConfigError naming it."""
+    assert config_error(env(AUTHZ_HEADER_PREFIX=prefix)).variable == "AUTHZ_HEADER_PREFIX"
+
+
+@pytest.mark.parametrize("level", ["TRACE", "verbose", "CRITICAL", "10"])
+def test_bad_log_level_is_blamed_on_the_log_level_variable(level: str) -> None:
+    """A log level other than DEBUG, INFO, WARNING or ERROR is a ConfigError naming AUTHZ_LOG_LEVEL."""
+    assert config_error(env(AUTHZ_LOG_LEVEL=level)).variable == "AUTHZ_LOG_LEVEL"
+
+
+@pytest.mark.parametrize("realm", ['api"', "a" * 65, "api\\x"])
+def test_bad_realm_is_blamed_on_the_realm_variable(realm: str) -> None:
+    """A realm that could not sit safely in a WWW-Authenticate header is a ConfigError naming AUTHZ_REALM."""
+    assert config_error(env(AUTHZ_REALM=realm)).variable == "AUTHZ_REALM"
+
+
+def test_config_error_message_names_the_variable() -> None:
+    """The ConfigError's message starts with the variable at fault, so an operator sees what to fix."""
+    error = config_error(env(AUTHZ_CACHE_SIZE="10k"))
+    assert str(error).startswith("AUTHZ_CACHE_SIZE: ")
+    assert isinstance(error, ValueError)
+
+
+@pytest.mark.parametrize("pool_id", [f"{POOL}\n", f"\n{POOL}", f"{POOL} x"])
+def test_make_pool_rejects_a_pool_id_with_anything_around_it(pool_id: str) -> None:
+    """make_pool takes the whole string as the pool id, so a trailing newline or extra text is rejected."""
+    with pytest.raises(ValueError, match="malformed user pool id"):
+        make_pool(pool_id)

@@ -1,0 +1,888 @@
+"""Token verification as the server wires it: a real JwksCache, real RS256 crypto, a fake clock and fetcher."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from conftest import (
+    CLIENT_ID,
+    ISSUER,
+    KID,
+    NOW,
+    OTHER_CLIENT_ID,
+    OTHER_ISSUER,
+    POOL_ID,
+    REGION,
+    FakeClock,
+    access_claims,
+    b64url,
+    encode_segment,
+    id_claims,
+    jwks_document,
+    mint,
+    private_key,
+    public_jwk,
+)
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from jose.backends.base import Key
+
+from authz.errors import (
+    BadSignature,
+    InvalidClaim,
+    KeysUnavailable,
+    MalformedAuthorization,
+    MalformedToken,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenTooLarge,
+    UnknownSigningKey,
+    UnsupportedAlgorithm,
+    UnsupportedHeader,
+    UntrustedIssuer,
+    WrongClient,
+    WrongTokenUse,
+)
+from authz.jwks import JwksCache
+from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
+
+JWKS_URL = f"{ISSUER}/.well-known/jwks.json"
+LEEWAY = 30
+MAX_TOKEN_BYTES = 16_384
+# Marks a claim to be removed rather than set (None is a legitimate JSON null).
+MISSING = object()
+
+
+class ServedJwks:
+    """The injected fetcher: serves whatever JWKS document the test last set."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def __call__(self, url: str, timeout: float, max_bytes: int) -> bytes:
+        return self.body
+
+
+class CountingKeySource:
+    """A real JwksCache behind a counter: every get_key call is a key lookup the verifier needed for crypto."""
+
+    def __init__(self, inner: JwksCache) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def get_key(self, kid: str) -> Key:
+        self.calls += 1
+        return self.inner.get_key(kid)
+
+
+@dataclass
+class Harness:
+    verifier: TokenVerifier
+    keys: CountingKeySource
+    jwks: ServedJwks
+    clock: FakeClock
+
+    def verify(self, token: str) -> VerifiedToken:
+        return self.verifier.verify(token)
+
+
+def build_harness(
+    *,
+    jwks: bytes | None = None,
+    leeway: float = LEEWAY,
+    cache_size: int = 100,
+    max_token_bytes: int = MAX_TOKEN_BYTES,
+) -> Harness:
+    clock = FakeClock(NOW)
+    served = ServedJwks(jwks if jwks is not None else jwks_document())
+    keys = CountingKeySource(JwksCache(JWKS_URL, fetcher=served, clock=clock))
+    verifier = TokenVerifier(
+        issuers={ISSUER: POOL_ID},
+        key_sources={ISSUER: keys},
+        client_ids={CLIENT_ID},
+        leeway_seconds=leeway,
+        max_token_bytes=max_token_bytes,
+        clock=clock,
+        cache_size=cache_size,
+    )
+    return Harness(verifier, keys, served, clock)
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return build_harness()
+
+
+def edited(claims: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    """A copy of claims with members set (None included) or, for MISSING, removed."""
+    result = dict(claims)
+    for name, value in changes.items():
+        if value is MISSING:
+            result.pop(name, None)
+        else:
+            result[name] = value
+    return result
+
+
+def sign_raw(signing_input: str) -> str:
+    """A token over an arbitrary signing input, signed by the pool's real key."""
+    signature = private_key().sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def segments(token: str) -> list[str]:
+    return token.split(".")
+
+
+# --- bearer_token -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER", "bEaReR"])
+def test_bearer_scheme_is_case_insensitive(scheme: str) -> None:
+    """The Bearer scheme name is matched case-insensitively and the token after it is returned."""
+    assert bearer_token(f"{scheme} abc.def.ghi", MAX_TOKEN_BYTES) == "abc.def.ghi"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Basic dXNlcjpwYXNz",
+        "Token abc.def.ghi",
+        "Bearerabc.def.ghi",
+        "Bearer",
+        "Bearer ",
+        "",
+        "Bearer a b",
+        "Bearer a,Bearer b",
+        "Bearer\tabc.def.ghi",
+        "Bearer \tabc.def.ghi",
+        "Bearer abc.def.ghi\t",
+    ],
+    ids=[
+        "basic",
+        "token-scheme",
+        "no-space",
+        "scheme-only",
+        "empty-token",
+        "empty-value",
+        "two-tokens",
+        "comma-joined-duplicates",
+        "tab-separator",
+        "space-then-tab",
+        "trailing-tab",
+    ],
+)
+def test_malformed_authorization_is_rejected(value: str) -> None:
+    """Anything but a single `Bearer <token>` is a malformed Authorization value."""
+    with pytest.raises(MalformedAuthorization):
+        bearer_token(value, MAX_TOKEN_BYTES)
+
+
+def test_authorization_over_the_cap_is_too_large() -> None:
+    """An Authorization value whose token is longer than the cap is rejected as too large."""
+    with pytest.raises(TokenTooLarge):
+        bearer_token("Bearer " + "a" * (MAX_TOKEN_BYTES + 1), MAX_TOKEN_BYTES)
+
+
+def test_authorization_at_the_cap_is_accepted() -> None:
+    """A token exactly at the cap is still returned."""
+    token = "a" * MAX_TOKEN_BYTES
+    assert bearer_token(f"Bearer {token}", MAX_TOKEN_BYTES) == token
+
+
+# --- size and structure, before any crypto ----------------------------------------------------------------
+
+
+def test_token_over_max_token_bytes_is_too_large() -> None:
+    """A token one byte over max_token_bytes is rejected as too large without a key lookup."""
+    token = mint()
+    harness = build_harness(max_token_bytes=len(token) - 1)
+    with pytest.raises(TokenTooLarge):
+        harness.verify(token)
+    assert harness.keys.calls == 0
+
+
+def test_token_at_max_token_bytes_is_accepted() -> None:
+    """A valid token exactly max_token_bytes long verifies."""
+    token = mint()
+    assert build_harness(max_token_bytes=len(token)).verify(token).sub == access_claims()["sub"]
+
+
+def _jwe() -> str:
+    header = encode_segment({"alg": "RSA-OAEP", "enc": "A256GCM", "kid": KID})
+    return ".".join([header, b64url(b"k" * 32), b64url(b"iv" * 6), b64url(b"ciphertext"), b64url(b"t" * 16)])
+
+
+@pytest.mark.parametrize(
+    "make_token",
+    [
+        lambda t: "",
+        lambda t: segments(t)[0],
+        lambda t: ".".join(segments(t)[:2]),
+        lambda t: f"{t}.{segments(t)[2]}",
+        lambda t: _jwe(),
+    ],
+    ids=["empty", "one-segment", "two-segments", "four-segments", "five-segment-jwe"],
+)
+def test_token_without_exactly_three_segments_is_malformed(harness: Harness, make_token: Any) -> None:
+    """Only a three-segment JWS is parsed; fewer, more, or a JWE is malformed before any key lookup."""
+    with pytest.raises(MalformedToken):
+        harness.verify(make_token(mint()))
+    assert harness.keys.calls == 0
+
+
+def _replace_segment(token: str, index: int, value: str) -> str:
+    parts = segments(token)
+    parts[index] = value
+    return ".".join(parts)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: _replace_segment(t, 0, segments(t)[0][:5] + "+" + segments(t)[0][6:]),
+        lambda t: _replace_segment(t, 1, segments(t)[1][:5] + "/" + segments(t)[1][6:]),
+        lambda t: t + "==",
+        lambda t: _replace_segment(t, 1, segments(t)[1][:10] + " " + segments(t)[1][10:]),
+        lambda t: " " + t,
+        lambda t: _replace_segment(t, 1, ""),
+        lambda t: _replace_segment(t, 2, ""),
+        lambda t: _replace_segment(t, 1, segments(t)[1] + "\u00e9"),
+        lambda t: t + "\n",
+    ],
+    ids=[
+        "plus",
+        "slash",
+        "padding",
+        "inner-space",
+        "leading-space",
+        "empty-payload",
+        "empty-signature",
+        "non-ascii",
+        "trailing-newline",
+    ],
+)
+def test_non_base64url_characters_are_malformed(harness: Harness, mutate: Any) -> None:
+    """A segment holding anything outside the unpadded base64url alphabet is malformed before any key lookup."""
+    with pytest.raises(MalformedToken):
+        harness.verify(mutate(mint()))
+    assert harness.keys.calls == 0
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["header", "payload"])
+def test_segment_ending_in_newline_is_malformed_even_when_signed(harness: Harness, index: int) -> None:
+    """A header or payload segment ending in a newline is malformed, even when it decodes and is signed over."""
+    raw = [
+        json.dumps({"alg": "RS256", "kid": KID}, separators=(",", ":")),
+        json.dumps(access_claims(), separators=(",", ":")),
+    ]
+    # Trailing JSON whitespace makes the segment a multiple of 4 characters, so a lenient decoder skips the "\n".
+    while len(raw[index]) % 3:
+        raw[index] += " "
+    parts = [b64url(part.encode()) for part in raw]
+    parts[index] += "\n"
+    token = sign_raw(".".join(parts))
+    with pytest.raises(MalformedToken):
+        harness.verify(token)
+    assert harness.keys.calls == 0
+
+
+UNDECODABLE_JSON = [
+    pytest.param(b"not json", id="not-json"),
+    pytest.param(b'["alg", "RS256"]', id="json-list"),
+    pytest.param(b'"RS256"', id="json-string"),
+    pytest.param(b"42", id="json-number"),
+    pytest.param(b"null", id="json-null"),
+    pytest.param(b'{"alg": "RS256", "kid": "\xff\xfe"}', id="invalid-utf8"),
+    pytest.param(b" ", id="whitespace-only"),
+]
+
+
+@pytest.mark.parametrize("raw", UNDECODABLE_JSON)
+def test_header_that_is_not_a_json_object_is_malformed(harness: Harness, raw: bytes) -> None:
+    """A header that is not a UTF-8 JSON object is malformed before any key lookup."""
+    with pytest.raises(MalformedToken):
+        harness.verify(mint(header=raw))
+    assert harness.keys.calls == 0
+
+
+@pytest.mark.parametrize("raw", UNDECODABLE_JSON)
+def test_payload_that_is_not_a_json_object_is_malformed(harness: Harness, raw: bytes) -> None:
+    """A payload that is not a UTF-8 JSON object is malformed before any key lookup."""
+    with pytest.raises(MalformedToken):
+        harness.verify(mint(raw))
+    assert harness.keys.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("header", "payload"),
+    [
+        pytest.param(
+            f'{{"alg":"RS256","kid":"{KID}","alg":"RS256"}}'.encode(), None, id="header-duplicate-alg"
+        ),
+        pytest.param(f'{{"alg":"RS256","kid":"{KID}","kid":"x"}}'.encode(), None, id="header-duplicate-kid"),
+        pytest.param(
+            None,
+            json.dumps(access_claims())[:-1].encode() + b', "sub": "someone-else"}',
+            id="payload-duplicate-sub",
+        ),
+        pytest.param(
+            None,
+            json.dumps(access_claims())[:-1].encode() + b', "nested": {"a": 1, "a": 2}}',
+            id="payload-nested-duplicate",
+        ),
+    ],
+)
+def test_duplicate_member_names_are_malformed(harness: Harness, header: bytes | None, payload: bytes | None) -> None:
+    """A header or payload naming one member twice, at any depth, is malformed before any key lookup."""
+    with pytest.raises(MalformedToken):
+        harness.verify(mint(payload, header=header))
+    assert harness.keys.calls == 0
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("where", ["header", "payload"])
+def test_non_standard_json_constants_are_malformed(harness: Harness, where: str, constant: str) -> None:
+    """NaN and Infinity are not JSON, so a header or payload using them is malformed before any key lookup."""
+    if where == "header":
+        token = mint(header=f'{{"alg":"RS256","kid":"{KID}","x":{constant}}}'.encode())
+    else:
+        token = mint(json.dumps(access_claims())[:-1].encode() + f', "n": {constant}}}'.encode())
+    with pytest.raises(MalformedToken):
+        harness.verify(token)
+    assert harness.keys.calls == 0
+
+
+# --- header: algorithm, parameters, kid -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "alg",
+    ["none", "None", "nOnE", "NONE", "HS256", "RS384", "RS512", "PS256", "ES256", "rs256", "RS256 ", "", None, MISSING],
+    ids=lambda alg: "missing" if alg is MISSING else repr(alg),
+)
+def test_algorithm_other_than_rs256_is_unsupported(harness: Harness, alg: Any) -> None:
+    """Only an alg of exactly "RS256" is accepted; any other, or none, is refused before any key lookup."""
+    header = edited({"alg": "RS256", "kid": KID}, alg=alg)
+    with pytest.raises(UnsupportedAlgorithm):
+        harness.verify(mint(header=header))
+    assert harness.keys.calls == 0
+
+
+def test_unsigned_alg_none_token_is_rejected_before_crypto(harness: Harness) -> None:
+    """The classic unsigned `alg: none` token with an empty signature never reaches a key lookup."""
+    token = f"{encode_segment({'alg': 'none', 'kid': KID})}.{encode_segment(access_claims())}."
+    with pytest.raises(MalformedToken):
+        harness.verify(token)
+    assert harness.keys.calls == 0
+
+
+def test_hs256_token_keyed_with_the_public_key_is_rejected_before_crypto(harness: Harness) -> None:
+    """An HS256 token whose HMAC key is the pool's public key (key confusion) is refused before any key lookup."""
+    public_pem = private_key().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    signing_input = f"{encode_segment({'alg': 'HS256', 'kid': KID})}.{encode_segment(access_claims())}"
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    with pytest.raises(UnsupportedAlgorithm):
+        harness.verify(f"{signing_input}.{b64url(mac)}")
+    assert harness.keys.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("crit", ["exp"]),
+        ("jku", "https://attacker.example/jwks.json"),
+        ("x5u", "https://attacker.example/cert.pem"),
+        ("jwk", {"kty": "RSA", "n": "AQAB", "e": "AQAB"}),
+        ("x5c", ["MIIB"]),
+    ],
+)
+def test_key_selecting_header_parameters_are_unsupported(harness: Harness, param: str, value: Any) -> None:
+    """A header carrying crit, jku, x5u, jwk or x5c is refused before any key lookup."""
+    with pytest.raises(UnsupportedHeader):
+        harness.verify(mint(header={"alg": "RS256", "kid": KID, param: value}))
+    assert harness.keys.calls == 0
+
+
+@pytest.mark.parametrize(
+    "kid",
+    [MISSING, 123, None, "", ["kid-2026-1"], "k" * 257],
+    ids=["missing", "number", "null", "empty", "list", "too-long"],
+)
+def test_unusable_kid_is_malformed(harness: Harness, kid: Any) -> None:
+    """A kid that is missing, not a string, empty or absurdly long is malformed before any key lookup."""
+    header = edited({"alg": "RS256", "kid": KID}, kid=kid)
+    with pytest.raises(MalformedToken):
+        harness.verify(mint(header=header))
+    assert harness.keys.calls == 0
+
+
+def test_unknown_kid_is_rejected(harness: Harness) -> None:
+    """A kid the pool's JWKS does not publish is an unknown signing key."""
+    with pytest.raises(UnknownSigningKey):
+        harness.verify(mint(kid="kid-not-published"))
+
+
+@pytest.mark.parametrize(
+    "iss",
+    [
+        MISSING,
+        None,
+        123,
+        [ISSUER],
+        "",
+        "https://attacker.example/" + POOL_ID,
+        ISSUER + "/",
+        f"https://cognito-idp.us-east-1.amazonaws.com/{POOL_ID}",
+        OTHER_ISSUER,
+        f"http://cognito-idp.{REGION}.amazonaws.com/{POOL_ID}",
+        ISSUER.upper(),
+        " " + ISSUER,
+    ],
+    ids=[
+        "missing",
+        "null",
+        "number",
+        "list",
+        "empty",
+        "other-host",
+        "trailing-slash",
+        "other-region",
+        "other-pool",
+        "http-scheme",
+        "upper-case",
+        "leading-space",
+    ],
+)
+def test_untrusted_issuer_is_rejected(harness: Harness, iss: Any) -> None:
+    """An iss that is not exactly a configured issuer is untrusted, and no key is looked up for it."""
+    with pytest.raises(UntrustedIssuer):
+        harness.verify(mint(edited(access_claims(), iss=iss)))
+    assert harness.keys.calls == 0
+
+
+# --- key selection ----------------------------------------------------------------------------------------
+
+UNFIT_JWK = [
+    pytest.param({"use": "enc"}, id="use-enc"),
+    pytest.param({"alg": "RS384"}, id="alg-rs384"),
+    pytest.param({"kty": "EC"}, id="kty-ec"),
+]
+
+
+@pytest.mark.parametrize("override", UNFIT_JWK)
+def test_jwk_unfit_for_rs256_signing_leaves_its_kid_unknown(override: dict[str, Any]) -> None:
+    """When the JWK with the token's kid is not an RS256 signing key, that kid is an unknown signing key."""
+    document = jwks_document(
+        public_jwk(private_key(), **override), public_jwk(private_key("other"), kid="kid-other")
+    )
+    harness = build_harness(jwks=document)
+    with pytest.raises(UnknownSigningKey):
+        harness.verify(mint())
+
+
+@pytest.mark.parametrize("override", UNFIT_JWK)
+def test_jwks_without_any_usable_key_leaves_keys_unavailable(override: dict[str, Any]) -> None:
+    """A JWKS whose only key is unfit for RS256 signing is rejected whole, so the keys are unavailable."""
+    harness = build_harness(jwks=jwks_document(public_jwk(private_key(), **override)))
+    with pytest.raises(KeysUnavailable):
+        harness.verify(mint())
+
+
+def test_jwk_without_use_or_alg_is_usable() -> None:
+    """use and alg are optional in a JWK: an RSA key without them verifies RS256 tokens."""
+    harness = build_harness(jwks=jwks_document(public_jwk(private_key(), use=None, alg=None)))
+    assert harness.verify(mint()).token_use == "access"
+
+
+# --- signature --------------------------------------------------------------------------------------------
+
+
+def test_token_signed_by_another_key_has_bad_signature(harness: Harness) -> None:
+    """A token claiming the pool's kid but signed by a different RSA key has a bad signature."""
+    with pytest.raises(BadSignature):
+        harness.verify(mint(key=private_key("attacker")))
+
+
+def _flip_bit(token: str, byte_index: int) -> str:
+    encoded = segments(token)[2]
+    signature = bytearray(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    signature[byte_index] ^= 0x01
+    return _replace_segment(token, 2, b64url(bytes(signature)))
+
+
+@pytest.mark.parametrize("byte_index", [0, 128, -1], ids=["first-byte", "middle-byte", "last-byte"])
+def test_flipped_signature_bit_is_bad_signature(harness: Harness, byte_index: int) -> None:
+    """Flipping one bit of a valid signature makes it a bad signature."""
+    with pytest.raises(BadSignature):
+        harness.verify(_flip_bit(mint(), byte_index))
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [
+        (1, encode_segment(access_claims(username="admin", **{"cognito:groups": ["admins"]}))),
+        (1, encode_segment(access_claims(exp=int(NOW) + 86_400 * 365))),
+        (0, encode_segment({"alg": "RS256", "kid": KID, "typ": "JWT"})),
+    ],
+    ids=["payload-identity", "payload-exp", "header"],
+)
+def test_segment_edited_under_the_old_signature_is_bad_signature(harness: Harness, index: int, value: str) -> None:
+    """A header or payload changed after signing no longer matches the signature."""
+    with pytest.raises(BadSignature):
+        harness.verify(_replace_segment(mint(), index, value))
+
+
+# --- claims: time -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "exp",
+    [MISSING, None, str(int(NOW) + 3600), True, False, [int(NOW) + 3600], {"t": 1}],
+    ids=["missing", "null", "string", "true", "false", "list", "object"],
+)
+def test_missing_or_non_numeric_exp_is_invalid(harness: Harness, exp: Any) -> None:
+    """exp is required and must be a JSON number."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(access_claims(), exp=exp)))
+
+
+def test_fractional_exp_is_accepted(harness: Harness) -> None:
+    """exp may be a non-integer number."""
+    assert harness.verify(mint(access_claims(exp=NOW + 100.5))).expires_at == NOW + 100.5 + LEEWAY
+
+
+@pytest.mark.parametrize(
+    ("exp", "leeway"),
+    [(NOW, 0), (NOW - 1, 0), (NOW - LEEWAY, LEEWAY), (NOW - 3600, LEEWAY)],
+    ids=["at-exp-no-leeway", "past-exp-no-leeway", "at-exp-plus-leeway", "long-expired"],
+)
+def test_expired_token_is_rejected(exp: float, leeway: float) -> None:
+    """A token is expired once now >= exp + leeway."""
+    with pytest.raises(TokenExpired):
+        build_harness(leeway=leeway).verify(mint(access_claims(exp=exp)))
+
+
+def test_token_expired_within_leeway_is_accepted(harness: Harness) -> None:
+    """A token whose exp passed less than the leeway ago still verifies, expiring at exp + leeway."""
+    exp = NOW - LEEWAY + 1
+    assert harness.verify(mint(access_claims(exp=exp))).expires_at == exp + LEEWAY
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_future_nbf_or_iat_beyond_leeway_is_not_yet_valid(harness: Harness, claim: str) -> None:
+    """An nbf or iat later than now + leeway makes the token not yet valid."""
+    with pytest.raises(TokenNotYetValid):
+        harness.verify(mint(access_claims(**{claim: NOW + LEEWAY + 1})))
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_future_nbf_or_iat_within_leeway_is_accepted(harness: Harness, claim: str) -> None:
+    """An nbf or iat no later than now + leeway is accepted."""
+    assert harness.verify(mint(access_claims(**{claim: NOW + LEEWAY}))).token_use == "access"
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+@pytest.mark.parametrize("value", [None, "1800000000", True, [1]], ids=["null", "string", "bool", "list"])
+def test_non_numeric_nbf_or_iat_is_invalid(harness: Harness, claim: str, value: Any) -> None:
+    """nbf and iat are optional but, when present, must be JSON numbers."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(access_claims(), **{claim: value})))
+
+
+# --- claims: token_use and client -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token_use",
+    [MISSING, None, "refresh", "ACCESS", "", 1, ["access"]],
+    ids=["missing", "null", "refresh", "upper-case", "empty", "number", "list"],
+)
+def test_token_use_other_than_access_or_id_is_wrong(harness: Harness, token_use: Any) -> None:
+    """token_use must be exactly "access" or "id"."""
+    with pytest.raises(WrongTokenUse):
+        harness.verify(mint(edited(access_claims(), token_use=token_use)))
+
+
+def test_access_token_for_another_client_is_wrong_client(harness: Harness) -> None:
+    """An access token whose client_id is not an allowed app client is refused as the wrong client."""
+    with pytest.raises(WrongClient):
+        harness.verify(mint(access_claims(client_id=OTHER_CLIENT_ID)))
+
+
+@pytest.mark.parametrize(
+    "client_id", [MISSING, None, 123, [CLIENT_ID]], ids=["missing", "null", "number", "list"]
+)
+def test_access_token_with_non_string_client_id_is_invalid(harness: Harness, client_id: Any) -> None:
+    """An access token must name its app client as a string client_id."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(access_claims(), client_id=client_id)))
+
+
+@pytest.mark.parametrize(
+    "aud",
+    [CLIENT_ID, [CLIENT_ID], [OTHER_CLIENT_ID, CLIENT_ID]],
+    ids=["string", "single-item-array", "array-with-one-allowed"],
+)
+def test_id_token_audience_naming_an_allowed_client_is_accepted(harness: Harness, aud: Any) -> None:
+    """An id token's aud, a string or an array of strings, is accepted when it names an allowed client."""
+    assert harness.verify(mint(id_claims(aud=aud))).client_id == CLIENT_ID
+
+
+@pytest.mark.parametrize(
+    "aud",
+    [OTHER_CLIENT_ID, [OTHER_CLIENT_ID], [OTHER_CLIENT_ID, "another"]],
+    ids=["string", "single-item-array", "array-of-others"],
+)
+def test_id_token_for_another_client_is_wrong_client(harness: Harness, aud: Any) -> None:
+    """An id token whose aud names no allowed client is refused as the wrong client."""
+    with pytest.raises(WrongClient):
+        harness.verify(mint(id_claims(aud=aud)))
+
+
+@pytest.mark.parametrize(
+    "aud",
+    [MISSING, None, 123, [], [1, 2], [CLIENT_ID, 1], {"aud": CLIENT_ID}],
+    ids=["missing", "null", "number", "empty-array", "array-of-numbers", "mixed-array", "object"],
+)
+def test_id_token_with_malformed_audience_is_invalid(harness: Harness, aud: Any) -> None:
+    """An id token's aud must be a string or a non-empty array of strings."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(id_claims(), aud=aud)))
+
+
+# --- claims: identity values ------------------------------------------------------------------------------
+
+TOKEN_KINDS = [pytest.param(access_claims, id="access"), pytest.param(id_claims, id="id")]
+
+
+@pytest.mark.parametrize("claims", TOKEN_KINDS)
+@pytest.mark.parametrize("sub", [MISSING, None, "", 123, ["x"]], ids=["missing", "null", "empty", "number", "list"])
+def test_missing_or_non_string_sub_is_invalid(harness: Harness, claims: Any, sub: Any) -> None:
+    """sub is required and must be a non-empty string."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(claims(), sub=sub)))
+
+
+@pytest.mark.parametrize(
+    ("claims", "name"),
+    [pytest.param(access_claims, "username", id="access"), pytest.param(id_claims, "cognito:username", id="id")],
+)
+@pytest.mark.parametrize("value", [None, 123, ["andrew"], ""], ids=["null", "number", "list", "empty"])
+def test_non_string_username_is_invalid(harness: Harness, claims: Any, name: str, value: Any) -> None:
+    """username (access) or cognito:username (id), when present, must be a non-empty string."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(claims(), **{name: value})))
+
+
+@pytest.mark.parametrize(
+    ("claims", "name"),
+    [pytest.param(access_claims, "username", id="access"), pytest.param(id_claims, "cognito:username", id="id")],
+)
+def test_absent_username_is_none(harness: Harness, claims: Any, name: str) -> None:
+    """A token without its username claim verifies with username None."""
+    assert harness.verify(mint(edited(claims(), **{name: MISSING}))).username is None
+
+
+def test_id_token_username_comes_from_cognito_username(harness: Harness) -> None:
+    """An id token's username is its cognito:username; a plain username claim there is ignored."""
+    verified = harness.verify(mint(id_claims(username="not-this-one")))
+    assert verified.username == "andrew"
+
+
+@pytest.mark.parametrize("claims", TOKEN_KINDS)
+@pytest.mark.parametrize(
+    "groups",
+    [None, "admins", ["admins", 1], [["admins"]], {"admins": True}],
+    ids=["null", "string", "mixed-list", "nested-list", "object"],
+)
+def test_groups_that_are_not_a_list_of_strings_are_invalid(harness: Harness, claims: Any, groups: Any) -> None:
+    """cognito:groups, when present, must be a list of strings."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(claims(), **{"cognito:groups": groups})))
+
+
+@pytest.mark.parametrize("claims", TOKEN_KINDS)
+def test_absent_groups_are_empty(harness: Harness, claims: Any) -> None:
+    """A token without cognito:groups verifies with no groups."""
+    assert harness.verify(mint(claims())).groups == ()
+
+
+@pytest.mark.parametrize("scope", [None, 1, ["feed/read"], {"s": 1}], ids=["null", "number", "list", "object"])
+def test_non_string_scope_is_invalid(harness: Harness, scope: Any) -> None:
+    """An access token's scope, when present, must be a string."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(access_claims(), scope=scope)))
+
+
+@pytest.mark.parametrize("scope", [MISSING, ""], ids=["missing", "empty"])
+def test_absent_or_empty_scope_gives_no_scopes(harness: Harness, scope: Any) -> None:
+    """An access token without scope, or with an empty one, verifies with no scopes."""
+    assert harness.verify(mint(edited(access_claims(), scope=scope))).scopes == ()
+
+
+def test_id_token_carrying_scope_is_invalid(harness: Harness) -> None:
+    """scope belongs to access tokens only: an id token carrying one is refused."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(id_claims(scope="feed/read")))
+
+
+HEADER_BOUND_CLAIMS = [
+    pytest.param(access_claims, "sub", lambda v: v, id="access-sub"),
+    pytest.param(id_claims, "sub", lambda v: v, id="id-sub"),
+    pytest.param(access_claims, "username", lambda v: v, id="username"),
+    pytest.param(id_claims, "cognito:username", lambda v: v, id="cognito-username"),
+    pytest.param(access_claims, "cognito:groups", lambda v: ["staff", v], id="access-group"),
+    pytest.param(id_claims, "cognito:groups", lambda v: ["staff", v], id="id-group"),
+    pytest.param(access_claims, "scope", lambda v: v, id="scope"),
+]
+CONTROL_CHARACTER_VALUES = [
+    pytest.param("a\rb", id="cr"),
+    pytest.param("a\nb", id="lf"),
+    pytest.param("a\r\nX-User-Groups: admins", id="crlf-injection"),
+    pytest.param("a\x00b", id="nul"),
+    pytest.param("a\tb", id="tab"),
+    pytest.param("a\x7fb", id="del"),
+    pytest.param("a\n", id="trailing-lf"),
+    pytest.param("\n", id="lf-only"),
+]
+
+
+@pytest.mark.parametrize(("claims", "name", "shape"), HEADER_BOUND_CLAIMS)
+@pytest.mark.parametrize("value", CONTROL_CHARACTER_VALUES)
+def test_control_characters_in_header_bound_claims_are_invalid(
+    harness: Harness, claims: Any, name: str, shape: Any, value: str
+) -> None:
+    """A claim forwarded as a header value must hold no control character anywhere, the last position included."""
+    with pytest.raises(InvalidClaim):
+        harness.verify(mint(edited(claims(), **{name: shape(value)})))
+
+
+# --- the verified identity --------------------------------------------------------------------------------
+
+
+def test_valid_access_token_yields_its_identity(harness: Harness) -> None:
+    """A valid access token yields its sub, client, pool, username, groups, scopes and exp + leeway."""
+    claims = access_claims(scope="aws.cognito.signin.user.admin feed/read", **{"cognito:groups": ["admins", "staff"]})
+    assert harness.verify(mint(claims)) == VerifiedToken(
+        sub=claims["sub"],
+        token_use="access",
+        client_id=CLIENT_ID,
+        pool_id=POOL_ID,
+        username="andrew",
+        groups=("admins", "staff"),
+        scopes=("aws.cognito.signin.user.admin", "feed/read"),
+        expires_at=claims["exp"] + LEEWAY,
+    )
+
+
+def test_valid_id_token_yields_its_identity(harness: Harness) -> None:
+    """A valid id token yields its sub, the allowed aud as client, cognito:username, groups, no scopes."""
+    claims = id_claims(aud=[OTHER_CLIENT_ID, CLIENT_ID], **{"cognito:groups": ["staff"]})
+    assert harness.verify(mint(claims)) == VerifiedToken(
+        sub=claims["sub"],
+        token_use="id",
+        client_id=CLIENT_ID,
+        pool_id=POOL_ID,
+        username="andrew",
+        groups=("staff",),
+        scopes=(),
+        expires_at=claims["exp"] + LEEWAY,
+    )
+
+
+# --- the verdict cache ------------------------------------------------------------------------------------
+
+
+def test_repeated_valid_token_costs_no_key_lookup(harness: Harness) -> None:
+    """A second verify of the same valid token is answered from the cache, with no key lookup or crypto."""
+    token = mint()
+    first = harness.verify(token)
+    assert harness.keys.calls == 1
+    assert harness.verify(token) == first
+    assert harness.keys.calls == 1
+
+
+@pytest.mark.parametrize("leeway", [0, LEEWAY])
+def test_cached_token_is_rejected_once_the_clock_reaches_its_expiry(leeway: float) -> None:
+    """A cached token is served until exp + leeway and rejected as expired from then on."""
+    harness = build_harness(leeway=leeway)
+    exp = NOW + 100
+    token = mint(access_claims(exp=exp))
+    harness.verify(token)
+    harness.clock.now = exp + leeway - 1
+    harness.verify(token)
+    assert harness.keys.calls == 1
+    harness.clock.now = exp + leeway
+    with pytest.raises(TokenExpired):
+        harness.verify(token)
+
+
+def test_bad_signature_verdict_is_cached(harness: Harness) -> None:
+    """A token with a bad signature is rejected again from the cache, with no second key lookup."""
+    token = mint(key=private_key("attacker"))
+    with pytest.raises(BadSignature):
+        harness.verify(token)
+    with pytest.raises(BadSignature):
+        harness.verify(token)
+    assert harness.keys.calls == 1
+
+
+def test_unknown_kid_verdict_is_not_cached() -> None:
+    """An unknown kid is retried on every verify, so the token verifies once the pool publishes the key."""
+    old_key = public_jwk(private_key("old"), kid="kid-old")
+    harness = build_harness(jwks=jwks_document(old_key))
+    token = mint()
+    with pytest.raises(UnknownSigningKey):
+        harness.verify(token)
+    harness.jwks.body = jwks_document(old_key, public_jwk(private_key()))
+    # Within the JWKS cooldown the new document is not fetched yet, but the verdict is still recomputed.
+    with pytest.raises(UnknownSigningKey):
+        harness.verify(token)
+    assert harness.keys.calls == 2
+    harness.clock.advance(11)
+    assert harness.verify(token).sub == access_claims()["sub"]
+
+
+def test_not_yet_valid_verdict_is_not_cached(harness: Harness) -> None:
+    """A token refused as not yet valid verifies once the clock reaches its nbf."""
+    token = mint(access_claims(nbf=NOW + LEEWAY + 5))
+    with pytest.raises(TokenNotYetValid):
+        harness.verify(token)
+    harness.clock.advance(5)
+    assert harness.verify(token).token_use == "access"
+
+
+def test_cache_evicts_the_least_recently_used_token_beyond_cache_size() -> None:
+    """With cache_size=2, a third token evicts the first, which then needs a key lookup again."""
+    harness = build_harness(cache_size=2)
+    tokens = [mint(access_claims(jti=f"jti-{n}")) for n in range(3)]
+    for token in tokens:
+        harness.verify(token)
+    assert harness.keys.calls == 3
+    harness.verify(tokens[2])
+    assert harness.keys.calls == 3
+    harness.verify(tokens[0])
+    assert harness.keys.calls == 4
+
+
+def test_cache_size_zero_disables_caching() -> None:
+    """With cache_size=0 every verify, of a valid or a bad token, looks up the key again."""
+    harness = build_harness(cache_size=0)
+    token = mint()
+    harness.verify(token)
+    harness.verify(token)
+    assert harness.keys.calls == 2
+    forged = mint(key=private_key("attacker"))
+    for _ in range(2):
+        with pytest.raises(BadSignature):
+            harness.verify(forged)
+    assert harness.keys.calls == 4
