@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from authz.config import ConfigError, Settings
 from authz.logs import configure_logging
@@ -68,22 +69,19 @@ def _serve(settings: Settings) -> int:
 def _verify(settings: Settings, token: str) -> int:
     from authz.errors import AuthzError
     from authz.server import build_verifier
+    from authz.tokens import verified_claims
 
     configure_logging("ERROR")
     verifier, _ = build_verifier(settings)
+    token = token.strip()
     try:
-        verified = verifier.verify(token.strip())
+        verified = verifier.verify(token)
     except AuthzError as error:
         print(json.dumps({"valid": False, "reason": error.reason, "message": error.description}))
         return EXIT_DENIED
-    print(json.dumps({"valid": True, **_as_dict(verified)}, indent=2))
+    identity = {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(verified).items()}
+    print(json.dumps({"valid": True, "identity": identity, "claims": verified_claims(token)}, indent=2))
     return 0
-
-
-def _as_dict(verified) -> dict:
-    from dataclasses import asdict
-
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(verified).items()}
 
 
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -77,7 +77,7 @@ class Settings:
             max_token_bytes=_number(env, "AUTHZ_MAX_TOKEN_BYTES", cls.max_token_bytes, int, 512, 1_048_576),
             jwks_ttl_seconds=_number(env, "AUTHZ_JWKS_TTL_SECONDS", cls.jwks_ttl_seconds, float, 1, 86_400),
             jwks_cooldown_seconds=_number(
-                env, "AUTHZ_JWKS_COOLDOWN_SECONDS", cls.jwks_cooldown_seconds, float, 0, 3_600
+                env, "AUTHZ_JWKS_COOLDOWN_SECONDS", cls.jwks_cooldown_seconds, float, 1, 3_600
             ),
             jwks_timeout_seconds=_number(
                 env, "AUTHZ_JWKS_TIMEOUT_SECONDS", cls.jwks_timeout_seconds, float, 0.1, 60

@@ -217,8 +217,9 @@ class JwksCache:
             else:
                 leader = False
         if not leader:
-            # A follower waits no longer than the leader's own fetch may take (fetch_jwks bounds it).
-            inflight.wait(2 * self._timeout + 1.0)
+            # A follower waits no longer than the leader's fetch may take: connect, headers and the body's
+            # deadline are each bounded by the timeout.
+            inflight.wait(3 * self._timeout + 1.0)
             return
         try:
             self._fetch_and_store()
@@ -251,7 +252,10 @@ class JwksCache:
 
     def _report(self, outcome: str) -> None:
         if self._on_fetch is not None:
-            self._on_fetch(outcome, len(self._keys or ()))
+            try:
+                self._on_fetch(outcome, len(self._keys or ()))
+            except Exception:  # observing a fetch must never fail the Check that caused it
+                log.exception("jwks fetch observer failed")
 
 
 class JwksRefresher:

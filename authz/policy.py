@@ -7,6 +7,7 @@ service.py only translates a Decision into Envoy's CheckResponse.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping
@@ -111,18 +112,24 @@ class Policy:
         if isinstance(verdict, AuthzError):
             return self.deny(verdict)
         if verdict.token_use not in route.token_uses:
-            return self.deny(TokenUseNotAllowed())
+            return self._deny_caller(TokenUseNotAllowed, verdict)
         if route.groups and route.groups.isdisjoint(verdict.groups):
-            return self.deny(MissingGroup())
+            return self._deny_caller(MissingGroup, verdict)
         if route.scopes and not route.scopes.issubset(verdict.scopes):
-            return self.deny(MissingScope())
+            return self._deny_caller(MissingScope, verdict)
         return self._allow(verdict)
+
+    def _deny_caller(self, error: type[AuthzError], caller: VerifiedToken) -> Decision:
+        # The response is the static one; the identity rides along for logs and metrics only.
+        return dataclasses.replace(self._deny(error), identity=caller)
 
     def _allow(self, token: VerifiedToken) -> Decision:
         values = (
             token.sub,
             token.username or "",
-            ",".join(token.groups),
+            # A group name holding a comma cannot be told apart in a comma-joined header, so it is left out
+            # of the header (routes still match it by its full name).
+            ",".join(group for group in token.groups if "," not in group),
             " ".join(token.scopes),
             token.client_id,
             token.token_use,

@@ -115,14 +115,21 @@ def run_server(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(settings.addr)
+    try:
+        port = server.add_insecure_port(settings.addr)
+    except RuntimeError as exc:  # grpcio raises RuntimeError when the port is taken
+        raise OSError(f"cannot listen on {settings.addr}: {exc}") from None
     if port == 0:
         raise OSError(f"cannot listen on {settings.addr}")
 
     metrics_host, _, metrics_port = settings.metrics_addr.rpartition(":")
-    metrics_http, metrics_thread = start_http_server(
-        int(metrics_port), addr=metrics_host.strip("[]"), registry=metrics.registry
-    )
+    try:
+        metrics_http, metrics_thread = start_http_server(
+            int(metrics_port), addr=metrics_host.strip("[]"), registry=metrics.registry
+        )
+    except OSError as exc:
+        server.stop(None)
+        raise OSError(f"cannot listen on {settings.metrics_addr}: {exc}") from None
     server.start()
     refresher.start()
     log.info(

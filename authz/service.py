@@ -45,17 +45,20 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._metrics = metrics
         self._max_token_bytes = max_token_bytes
         self._clock = clock
+        self._internal_error = policy.deny(InternalError())
 
     def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:  # noqa: N802 - gRPC method name
         started = self._clock()
-        http = request.attributes.request.http
         try:
             decision = self.decide(request)
-        except Exception:  # fail closed: a bug must deny, never allow or crash the stream
+            response = _response(decision)
+        except Exception:  # fail closed: a bug must deny, never allow or end the RPC without an answer
             logging.getLogger("authz.service").exception("check failed")
-            decision = self._policy.deny(InternalError())
-        response = _response(decision)
-        self._observe(decision, http, self._clock() - started)
+            decision, response = self._internal_error, _INTERNAL_ERROR_RESPONSE
+        try:
+            self._observe(decision, request.attributes.request.http, self._clock() - started)
+        except Exception:
+            logging.getLogger("authz.service").exception("recording the decision failed")
         return response
 
     def decide(self, request: external_auth_pb2.CheckRequest) -> Decision:
@@ -96,7 +99,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                         "sub": identity.sub if identity else None,
                         "pool": pool or None,
                         "path": _path(http),
-                        "request_id": http.headers.get("x-request-id"),
+                        "request_id": _header(http, "x-request-id"),
                     }
                 },
             )
@@ -106,17 +109,29 @@ HttpRequest = attribute_context_pb2.AttributeContext.HttpRequest
 
 
 def _authorization(http: HttpRequest) -> str | None:
-    """The Authorization header value, from the headers map or, when Envoy sends raw headers, header_map."""
+    """The Authorization header value; present twice (raw header_map) is malformed, never first-wins."""
     if http.header_map.headers:
-        values = [
-            header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
-            for header in http.header_map.headers
-            if header.key.lower() == "authorization"
-        ]
+        values = _raw_values(http, "authorization")
         if len(values) > 1:
             raise MalformedAuthorization()
         return values[0] if values else None
     return http.headers.get("authorization")
+
+
+def _header(http: HttpRequest, name: str) -> str | None:
+    """A header's value from the headers map or, when Envoy sends raw headers, the first in header_map."""
+    if http.header_map.headers:
+        values = _raw_values(http, name)
+        return values[0] if values else None
+    return http.headers.get(name)
+
+
+def _raw_values(http: HttpRequest, name: str) -> list[str]:
+    return [
+        header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        for header in http.header_map.headers
+        if header.key.lower() == name
+    ]
 
 
 def _path(http: HttpRequest) -> str:
@@ -150,3 +165,7 @@ def _header_options(pairs: tuple[tuple[str, str], ...]) -> list[base_pb2.HeaderV
         )
         for name, value in pairs
     ]
+
+
+# Built once at import, so failing closed cannot itself fail.
+_INTERNAL_ERROR_RESPONSE = _response(Policy().deny(InternalError()))

@@ -44,9 +44,11 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # Header parameters that would let a token pick its own key or demand semantics we do not implement.
 _FORBIDDEN_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c")
 _MAX_KID_LENGTH = 256
-# Claim values we forward as HTTP header values: printable, no control characters (no header injection).
-# fullmatch, not ^...$: `$` also matches before a trailing newline.
-_HEADER_SAFE = re.compile(r"[^\x00-\x1f\x7f]+")
+# Claim values we forward as HTTP header values: no C0/C1 controls, line or paragraph separators, or lone
+# surrogates (which cannot even be encoded). fullmatch, not ^...$: `$` also matches before a trailing newline.
+_HEADER_SAFE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+# Caps absurd exp values so they still fit a float (year ~146 billion is far enough).
+_FAR_FUTURE = 2**62
 # How long a permanent failure is remembered for a given token.
 NEGATIVE_TTL_SECONDS = 60.0
 
@@ -132,6 +134,7 @@ class TokenVerifier:
             if error.permanent:
                 self._rejected.put(digest, type(error), self._clock() + NEGATIVE_TTL_SECONDS)
             raise
+        # The entry dies at exp; during any leeway after it the token is simply verified afresh.
         self._verified.put(digest, verified, verified.expires_at)
         return verified
 
@@ -172,6 +175,11 @@ class TokenVerifier:
             scopes=_validate_scopes(claims, token_use),
             expires_at=expires_at,
         )
+
+
+def verified_claims(token: str) -> dict[str, Any]:
+    """The payload of a token that verify() has already accepted (for display, e.g. `python -m authz verify`)."""
+    return _decode_json(_split(token)[1])
 
 
 def _split(token: str) -> tuple[str, str, str]:
@@ -231,7 +239,9 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None and name not in claims:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidClaim(claim=name)
+    if isinstance(value, float) and not math.isfinite(value):  # ints are exact; math.isfinite overflows on huge ones
         raise InvalidClaim(claim=name)
     return value
 
@@ -242,7 +252,7 @@ def _validate_exp(claims: dict[str, Any], now: float, leeway: float) -> float:
         raise InvalidClaim(claim="exp")
     if now >= exp + leeway:
         raise TokenExpired(exp=exp, now=now)
-    return float(exp + leeway)
+    return float(min(exp, _FAR_FUTURE))
 
 
 def _validate_not_before(claims: dict[str, Any], name: str, now: float, leeway: float) -> None:

@@ -26,6 +26,9 @@ RUN_DIR = ROOT / ".run"
 COGNITO_PORT = 9229
 AUTHZ_ADDR = "127.0.0.1:9191"
 METRICS_ADDR = "127.0.0.1:9192"
+# What each child's command line contains, so a stale pid file never kills a reused, unrelated pid.
+SIGNATURES = {"cognito": b"moto_server", "authz": b"authz"}
+NAMES: dict[int, str] = {}
 DEMO = {"email": "demo@cruddur.local", "password": "Demo-Passw0rd!", "name": "Demo User", "handle": "demo"}
 
 
@@ -43,7 +46,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         env = _cognito_env(children)
-        (RUN_DIR / "cognito.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        env_file = RUN_DIR / "cognito.env"
+        env_file.touch(mode=0o600)
+        env_file.chmod(0o600)  # it holds the demo password
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         authz = _start("authz", [sys.executable, "-m", "authz", "serve"], {**os.environ, **env, **_authz_env(env)})
         children.append(authz)
         _wait("authz", lambda: _serving(AUTHZ_ADDR), authz)
@@ -51,7 +57,7 @@ def main() -> int:
         while not stopping:
             for child in children:
                 if child.poll() is not None:
-                    print(f"run: {child.args[2] if len(child.args) > 2 else child.args[0]} exited ({child.returncode}); stopping")
+                    print(f"run: {NAMES[child.pid]} exited ({child.returncode}); see .run/{NAMES[child.pid]}.log; stopping")
                     stopping = True
             time.sleep(0.2)
     finally:
@@ -103,6 +109,7 @@ def _start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     log = open(RUN_DIR / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it for its lifetime
     process = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (RUN_DIR / f"{name}.pid").write_text(str(process.pid))
+    NAMES[process.pid] = name
     print(f"run: started {name} (pid {process.pid}, log .run/{name}.log)")
     return process
 
@@ -149,10 +156,13 @@ def _stop_stale_processes() -> None:
     """A crashed run may have left children behind; they hold the ports we need."""
     for pidfile in RUN_DIR.glob("*.pid"):
         try:
-            os.killpg(int(pidfile.read_text()), signal.SIGTERM)
-            print(f"run: stopped a stale {pidfile.stem} from an earlier run")
-            time.sleep(0.5)
-        except (ValueError, ProcessLookupError, PermissionError):
+            pid = int(pidfile.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if SIGNATURES.get(pidfile.stem, b"\0") in cmdline:
+                os.killpg(pid, signal.SIGTERM)
+                print(f"run: stopped a stale {pidfile.stem} from an earlier run")
+                time.sleep(0.5)
+        except (ValueError, OSError):
             pass
         pidfile.unlink(missing_ok=True)
 

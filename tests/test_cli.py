@@ -71,7 +71,9 @@ def test_verify_prints_claims_of_a_valid_token(jwks_server):
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed["valid"] is True
-    assert (printed["sub"], printed["username"], printed["pool_id"]) == (access_claims()["sub"], "andrew", POOL_ID)
+    identity = printed["identity"]
+    assert (identity["sub"], identity["username"], identity["pool_id"]) == (access_claims()["sub"], "andrew", POOL_ID)
+    assert printed["claims"]["token_use"] == "access" and printed["claims"]["client_id"] == CLIENT_ID
 
 
 def test_verify_prints_the_reason_for_an_invalid_token(jwks_server):
@@ -131,3 +133,15 @@ def test_serve_answers_checks_and_stops_cleanly_on_sigterm(jwks_server):
     decisions = [r for r in records if r.get("logger") == "authz.decision"]
     assert decisions and decisions[-1]["result"] == "allow" and decisions[-1]["sub"] == access_claims()["sub"]
     assert any(r.get("msg") == "authz stopped" for r in records)
+
+
+def test_serve_on_a_busy_port_exits_2_with_one_line(jwks_server):
+    """When AUTHZ_ADDR is taken, `serve` says so in one line and exits 2 instead of a traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = authz("serve", env=pool_env(jwks_server.url, AUTHZ_ADDR=f"127.0.0.1:{busy}", AUTHZ_METRICS_ADDR="127.0.0.1:0"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"authz: cannot start: cannot listen on 127.0.0.1:{busy}")
+    assert "Traceback" not in result.stderr

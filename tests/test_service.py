@@ -28,7 +28,7 @@ from authz.logs import JsonFormatter
 from authz.metrics import Metrics
 from authz.policy import Policy
 from authz.service import AuthorizationService
-from authz.tokens import TokenVerifier
+from authz.tokens import TokenVerifier, VerifiedToken
 
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
 CHECK = SERVICE.methods_by_name["Check"]
@@ -205,3 +205,29 @@ def test_unexpected_failure_fails_closed(clock):
     assert response.status.code == grpc.StatusCode.INTERNAL.value[0]
     assert response.denied_response.status.code == 500
     assert "boom" not in response.denied_response.body
+
+
+def test_response_that_cannot_be_built_fails_closed(clock):
+    """If building the response fails (a value protobuf cannot encode), Envoy still gets an explicit 500 deny."""
+
+    class OddVerifier:
+        def verify(self, token: str) -> VerifiedToken:
+            return VerifiedToken(
+                sub="sub-\ud800", token_use="access", client_id=CLIENT_ID, pool_id=POOL_ID,
+                username=None, groups=(), scopes=(), expires_at=2e9,
+            )
+
+    response, code = Harness(OddVerifier()).check(check_request(token=mint()))  # type: ignore[arg-type]
+    assert code is grpc.StatusCode.OK
+    assert (response.status.code, response.denied_response.status.code) == (grpc.StatusCode.INTERNAL.value[0], 500)
+
+
+def test_request_id_is_logged_from_raw_header_map(harness, caplog):
+    """With Envoy's raw header_map the decision log still carries x-request-id."""
+    request = check_request()
+    for key, value in (("authorization", f"Bearer {mint()}"), ("x-request-id", "raw-7")):
+        request.attributes.request.http.header_map.headers.add(key=key, raw_value=value.encode())
+    with caplog.at_level(logging.INFO, logger="authz.decision"):
+        harness.check(request)
+    fields = [r.fields for r in caplog.records if r.name == "authz.decision"]
+    assert fields and fields[0]["request_id"] == "raw-7" and fields[0]["result"] == "allow"

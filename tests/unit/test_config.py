@@ -142,7 +142,7 @@ def test_numbers_addresses_and_names_are_read_from_the_environment() -> None:
             AUTHZ_LOG_LEVEL="debug",
             AUTHZ_MAX_TOKEN_BYTES="512",
             AUTHZ_JWKS_TTL_SECONDS="1.5",
-            AUTHZ_JWKS_COOLDOWN_SECONDS="0",
+            AUTHZ_JWKS_COOLDOWN_SECONDS="1",
             AUTHZ_JWKS_TIMEOUT_SECONDS="0.1",
             AUTHZ_JWKS_MAX_BYTES="10485760",
             AUTHZ_GRPC_WORKERS="1024",
@@ -158,7 +158,7 @@ def test_numbers_addresses_and_names_are_read_from_the_environment() -> None:
     assert settings.log_level == "DEBUG"
     assert settings.max_token_bytes == 512
     assert settings.jwks_ttl_seconds == 1.5
-    assert settings.jwks_cooldown_seconds == 0.0
+    assert settings.jwks_cooldown_seconds == 1.0
     assert settings.jwks_timeout_seconds == 0.1
     assert settings.jwks_max_bytes == 10_485_760
     assert settings.grpc_workers == 1_024
@@ -285,6 +285,7 @@ def test_non_numeric_value_is_blamed_on_its_variable(variable: str, value: str) 
         ("AUTHZ_JWKS_TTL_SECONDS", "86401"),
         ("AUTHZ_JWKS_TTL_SECONDS", "nan"),
         ("AUTHZ_JWKS_COOLDOWN_SECONDS", "-0.1"),
+        ("AUTHZ_JWKS_COOLDOWN_SECONDS", "0"),  # no cooldown would let unknown-kid floods hammer the JWKS
         ("AUTHZ_JWKS_COOLDOWN_SECONDS", "inf"),
         ("AUTHZ_JWKS_TIMEOUT_SECONDS", "0"),
         ("AUTHZ_JWKS_TIMEOUT_SECONDS", "61"),

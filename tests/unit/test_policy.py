@@ -186,3 +186,18 @@ def test_keys_unavailable_is_503(policy):
     decision = policy.deny(errors.KeysUnavailable())
     assert (decision.http_status, decision.grpc_code) == (503, errors.UNAVAILABLE)
     assert "www-authenticate" not in dict(decision.response_headers)
+
+
+def test_group_names_with_commas_are_left_out_of_the_groups_header(policy):
+    """A group named `x,admins` cannot be told apart in a comma-joined header, so the header omits it."""
+    decision = policy.decide(token(groups=("staff", "x,admins")), RouteSettings())
+    assert dict(decision.upstream_headers)["x-user-groups"] == "staff"
+    assert not policy.decide(token(groups=("x,admins",)), route_settings({"groups": "admins"})).allowed
+
+
+def test_403_after_verification_still_names_the_caller(policy):
+    """A verified caller denied for groups keeps its identity on the Decision (for logs and metrics only)."""
+    caller = token(groups=("users",))
+    decision = policy.decide(caller, route_settings({"groups": "admins"}))
+    assert decision.identity == caller
+    assert "sub-1" not in decision.body
