@@ -89,9 +89,6 @@ class Settings:
             ),
         )
 
-    def issuers(self) -> dict[str, Pool]:
-        return {pool.issuer: pool for pool in self.pools}
-
 
 def make_pool(pool_id: str, *, issuer: str | None = None, jwks_url: str | None = None) -> Pool:
     """A Pool for a Cognito pool id, with the real Cognito issuer and JWKS URL unless overridden."""

@@ -140,8 +140,8 @@ class Policy:
             grpc_code=OK,
             http_status=200,
             identity=token,
-            upstream_headers=tuple((name, value) for name, value in zip(self.identity_headers, values) if value),
-            removed_headers=tuple(name for name, value in zip(self.identity_headers, values) if not value),
+            upstream_headers=tuple((name, value) for name, value in zip(self.identity_headers, values, strict=True) if value),
+            removed_headers=tuple(name for name, value in zip(self.identity_headers, values, strict=True) if not value),
         )
 
     def deny(self, error: AuthzError) -> Decision:

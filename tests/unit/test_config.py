@@ -59,10 +59,10 @@ def test_minimal_environment_yields_the_cognito_pool_and_defaults() -> None:
     assert settings.shutdown_grace_seconds == 5.0
 
 
-def test_issuers_maps_each_issuer_to_its_pool() -> None:
-    """settings.issuers() finds each pool by the issuer its tokens carry."""
+def test_each_pool_carries_the_issuer_of_its_own_region() -> None:
+    """Each pool's issuer is derived from its own id, so pools in different regions coexist."""
     settings = Settings.from_env(env(AWS_COGNITO_USER_POOLS_ID=f"{POOL},{OTHER_POOL}"))
-    issuers = settings.issuers()
+    issuers = {pool.issuer: pool for pool in settings.pools}
 
     assert issuers["https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123"].pool_id == POOL
     assert issuers["https://cognito-idp.us-east-1.amazonaws.com/us-east-1_XyZ789"].pool_id == OTHER_POOL
@@ -126,7 +126,6 @@ def test_issuer_override_is_filled_for_each_pool() -> None:
         "http://localhost:9229/ca-central-1_AbC123",
         "http://localhost:9229/us-east-1_XyZ789",
     ]
-    assert set(settings.issuers()) == {pool.issuer for pool in settings.pools}
 
 
 def test_numbers_addresses_and_names_are_read_from_the_environment() -> None:
