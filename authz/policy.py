@@ -134,14 +134,15 @@ class Policy:
             token.client_id,
             token.token_use,
         )
+        pairs = tuple(zip(self.identity_headers, values, strict=True))
         return Decision(
             allowed=True,
             reason="ok",
             grpc_code=OK,
             http_status=200,
             identity=token,
-            upstream_headers=tuple((name, value) for name, value in zip(self.identity_headers, values, strict=True) if value),
-            removed_headers=tuple(name for name, value in zip(self.identity_headers, values, strict=True) if not value),
+            upstream_headers=tuple((name, value) for name, value in pairs if value),
+            removed_headers=tuple(name for name, value in pairs if not value),
         )
 
     def deny(self, error: AuthzError) -> Decision:

@@ -45,7 +45,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._metrics = metrics
         self._max_token_bytes = max_token_bytes
         self._clock = clock
+        # Built once here, so failing closed cannot itself fail.
         self._internal_error = policy.deny(InternalError())
+        self._internal_error_response = _response(self._internal_error)
 
     def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:  # noqa: N802 - gRPC method name
         started = self._clock()
@@ -54,7 +56,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             response = _response(decision)
         except Exception:  # fail closed: a bug must deny, never allow or end the RPC without an answer
             logging.getLogger("authz.service").exception("check failed")
-            decision, response = self._internal_error, _INTERNAL_ERROR_RESPONSE
+            decision, response = self._internal_error, self._internal_error_response
         try:
             self._observe(decision, request.attributes.request.http, self._clock() - started)
         except Exception:
@@ -110,28 +112,28 @@ HttpRequest = attribute_context_pb2.AttributeContext.HttpRequest
 
 def _authorization(http: HttpRequest) -> str | None:
     """The Authorization header value; present twice (raw header_map) is malformed, never first-wins."""
-    if http.header_map.headers:
-        values = _raw_values(http, "authorization")
-        if len(values) > 1:
-            raise MalformedAuthorization()
-        return values[0] if values else None
-    return http.headers.get("authorization")
+    values = _header_values(http, "authorization")
+    if len(values) > 1:
+        raise MalformedAuthorization()
+    return values[0] if values else None
 
 
 def _header(http: HttpRequest, name: str) -> str | None:
-    """A header's value from the headers map or, when Envoy sends raw headers, the first in header_map."""
+    values = _header_values(http, name)
+    return values[0] if values else None
+
+
+def _header_values(http: HttpRequest, name: str) -> list[str]:
+    """A header's values from Envoy's raw header_map when it sends one (encode_raw_headers), else the headers map
+    (where Envoy has already comma-joined repeats)."""
     if http.header_map.headers:
-        values = _raw_values(http, name)
-        return values[0] if values else None
-    return http.headers.get(name)
-
-
-def _raw_values(http: HttpRequest, name: str) -> list[str]:
-    return [
-        header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
-        for header in http.header_map.headers
-        if header.key.lower() == name
-    ]
+        return [
+            header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+            for header in http.header_map.headers
+            if header.key.lower() == name
+        ]
+    value = http.headers.get(name)
+    return [] if value is None else [value]
 
 
 def _path(http: HttpRequest) -> str:
@@ -165,7 +167,3 @@ def _header_options(pairs: tuple[tuple[str, str], ...]) -> list[base_pb2.HeaderV
         )
         for name, value in pairs
     ]
-
-
-# Built once at import, so failing closed cannot itself fail.
-_INTERNAL_ERROR_RESPONSE = _response(Policy().deny(InternalError()))
