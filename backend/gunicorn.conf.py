@@ -1,0 +1,28 @@
+"""gunicorn settings for the feed service; the bind address comes from the command line, from the repo root:
+
+gunicorn --config backend/gunicorn.conf.py --bind 127.0.0.1:4567 'backend:create_app()'
+"""
+
+from __future__ import annotations
+
+workers = 2
+# threads > 1 runs the gthread worker: the views are I/O-light, so threads are cheaper than more processes.
+threads = 4
+
+accesslog = "-"
+# Request line without the query string and without %(u)s (a Basic Authorization user) or any {authorization}i:
+# a credential, in a header or a query parameter, must never reach the log. Envoy's x-request-id ties a line
+# to the proxy's own log.
+access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s" %({x-request-id}i)s'
+
+# gunicorn's default, stated so that changing it is a visible edit: a header whose name has an underscore is
+# dropped. Otherwise a client's `x_user_sub: evil` (which Envoy does not strip, since it is not `x-user-sub`)
+# would become HTTP_X_USER_SUB, the same environ key as the identity header Envoy sets.
+header_map = "drop"
+# forwarded_allow_ips stays at its default (loopback only), and no underscore header is trusted even from
+# there: we are not mounted under a prefix, so a `script_name` or `path_info` header has no business moving
+# Flask's routing.
+forwarder_headers = ""
+# gunicorn's runtime control socket defaults to one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn), which a
+# second instance (the tests' beside the stack's) would take over; nothing here uses it.
+control_socket_disable = True

@@ -1,0 +1,78 @@
+"""The caller's identity, read from the headers Envoy sets once the authz server allows a request.
+
+This is the backend's only view of who is calling: it never sees or parses a JWT. Envoy overwrites these
+headers on an allowed request and strips them from an anonymous one, so a value here was put there by the
+authz server. What this module cannot check is the header *name* a client used: `x_user_sub` and
+`x-user-sub` both become HTTP_X_USER_SUB in a WSGI environ, which is why the app runs under gunicorn with
+header_map="drop" (see gunicorn.conf.py) rather than under a server that maps underscores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from flask import Flask, g, request
+
+# Header suffixes after the configured prefix, as authz/policy.py emits them.
+_SUB, _NAME, _GROUPS, _SCOPES, _CLIENT_ID, _TOKEN_USE = "sub", "name", "groups", "scopes", "client-id", "token-use"
+# Values that are one token each (a Cognito sub is a UUID, a client id is alphanumeric, token use is a word).
+# A WSGI server joins a repeated header with ",", so a comma in one of these means the header came more than
+# once and we cannot tell which copy Envoy set: the request is treated as anonymous.
+_SINGLE_VALUED = (_SUB, _CLIENT_ID, _TOKEN_USE)
+_FIELDS = (_SUB, _NAME, _GROUPS, _SCOPES, _CLIENT_ID, _TOKEN_USE)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the authz server says the caller is."""
+
+    sub: str
+    username: str | None = None
+    groups: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+    client_id: str | None = None
+    token_use: str | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "sub": self.sub,
+            "username": self.username,
+            "groups": list(self.groups),
+            "scopes": list(self.scopes),
+            "token_use": self.token_use,
+            "client_id": self.client_id,
+        }
+
+
+def read_identity(headers: Mapping[str, str], prefix: str) -> Identity | None:
+    """The identity carried by `headers`, or None when the request is anonymous or its identity is ambiguous."""
+    values = {field: (headers.get(prefix + field) or "").strip() for field in _FIELDS}
+    if not values[_SUB] or any("," in values[field] for field in _SINGLE_VALUED):
+        return None
+    return Identity(
+        sub=values[_SUB],
+        username=values[_NAME] or None,
+        groups=_split(values[_GROUPS], ","),
+        scopes=_split(values[_SCOPES], " "),
+        client_id=values[_CLIENT_ID] or None,
+        token_use=values[_TOKEN_USE] or None,
+    )
+
+
+def _split(value: str, separator: str) -> tuple[str, ...]:
+    return tuple(item for item in (part.strip() for part in value.split(separator)) if item)
+
+
+def init_identity(app: Flask, prefix: str) -> None:
+    """Read the identity once per request, before any view, so views only ever ask current_identity()."""
+
+    def _load_identity() -> None:
+        g.identity = read_identity(request.headers, prefix)
+
+    app.before_request(_load_identity)
+
+
+def current_identity() -> Identity | None:
+    """The identity of the request being handled; None when anonymous."""
+    return g.get("identity")
