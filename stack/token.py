@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from stack.cognito import cognito_client, sign_in
+from stack.provision import read_env_file
 
 ENV_FILE = Path(__file__).resolve().parent.parent / ".run" / "cognito.env"
 
@@ -14,7 +15,7 @@ def main() -> int:
     if not ENV_FILE.exists():
         print("token: no .run/cognito.env; start the stack with `make run` first", file=sys.stderr)
         return 1
-    env = dict(line.split("=", 1) for line in ENV_FILE.read_text().splitlines() if "=" in line)
+    env = read_env_file(ENV_FILE)
     if "DEMO_USERNAME" not in env:
         print("token: the stack runs against a real pool; sign in with your own user", file=sys.stderr)
         return 1

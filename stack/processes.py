@@ -1,0 +1,180 @@
+"""Child processes of the local stack: start with a log and a pid file, wait until healthy, stop for sure.
+
+Each child runs in its own process group, so stopping it also stops whatever it forked (gunicorn's workers).
+A pid file left by a crashed run is honoured only when that pid's command line still looks like our child, so a
+reused pid never gets killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+Probe = Callable[[], bool]
+
+
+class StartupError(RuntimeError):
+    """A child exited or never became healthy; the message names its log."""
+
+
+class ManagedProcess:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        run_dir: Path,
+        ready: Probe,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.ready = ready
+        self.cwd = cwd
+        self.log_path = run_dir / f"{name}.log"
+        self.pid_path = run_dir / f"{name}.pid"
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self._process.poll() if self._process else None
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        """Start the process and return once its probe says healthy; raise StartupError otherwise."""
+        if self.running():
+            raise RuntimeError(f"{self.name} is already running")
+        with open(self.log_path, "ab") as log:
+            # The child keeps its own copy of the descriptor; ours can close.
+            self._process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid_path.write_text(f"{self._process.pid}\n{self.argv[0]}\n")
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.exit_code()
+            if code is not None:
+                raise StartupError(f"{self.name} exited with {code}; see {self.log_path}")
+            if self.ready():
+                return
+            if time.monotonic() > deadline:
+                raise StartupError(f"{self.name} not healthy after {timeout:.0f}s; see {self.log_path}")
+            time.sleep(0.1)
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        """SIGTERM to the whole process group, SIGKILL after grace seconds."""
+        self._signal_and_reap(signal.SIGTERM, grace)
+
+    def kill(self) -> None:
+        """Die at once, as a crash would."""
+        self._signal_and_reap(signal.SIGKILL, 10.0)
+
+    def _signal_and_reap(self, sig: signal.Signals, grace: float) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            _signal_group(process.pid, sig)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait()
+        if process is not None:
+            # Workers of a killed leader may outlive it in the group.
+            _signal_group(process.pid, signal.SIGKILL)
+        self.pid_path.unlink(missing_ok=True)
+
+
+def stop_stale(run_dir: Path) -> list[str]:
+    """Stop children a crashed run left behind (they hold the ports); returns their names."""
+    stopped = []
+    for pid_path in run_dir.glob("*.pid"):
+        try:
+            pid_text, program = pid_path.read_text().split("\n", 1)
+            pid = int(pid_text)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if program.strip() and cmdline.startswith(program.strip().encode()):
+                _signal_group(pid, signal.SIGTERM)
+                _wait_gone(pid, 10.0)
+                _signal_group(pid, signal.SIGKILL)
+                stopped.append(pid_path.stem)
+        except (ValueError, OSError):
+            pass
+        pid_path.unlink(missing_ok=True)
+    return stopped
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.1)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def grpc_serving(addr: str) -> Probe:
+    """grpc.health.v1 reports SERVING for the whole server."""
+
+    def probe() -> bool:
+        try:
+            with grpc.insecure_channel(addr) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            return False
+
+    return probe
+
+
+def http_ok(url: str) -> Probe:
+    """GET url answers 200."""
+
+    def probe() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    return probe
