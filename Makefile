@@ -1,6 +1,6 @@
 # make setup: .venv with pinned packages and generated protobuf stubs (idempotent, quick when nothing changed)
 # make test:  the whole suite
-# make run:   a local Cognito emulator + the authz server, no AWS account and no Docker
+# make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker
 # make token: a fresh access token for the demo user of the running stack
 
 PYTHON ?= python3
@@ -19,7 +19,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup protos test run token clean
+.PHONY: setup protos test run token envoy-config clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -49,6 +49,10 @@ run: setup
 
 token:
 	@$(PY) -m stack.token
+
+# Regenerate envoy/envoy.compose.yaml (docker-compose mounts it) after changing envoy/bootstrap.py.
+envoy-config: $(STAMP_DEPS)
+	$(PY) -m envoy.bootstrap compose
 
 clean:
 	rm -rf $(VENV) authz/_proto .pytest_cache .run .tools

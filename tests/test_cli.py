@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import CLIENT_ID, POOL_ID, FakeClock, access_claims, mint, settings_for
+from tests.conftest import CLIENT_ID, POOL_ID, FakeClock, access_claims, mint, settings_for
 
 from authz.server import run_server
 

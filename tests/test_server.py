@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from conftest import KID, FakeClock, JwksServer, access_claims, jwks_document, mint, private_key, public_jwk, settings_for
+from tests.conftest import KID, FakeClock, JwksServer, access_claims, jwks_document, mint, private_key, public_jwk, settings_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.client import check

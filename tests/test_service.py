@@ -8,7 +8,7 @@ import logging
 import grpc
 import grpc_testing
 import pytest
-from conftest import (
+from tests.conftest import (
     CLIENT_ID,
     ISSUER,
     POOL_ID,

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from conftest import (
+from tests.conftest import (
     KID,
     FakeClock,
     JwksServer,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import (
+from tests.conftest import (
     CLIENT_ID,
     ISSUER,
     KID,

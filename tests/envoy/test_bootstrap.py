@@ -1,0 +1,167 @@
+"""The Envoy configuration generator: valid for the real Envoy, and saying what the README promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from authz.policy import route_settings
+from envoy import bootstrap
+from stack.local import envoy_binary
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+def _validate(config_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(envoy_binary()), "--mode", "validate", "-c", str(config_path), "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _manager(document: dict) -> dict:
+    [listener] = document["static_resources"]["listeners"]
+    [chain] = listener["filter_chains"]
+    [hcm] = chain["filters"]
+    assert hcm["typed_config"]["@type"] == HCM
+    return hcm["typed_config"]
+
+
+def _filters(document: dict) -> dict[str, dict]:
+    return {item["name"]: item["typed_config"] for item in _manager(document)["http_filters"]}
+
+
+def _routes(document: dict) -> dict[str, dict]:
+    [virtual_host] = _manager(document)["route_config"]["virtual_hosts"]
+    return {route["name"]: route for route in virtual_host["routes"]}
+
+
+def _cluster(document: dict, name: str) -> dict:
+    return next(cluster for cluster in document["static_resources"]["clusters"] if cluster["name"] == name)
+
+
+@pytest.mark.parametrize(
+    "variant", [bootstrap.local(), bootstrap.local(authz_ports=(9191, 9193)), bootstrap.compose()], ids=str
+)
+def test_every_variant_passes_envoy_validate(tmp_path: Path, variant: bootstrap.Topology):
+    """The pinned Envoy accepts each rendered variant (`envoy --mode validate` says OK)."""
+    config = tmp_path / "envoy.json"
+    config.write_text(json.dumps(bootstrap.render(variant)))
+    result = _validate(config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK" in result.stdout
+
+
+def test_committed_compose_config_is_the_generated_one():
+    """envoy/envoy.compose.yaml is exactly what the generator renders today (regenerate with `make envoy-config`)."""
+    assert bootstrap.COMPOSE_FILE.read_text() == bootstrap.compose_yaml()
+
+
+def test_committed_compose_config_passes_envoy_validate():
+    """The file docker-compose mounts is valid for the pinned Envoy."""
+    result = _validate(bootstrap.COMPOSE_FILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_identity_headers_are_stripped_before_ext_authz_runs():
+    """header_mutation comes first and removes every x-user-* header (any case); then ext_authz; then the router."""
+    document = bootstrap.render(bootstrap.local())
+    assert list(_filters(document)) == [bootstrap.HEADER_MUTATION, bootstrap.EXT_AUTHZ, bootstrap.ROUTER]
+    [mutation] = _filters(document)[bootstrap.HEADER_MUTATION]["mutations"]["request_mutations"]
+    assert mutation["remove_on_match"]["key_matcher"] == {"prefix": "x-user-", "ignore_case": True}
+
+
+def test_no_route_removes_request_headers_after_ext_authz():
+    """No route uses request_headers_to_remove, which would run after ext_authz and drop the authz headers."""
+    for route in _routes(bootstrap.render(bootstrap.local())).values():
+        assert "request_headers_to_remove" not in route
+
+
+def test_ext_authz_fails_closed_with_503_and_a_short_timeout():
+    """ext_authz talks gRPC to the authz cluster, never allows on failure, answers 503 on error, waits 1 s at most."""
+    ext_authz = _filters(bootstrap.render(bootstrap.local()))[bootstrap.EXT_AUTHZ]
+    assert ext_authz.get("failure_mode_allow", False) is False
+    assert ext_authz["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert ext_authz["grpc_service"] == {"envoy_grpc": {"cluster_name": "authz"}, "timeout": "1s"}
+    assert ext_authz["transport_api_version"] == "V3"
+
+
+def test_authz_cluster_speaks_http2_and_is_health_checked_with_grpc_health():
+    """The authz cluster uses HTTP/2 and grpc.health.v1 checks, one endpoint per replica."""
+    cluster = _cluster(bootstrap.render(bootstrap.local(authz_ports=(7001, 7002))), "authz")
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http2_protocol_options" in options["explicit_http_config"]
+    [health_check] = cluster["health_checks"]
+    assert "grpc_health_check" in health_check
+    ports = [
+        endpoint["endpoint"]["address"]["socket_address"]["port_value"]
+        for endpoint in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert ports == [7001, 7002]
+
+
+def test_route_table_opens_only_health_and_preflight_and_makes_the_feed_optional():
+    """/api/health and CORS preflights skip ext_authz, the home feed is auth-optional, everything else required."""
+    routes = _routes(bootstrap.render(bootstrap.local()))
+    per_route = {name: route["typed_per_filter_config"][bootstrap.EXT_AUTHZ] for name, route in routes.items()}
+    assert {name for name, config in per_route.items() if config.get("disabled")} == {"health", "cors-preflight"}
+    assert per_route["home-feed"]["check_settings"]["context_extensions"] == {"auth": "optional"}
+    assert per_route["api"]["check_settings"]["context_extensions"] == {"auth": "required"}
+    assert list(routes)[-1] == "default" and routes["default"]["match"] == {"prefix": "/"}
+    assert per_route["default"]["check_settings"]["context_extensions"] == {"auth": "required"}
+    preflight = routes["cors-preflight"]["match"]["headers"]
+    assert {"name": ":method", "string_match": {"exact": "OPTIONS"}} in preflight
+    assert {"name": "access-control-request-method", "present_match": True} in preflight
+
+
+def test_every_route_rule_is_one_the_authz_server_understands():
+    """Each route's context_extensions parse under the authz server's own rules (a typo would deny every call)."""
+    for api_route in bootstrap.ROUTES:
+        if api_route.context_extensions is not None:
+            route_settings(api_route.context_extensions)
+
+
+def test_paths_are_normalized_and_edge_headers_hardened():
+    """The connection manager normalizes paths, merges slashes, rejects escaped slashes and underscore headers, and
+    treats the peer as the client (use_remote_address)."""
+    manager = _manager(bootstrap.render(bootstrap.local()))
+    assert manager["normalize_path"] is True
+    assert manager["merge_slashes"] is True
+    assert manager["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+    assert manager["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
+    assert manager["use_remote_address"] is True
+
+
+def test_access_log_never_names_the_authorization_header_or_the_query():
+    """The access log format has status, path without query, request id and authz outcome, and no Authorization."""
+    [log] = _manager(bootstrap.render(bootstrap.local()))["access_log"]
+    text = json.dumps(log).lower()
+    assert "authorization" not in text
+    fields = log["typed_config"]["log_format"]["json_format"]
+    assert fields["path"] == "%REQ_WITHOUT_QUERY(:PATH)%"
+    assert {"status", "request_id", "authz"} <= set(fields)
+
+
+def test_compose_variant_addresses_services_by_name_and_local_by_loopback():
+    """compose resolves `authz` and `backend` by DNS; local uses 127.0.0.1 everywhere, the admin included."""
+    compose = yaml.safe_load(bootstrap.compose_yaml())
+    for name in ("authz", "backend"):
+        cluster = _cluster(compose, name)
+        assert cluster["type"] == "STRICT_DNS"
+        [endpoint] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        assert endpoint["endpoint"]["address"]["socket_address"]["address"] == name
+    local = bootstrap.render(bootstrap.local())
+    addresses = {local["admin"]["address"]["socket_address"]["address"]}
+    addresses |= {
+        endpoint["endpoint"]["address"]["socket_address"]["address"]
+        for cluster in local["static_resources"]["clusters"]
+        for endpoint in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    }
+    addresses.add(local["static_resources"]["listeners"][0]["address"]["socket_address"]["address"])
+    assert addresses == {"127.0.0.1"}

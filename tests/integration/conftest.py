@@ -1,0 +1,54 @@
+"""The whole stack on free loopback ports: moto's Cognito, the backend under gunicorn, authz and a real Envoy.
+
+One stack serves the session (starting it costs a few seconds); tests that stop a part restore it themselves.
+Every process is stopped when the session ends, also when a test or the start-up fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.integration.cruddur_api import RecordingUpstream, User, sign_up
+
+from stack.cognito import cognito_client
+from stack.local import LocalStack, Ports, running_stack
+from stack.processes import free_port
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with running_stack(Ports.free(), tmp_path_factory.mktemp("stack"), envoy_concurrency=1) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def cognito(stack: LocalStack) -> Any:
+    env = stack.cognito_env
+    return cognito_client(env["AWS_COGNITO_REGION"], env["AWS_ENDPOINT_URL_COGNITO_IDP"])
+
+
+@pytest.fixture(scope="session")
+def user(stack: LocalStack, cognito: Any) -> User:
+    return sign_up(stack, cognito)
+
+
+@pytest.fixture(scope="session")
+def recording_envoy(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, RecordingUpstream]]:
+    """A second Envoy with the same configuration and the same authz server, whose backend records what it gets."""
+    with RecordingUpstream() as upstream:
+        ports = Ports(
+            envoy=free_port(),
+            admin=free_port(),
+            authz=stack.ports.authz,
+            metrics=stack.ports.metrics,
+            backend=upstream.port,
+            cognito=stack.ports.cognito,
+        )
+        proxy = LocalStack(ports=ports, run_dir=tmp_path_factory.mktemp("recording"), envoy_concurrency=1)
+        try:
+            proxy.start_envoy()
+            yield proxy, upstream
+        finally:
+            proxy.stop()

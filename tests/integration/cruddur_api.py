@@ -1,0 +1,107 @@
+"""A client of the Cruddur API through Envoy: users signed up on the emulator, requests, tokens, recorders."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from joserfc import jwt as jose_rfc_jwt
+from joserfc.jwk import RSAKey
+from moto.utilities.utils import load_resource
+
+from stack.cognito import sign_in
+from stack.local import LocalStack
+
+PASSWORD = "Int3gration-Passw0rd!"
+
+
+@dataclass(frozen=True)
+class User:
+    email: str
+    sub: str
+    access_token: str
+    id_token: str
+
+
+def sign_up(stack: LocalStack, cognito: Any, *, client_id: str | None = None) -> User:
+    """A new user signs up, is confirmed by an admin (the emulator sends no email) and signs in."""
+    env = stack.cognito_env
+    email = f"user-{uuid.uuid4().hex[:8]}@cruddur.local"
+    client_id = client_id or env["AWS_COGNITO_CLIENT_ID"]
+    cognito.sign_up(
+        ClientId=client_id,
+        Username=email,
+        Password=PASSWORD,
+        UserAttributes=[
+            {"Name": "email", "Value": email},
+            {"Name": "name", "Value": "Integration User"},
+            {"Name": "preferred_username", "Value": email.split("@")[0]},
+        ],
+    )
+    cognito.admin_confirm_sign_up(UserPoolId=env["AWS_COGNITO_USER_POOLS_ID"], Username=email)
+    tokens = sign_in(cognito, client_id, email, PASSWORD)
+    attributes = cognito.get_user(AccessToken=tokens["AccessToken"])["UserAttributes"]
+    sub = next(attribute["Value"] for attribute in attributes if attribute["Name"] == "sub")
+    return User(email=email, sub=sub, access_token=tokens["AccessToken"], id_token=tokens["IdToken"])
+
+
+def resign(token: str, **claims: Any) -> str:
+    """The token's claims, changed, signed again with the emulator's own key: a token the pool could have issued."""
+    key = RSAKey.import_key(load_resource("cognitoidp/resources/jwks-private.json"))
+    original = jose_rfc_jwt.decode(token, key)
+    return jose_rfc_jwt.encode(dict(original.header), {**original.claims, **claims}, key)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def get(stack: LocalStack, path: str, **kwargs: Any) -> requests.Response:
+    return requests.get(stack.envoy_url + path, timeout=10, allow_redirects=False, **kwargs)
+
+
+class RecordingUpstream:
+    """An HTTP upstream that records the headers of every request it receives and answers 200 {}."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        recorded = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                recorded.append((self.path, {name.lower(): value for name, value in self.headers.items()}))
+                body = json.dumps({"status": "ok"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> RecordingUpstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def access_log(stack: LocalStack) -> list[dict[str, Any]]:
+    """Envoy's JSON access log lines so far."""
+    lines = Path(stack.process("envoy").log_path).read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
