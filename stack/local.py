@@ -95,6 +95,7 @@ class LocalStack:
             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports.cognito)],
             dict(os.environ),
             lambda: emulator_answers(endpoint, region),
+            ports=(self.ports.cognito,),
         )
         self.cognito_env = provision_local(endpoint, region)
         return self.cognito_env
@@ -121,6 +122,7 @@ class LocalStack:
             ],
             env,
             http_ok(self.backend_url + "/api/health"),
+            ports=(self.ports.backend,),
         )
 
     def start_authz(self, replica: int = 0) -> None:
@@ -140,6 +142,7 @@ class LocalStack:
             [sys.executable, "-m", "authz", "serve"],
             env,
             grpc_serving(self.authz_addr(replica)),
+            ports=(self.ports.authz[replica], self.ports.metrics[replica]),
         )
 
     def start_envoy(self) -> None:
@@ -165,7 +168,9 @@ class LocalStack:
         if self.envoy_concurrency:
             argv += ["--concurrency", str(self.envoy_concurrency)]
         # /ready turns 200 once the clusters have had their first health check.
-        self._start("envoy", argv, dict(os.environ), http_ok(self.admin_url + "/ready"))
+        self._start(
+            "envoy", argv, dict(os.environ), http_ok(self.admin_url + "/ready"), ports=(self.ports.envoy, self.ports.admin)
+        )
 
     def start_all(self, *, cognito: bool = True) -> None:
         if cognito:
@@ -191,10 +196,10 @@ class LocalStack:
     def _authz_name(self, replica: int) -> str:
         return "authz" if replica == 0 else f"authz-{replica}"
 
-    def _start(self, name: str, argv: list[str], env: dict[str, str], ready: Probe) -> None:
+    def _start(self, name: str, argv: list[str], env: dict[str, str], ready: Probe, *, ports: tuple[int, ...]) -> None:
         process = self.processes.get(name)
         if process is None:
-            process = ManagedProcess(name, argv, env=env, run_dir=self.run_dir, ready=ready, cwd=ROOT)
+            process = ManagedProcess(name, argv, env=env, run_dir=self.run_dir, ready=ready, ports=ports, cwd=ROOT)
             self.processes[name] = process
         process.start()
 

@@ -36,12 +36,14 @@ class ManagedProcess:
         env: Mapping[str, str],
         run_dir: Path,
         ready: Probe,
+        ports: Sequence[int] = (),
         cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = dict(env)
         self.ready = ready
+        self.ports = tuple(ports)
         self.cwd = cwd
         self.log_path = run_dir / f"{name}.log"
         self.pid_path = run_dir / f"{name}.pid"
@@ -61,6 +63,10 @@ class ManagedProcess:
         """Start the process and return once its probe says healthy; raise StartupError otherwise."""
         if self.running():
             raise RuntimeError(f"{self.name} is already running")
+        # Otherwise the readiness probe would be answered by whoever holds the port, not by our child.
+        for port in self.ports:
+            if port_in_use(port):
+                raise StartupError(f"{self.name}: port {port} is already in use by another program; stop it first")
         with open(self.log_path, "ab") as log:
             # The child keeps its own copy of the descriptor; ours can close.
             self._process = subprocess.Popen(
@@ -121,8 +127,9 @@ def stop_stale(run_dir: Path) -> list[str]:
         try:
             pid_text, program = pid_path.read_text().split("\n", 1)
             pid = int(pid_text)
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            if program.strip() and cmdline.startswith(program.strip().encode()):
+            # A script (moto_server, gunicorn) runs as `python script ...`: look for the program among the arguments.
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if program.strip() and program.strip().encode() in arguments:
                 _signal_group(pid, signal.SIGTERM)
                 _wait_gone(pid, 10.0)
                 _signal_group(pid, signal.SIGKILL)
@@ -135,8 +142,16 @@ def stop_stale(run_dir: Path) -> list[str]:
 
 def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -144,6 +159,13 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def port_in_use(port: int) -> bool:
+    """Something already accepts connections on 127.0.0.1:port."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def free_port() -> int:
