@@ -16,8 +16,9 @@ accesslog = "-"
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s" %({x-request-id}i)s'
 
 # gunicorn's default, stated so that changing it is a visible edit: a header whose name has an underscore is
-# dropped. Otherwise a client's `x_user_sub: evil` (which Envoy does not strip, since it is not `x-user-sub`)
-# would become HTTP_X_USER_SUB, the same environ key as the identity header Envoy sets.
+# dropped. Otherwise a client's `x_user_sub: evil` would become HTTP_X_USER_SUB, the same environ key as the
+# identity header Envoy sets. Envoy rejects such headers first (headers_with_underscores_action); this is the
+# second line.
 header_map = "drop"
 # forwarded_allow_ips stays at its default (loopback only), and no underscore header is trusted even from
 # there: we are not mounted under a prefix, so a `script_name` or `path_info` header has no business moving

@@ -68,7 +68,7 @@ def _step(name: str, start) -> None:
 
 def _banner(stack: LocalStack) -> None:
     env = stack.cognito_env
-    token = "$(make -s token)"
+    token = None
     if "DEMO_USERNAME" in env:
         client = cognito_client(env["AWS_COGNITO_REGION"], env.get("AWS_ENDPOINT_URL_COGNITO_IDP"))
         token = sign_in(client, env["AWS_COGNITO_CLIENT_ID"], env["DEMO_USERNAME"], env["DEMO_PASSWORD"])["AccessToken"]
@@ -84,11 +84,14 @@ def _banner(stack: LocalStack) -> None:
   Try it:
     curl -i {stack.envoy_url}/api/me                                  # 401, no token
     curl -i {stack.envoy_url}/api/activities/home                     # public feed
+    TOKEN=$(make -s token)
     curl -i -H "Authorization: Bearer $TOKEN" {stack.envoy_url}/api/me     # your identity
     .venv/bin/grpcurl -plaintext {stack.authz_addr()} list
 """
     )
-    print(f"  TOKEN={token}\n")
+    if token:
+        print("  Ready to paste, as the demo user (the token lasts an hour; `make token` gives a new one):")
+        print(f'    curl -i -H "Authorization: Bearer {token}" {stack.envoy_url}/api/me\n')
     print("  Ctrl-C stops everything.", flush=True)
 
 
