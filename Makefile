@@ -13,7 +13,8 @@ STAMP_PROTOS := authz/_proto/.generated
 # which must never sit on the venv's path next to our envoy/ config package.
 ENVOY_VERSION ?= 1.40.0
 ENVOY_DIR     := .tools/envoy-$(ENVOY_VERSION)
-ENVOY_BIN     := $(ENVOY_DIR)/envoy/_bin/envoy
+# `ENVOY_BIN=/path/to/envoy make test` runs the stack and the tests on another Envoy binary.
+ENVOY_BIN     ?= $(ENVOY_DIR)/envoy/_bin/envoy
 export ENVOY_BIN := $(abspath $(ENVOY_BIN))
 PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 

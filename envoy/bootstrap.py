@@ -22,7 +22,7 @@ import datetime
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import betterproto2
@@ -83,7 +83,7 @@ from envoy_data_plane.google.protobuf import Any, Struct
 
 COMPOSE_FILE = Path(__file__).resolve().parent / "envoy.compose.yaml"
 
-IDENTITY_HEADER_PREFIX = "x-user-"
+DEFAULT_IDENTITY_HEADER_PREFIX = "x-user-"
 AUTHZ_CLUSTER = "authz"
 BACKEND_CLUSTER = "backend"
 # What a client sees when the authz server cannot answer (down, overloaded, timed out): 503 says "try again",
@@ -110,7 +110,8 @@ ACCESS_LOG_FORMAT = {
     "authz": "%RESPONSE_CODE_DETAILS%",
     "flags": "%RESPONSE_FLAGS%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    "user": "%REQ(X-USER-SUB)%",
+    "user": "%REQ({prefix}SUB)%",
+    "user_agent": "%REQ(USER-AGENT)%",
     "duration_ms": "%DURATION%",
     "upstream": "%UPSTREAM_HOST%",
 }
@@ -133,7 +134,9 @@ class Topology:
     # STATIC for IP addresses, STRICT_DNS for service names (compose).
     resolve_names: bool = False
     node_id: str = "cruddur-front-proxy"
-    extra: Mapping[str, str] = field(default_factory=dict)
+    # Must equal the authz server's AUTHZ_HEADER_PREFIX and the backend's IDENTITY_HEADER_PREFIX: Envoy strips
+    # exactly these headers from clients.
+    identity_header_prefix: str = DEFAULT_IDENTITY_HEADER_PREFIX
 
 
 def local(
@@ -142,6 +145,7 @@ def local(
     admin_port: int = 9901,
     authz_ports: Sequence[int] = (9191,),
     backend_port: int = 4567,
+    identity_header_prefix: str = DEFAULT_IDENTITY_HEADER_PREFIX,
 ) -> Topology:
     """Everything on loopback, as `make run` and the integration tests start it."""
     return Topology(
@@ -149,14 +153,16 @@ def local(
         admin=HostPort("127.0.0.1", admin_port),
         authz=tuple(HostPort("127.0.0.1", port) for port in authz_ports),
         backend=HostPort("127.0.0.1", backend_port),
+        identity_header_prefix=identity_header_prefix,
     )
 
 
 def compose() -> Topology:
-    """docker-compose service names; the admin port stays inside the container network (not published)."""
+    """docker-compose service names; the admin interface listens on the container's loopback only, where its
+    healthcheck runs: no other container can stop Envoy or read its config through it."""
     return Topology(
         listener=HostPort("0.0.0.0", 8080),
-        admin=HostPort("0.0.0.0", 9901),
+        admin=HostPort("127.0.0.1", 9901),
         authz=(HostPort("authz", 9191),),
         backend=HostPort("backend", 4567),
         resolve_names=True,
@@ -235,7 +241,9 @@ def _listener(topology: Topology) -> Listener:
         stream_idle_timeout=datetime.timedelta(seconds=300),
         route_config=_route_config(topology),
         http_filters=[
-            HttpFilter(name=HEADER_MUTATION, typed_config=Any.pack(_strip_identity_headers())),
+            HttpFilter(
+                name=HEADER_MUTATION, typed_config=Any.pack(_strip_identity_headers(topology.identity_header_prefix))
+            ),
             HttpFilter(name=EXT_AUTHZ, typed_config=Any.pack(_ext_authz())),
             HttpFilter(name=ROUTER, typed_config=Any.pack(Router())),
         ],
@@ -245,7 +253,7 @@ def _listener(topology: Topology) -> Listener:
                 typed_config=Any.pack(
                     StdoutAccessLog(
                         log_format=SubstitutionFormatString(
-                            json_format=_struct(ACCESS_LOG_FORMAT),
+                            json_format=_struct(_access_log_format(topology.identity_header_prefix)),
                             formatters=[
                                 TypedExtensionConfig(
                                     name="envoy.formatter.req_without_query", typed_config=Any.pack(ReqWithoutQuery())
@@ -270,8 +278,8 @@ def _listener(topology: Topology) -> Listener:
     )
 
 
-def _strip_identity_headers() -> HeaderMutationFilter:
-    prefix = StringMatcher(prefix=IDENTITY_HEADER_PREFIX, ignore_case=True)
+def _strip_identity_headers(identity_header_prefix: str) -> HeaderMutationFilter:
+    prefix = StringMatcher(prefix=identity_header_prefix, ignore_case=True)
     return HeaderMutationFilter(
         mutations=Mutations(
             request_mutations=[HeaderMutation(remove_on_match=HeaderMutationRemoveOnMatch(key_matcher=prefix))]
@@ -298,7 +306,15 @@ def _route_config(topology: Topology) -> RouteConfiguration:
     return RouteConfiguration(
         name="cruddur",
         virtual_hosts=[
-            VirtualHost(name="cruddur", domains=["*"], routes=[_route(api_route) for api_route in ROUTES])
+            VirtualHost(
+                name="cruddur",
+                domains=["*"],
+                routes=[_route(api_route) for api_route in ROUTES],
+                # The upstream gets the caller's identity from the authz server, so it never needs the token
+                # (as jwt_authn's default `forward: false`): a backend log or a leak cannot hand it on. Route and
+                # virtual-host header removal runs in the router, after ext_authz has read it.
+                request_headers_to_remove=["authorization"],
+            )
         ],
     )
 
@@ -336,6 +352,10 @@ def _authz_cluster(topology: Topology) -> Cluster:
             HealthCheck(
                 timeout=datetime.timedelta(milliseconds=500),
                 interval=HEALTH_INTERVAL,
+                # Without these Envoy checks an idle cluster only once a minute, so a restarted authz server
+                # would wait up to a minute to be marked healthy again.
+                no_traffic_interval=HEALTH_INTERVAL,
+                no_traffic_healthy_interval=HEALTH_INTERVAL,
                 unhealthy_threshold=2,
                 healthy_threshold=1,
                 grpc_health_check=HealthCheckGrpcHealthCheck(),
@@ -355,6 +375,7 @@ def _backend_cluster(topology: Topology) -> Cluster:
             HealthCheck(
                 timeout=datetime.timedelta(milliseconds=500),
                 interval=datetime.timedelta(seconds=5),
+                no_traffic_interval=datetime.timedelta(seconds=5),
                 unhealthy_threshold=2,
                 healthy_threshold=1,
                 http_health_check=HealthCheckHttpHealthCheck(path="/api/health"),
@@ -378,6 +399,10 @@ def _address(host: HostPort) -> Address:
     return Address(socket_address=SocketAddress(address=host.host, port_value=host.port))
 
 
+def _access_log_format(identity_header_prefix: str) -> dict[str, str]:
+    return {name: value.format(prefix=identity_header_prefix.upper()) for name, value in ACCESS_LOG_FORMAT.items()}
+
+
 def _struct(values: Mapping[str, str]) -> Struct:
     return Struct.from_dict(dict(values))
 
@@ -398,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     local_parser.add_argument("--admin-port", type=int, default=9901)
     local_parser.add_argument("--authz-port", type=int, action="append", help="repeat for several replicas")
     local_parser.add_argument("--backend-port", type=int, default=4567)
+    local_parser.add_argument("--identity-header-prefix", default=DEFAULT_IDENTITY_HEADER_PREFIX)
     compose_parser = sub.add_parser("compose", help="write envoy/envoy.compose.yaml")
     compose_parser.add_argument("--stdout", action="store_true", help="print instead of writing the file")
     args = parser.parse_args(argv)
@@ -407,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
             admin_port=args.admin_port,
             authz_ports=args.authz_port or (9191,),
             backend_port=args.backend_port,
+            identity_header_prefix=args.identity_header_prefix,
         )
         print(json.dumps(render(topology), indent=2))
     elif args.stdout:

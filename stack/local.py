@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from envoy import bootstrap
-from stack.processes import ManagedProcess, Probe, free_port, grpc_serving, http_ok
+from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok
 from stack.provision import emulator_answers, provision_local
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,13 +35,15 @@ class Ports:
 
     @classmethod
     def free(cls, *, authz_replicas: int = 1) -> Ports:
+        """Distinct loopback ports nobody listens on right now."""
+        ports = iter(free_ports(4 + 2 * authz_replicas))
         return cls(
-            envoy=free_port(),
-            admin=free_port(),
-            authz=tuple(free_port() for _ in range(authz_replicas)),
-            metrics=tuple(free_port() for _ in range(authz_replicas)),
-            backend=free_port(),
-            cognito=free_port(),
+            envoy=next(ports),
+            admin=next(ports),
+            authz=tuple(next(ports) for _ in range(authz_replicas)),
+            metrics=tuple(next(ports) for _ in range(authz_replicas)),
+            backend=next(ports),
+            cognito=next(ports),
         )
 
 
@@ -59,6 +62,10 @@ class LocalStack:
     run_dir: Path
     # Extra environment for the authz server(s), e.g. AUTHZ_LOG_LEVEL.
     authz_env: Mapping[str, str] = field(default_factory=dict)
+    # One value for all three parts: Envoy strips these headers from clients, authz sets them, the backend reads them.
+    identity_header_prefix: str = "x-user-"
+    # The origin the backend's CORS allows besides Envoy's own (a front end served elsewhere).
+    frontend_url: str | None = None
     envoy_concurrency: int | None = None
     cognito_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -107,8 +114,9 @@ class LocalStack:
     def start_backend(self) -> None:
         env = {
             **os.environ,
-            "FRONTEND_URL": self.envoy_url,
+            "FRONTEND_URL": self.frontend_url or self.envoy_url,
             "BACKEND_URL": self.envoy_url,
+            "IDENTITY_HEADER_PREFIX": self.identity_header_prefix,
         }
         self._start(
             "backend",
@@ -131,6 +139,7 @@ class LocalStack:
             **self.cognito_env,
             "AUTHZ_ADDR": self.authz_addr(replica),
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{self.ports.metrics[replica]}",
+            "AUTHZ_HEADER_PREFIX": self.identity_header_prefix,
             **self.authz_env,
         }
         endpoint = self.cognito_env.get("AWS_ENDPOINT_URL_COGNITO_IDP")
@@ -151,6 +160,7 @@ class LocalStack:
             admin_port=self.ports.admin,
             authz_ports=self.ports.authz,
             backend_port=self.ports.backend,
+            identity_header_prefix=self.identity_header_prefix,
         )
         self.envoy_config_path.write_text(json.dumps(bootstrap.render(topology), indent=2))
         argv = [
@@ -205,8 +215,8 @@ class LocalStack:
 
 
 @contextmanager
-def running_stack(ports: Ports, run_dir: Path, **options) -> Iterator[LocalStack]:
-    """Start the whole stack; always stop it, also when starting fails half way."""
+def running_stack(ports: Ports, run_dir: Path, **options: Any) -> Iterator[LocalStack]:
+    """Start the whole stack (options as LocalStack's fields); always stop it, also when starting fails half way."""
     run_dir.mkdir(parents=True, exist_ok=True)
     stack = LocalStack(ports=ports, run_dir=run_dir, **options)
     try:

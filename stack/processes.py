@@ -1,8 +1,8 @@
 """Child processes of the local stack: start with a log and a pid file, wait until healthy, stop for sure.
 
 Each child runs in its own process group, so stopping it also stops whatever it forked (gunicorn's workers).
-A pid file left by a crashed run is honoured only when that pid's command line still looks like our child, so a
-reused pid never gets killed.
+A pid file records the child's pid and start time; a run after a crash stops the process only when both still
+match, so a reused pid never gets killed.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self.pid_path.write_text(f"{self._process.pid}\n{self.argv[0]}\n")
+        self.pid_path.write_text(f"{self._process.pid}\n{_start_time(self._process.pid)}\n")
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -107,17 +107,33 @@ class ManagedProcess:
 
     def _signal_and_reap(self, sig: signal.Signals, grace: float) -> None:
         process = self._process
-        if process is not None and process.poll() is None:
-            _signal_group(process.pid, sig)
-            try:
-                process.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                _signal_group(process.pid, signal.SIGKILL)
-                process.wait()
-        if process is not None:
-            # Workers of a killed leader may outlive it in the group.
+        if process is not None and process.poll() is not None:
+            # The leader is gone already; what it forked may live on in its group.
             _signal_group(process.pid, signal.SIGKILL)
+        elif process is not None:
+            _signal_group(process.pid, sig)
+            if not _exited(process.pid, grace):
+                _signal_group(process.pid, signal.SIGKILL)
+            # The leader is a zombie until reaped, which keeps its group id from being reused: stragglers
+            # (gunicorn's workers) are killed by group while the id is still ours, then the leader is reaped.
+            _exited(process.pid, 10.0)
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
         self.pid_path.unlink(missing_ok=True)
+
+
+def _exited(pid: int, timeout: float) -> bool:
+    """Wait up to timeout for our child pid to exit, without reaping it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def stop_stale(run_dir: Path) -> list[str]:
@@ -125,11 +141,9 @@ def stop_stale(run_dir: Path) -> list[str]:
     stopped = []
     for pid_path in run_dir.glob("*.pid"):
         try:
-            pid_text, program = pid_path.read_text().split("\n", 1)
+            pid_text, started = pid_path.read_text().split()
             pid = int(pid_text)
-            # A script (moto_server, gunicorn) runs as `python script ...`: look for the program among the arguments.
-            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if program.strip() and program.strip().encode() in arguments:
+            if _start_time(pid) == started:
                 _signal_group(pid, signal.SIGTERM)
                 _wait_gone(pid, 10.0)
                 _signal_group(pid, signal.SIGKILL)
@@ -138,6 +152,16 @@ def stop_stale(run_dir: Path) -> list[str]:
             pass
         pid_path.unlink(missing_ok=True)
     return stopped
+
+
+def _start_time(pid: int) -> str:
+    """When the process started, in clock ticks since boot: with the pid, it names one process for good."""
+    return _stat_fields(pid)[19]
+
+
+def _stat_fields(pid: int) -> list[str]:
+    # The fields after the command name, which is in parentheses and may itself hold spaces or parentheses.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
 def _wait_gone(pid: int, timeout: float) -> None:
@@ -149,7 +173,7 @@ def _wait_gone(pid: int, timeout: float) -> None:
 def _alive(pid: int) -> bool:
     """Running, not a zombie waiting for its parent to reap it."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return _stat_fields(pid)[0] != "Z"
     except (OSError, IndexError):
         return False
 
@@ -170,9 +194,19 @@ def port_in_use(port: int) -> bool:
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """count distinct loopback ports; every probe socket stays open until all are chosen, so none repeats."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def grpc_serving(addr: str) -> Probe:

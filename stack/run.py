@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from stack.cognito import cognito_client, sign_in
 from stack.local import ROOT, LocalStack, Ports
@@ -26,42 +27,51 @@ def main() -> int:
     RUN_DIR.mkdir(exist_ok=True)
     for name in stop_stale(RUN_DIR):
         print(f"run: stopped a stale {name} left by an earlier run")
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stack = LocalStack(ports=Ports(), run_dir=RUN_DIR)
+    # Ctrl-C and SIGTERM both end the run at any point, start-up included.
+    signal.signal(signal.SIGTERM, _interrupt)
+    stack = LocalStack(
+        ports=Ports(),
+        run_dir=RUN_DIR,
+        identity_header_prefix=os.environ.get("AUTHZ_HEADER_PREFIX", "x-user-"),
+        frontend_url=os.environ.get("FRONTEND_URL"),
+    )
     try:
+        env_file = RUN_DIR / "cognito.env"
         if os.environ.get("AWS_COGNITO_USER_POOLS_ID"):
             print("run: using the Cognito pool from AWS_COGNITO_USER_POOLS_ID (no emulator)")
             stack.use_cognito({key: os.environ[key] for key in REAL_POOL_VARIABLES if key in os.environ})
         else:
             _step("cognito", stack.start_cognito)
-            write_env_file(RUN_DIR / "cognito.env", stack.cognito_env)
+        # Rewritten on every run, so `make token` never reads an earlier run's emulator.
+        write_env_file(env_file, stack.cognito_env)
         _step("backend", stack.start_backend)
         _step("authz", stack.start_authz)
         _step("envoy", stack.start_envoy)
         _banner(stack)
-        while not stopping:
+        while True:
             for process in stack.processes.values():
                 if not process.running():
                     print(f"run: {process.name} exited ({process.exit_code()}); see {process.log_path}; stopping")
-                    stopping = True
+                    return 1
             time.sleep(0.2)
+    except KeyboardInterrupt:
+        return 0
     except StartupError as error:
         print(f"run: {error}", file=sys.stderr)
         return 1
     finally:
-        print("run: stopping")
+        # A second Ctrl-C must not cut the shutdown short and leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("run: stopping", flush=True)
         stack.stop()
-    return 0
 
 
-def _step(name: str, start) -> None:
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _step(name: str, start: Callable[[], object]) -> None:
     print(f"run: starting {name} (log .run/{name}.log)", flush=True)
     start()
 

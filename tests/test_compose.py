@@ -243,6 +243,29 @@ def _port_of(address: str) -> int:
     return int(address.rsplit(":", 1)[1])
 
 
+def _networks(service: str) -> set[str]:
+    """The networks a service joins, from the list or the mapping form; compose's `default` when it names none."""
+    return set(_services()[service].get("networks") or ["default"])
+
+
+def _network_peers(service: str) -> set[str]:
+    """The other services that share at least one network with this one, and so can open connections to it."""
+    return {name for name in _services() if name != service and _networks(name) & _networks(service)}
+
+
+def _internal(network: str) -> bool:
+    # A network declared with no options (`edge:`) reads as None.
+    return bool(((_compose().get("networks") or {}).get(network) or {}).get("internal", False))
+
+
+def _envoy_healthcheck_target() -> tuple[str, int]:
+    """The (host, port) Envoy's healthcheck opens with bash's /dev/tcp."""
+    test = _services()["envoy"]["healthcheck"]["test"]
+    match = re.search(r"/dev/tcp/([^/\s]+)/(\d+)", test if isinstance(test, str) else " ".join(test))
+    assert match, f"Envoy's healthcheck opens no /dev/tcp connection: {test}"
+    return match[1], int(match[2])
+
+
 # --- the tests ------------------------------------------------------------------------------------------------
 
 
@@ -258,6 +281,49 @@ def test_only_envoy_publishes_a_port_and_it_is_8080():
     assert _published_ports("envoy") == [(8080, 8080)]
     for name, service in _services().items():
         assert service.get("network_mode") != "host", f"{name} would bypass Envoy on the host network"
+
+
+def test_every_service_declares_its_networks():
+    """No service falls back to compose's shared default network: each names declared networks of its own."""
+    declared = set(_compose().get("networks") or {})
+    for name, service in _services().items():
+        assert service.get("networks"), f"{name} names no networks, so compose puts it on the shared default one"
+        assert _networks(name) <= declared, f"{name} joins undeclared networks {sorted(_networks(name) - declared)}"
+        assert "default" not in _networks(name), f"{name} joins the shared default network"
+
+
+def test_only_envoy_shares_a_network_with_the_backend():
+    """No container but Envoy can open a connection to the backend, so none can send it forged x-user-* headers."""
+    assert _network_peers("backend") == {"envoy"}
+
+
+def test_authz_shares_networks_only_with_envoy_and_the_cognito_services():
+    """authz is reachable only by Envoy, the emulator it fetches keys from and the job that provisions the pool."""
+    assert _network_peers("authz") <= {"envoy", "cognito-local", "provision"}
+
+
+def test_each_caller_shares_a_network_with_the_services_it_addresses():
+    """The split still connects Envoy to its cluster hosts and authz and provision to the Cognito emulator."""
+    calls = {("envoy", host) for addresses in _envoy_clusters().values() for host, _ in addresses}
+    calls.add(("authz", urlsplit(_environment("authz")["AUTHZ_JWKS_URL"]).hostname))
+    calls.add(("provision", urlsplit(_option(_command("provision"), "--endpoint")).hostname))
+    for caller, callee in calls:
+        assert callee in _network_peers(caller), f"{caller} addresses {callee} but shares no network with it"
+
+
+def test_only_envoy_joins_a_network_with_a_way_out():
+    """Every network but Envoy's edge is internal: only Envoy can carry the published port, no other has egress."""
+    external = {name for name in _services() for network in _networks(name) if not _internal(network)}
+    assert external == {"envoy"}
+    assert [network for network in _networks("envoy") if not _internal(network)] == ["edge"]
+
+
+def test_envoy_admin_listens_on_loopback_where_its_healthcheck_probes():
+    """Envoy's admin binds 127.0.0.1:9901 in its own container: its healthcheck reaches it, no other container can."""
+    admin = _envoy_config()["admin"]["address"]["socket_address"]
+    assert (admin["address"], int(admin["port_value"])) == ("127.0.0.1", 9901)
+    assert _envoy_healthcheck_target() == ("127.0.0.1", 9901)
+    assert 9901 not in {container for _, container in _published_ports("envoy")}
 
 
 def test_every_long_running_service_has_a_healthcheck():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -20,6 +18,7 @@ from flask.testing import FlaskClient
 
 from backend import create_app
 from backend.activities import home_activities
+from stack.processes import ManagedProcess, StartupError, free_port, http_ok
 
 REPO = Path(__file__).resolve().parents[2]
 FRONTEND = "http://localhost:3000"
@@ -223,47 +222,32 @@ class Gunicorn:
             conn.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def gunicorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gunicorn]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("gunicorn") / "out.log"
-    env = {**os.environ, **CONFIG}
+    port = free_port()
     command = [
         sys.executable, "-m", "gunicorn",
         "--config", "backend/gunicorn.conf.py",
         "--bind", f"127.0.0.1:{port}",
         "backend:create_app()",
     ]  # fmt: skip
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
+    process = ManagedProcess(
+        "gunicorn",
+        command,
+        env={**os.environ, **CONFIG},
+        run_dir=tmp_path_factory.mktemp("gunicorn"),
+        ready=http_ok(f"http://127.0.0.1:{port}/api/health"),
+        ports=(port,),
+        cwd=REPO,
+    )
     try:
-        server = Gunicorn(port, log)
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if server.request("/api/health", [])[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /api/health:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield server
+        process.start(timeout=20)
+    except StartupError as error:
+        pytest.fail(f"{error}:\n{process.log_path.read_text()}")
+    try:
+        yield Gunicorn(port, process.log_path)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()
 
 
 def test_gunicorn_passes_identity_headers_to_the_app(gunicorn: Gunicorn) -> None:

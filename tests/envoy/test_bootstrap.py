@@ -77,10 +77,23 @@ def test_identity_headers_are_stripped_before_ext_authz_runs():
     assert mutation["remove_on_match"]["key_matcher"] == {"prefix": "x-user-", "ignore_case": True}
 
 
-def test_no_route_removes_request_headers_after_ext_authz():
-    """No route uses request_headers_to_remove, which would run after ext_authz and drop the authz headers."""
-    for route in _routes(bootstrap.render(bootstrap.local())).values():
+def test_only_the_token_is_removed_after_ext_authz():
+    """Header removal that runs after ext_authz (route and virtual host) takes the Authorization header off the
+    upstream request and never an identity header the authz server set."""
+    document = bootstrap.render(bootstrap.local())
+    [virtual_host] = _manager(document)["route_config"]["virtual_hosts"]
+    assert virtual_host["request_headers_to_remove"] == ["authorization"]
+    for route in _routes(document).values():
         assert "request_headers_to_remove" not in route
+
+
+def test_identity_header_prefix_follows_the_topology():
+    """A topology with another identity header prefix strips that prefix and logs the caller from it."""
+    document = bootstrap.render(bootstrap.local(identity_header_prefix="x-caller-"))
+    [mutation] = _filters(document)[bootstrap.HEADER_MUTATION]["mutations"]["request_mutations"]
+    assert mutation["remove_on_match"]["key_matcher"]["prefix"] == "x-caller-"
+    [log] = _manager(document)["access_log"]
+    assert log["typed_config"]["log_format"]["json_format"]["user"] == "%REQ(X-CALLER-SUB)%"
 
 
 def test_ext_authz_fails_closed_with_503_and_a_short_timeout():
@@ -90,6 +103,8 @@ def test_ext_authz_fails_closed_with_503_and_a_short_timeout():
     assert ext_authz["status_on_error"] == {"code": "ServiceUnavailable"}
     assert ext_authz["grpc_service"] == {"envoy_grpc": {"cluster_name": "authz"}, "timeout": "1s"}
     assert ext_authz["transport_api_version"] == "V3"
+    assert ext_authz["allowed_headers"] == {"patterns": [{"exact": "authorization"}, {"exact": "x-request-id"}]}
+    assert ext_authz["validate_mutations"] is True
 
 
 def test_authz_cluster_speaks_http2_and_is_health_checked_with_grpc_health():
@@ -99,6 +114,8 @@ def test_authz_cluster_speaks_http2_and_is_health_checked_with_grpc_health():
     assert "http2_protocol_options" in options["explicit_http_config"]
     [health_check] = cluster["health_checks"]
     assert "grpc_health_check" in health_check
+    # Also when idle (Envoy's default then is a minute), so a restarted server is back within about a second.
+    assert health_check["interval"] == health_check["no_traffic_interval"] == "1s"
     ports = [
         endpoint["endpoint"]["address"]["socket_address"]["port_value"]
         for endpoint in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]

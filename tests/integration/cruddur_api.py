@@ -67,23 +67,28 @@ def get(stack: LocalStack, path: str, **kwargs: Any) -> requests.Response:
 
 
 class RecordingUpstream:
-    """An HTTP upstream that records the headers of every request it receives and answers 200 {}."""
+    """An HTTP upstream that records the method, path and headers of every request a client sent through Envoy
+    (Envoy's own health checks are not recorded) and answers 200 {}."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
         recorded = self.requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                recorded.append((self.path, {name.lower(): value for name, value in self.headers.items()}))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                if headers.get("user-agent") != "Envoy/HC":
+                    recorded.append((self.command, self.path, headers))
                 body = json.dumps({"status": "ok"}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            do_OPTIONS = do_GET  # noqa: N815 - the http.server API
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -170,22 +170,34 @@ def test_spoofed_sub_without_token_gets_no_identity(stack: LocalStack):
 
 
 @pytest.mark.parametrize(
-    "path, with_token",
-    [("/api/health", False), ("/api/activities/home", False), ("/api/activities/home", True), ("/api/me", True)],
+    "method, path, with_token",
+    [
+        ("GET", "/api/health", False),
+        ("OPTIONS", "/api/me", False),
+        ("GET", "/api/activities/home", False),
+        ("GET", "/api/activities/home", True),
+        ("GET", "/api/me", True),
+    ],
 )
-def test_client_identity_headers_never_reach_the_backend(recording_envoy, user: User, path: str, with_token: bool):
-    """Whatever the route (ext_authz on or off) and with or without a token, the backend receives no x-user-*
-    header the client sent; with a token it receives only the authz server's values."""
+def test_client_identity_headers_never_reach_the_backend(
+    recording_envoy, user: User, method: str, path: str, with_token: bool
+):
+    """Whatever the route (ext_authz on, optional or off, a CORS preflight included) and with or without a token,
+    the backend receives no x-user-* header the client sent, and never the token; with a token it receives
+    only the authz server's values."""
     proxy, upstream = recording_envoy
     spoofed = {"x-user-sub": "evil", "X-USER-NAME": "evil", "x-user-groups": "admin", "x-user-whatever": "evil"}
-    headers = {**spoofed, **(bearer(user.access_token) if with_token else {})}
+    preflight = {"Origin": proxy.envoy_url, "Access-Control-Request-Method": "GET"} if method == "OPTIONS" else {}
+    headers = {**spoofed, **preflight, **(bearer(user.access_token) if with_token else {})}
     upstream.requests.clear()
-    response = requests.get(proxy.envoy_url + path, headers=headers, timeout=10)
+    response = requests.request(method, proxy.envoy_url + path, headers=headers, timeout=10)
     assert response.status_code == 200
-    [(_, received)] = upstream.requests
+    [(received_method, _, received)] = upstream.requests
+    assert received_method == method
     identity = {name: value for name, value in received.items() if name.startswith("x-user-")}
     assert "evil" not in identity.values() and "admin" not in identity.values()
     assert "x-user-whatever" not in identity
+    assert "authorization" not in received
     if with_token:
         assert identity["x-user-sub"] == user.sub
     else:
@@ -223,7 +235,7 @@ def test_routing_and_backend_see_the_same_normalized_path(recording_envoy, path:
         proxy.ports.envoy, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     )
     assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
-    assert [received_path for received_path, _ in upstream.requests] == ["/api/health"]
+    assert [received_path for _, received_path, _ in upstream.requests] == ["/api/health"]
 
 
 def test_escaped_slashes_are_rejected(stack: LocalStack):
@@ -239,24 +251,41 @@ def test_escaped_slashes_are_rejected(stack: LocalStack):
 
 
 def test_access_log_records_outcome_and_never_the_token(stack: LocalStack, user: User):
-    """Envoy's access log has status, path, request id and the authz outcome per request, never a token."""
-    secret_query = "?access_token=" + user.access_token
-    get(stack, "/api/me" + secret_query, headers={**bearer(user.access_token), "x-request-id": "ignored-from-client"})
-    get(stack, "/api/me", headers={"x-request-id": "ignored-too"})
+    """Envoy's access log has status, path, Envoy's own request id, the caller and the authz outcome of each
+    request, and never the token, not even when a client puts it in the query string."""
+    agent = f"access-log-test-{time.monotonic_ns()}"
+    get(
+        stack,
+        "/api/me?access_token=" + user.access_token,
+        headers={**bearer(user.access_token), "x-request-id": "c1", "User-Agent": agent},
+    )
+    get(stack, "/api/me", headers={"x-request-id": "c2", "User-Agent": agent})
+
+    def ours() -> list[dict]:
+        return [entry for entry in access_log(stack) if entry.get("user_agent") == agent]
+
     deadline = time.monotonic() + 10
-    while True:
-        entries = [entry for entry in access_log(stack) if entry["path"] == "/api/me"]
-        outcomes = {(entry["status"], entry["authz"]) for entry in entries}
-        if {(200, "via_upstream"), (401, "ext_authz_denied")} <= outcomes or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert {(200, "via_upstream"), (401, "ext_authz_denied")} <= outcomes
-    assert all(entry["request_id"] for entry in entries)
+    while len(ours()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    allowed, denied = ours()
+    assert (allowed["path"], allowed["status"], allowed["authz"], allowed["user"]) == (
+        "/api/me",
+        200,
+        "via_upstream",
+        user.sub,
+    )
+    assert (denied["path"], denied["status"], denied["authz"], denied["flags"]) == (
+        "/api/me",
+        401,
+        "ext_authz_denied",
+        "UAEX",
+    )
+    # At the edge Envoy replaces a client's x-request-id with its own.
+    assert allowed["request_id"] and allowed["request_id"] not in ("c1", "c2")
+    assert denied["request_id"] and denied["request_id"] not in ("c1", "c2", allowed["request_id"])
     log_text = Path(stack.process("envoy").log_path).read_text()
-    assert user.access_token not in log_text
+    assert user.access_token.split(".")[1] not in log_text
     assert user.access_token.split(".")[2] not in log_text
-    allowed = [entry for entry in entries if entry["status"] == 200]
-    assert allowed[-1]["user"] == user.sub
 
 
 # -- grpcurl against the authz server -------------------------------------------------------------------------

@@ -122,10 +122,12 @@ def test_stop_stale_stops_children_of_a_crashed_run(tmp_path: Path, cleanup):
 
 
 def test_stop_stale_leaves_an_unrelated_process_with_a_reused_pid_alone(tmp_path: Path):
-    """A pid file whose pid now belongs to another program is discarded without signalling that program."""
-    bystander = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    """A pid file whose pid now belongs to another process (another start time) is discarded without signalling it,
+    even when that process runs the same program."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     try:
-        (tmp_path / "authz.pid").write_text(f"{bystander.pid}\n{sys.executable}\n")
+        started = Path(f"/proc/{bystander.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        (tmp_path / "authz.pid").write_text(f"{bystander.pid}\n{int(started) - 1}\n")
         assert stop_stale(tmp_path) == []
         time.sleep(0.2)
         assert bystander.poll() is None
