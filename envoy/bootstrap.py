@@ -29,10 +29,18 @@ import betterproto2
 import yaml
 from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
 from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
-from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType, ClusterDnsLookupFamily
+from envoy_data_plane.envoy.config.cluster.v3 import (
+    CircuitBreakers,
+    CircuitBreakersThresholds,
+    Cluster,
+    ClusterDiscoveryType,
+    ClusterDnsLookupFamily,
+    OutlierDetection,
+)
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     ApiVersion,
+    BackoffStrategy,
     GrpcService,
     GrpcServiceEnvoyGrpc,
     HealthCheck,
@@ -42,6 +50,8 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HttpProtocolOptions,
     HttpProtocolOptionsHeadersWithUnderscoresAction,
     Node,
+    RetryPolicy,
+    RetryPolicyRetryHostPredicate,
     SocketAddress,
     SubstitutionFormatString,
     TypedExtensionConfig,
@@ -60,6 +70,7 @@ from envoy_data_plane.envoy.config.route.v3 import (
 )
 from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
 from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
+from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import CheckSettings, ExtAuthz, ExtAuthzPerRoute
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation as HeaderMutationFilter
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import Mutations
@@ -93,6 +104,7 @@ STATUS_ON_ERROR = 503
 # verify plus a JWKS refetch on key rotation.
 AUTHZ_TIMEOUT = datetime.timedelta(seconds=1)
 HEALTH_INTERVAL = datetime.timedelta(seconds=1)
+MAX_AUTHZ_RETRIES = 256
 # An edge proxy bounds its open connections (Envoy's edge best practice; it warns at start without one).
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 
@@ -289,7 +301,26 @@ def _strip_identity_headers(identity_header_prefix: str) -> HeaderMutationFilter
 
 def _ext_authz() -> ExtAuthz:
     return ExtAuthz(
-        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER), timeout=AUTHZ_TIMEOUT),
+        grpc_service=GrpcService(
+            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
+            timeout=AUTHZ_TIMEOUT,
+            # A Check that could not reach a replica (refused, reset, UNAVAILABLE while it shuts down) is retried
+            # once on another one, so losing a replica costs a retry instead of a 503. A deny is an answer, never
+            # retried; the retry stays inside the 1 s timeout.
+            retry_policy=RetryPolicy(
+                retry_on="connect-failure,refused-stream,reset,unavailable",
+                num_retries=2,
+                retry_back_off=BackoffStrategy(
+                    base_interval=datetime.timedelta(milliseconds=10), max_interval=datetime.timedelta(milliseconds=50)
+                ),
+                retry_host_predicate=[
+                    RetryPolicyRetryHostPredicate(
+                        name="envoy.retry_host_predicates.previous_hosts", typed_config=Any.pack(PreviousHostsPredicate())
+                    )
+                ],
+                host_selection_retry_max_attempts=3,
+            ),
+        ),
         transport_api_version=ApiVersion.V3,
         failure_mode_allow=False,
         status_on_error=HttpStatus(code=StatusCode(STATUS_ON_ERROR)),
@@ -348,6 +379,17 @@ def _authz_cluster(topology: Topology) -> Cluster:
                 )
             )
         },
+        # Envoy allows 3 concurrent retries per cluster by default; when a replica dies under load, far more
+        # Checks are in flight at once, and each one over the limit would turn into a 503.
+        circuit_breakers=CircuitBreakers(thresholds=[CircuitBreakersThresholds(max_retries=MAX_AUTHZ_RETRIES)]),
+        # A replica that refuses connections is taken out of rotation at once, without waiting for health checks.
+        outlier_detection=OutlierDetection(
+            split_external_local_origin_errors=True,
+            consecutive_local_origin_failure=1,
+            interval=HEALTH_INTERVAL,
+            base_ejection_time=datetime.timedelta(seconds=2),
+            max_ejection_percent=100,
+        ),
         health_checks=[
             HealthCheck(
                 timeout=datetime.timedelta(milliseconds=500),

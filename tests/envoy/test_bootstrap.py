@@ -101,7 +101,8 @@ def test_ext_authz_fails_closed_with_503_and_a_short_timeout():
     ext_authz = _filters(bootstrap.render(bootstrap.local()))[bootstrap.EXT_AUTHZ]
     assert ext_authz.get("failure_mode_allow", False) is False
     assert ext_authz["status_on_error"] == {"code": "ServiceUnavailable"}
-    assert ext_authz["grpc_service"] == {"envoy_grpc": {"cluster_name": "authz"}, "timeout": "1s"}
+    assert ext_authz["grpc_service"]["envoy_grpc"] == {"cluster_name": "authz"}
+    assert ext_authz["grpc_service"]["timeout"] == "1s"
     assert ext_authz["transport_api_version"] == "V3"
     assert ext_authz["allowed_headers"] == {"patterns": [{"exact": "authorization"}, {"exact": "x-request-id"}]}
     assert ext_authz["validate_mutations"] is True
@@ -121,6 +122,21 @@ def test_authz_cluster_speaks_http2_and_is_health_checked_with_grpc_health():
         for endpoint in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     ]
     assert ports == [7001, 7002]
+
+
+def test_a_check_a_replica_refused_is_retried_on_another_and_the_replica_ejected():
+    """ext_authz retries connection failures (never a deny) on a different host, the retry limit is raised above
+    Envoy's default of 3, and a replica that refuses a connection is ejected at once."""
+    document = bootstrap.render(bootstrap.local(authz_ports=(7001, 7002)))
+    retry = _filters(document)[bootstrap.EXT_AUTHZ]["grpc_service"]["retry_policy"]
+    assert set(retry["retry_on"].split(",")) == {"connect-failure", "refused-stream", "reset", "unavailable"}
+    assert [predicate["name"] for predicate in retry["retry_host_predicate"]] == [
+        "envoy.retry_host_predicates.previous_hosts"
+    ]
+    cluster = _cluster(document, "authz")
+    assert cluster["circuit_breakers"]["thresholds"][0]["max_retries"] > 3
+    assert cluster["outlier_detection"]["consecutive_local_origin_failure"] == 1
+    assert cluster["outlier_detection"]["split_external_local_origin_errors"] is True
 
 
 def test_route_table_opens_only_health_and_preflight_and_makes_the_feed_optional():

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from joserfc import jwt as jose_rfc_jwt
-from joserfc.jwk import RSAKey
-from moto.utilities.utils import load_resource
 
 from stack.cognito import sign_in
+from stack.emulator import EmulatorSigner
 from stack.local import LocalStack
 
 PASSWORD = "Int3gration-Passw0rd!"
+_SIGNER = EmulatorSigner()
 
 
 @dataclass(frozen=True)
@@ -53,9 +52,7 @@ def sign_up(stack: LocalStack, cognito: Any, *, client_id: str | None = None) ->
 
 def resign(token: str, **claims: Any) -> str:
     """The token's claims, changed, signed again with the emulator's own key: a token the pool could have issued."""
-    key = RSAKey.import_key(load_resource("cognitoidp/resources/jwks-private.json"))
-    original = jose_rfc_jwt.decode(token, key)
-    return jose_rfc_jwt.encode(dict(original.header), {**original.claims, **claims}, key)
+    return _SIGNER.resign(token, **claims)
 
 
 def bearer(token: str) -> dict[str, str]:
