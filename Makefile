@@ -2,6 +2,7 @@
 # make test:  the whole suite
 # make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker
 # make token: a fresh access token for the demo user of the running stack
+# make soak:  a few minutes of judged load through the whole stack (a short version runs in make test)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -20,7 +21,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup protos test run token envoy-config clean
+.PHONY: setup protos test run token envoy-config soak clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -47,6 +48,9 @@ test: setup
 
 run: setup
 	$(PY) -m stack.run
+
+soak: setup
+	$(PY) -m bench.soak $(SOAK_ARGS)
 
 token:
 	@$(PY) -m stack.token

@@ -1,0 +1,187 @@
+"""`make soak`: a bounded load through the whole stack that checks every decision and the authz server's memory.
+
+    python -m bench.soak [--seconds 180] [--distinct 20000] [--cache-size 5000] [--workers 8]
+
+Starts its own stack on free ports (moto, backend, authz with AUTHZ_CACHE_SIZE=--cache-size, Envoy), signs up a
+few users, mints --distinct valid tokens with the emulator's key, then runs three mixes in turn, each for a third
+of the time: hot (a few tokens repeated, plus anonymous and invalid requests), cold (every request a token not
+seen for a while, far more tokens than the cache holds), and mixed. Every answer is judged: an allow must carry
+the token's own caller (the backend echoes the sub it got from Envoy), an invalid or missing token must be denied.
+The authz server's RSS is sampled throughout. Exit 0 only with zero wrong decisions, no errors, and an RSS that
+stopped growing once the cache was full.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.load import Report, Request, run
+from stack.cognito import cognito_client, sign_in
+from stack.emulator import EmulatorSigner
+from stack.local import LocalStack, Ports, running_stack
+
+USERS = 4
+PASSWORD = "Soak-Passw0rd!"
+# Once the cache is full, memory may still move a little (allocator, gRPC buffers), never keep climbing.
+PLATEAU_SLACK_MB = 25.0
+
+
+@dataclass
+class RssSampler:
+    pid: int
+    interval: float = 0.25
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> RssSampler:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def now_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic(), self.now_mb()))
+            except (OSError, RuntimeError):
+                pass
+            self._stop.wait(self.interval)
+
+    def peak_between(self, start: float, end: float) -> float:
+        return max((mb for at, mb in self.samples if start <= at <= end), default=0.0)
+
+
+def _users(stack: LocalStack) -> list[tuple[str, str]]:
+    """(sub, access token) of a few users signed up and confirmed on the emulator."""
+    env = stack.cognito_env
+    client = cognito_client(env["AWS_COGNITO_REGION"], env["AWS_ENDPOINT_URL_COGNITO_IDP"])
+    users = []
+    for _ in range(USERS):
+        email = f"soak-{uuid.uuid4().hex[:8]}@cruddur.local"
+        client.sign_up(
+            ClientId=env["AWS_COGNITO_CLIENT_ID"],
+            Username=email,
+            Password=PASSWORD,
+            UserAttributes=[
+                {"Name": "email", "Value": email},
+                {"Name": "name", "Value": "Soak"},
+                {"Name": "preferred_username", "Value": email.split("@")[0]},
+            ],
+        )
+        client.admin_confirm_sign_up(UserPoolId=env["AWS_COGNITO_USER_POOLS_ID"], Username=email)
+        token = sign_in(client, env["AWS_COGNITO_CLIENT_ID"], email, PASSWORD)["AccessToken"]
+        sub = next(a["Value"] for a in client.get_user(AccessToken=token)["UserAttributes"] if a["Name"] == "sub")
+        users.append((sub, token))
+    return users
+
+
+def _me(token: str | None, caller: str | None, kind: str) -> Request:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return Request("/api/me", headers, caller, kind)
+
+
+def _plans(users: list[tuple[str, str]], distinct: int) -> dict[str, list[Request]]:
+    signer = EmulatorSigner()
+    hot = [_me(token, sub, "hot") for sub, token in users]
+    sub, token = users[0]
+    invalid = [
+        _me(signer.resign(token, exp=int(time.time()) - 60), None, "expired"),
+        _me(token[:-6] + "AAAAAA", None, "tampered"),
+        _me(signer.resign(token, client_id="not-our-client"), None, "other-client"),
+        _me(None, None, "anonymous"),
+        Request("/api/me", {"x-user-sub": sub}, None, "spoofed"),
+    ]
+    per_user = max(1, distinct // len(users))
+    cold = [
+        _me(minted, user_sub, "cold")
+        for user_sub, user_token in users
+        for minted in signer.distinct(user_token, per_user)
+    ]
+    # Interleave users so consecutive cold requests are different callers.
+    cold = [cold[(i % len(users)) * per_user + i // len(users)] for i in range(len(cold))]
+    mixed = []
+    for i, request in enumerate(cold):
+        mixed.append(request)
+        if i % 2 == 0:
+            mixed.append(hot[i % len(hot)])
+        if i % 5 == 0:
+            mixed.append(invalid[i % len(invalid)])
+    return {"hot": hot * 5 + invalid, "cold": cold, "mixed": mixed}
+
+
+def soak(*, seconds: float, distinct: int, cache_size: int, workers: int, run_dir: Path) -> dict[str, Any]:
+    with running_stack(
+        Ports.free(),
+        run_dir,
+        envoy_concurrency=1,
+        authz_env={"AUTHZ_CACHE_SIZE": str(cache_size), "AUTHZ_LOG_LEVEL": "WARNING"},
+    ) as stack:
+        users = _users(stack)
+        started = time.monotonic()
+        plans = _plans(users, distinct)
+        minted_in = time.monotonic() - started
+        phase_seconds = seconds / len(plans)
+        results: dict[str, Any] = {"tokens_minted": len(plans["cold"]), "mint_seconds": round(minted_in, 1)}
+        reports: dict[str, Report] = {}
+        with RssSampler(stack.authz().pid) as rss:
+            results["rss_mb_start"] = round(rss.now_mb(), 1)
+            for name, plan in plans.items():
+                phase_start = time.monotonic()
+                reports[name] = run(stack.envoy_url, plan, seconds=phase_seconds, workers=workers)
+                results[name] = {**reports[name].summary(), "rss_mb_peak": round(rss.peak_between(phase_start, time.monotonic()), 1)}
+            results["rss_mb_end"] = round(rss.now_mb(), 1)
+        results["cache_size"] = cache_size
+        results["wrong_decisions"] = sum(len(report.wrong) for report in reports.values())
+        results["errors"] = sum(
+            count for report in reports.values() for status, count in report.statuses().items() if status not in (200, 401)
+        )
+        # The cold phase filled the cache (far more distinct tokens than it holds); from then on memory is flat.
+        results["rss_growth_after_fill_mb"] = round(results["mixed"]["rss_mb_peak"] - results["cold"]["rss_mb_peak"], 1)
+        results["cold_requests_exceed_cache"] = reports["cold"].total > cache_size
+        results["ok"] = (
+            results["wrong_decisions"] == 0
+            and results["errors"] == 0
+            and results["rss_growth_after_fill_mb"] <= PLATEAU_SLACK_MB
+        )
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=180.0)
+    parser.add_argument("--distinct", type=int, default=20_000, help="distinct valid tokens minted for the load")
+    parser.add_argument("--cache-size", type=int, default=5_000, help="AUTHZ_CACHE_SIZE of the soaked server")
+    parser.add_argument("--workers", type=int, default=8)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="soak-") as run_dir:
+        results = soak(
+            seconds=args.seconds,
+            distinct=args.distinct,
+            cache_size=args.cache_size,
+            workers=args.workers,
+            run_dir=Path(run_dir),
+        )
+    print(json.dumps(results, indent=2))
+    return 0 if results["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
