@@ -194,9 +194,19 @@ def _split(token: str) -> tuple[str, str, str]:
 
 def _b64decode(segment: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
         raise MalformedToken() from None
+    # One token, one spelling: the decoder ignores the unused low bits of a segment's last character, so without
+    # this a valid token had up to 16 spellings that all verify, each a different string to the verdict cache
+    # (and to anything else keyed by the token, such as a denylist).
+    if _b64url_encode(raw) != segment:
+        raise MalformedToken()
+    return raw
+
+
+def _b64url_encode(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def _decode_json(segment: str) -> dict[str, Any]:
