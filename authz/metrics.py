@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Checks take tens of microseconds when cached and a few milliseconds at worst (a JWKS refetch aside).
@@ -28,12 +30,23 @@ class Metrics:
         )
         self.cache_hits = cache.labels("hit")
         self.cache_misses = cache.labels("miss")
+        self.cache_entries = Gauge(
+            "authz_token_cache_entries",
+            "Tokens held by the verdict caches now (verified: at most AUTHZ_CACHE_SIZE; rejected: a tenth).",
+            ["cache"],
+            registry=self.registry,
+        )
         self.jwks_fetches = Counter(
             "authz_jwks_fetches", "JWKS fetches by pool and outcome.", ["pool", "outcome"], registry=self.registry
         )
         self.keys_loaded = Gauge(
             "authz_jwks_keys_loaded", "Usable signing keys held per pool.", ["pool"], registry=self.registry
         )
+
+    def watch_cache(self, cached: Callable[[], tuple[int, int]]) -> None:
+        """Report the caches' sizes at scrape time (nothing on the Check path)."""
+        self.cache_entries.labels("verified").set_function(lambda: cached()[0])
+        self.cache_entries.labels("rejected").set_function(lambda: cached()[1])
 
     def record_cache(self, hit: bool) -> None:
         (self.cache_hits if hit else self.cache_misses).inc()

@@ -75,6 +75,8 @@ def build_verifier(
         clock=clock,
         on_cache=metrics.record_cache if metrics else None,
     )
+    if metrics:
+        metrics.watch_cache(verifier.cached)
     return verifier, list(caches.values())
 
 

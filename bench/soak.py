@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,18 @@ def _plans(users: list[tuple[str, str]], distinct: int) -> dict[str, list[Reques
     return {"hot": hot * 5 + invalid, "cold": cold, "mixed": mixed}
 
 
+def _cache_entries(metrics_url: str) -> dict[str, float]:
+    """authz_token_cache_entries by cache, from the server's Prometheus endpoint."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    entries = {}
+    for line in text.splitlines():
+        if line.startswith("authz_token_cache_entries{"):
+            labels, value = line.rsplit(" ", 1)
+            entries[labels.split('"')[1]] = float(value)
+    return entries
+
+
 def soak(*, seconds: float, distinct: int, cache_size: int, workers: int, run_dir: Path) -> dict[str, Any]:
     with running_stack(
         Ports.free(),
@@ -148,6 +161,7 @@ def soak(*, seconds: float, distinct: int, cache_size: int, workers: int, run_di
                 reports[name] = run(stack.envoy_url, plan, seconds=phase_seconds, workers=workers)
                 results[name] = {**reports[name].summary(), "rss_mb_peak": round(rss.peak_between(phase_start, time.monotonic()), 1)}
             results["rss_mb_end"] = round(rss.now_mb(), 1)
+        results["cache_entries"] = _cache_entries(stack.metrics_url())
         results["cache_size"] = cache_size
         results["wrong_decisions"] = sum(len(report.wrong) for report in reports.values())
         results["errors"] = sum(
@@ -156,8 +170,10 @@ def soak(*, seconds: float, distinct: int, cache_size: int, workers: int, run_di
         # The cold phase filled the cache (far more distinct tokens than it holds); from then on memory is flat.
         results["rss_growth_after_fill_mb"] = round(results["mixed"]["rss_mb_peak"] - results["cold"]["rss_mb_peak"], 1)
         results["cold_requests_exceed_cache"] = reports["cold"].total > cache_size
+        results["cache_bounded"] = results["cache_entries"].get("verified", 0) <= cache_size
         results["ok"] = (
-            results["wrong_decisions"] == 0
+            results["cache_bounded"]
+            and results["wrong_decisions"] == 0
             and results["errors"] == 0
             and results["rss_growth_after_fill_mb"] <= PLATEAU_SLACK_MB
         )

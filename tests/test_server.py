@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from tests.conftest import KID, FakeClock, JwksServer, access_claims, jwks_document, mint, private_key, public_jwk, settings_for
+from tests.conftest import KID, NOW, FakeClock, JwksServer, access_claims, jwks_document, mint, private_key, public_jwk, settings_for
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.client import check
@@ -102,18 +102,21 @@ def test_grpcurl_lists_services_and_checks_by_reflection(running):
 
 
 def test_metrics_endpoint_counts_decisions_and_keys(running):
-    """The Prometheus endpoint shows decisions by result and reason, cache lookups and loaded keys."""
+    """The Prometheus endpoint shows decisions by result and reason, cache lookups and sizes, and loaded keys."""
     addr = f"127.0.0.1:{running.port}"
     check(addr, token=mint())
     check(addr, token=mint())
     check(addr)
+    check(addr, token=mint(access_claims(exp=NOW - 3600)))
     text = requests.get(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=5).text
     assert 'authz_decisions_total{client="4f1client0allowed0000000",pool="ca-central-1_AbC123",reason="ok",result="allow"} 2.0' in text
     assert 'authz_decisions_total{client="",pool="",reason="missing_token",result="deny"} 1.0' in text
     assert 'authz_token_cache_total{result="hit"} 1.0' in text
     assert 'authz_jwks_keys_loaded{pool="ca-central-1_AbC123"} 1.0' in text
     assert 'authz_jwks_fetches_total{outcome="ok",pool="ca-central-1_AbC123"}' in text
-    assert "authz_check_duration_seconds_count 3.0" in text
+    assert "authz_check_duration_seconds_count 4.0" in text
+    assert 'authz_token_cache_entries{cache="verified"} 1.0' in text
+    assert 'authz_token_cache_entries{cache="rejected"} 1.0' in text
 
 
 def test_rotated_key_is_accepted_without_restart(jwks_server):

@@ -16,6 +16,7 @@ def test_short_soak_makes_no_wrong_decision_and_memory_stays_flat(tmp_path: Path
     assert results["wrong_decisions"] == 0, results
     assert results["errors"] == 0, results
     assert results["cold_requests_exceed_cache"], results
+    assert 0 < results["cache_entries"]["verified"] <= 200, results
     assert all(results[mix]["requests"] > 100 for mix in ("hot", "cold", "mixed")), results
     assert results["rss_growth_after_fill_mb"] <= PLATEAU_SLACK_MB, results
     assert results["ok"]

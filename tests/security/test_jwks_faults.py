@@ -39,7 +39,7 @@ from tests.conftest import (
     settings_for,
 )
 from tests.test_server import health_status, wait_for
-from tests.unit.test_jwks import Script, ScriptedHttp, scripted_http  # noqa: F401 - scripted_http is a fixture
+from tests.conftest import Script, ScriptedHttp
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -388,7 +388,7 @@ def test_flood_of_unknown_kids_refetches_at_most_once_per_cooldown_and_rotation_
     monotonic = FakeClock(1_000.0)
     unknown = [mint(kid=f"unknown-{index % 50}") for index in range(200)]
     rotated = [mint(key=rotated_key(), kid=ROTATED_KID) for _ in range(20)]
-    tokens = [token for group in zip(unknown[:20], rotated) for token in group] + unknown[20:]
+    tokens = [token for group in zip(unknown[:20], rotated, strict=True) for token in group] + unknown[20:]
     with start(jwks.url, monotonic, grpc_workers=32) as server:
         warm(server)
         jwks.body = rotated_document()
@@ -398,9 +398,9 @@ def test_flood_of_unknown_kids_refetches_at_most_once_per_cooldown_and_rotation_
             before = jwks.requests
             results = _flood(server, tokens)
             assert jwks.requests - before == (0 if round_trip == 1 else 1)
-            rotated_results = [r for token, r in zip(tokens, results) if token in rotated]
+            rotated_results = [r for token, r in zip(tokens, results, strict=True) if token in rotated]
             assert len(rotated_results) == 20 and all(r["allowed"] for r in rotated_results)
-            for token, result in zip(tokens, results):
+            for token, result in zip(tokens, results, strict=True):
                 if token not in rotated:
                     assert_unknown_kid(result)
         assert health(server) == {SERVING}

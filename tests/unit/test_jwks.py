@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from tests.conftest import (
+    Script,
+    ScriptedHttp,
     KID,
     FakeClock,
     JwksServer,
@@ -47,75 +49,6 @@ def closed_port_url() -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}/.well-known/jwks.json"
-
-
-Script = Callable[[socket.socket, threading.Event], None]
-
-
-class ScriptedHttp:
-    """A loopback HTTP endpoint that answers each request by running a script on the raw socket.
-
-    `release` is set at teardown, so a script that stalls (waits on it) never outlives its test.
-    """
-
-    def __init__(self, script: Script) -> None:
-        self._script = script
-        self.release = threading.Event()
-        self.requests = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.05)
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/.well-known/jwks.json"
-        self._workers: list[threading.Thread] = []
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    def _accept(self) -> None:
-        while not self.release.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            worker = threading.Thread(target=self._answer, args=(conn,), daemon=True)
-            self._workers.append(worker)
-            worker.start()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5.0)
-            request = b""
-            try:
-                while b"\r\n\r\n" not in request:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    request += chunk
-                self.requests += 1
-                self._script(conn, self.release)
-            except OSError:
-                pass  # the client hung up first, which is what several tests expect it to do
-
-    def close(self) -> None:
-        self.release.set()
-        self._acceptor.join(timeout=2.0)
-        self._listener.close()
-        for worker in self._workers:
-            worker.join(timeout=2.0)
-
-
-@pytest.fixture
-def scripted_http() -> Iterator[Callable[[Script], ScriptedHttp]]:
-    servers: list[ScriptedHttp] = []
-
-    def start(script: Script) -> ScriptedHttp:
-        server = ScriptedHttp(script)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 # conftest's JwksServer takes up to half a second to shut down (serve_forever's default poll interval), which
