@@ -3,6 +3,7 @@
 # make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker
 # make token: a fresh access token for the demo user of the running stack
 # make soak:  a few minutes of judged load through the whole stack (a short version runs in make test)
+# make bench: our ext_authz against Envoy's jwt_authn and the Python gRPC floor; writes bench/results.json
 
 PYTHON ?= python3
 VENV   := .venv
@@ -21,7 +22,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup protos test run token envoy-config soak clean
+.PHONY: setup protos test run token envoy-config soak bench wrk clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -43,7 +44,7 @@ protos: $(STAMP_DEPS)
 	$(PY) protos/generate.py
 	touch $(STAMP_PROTOS)
 
-test: setup
+test: setup wrk
 	$(PY) -m pytest -q
 
 run: setup
@@ -51,6 +52,13 @@ run: setup
 
 soak: setup
 	$(PY) -m bench.soak $(SOAK_ARGS)
+
+# The load generator of `make bench` (its smoke run is part of `make test`): Debian's wrk.
+wrk:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+
+bench: setup wrk
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 token:
 	@$(PY) -m stack.token

@@ -214,10 +214,10 @@ ROUTES = (
 def build(topology: Topology) -> Bootstrap:
     return Bootstrap(
         node=Node(id=topology.node_id, cluster="cruddur"),
-        admin=Admin(address=_address(topology.admin)),
+        admin=Admin(address=address(topology.admin)),
         static_resources=BootstrapStaticResources(
             listeners=[_listener(topology)],
-            clusters=[_authz_cluster(topology), _backend_cluster(topology)],
+            clusters=[authz_cluster(topology), _backend_cluster(topology)],
         ),
         overload_manager=OverloadManager(
             resource_monitors=[
@@ -256,7 +256,7 @@ def _listener(topology: Topology) -> Listener:
             HttpFilter(
                 name=HEADER_MUTATION, typed_config=Any.pack(_strip_identity_headers(topology.identity_header_prefix))
             ),
-            HttpFilter(name=EXT_AUTHZ, typed_config=Any.pack(_ext_authz())),
+            HttpFilter(name=EXT_AUTHZ, typed_config=Any.pack(ext_authz())),
             HttpFilter(name=ROUTER, typed_config=Any.pack(Router())),
         ],
         access_log=[
@@ -279,7 +279,7 @@ def _listener(topology: Topology) -> Listener:
     )
     return Listener(
         name="ingress",
-        address=_address(topology.listener),
+        address=address(topology.listener),
         filter_chains=[
             FilterChain(
                 filters=[
@@ -299,7 +299,7 @@ def _strip_identity_headers(identity_header_prefix: str) -> HeaderMutationFilter
     )
 
 
-def _ext_authz() -> ExtAuthz:
+def ext_authz() -> ExtAuthz:
     return ExtAuthz(
         grpc_service=GrpcService(
             envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
@@ -363,7 +363,7 @@ def _route(api_route: ApiRoute) -> Route:
     )
 
 
-def _authz_cluster(topology: Topology) -> Cluster:
+def authz_cluster(topology: Topology) -> Cluster:
     return Cluster(
         name=AUTHZ_CLUSTER,
         type=_discovery(topology),
@@ -433,11 +433,11 @@ def _discovery(topology: Topology) -> ClusterDiscoveryType:
 def _endpoints(cluster: str, hosts: Sequence[HostPort]) -> ClusterLoadAssignment:
     return ClusterLoadAssignment(
         cluster_name=cluster,
-        endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=_address(host))) for host in hosts])],
+        endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address(host))) for host in hosts])],
     )
 
 
-def _address(host: HostPort) -> Address:
+def address(host: HostPort) -> Address:
     return Address(socket_address=SocketAddress(address=host.host, port_value=host.port))
 
 

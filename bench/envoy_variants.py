@@ -1,0 +1,137 @@
+"""The Envoy configurations `make bench` compares, all answering from an Envoy direct_response (no backend).
+
+- none:            no authentication at all (Envoy's own cost)
+- jwt_authn:       Envoy's native jwt_authn with the same JWKS inline (local_jwks), its verified-token cache on
+- jwt_authn_nocache: the same with the cache off
+- ext_authz:       the ext_authz filter exactly as the stack configures it (envoy/bootstrap.py), pointed at an
+                   authz server: ours, or bench/floor.py's constant-reply server on the same grpcio stack
+
+Same listener, same route, same connection manager settings everywhere, so the filters are the only difference.
+"""
+
+from __future__ import annotations
+
+from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.core.v3 import DataSource
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    Route,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import CheckSettings, ExtAuthzPerRoute
+from envoy_data_plane.envoy.extensions.filters.http.jwt_authn.v3 import (
+    JwtAuthentication,
+    JwtCacheConfig,
+    JwtProvider,
+    JwtRequirement,
+    RequirementRule,
+)
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpFilter,
+)
+from envoy_data_plane.google.protobuf import Any
+
+import betterproto2
+from envoy import bootstrap
+from envoy.bootstrap import HostPort, Topology
+
+VARIANTS = ("none", "jwt_authn", "jwt_authn_nocache", "ext_authz")
+JWT_AUTHN = "envoy.filters.http.jwt_authn"
+PROVIDER = "cognito"
+
+
+def render(
+    variant: str,
+    *,
+    port: int,
+    admin_port: int,
+    jwks: str = "",
+    issuer: str = "",
+    authz_port: int | None = None,
+) -> dict:
+    """The bootstrap for one variant as the document Envoy reads."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    filters = []
+    clusters = []
+    if variant.startswith("jwt_authn"):
+        filters.append(HttpFilter(name=JWT_AUTHN, typed_config=Any.pack(_jwt_authn(jwks, issuer, variant == "jwt_authn"))))
+    if variant == "ext_authz":
+        if authz_port is None:
+            raise ValueError("ext_authz needs authz_port")
+        topology = Topology(
+            listener=HostPort("127.0.0.1", port),
+            admin=HostPort("127.0.0.1", admin_port),
+            authz=(HostPort("127.0.0.1", authz_port),),
+            backend=HostPort("127.0.0.1", 1),
+        )
+        filters.append(HttpFilter(name=bootstrap.EXT_AUTHZ, typed_config=Any.pack(bootstrap.ext_authz())))
+        clusters.append(bootstrap.authz_cluster(topology))
+    filters.append(HttpFilter(name=bootstrap.ROUTER, typed_config=Any.pack(Router())))
+    manager = HttpConnectionManager(stat_prefix="bench", route_config=_routes(variant), http_filters=filters)
+    document = Bootstrap(
+        admin=Admin(address=bootstrap.address(HostPort("127.0.0.1", admin_port))),
+        static_resources=BootstrapStaticResources(
+            listeners=[
+                Listener(
+                    name="bench",
+                    address=bootstrap.address(HostPort("127.0.0.1", port)),
+                    filter_chains=[
+                        FilterChain(
+                            filters=[
+                                Filter(
+                                    name="envoy.filters.network.http_connection_manager",
+                                    typed_config=Any.pack(manager),
+                                )
+                            ]
+                        )
+                    ],
+                )
+            ],
+            clusters=clusters,
+        ),
+    )
+    return document.to_dict(casing=betterproto2.Casing.SNAKE)
+
+
+def _jwt_authn(jwks: str, issuer: str, cache: bool) -> JwtAuthentication:
+    provider = JwtProvider(
+        issuer=issuer,
+        local_jwks=DataSource(inline_string=jwks),
+        # As our server does: the token is the upstream's business no longer.
+        forward=False,
+        jwt_cache_config=JwtCacheConfig(jwt_cache_size=100_000) if cache else None,
+    )
+    return JwtAuthentication(
+        providers={PROVIDER: provider},
+        rules=[RequirementRule(match=RouteMatch(prefix="/"), requires=JwtRequirement(provider_name=PROVIDER))],
+    )
+
+
+def _routes(variant: str) -> RouteConfiguration:
+    per_filter = {}
+    if variant == "ext_authz":
+        per_filter[bootstrap.EXT_AUTHZ] = Any.pack(
+            ExtAuthzPerRoute(check_settings=CheckSettings(context_extensions={"auth": "required"}))
+        )
+    return RouteConfiguration(
+        name="bench",
+        virtual_hosts=[
+            VirtualHost(
+                name="bench",
+                domains=["*"],
+                routes=[
+                    Route(
+                        match=RouteMatch(prefix="/"),
+                        direct_response=DirectResponseAction(status=200, body=DataSource(inline_string="ok")),
+                        typed_per_filter_config=per_filter,
+                    )
+                ],
+            )
+        ],
+    )

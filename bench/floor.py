@@ -1,0 +1,141 @@
+"""The Python floor: an ext_authz server that allows every Check with one prebuilt answer and verifies nothing.
+
+    python -m bench.floor [--addr 127.0.0.1:9393] [--workers 16]
+
+Envoy in front of it measures what grpcio, protobuf and Envoy cost on their own, so the bench can say how much
+of authz's latency is token verification and how much is the stack it stands on.
+
+Deliberately identical to authz/server.py, so the difference between the two is only the work inside Check:
+- the same grpcio (the project's pinned version, from the same venv) and the same generated stubs (authz._proto);
+- `grpc.server` over a `ThreadPoolExecutor` with the same default size (AUTHZ_GRPC_WORKERS=16), the same
+  thread name prefix and the same server options;
+- the same services: Authorization, grpc.health.v1 (Envoy health-checks the authz cluster; SERVING from the
+  start here, as there are no keys to wait for) and reflection;
+- an allow of the same shape as a real one: status OK and six x-user-* headers, each with
+  OVERWRITE_IF_EXISTS_OR_ADD and `append: false`, as service.py sends them. The request is still parsed by
+  grpcio (the servicer receives a CheckRequest), only never read.
+
+Deliberately left out, because they are what the comparison measures: token parsing and verification, the
+verdict cache, the policy, and the per-Check metrics and decision log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from contextlib import contextmanager
+
+import grpc
+from google.protobuf.wrappers_pb2 import BoolValue
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from authz._proto.envoy.config.core.v3 import base_pb2
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from authz._proto.google.rpc import status_pb2
+
+SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+DEFAULT_WORKERS = 16  # authz's AUTHZ_GRPC_WORKERS default
+_GRACE_SECONDS = 1.0
+
+# What a real allow of a Cognito access token in one group carries (policy.IDENTITY_FIELDS, in its order).
+IDENTITY_HEADERS = (
+    ("x-user-sub", "7c0a1d2e-0000-4000-8000-000000000001"),
+    ("x-user-name", "andrew"),
+    ("x-user-groups", "cruddur-users"),
+    ("x-user-scopes", "aws.cognito.signin.user.admin"),
+    ("x-user-client-id", "4f1client0allowed0000000"),
+    ("x-user-token-use", "access"),
+)
+
+
+def _allow_response() -> external_auth_pb2.CheckResponse:
+    return external_auth_pb2.CheckResponse(
+        status=status_pb2.Status(code=0),
+        ok_response=external_auth_pb2.OkHttpResponse(
+            headers=[
+                base_pb2.HeaderValueOption(
+                    header=base_pb2.HeaderValue(key=name, value=value),
+                    append=BoolValue(value=False),
+                    append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+                for name, value in IDENTITY_HEADERS
+            ],
+        ),
+    )
+
+
+class ConstantAllow(external_auth_pb2_grpc.AuthorizationServicer):
+    """Answers every Check with the same prebuilt allow."""
+
+    def __init__(self) -> None:
+        self._response = _allow_response()
+
+    def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:  # noqa: N802 - gRPC method name
+        return self._response
+
+
+@contextmanager
+def serve_floor(addr: str, workers: int = DEFAULT_WORKERS) -> Iterator[int]:
+    """Serve the floor on addr (port 0 picks a free port), yielding the bound port; stop gracefully on exit."""
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    # Built exactly as authz.server.run_server builds its server.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check"),
+        options=[("grpc.so_reuseport", 0)],
+    )
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ConstantAllow(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    try:
+        port = server.add_insecure_port(addr)
+    except RuntimeError as exc:  # grpcio raises RuntimeError when the port is taken
+        raise OSError(f"cannot listen on {addr}: {exc}") from None
+    if port == 0:
+        raise OSError(f"cannot listen on {addr}")
+    server.start()
+    try:
+        yield port
+    finally:
+        health_servicer.enter_graceful_shutdown()
+        server.stop(_GRACE_SECONDS).wait()
+
+
+def _address(value: str) -> str:
+    # grpcio takes port 99999 as 34463 without a word; authz's config refuses it, and so does the floor.
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65_535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.partition("\n\n")[0])
+    parser.add_argument(
+        "--addr", type=_address, default="127.0.0.1:9393", help="HOST:PORT to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, help="gRPC thread pool size (default %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        with serve_floor(args.addr, args.workers) as port:
+            print(f"bench.floor: listening on port {port}", file=sys.stderr, flush=True)
+            stop.wait()
+    except OSError as exc:
+        print(f"bench.floor: cannot start: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

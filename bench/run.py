@@ -1,0 +1,243 @@
+"""`make bench`: what our ext_authz costs next to Envoy's native jwt_authn and next to the Python gRPC floor.
+
+    python -m bench.run [--seconds 10] [--connections 32] [--threads 2] [--rss-tokens 100000] [--smoke]
+
+In one run, on loopback, each configuration behind a real Envoy (the pinned wheel) answering from a
+direct_response, loaded with wrk:
+  a. Envoy, no auth                     b. jwt_authn, same JWKS, jwt_cache on     c. jwt_authn, jwt_cache off
+  d. our ext_authz, one token repeated  e. our ext_authz, a new token per request  f. constant-reply ext_authz (floor)
+plus the per-token verification cost (ours, raw RS256, the seed's per-call key rebuild) and the authz server's
+RSS after caching --rss-tokens distinct tokens. Prints a table and writes bench/results.json. --smoke runs each
+step for a second with few tokens and checks nothing: it only keeps the harness from rotting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import grpc
+
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from bench import envoy_variants, verify_cost, wrk
+from bench.pool import ISSUER, BenchPool
+from stack.local import envoy_binary
+from stack.processes import ManagedProcess, free_ports, grpc_serving, http_ok
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results.json"
+TARGETS = {
+    "hot_vs_floor": 0.95,
+    "cold_vs_hot": 0.80,
+    "hot_vs_jwt_authn_nocache": 0.40,
+}
+CONFIGS = {
+    "a_no_auth": "none",
+    "b_jwt_authn_cache": "jwt_authn",
+    "c_jwt_authn_nocache": "jwt_authn_nocache",
+    "d_ext_authz_hot": "ext_authz",
+    "e_ext_authz_cold": "ext_authz",
+    "f_ext_authz_floor": "ext_authz",
+}
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path, pool: BenchPool, jwks_url: str) -> None:
+        self.args = args
+        self.work = work
+        self.pool = pool
+        self.jwks_url = jwks_url
+        self.hot_token = pool.mint(1)[0]
+
+    @contextmanager
+    def _process(self, name: str, argv: list[str], env: dict[str, str], probe, ports: tuple[int, ...]) -> Iterator[None]:
+        process = ManagedProcess(name, argv, env={**os.environ, **env}, run_dir=self.work, ready=probe, ports=ports, cwd=ROOT)
+        process.start()
+        try:
+            yield
+        finally:
+            process.stop()
+
+    @contextmanager
+    def authz(self, port: int, metrics_port: int, **extra: str) -> Iterator[ManagedProcess]:
+        env = {
+            **self.pool.authz_env(self.jwks_url),
+            "AUTHZ_ADDR": f"127.0.0.1:{port}",
+            "AUTHZ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+            "AUTHZ_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+        process = ManagedProcess(
+            "authz",
+            [sys.executable, "-m", "authz", "serve"],
+            env={**os.environ, **env},
+            run_dir=self.work,
+            ready=grpc_serving(f"127.0.0.1:{port}"),
+            ports=(port, metrics_port),
+            cwd=ROOT,
+        )
+        process.start()
+        try:
+            yield process
+        finally:
+            process.stop()
+
+    def measure(self, config: str, *, token: str | None = None, tokens_file: Path | None = None) -> wrk.WrkResult:
+        variant = CONFIGS[config]
+        port, admin_port, authz_port, metrics_port = free_ports(4)
+        with ExitStack() as stack:
+            if config.startswith(("d_", "e_")):
+                stack.enter_context(self.authz(authz_port, metrics_port))
+            elif config.startswith("f_"):
+                stack.enter_context(
+                    self._process(
+                        "floor",
+                        [sys.executable, "-m", "bench.floor", "--addr", f"127.0.0.1:{authz_port}"],
+                        {},
+                        grpc_serving(f"127.0.0.1:{authz_port}"),
+                        (authz_port,),
+                    )
+                )
+            document = envoy_variants.render(
+                variant,
+                port=port,
+                admin_port=admin_port,
+                jwks=self.pool.jwks,
+                issuer=ISSUER,
+                authz_port=authz_port,
+            )
+            config_path = self.work / f"envoy-{config}.json"
+            config_path.write_text(json.dumps(document))
+            stack.enter_context(
+                self._process(
+                    "envoy",
+                    [str(envoy_binary()), "-c", str(config_path), "--log-level", "error", "--disable-hot-restart"],
+                    {},
+                    http_ok(f"http://127.0.0.1:{admin_port}/ready"),
+                    (port, admin_port),
+                )
+            )
+            url = f"http://127.0.0.1:{port}/"
+            common = {"connections": self.args.connections, "threads": self.args.threads, "script_dir": self.work}
+            if tokens_file is None:
+                # Warm-up: connections, caches, the JIT-free Python's first-call costs.
+                wrk.run(url, seconds=1, token=token, **common)
+            return wrk.run(url, seconds=self.args.seconds, token=token, tokens_file=tokens_file, **common)
+
+    def rss_after(self, count: int) -> float:
+        """RSS (MiB) of an authz server that has verified and cached `count` distinct tokens."""
+        tokens = self.pool.mint(count)
+        port, metrics_port = free_ports(2)
+        with self.authz(port, metrics_port) as process:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+
+                def check(token: str) -> bool:
+                    request = external_auth_pb2.CheckRequest()
+                    request.attributes.request.http.headers["authorization"] = f"Bearer {token}"
+                    request.attributes.request.http.path = "/"
+                    return stub.Check(request, timeout=30).status.code == 0
+
+                with ThreadPoolExecutor(8) as executor:
+                    allowed = sum(executor.map(check, tokens, chunksize=64))
+            if allowed != count:
+                raise RuntimeError(f"only {allowed} of {count} distinct tokens were allowed")
+            return _rss_mb(process.pid)
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmRSS")
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 3) if denominator else 0.0
+
+
+def run_bench(args: argparse.Namespace) -> dict:
+    if not wrk.available():
+        raise SystemExit("bench: wrk is not installed (make bench installs it: apt-get install wrk)")
+    pool = BenchPool()
+    results: dict = {"seconds": args.seconds, "connections": args.connections, "wrk_threads": args.threads}
+    with tempfile.TemporaryDirectory(prefix="bench-") as work_dir, pool.serve_jwks() as jwks_url:
+        work = Path(work_dir)
+        bench = Bench(args, work, pool, jwks_url)
+        runs: dict[str, wrk.WrkResult] = {}
+        for config in ("a_no_auth", "b_jwt_authn_cache", "c_jwt_authn_nocache", "d_ext_authz_hot", "f_ext_authz_floor"):
+            token = None if config == "a_no_auth" else bench.hot_token
+            runs[config] = bench.measure(config, token=token)
+            print(f"bench: {config}: {runs[config].rps:.0f} req/s", flush=True)
+        # Enough distinct tokens that none repeats: the hot rate bounds the cold one.
+        cold_count = max(500, int(runs["d_ext_authz_hot"].rps * args.seconds * 1.2))
+        started = time.monotonic()
+        tokens_file = work / "tokens.txt"
+        tokens_file.write_text("\n".join(pool.mint(cold_count)) + "\n")
+        results["cold_tokens"] = cold_count
+        results["cold_tokens_mint_seconds"] = round(time.monotonic() - started, 1)
+        runs["e_ext_authz_cold"] = bench.measure("e_ext_authz_cold", tokens_file=tokens_file)
+        results["cold_tokens_repeated"] = runs["e_ext_authz_cold"].requests > cold_count
+        print(f"bench: e_ext_authz_cold: {runs['e_ext_authz_cold'].rps:.0f} req/s", flush=True)
+        results["configs"] = {name: asdict(run) for name, run in sorted(runs.items())}
+        costs = verify_cost.measure(tokens=200 if args.smoke else 2000, rounds=1 if args.smoke else 5)
+        results.update({key: round(value, 1) for key, value in costs.items()})
+        results["rss_tokens"] = args.rss_tokens
+        results["rss_mb_100k" if args.rss_tokens == 100_000 else "rss_mb"] = bench.rss_after(args.rss_tokens)
+    rps = {name: run.rps for name, run in runs.items()}
+    results["ratios"] = {
+        "hot_vs_floor": _ratio(rps["d_ext_authz_hot"], rps["f_ext_authz_floor"]),
+        "cold_vs_hot": _ratio(rps["e_ext_authz_cold"], rps["d_ext_authz_hot"]),
+        "hot_vs_jwt_authn_nocache": _ratio(rps["d_ext_authz_hot"], rps["c_jwt_authn_nocache"]),
+        "hot_vs_jwt_authn_cache": _ratio(rps["d_ext_authz_hot"], rps["b_jwt_authn_cache"]),
+        "verify_ours_vs_floor": _ratio(results["verify_us_ours"], results["verify_us_floor"]),
+    }
+    return results
+
+
+def table(results: dict) -> str:
+    lines = [f"{'configuration':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}"]
+    for name, run in results["configs"].items():
+        lines.append(f"{name:<24}{run['rps']:>10.0f}{run['p50_ms']:>10.2f}{run['p99_ms']:>10.2f}{run['non_2xx']:>10}")
+    lines.append("")
+    for name, value in results["ratios"].items():
+        target = TARGETS.get(name)
+        lines.append(f"{name:<28}{value:>8.3f}" + (f"   (target >= {target})" if target else ""))
+    lines.append(
+        f"{'verify us: ours/floor/seed':<28}{results['verify_us_ours']:>8.1f} / {results['verify_us_floor']:.1f} / "
+        f"{results['verify_us_seed']:.1f}   (target ours <= 1.5 x floor)"
+    )
+    rss_key = "rss_mb_100k" if "rss_mb_100k" in results else "rss_mb"
+    lines.append(f"{'rss MiB after ' + str(results['rss_tokens']) + ' tokens':<28}{results[rss_key]:>8.1f}   (target <= 150 at 100k)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rss-tokens", type=int, default=100_000)
+    parser.add_argument("--smoke", action="store_true", help="a second per step, few tokens; no thresholds")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seconds, args.rss_tokens = 1.0, 500
+    results = run_bench(args)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

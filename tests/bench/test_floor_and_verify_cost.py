@@ -1,0 +1,60 @@
+"""The bench's own parts work: the floor server answers like an allow, and every verification way really verifies."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from authz.client import check
+from authz.policy import IDENTITY_FIELDS
+from authz.tokens import TokenVerifier
+from bench import verify_cost
+from bench.floor import SERVICE_NAME, serve_floor
+
+
+def test_floor_allows_every_check_with_six_identity_headers():
+    """Over a real channel the floor answers an anonymous Check with OK and authz's six x-user-* headers."""
+    with serve_floor("127.0.0.1:0") as port:
+        answer = check(f"127.0.0.1:{port}", path="/api/me")
+    assert answer["allowed"] and answer["grpc_code"] == 0
+    assert list(answer["upstream_headers"]) == [f"x-user-{field}" for field in IDENTITY_FIELDS]
+
+
+def test_floor_reports_serving_for_overall_and_authorization_health():
+    """Envoy's grpc.health.v1 checks see SERVING, overall and for the Authorization service."""
+    with serve_floor("127.0.0.1:0") as port, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            status = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_measure_reports_a_positive_cost_for_each_way():
+    """A small run yields microseconds per token for ours, the floor and the seed."""
+    result = verify_cost.measure(tokens=50, rounds=1)
+    assert set(result) == {"verify_us_ours", "verify_us_floor", "verify_us_seed"}
+    assert all(value > 0 for value in result.values())
+
+
+def test_every_way_accepts_valid_tokens_and_rejects_forged_ones():
+    """Each way accepts all valid tokens and rejects every token carrying another token's signature."""
+    assert verify_cost.verdicts(tokens=20) == {name: (20, 20) for name in ("ours", "floor", "seed")}
+
+
+def test_measure_fails_when_a_verifier_accepts_anything(monkeypatch):
+    """A verifier that stopped checking signatures aborts the measurement instead of looking fast."""
+    monkeypatch.setattr(TokenVerifier, "verify", lambda self, token: None)
+    with pytest.raises(verify_cost.VerificationFailed, match="ours accepted"):
+        verify_cost.measure(tokens=4, rounds=1)
+
+
+def test_measure_fails_when_a_verifier_rejects_valid_tokens(monkeypatch):
+    """A verifier that rejects valid tokens aborts the measurement instead of reporting a time."""
+
+    def reject(self, token):
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(TokenVerifier, "verify", reject)
+    with pytest.raises(verify_cost.VerificationFailed, match="ours rejected"):
+        verify_cost.measure(tokens=4, rounds=1)
