@@ -114,7 +114,6 @@ class TokenVerifier:
         # Failures are bounded separately, so a flood of junk cannot evict the good tokens.
         self._rejected: VerdictCache[type[AuthzError]] = VerdictCache(cache_size // 10 or cache_size, clock)
 
-
     def cached(self) -> tuple[int, int]:
         """How many verified and rejected tokens the caches hold now (each bounded by its size)."""
         return len(self._verified), len(self._rejected)

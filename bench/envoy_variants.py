@@ -11,6 +11,7 @@ Same listener, same route, same connection manager settings everywhere, so the f
 
 from __future__ import annotations
 
+import betterproto2
 from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
 from envoy_data_plane.envoy.config.core.v3 import DataSource
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
@@ -36,7 +37,6 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 )
 from envoy_data_plane.google.protobuf import Any
 
-import betterproto2
 from envoy import bootstrap
 from envoy.bootstrap import HostPort, Topology
 

@@ -89,8 +89,10 @@ def run(
     workers: int = 8,
     verdict: Callable[[Request, int, bytes], bool] = judge,
     stop: threading.Event | None = None,
+    max_requests: int | None = None,
 ) -> Report:
-    """Send plan's requests round-robin from `workers` threads for `seconds` (or until stop is set)."""
+    """Send plan's requests round-robin from `workers` threads for `seconds` (or until stop is set, or until
+    max_requests have been sent)."""
     target = urlsplit(base_url)
     next_index = itertools.count()
     report = Report()
@@ -102,7 +104,10 @@ def run(
         connection = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
         outcomes: list[Outcome] = []
         while time.monotonic() < deadline and not stop.is_set():
-            request = plan[next(next_index) % len(plan)]
+            index = next(next_index)
+            if max_requests is not None and index >= max_requests:
+                break
+            request = plan[index % len(plan)]
             started = time.monotonic()
             try:
                 connection.request("GET", request.path, headers=request.headers)

@@ -37,6 +37,7 @@ from envoy_data_plane.envoy.config.cluster.v3 import (
     ClusterDnsLookupFamily,
     OutlierDetection,
 )
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation, HeaderMutationRemoveOnMatch
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     ApiVersion,
@@ -56,7 +57,6 @@ from envoy_data_plane.envoy.config.core.v3 import (
     SubstitutionFormatString,
     TypedExtensionConfig,
 )
-from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation, HeaderMutationRemoveOnMatch
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
@@ -69,8 +69,6 @@ from envoy_data_plane.envoy.config.route.v3 import (
     VirtualHost,
 )
 from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
-from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
-from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import CheckSettings, ExtAuthz, ExtAuthzPerRoute
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation as HeaderMutationFilter
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import Mutations
@@ -81,9 +79,11 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpConnectionManagerPathWithEscapedSlashesAction,
     HttpFilter,
 )
+from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
     DownstreamConnectionsConfig,
 )
+from envoy_data_plane.envoy.extensions.retry.host.previous_hosts.v3 import PreviousHostsPredicate
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions as UpstreamHttpProtocolOptions,
 )
@@ -304,9 +304,9 @@ def ext_authz() -> ExtAuthz:
         grpc_service=GrpcService(
             envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
             timeout=AUTHZ_TIMEOUT,
-            # A Check that could not reach a replica (refused, reset, UNAVAILABLE while it shuts down) is retried
-            # once on another one, so losing a replica costs a retry instead of a 503. A deny is an answer, never
-            # retried; the retry stays inside the 1 s timeout.
+            # A Check that could not reach a replica (refused, reset, UNAVAILABLE while it shuts down) is retried,
+            # up to twice, on another one, so losing a replica costs a retry instead of a 503. A deny is an OK RPC
+            # carrying a 401/403, never retried; retries stay inside the 1 s timeout.
             retry_policy=RetryPolicy(
                 retry_on="connect-failure,refused-stream,reset,unavailable",
                 num_retries=2,
@@ -382,7 +382,9 @@ def authz_cluster(topology: Topology) -> Cluster:
         # Envoy allows 3 concurrent retries per cluster by default; when a replica dies under load, far more
         # Checks are in flight at once, and each one over the limit would turn into a 503.
         circuit_breakers=CircuitBreakers(thresholds=[CircuitBreakersThresholds(max_retries=MAX_AUTHZ_RETRIES)]),
-        # A replica that refuses connections is taken out of rotation at once, without waiting for health checks.
+        # A replica that refuses a connection (or times out a Check) is taken out of rotation at once, without
+        # waiting for health checks. With every replica out, Envoy routes to them anyway (panic mode): a dead one
+        # still fails closed with STATUS_ON_ERROR.
         outlier_detection=OutlierDetection(
             split_external_local_origin_errors=True,
             consecutive_local_origin_failure=1,

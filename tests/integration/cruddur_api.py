@@ -13,7 +13,7 @@ from typing import Any
 import requests
 
 from stack.cognito import sign_in
-from stack.emulator import EmulatorSigner
+from bench.emulator import EmulatorSigner
 from stack.local import LocalStack
 
 PASSWORD = "Int3gration-Passw0rd!"

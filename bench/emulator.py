@@ -28,9 +28,9 @@ class EmulatorSigner:
         original = jwt.decode(token, self._key)
         return jwt.encode(dict(original.header), {**original.claims, **claims}, self._key)
 
-    def distinct(self, token: str, count: int) -> Iterator[str]:
-        """count tokens with the token's claims and a fresh `jti` each: equally valid, never equal."""
+    def distinct(self, token: str, count: int, **changes: Any) -> Iterator[str]:
+        """count tokens with the token's claims (and changes) and a fresh `jti` each: alike, never equal."""
         original = jwt.decode(token, self._key)
-        header, claims = dict(original.header), dict(original.claims)
+        header, claims = dict(original.header), {**original.claims, **changes}
         for _ in range(count):
             yield jwt.encode(header, {**claims, "jti": str(uuid.uuid4())}, self._key)
