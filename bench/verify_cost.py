@@ -28,23 +28,19 @@ import json
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding
 from jose import jwk, jwt
 from jose.utils import base64url_decode
 
 from authz.config import Settings, make_pool
 from authz.metrics import Metrics
 from authz.server import build_verifier
+from bench.pool import CLIENT_ID, ISSUER, POOL_ID, BenchPool
 
-POOL_ID = "ca-central-1_BenchPool1"
-CLIENT_ID = "5bench0client000000000000"
-KID = "bench-kid-1"
 _WARMUP_TOKENS = 200
 
 Verify = Callable[[str], object]
@@ -52,57 +48,6 @@ Verify = Callable[[str], object]
 
 class VerificationFailed(Exception):
     """A way rejected a valid token or accepted a forged one, so its timing would mean nothing."""
-
-
-@dataclass(frozen=True)
-class _Pool:
-    key: rsa.RSAPrivateKey
-    issuer: str
-    jwks: bytes
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _new_pool() -> _Pool:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    numbers = key.public_key().public_numbers()
-    public = {
-        "alg": "RS256",
-        "e": _b64url(numbers.e.to_bytes(3, "big")),
-        "kid": KID,
-        "kty": "RSA",
-        "n": _b64url(numbers.n.to_bytes(256, "big")),
-        "use": "sig",
-    }
-    return _Pool(key=key, issuer=make_pool(POOL_ID).issuer, jwks=json.dumps({"keys": [public]}).encode())
-
-
-def mint_tokens(pool: _Pool, count: int, *, now: float) -> list[str]:
-    """count distinct Cognito-shaped access tokens, valid for an hour from now."""
-    header = _b64url(json.dumps({"kid": KID, "alg": "RS256"}, separators=(",", ":")).encode())
-    tokens = []
-    for _ in range(count):
-        claims = {
-            "sub": str(uuid.uuid4()),
-            "iss": pool.issuer,
-            "version": 2,
-            "client_id": CLIENT_ID,
-            "origin_jti": str(uuid.uuid4()),
-            "event_id": str(uuid.uuid4()),
-            "token_use": "access",
-            "scope": "aws.cognito.signin.user.admin",
-            "auth_time": int(now) - 60,
-            "exp": int(now) + 3600,
-            "iat": int(now) - 60,
-            "jti": str(uuid.uuid4()),
-            "username": str(uuid.uuid4()),
-        }
-        signing_input = f"{header}.{_b64url(json.dumps(claims, separators=(',', ':')).encode())}"
-        signature = pool.key.sign(signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256())
-        tokens.append(f"{signing_input}.{_b64url(signature)}")
-    return tokens
 
 
 def forge(tokens: Sequence[str]) -> list[str]:
@@ -113,16 +58,17 @@ def forge(tokens: Sequence[str]) -> list[str]:
     ]
 
 
-def _ours(pool: _Pool) -> Verify:
+def _ours(pool: BenchPool) -> Verify:
     settings = Settings(pools=(make_pool(POOL_ID),), client_ids=frozenset({CLIENT_ID}))
-    verifier, caches = build_verifier(settings, fetcher=lambda url, timeout, max_bytes: pool.jwks, metrics=Metrics())
+    jwks = pool.jwks.encode()
+    verifier, caches = build_verifier(settings, fetcher=lambda url, timeout, max_bytes: jwks, metrics=Metrics())
     for cache in caches:
         if not cache.refresh():
             raise RuntimeError("the bench JWKS did not load")
     return verifier.verify
 
 
-def _floor(pool: _Pool) -> Verify:
+def _floor(pool: BenchPool) -> Verify:
     public_key = pool.key.public_key()
     pkcs1v15, sha256 = padding.PKCS1v15(), hashes.SHA256()
 
@@ -171,11 +117,11 @@ class _SeedVerifier:
         return claims
 
 
-def _seed(pool: _Pool) -> Verify:
-    return _SeedVerifier(pool.jwks, pool.issuer, CLIENT_ID).verify
+def _seed(pool: BenchPool) -> Verify:
+    return _SeedVerifier(pool.jwks.encode(), ISSUER, CLIENT_ID).verify
 
 
-WAYS: dict[str, Callable[[_Pool], Verify]] = {"ours": _ours, "floor": _floor, "seed": _seed}
+WAYS: dict[str, Callable[[BenchPool], Verify]] = {"ours": _ours, "floor": _floor, "seed": _seed}
 
 
 def _accepts(verify: Verify, token: str) -> bool:
@@ -188,8 +134,8 @@ def _accepts(verify: Verify, token: str) -> bool:
 
 def verdicts(tokens: int = 50) -> dict[str, tuple[int, int]]:
     """For each way: how many of `tokens` valid tokens it accepted, and how many forged ones it rejected."""
-    pool = _new_pool()
-    valid = mint_tokens(pool, tokens, now=time.time())
+    pool = BenchPool()
+    valid = pool.mint(tokens)
     forged = forge(valid)
     result = {}
     for name, build in WAYS.items():
@@ -223,8 +169,8 @@ def measure(tokens: int = 2000, rounds: int = 5) -> dict[str, float]:
     """Microseconds per token for each way, the median of `rounds` rounds over `tokens` distinct valid tokens."""
     if tokens < 2 or rounds < 1:
         raise ValueError("need at least 2 tokens and 1 round")
-    pool = _new_pool()
-    valid = mint_tokens(pool, tokens, now=time.time())
+    pool = BenchPool()
+    valid = pool.mint(tokens)
     forged = forge(valid[:2])
     for name, build in WAYS.items():
         _check(name, build(pool), valid[0], forged[0])
