@@ -1,4 +1,4 @@
-"""Shared test parts: RSA keys and JWKS documents, Cognito-shaped token minting, a fake clock, a JWKS server."""
+"""Shared test parts: RSA keys and JWKS documents, Cognito-shaped token minting, a fake clock, a JWKS server, waits."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.config import Settings, make_pool
 
@@ -193,6 +195,23 @@ def settings_for(jwks_url: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Whether condition became true within timeout seconds of real time, polling every 20 ms."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def health_status(port: int, service: str = "") -> int:
+    """The gRPC health status a server on loopback port reports for service ("" is the whole server)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
 
 
 def static_fetcher(document: bytes):

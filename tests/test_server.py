@@ -7,35 +7,31 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 import requests
-from tests.conftest import KID, NOW, FakeClock, JwksServer, access_claims, jwks_document, mint, private_key, public_jwk, settings_for
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+from tests.conftest import (
+    KID,
+    NOW,
+    FakeClock,
+    JwksServer,
+    access_claims,
+    health_status,
+    jwks_document,
+    mint,
+    private_key,
+    public_jwk,
+    settings_for,
+    wait_for,
+)
 
 from authz.client import check
 from authz.server import RunningServer, run_server
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def health_status(port: int, service: str = "") -> int:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2).status
 
 
 @pytest.fixture
@@ -46,7 +42,7 @@ def running(jwks_server: JwksServer) -> Iterator[RunningServer]:
 
 
 def test_health_is_not_serving_until_keys_load_then_serving(jwks_server):
-    """With the JWKS down at start the server reports NOT_SERVING and Checks deny 503; it recovers by itself."""
+    """With the JWKS down at start the server is NOT_SERVING and denies Checks 503 until it recovers by itself."""
     jwks_server.status = 500
     with run_server(settings_for(jwks_server.url, jwks_cooldown_seconds=0), clock=FakeClock()) as server:
         assert health_status(server.port) == health_pb2.HealthCheckResponse.NOT_SERVING

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tests.conftest import FakeClock, JwksServer, mint, settings_for
+from tests.conftest import FakeClock, JwksServer, mint, settings_for, wait_for
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
@@ -97,10 +96,7 @@ def authz(canary: Canary) -> Iterator[Authz]:
     monotonic = FakeClock(1000.0)
     try:
         with run_server(settings_for(jwks.url), clock=FakeClock(), monotonic=monotonic) as server:
-            deadline = time.monotonic() + 10
-            while not server.refresher.ready and time.monotonic() < deadline:
-                time.sleep(0.02)
-            assert server.refresher.ready, "the JWKS never loaded"
+            assert wait_for(lambda: server.refresher.ready), "the JWKS never loaded"
             with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
                 authz = Authz(
                     server=server,
@@ -110,9 +106,7 @@ def authz(canary: Canary) -> Iterator[Authz]:
                     canary=canary,
                     monotonic=monotonic,
                 )
-                deadline = time.monotonic() + 10
-                while not authz.is_serving() and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                assert wait_for(authz.is_serving), "health never reported SERVING"
                 yield authz
     finally:
         jwks.close()

@@ -469,6 +469,12 @@ def _assert_decision(case: Case, request: CheckRequest, response: CheckResponse)
     assert not echoed, "a deny echoed part of the request"
 
 
+def cache_lookups(authz: Authz, result: str) -> float:
+    """authz_token_cache_total for one result ("hit" or "miss"), as the server's /metrics reports it."""
+    value = authz.server.metrics.registry.get_sample_value("authz_token_cache_total", {"result": result})
+    return value or 0.0
+
+
 def _assert_still_serving(authz: Authz) -> None:
     assert authz.is_serving()
     assert authz.check(check_request(f"Bearer {VALID_TOKEN}")).status.code == OK
@@ -496,10 +502,13 @@ def test_hostile_request_gets_its_exact_decision_and_server_keeps_serving(authz:
 
 
 def test_repeated_hostile_token_gets_the_same_decision_from_the_cache(authz: Authz) -> None:
-    """A rejected token sent again is denied identically (the negative cache never turns a deny into an allow)."""
+    """A rejected token sent again is denied identically by a verdict-cache hit, never turned into an allow."""
     token = with_flipped_signature_bit(VALID_TOKEN, byte=7)
-    first, second = (authz.check(check_request(f"Bearer {token}")) for _ in range(2))
+    first = authz.check(check_request(f"Bearer {token}"))
+    hits, misses = cache_lookups(authz, "hit"), cache_lookups(authz, "miss")
+    second = authz.check(check_request(f"Bearer {token}"))
     assert first == second and first.status.code == UNAUTHENTICATED
+    assert (cache_lookups(authz, "hit") - hits, cache_lookups(authz, "miss") - misses) == (1, 0)
 
 
 def test_unknown_kid_inside_the_cooldown_fetches_nothing(authz: Authz) -> None:

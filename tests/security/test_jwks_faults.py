@@ -32,14 +32,16 @@ from tests.conftest import (
     POOL_ID,
     FakeClock,
     JwksServer,
+    Script,
+    ScriptedHttp,
+    health_status,
     jwks_document,
     mint,
     private_key,
     public_jwk,
     settings_for,
+    wait_for,
 )
-from tests.test_server import health_status, wait_for
-from tests.conftest import Script, ScriptedHttp
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -191,7 +193,7 @@ def assert_unknown_kid(result: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault_at_start_means_not_serving_and_503_until_the_jwks_recovers(jwks: SwitchableJwks, fault: str) -> None:
-    """A JWKS faulty at start means NOT_SERVING and 503 denies until it is fixed; then the server recovers by itself."""
+    """A JWKS faulty at start means NOT_SERVING and 503 denies until it is fixed, then the server recovers by itself."""
     FAULTS[fault].apply(jwks)
     monotonic = FakeClock(1_000.0)
     with start(jwks.url, monotonic, jwks_ttl_seconds=SHORT_TTL) as server:
@@ -239,7 +241,7 @@ def test_oversized_jwks_at_start_is_cut_off_at_the_cap_without_reading_it_all(
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault_on_an_unknown_kid_refetch_keeps_the_cached_keys(jwks: SwitchableJwks, fault: str) -> None:
-    """After warm-up, an unknown-kid refetch that hits the fault denies only that token 401; cached keys keep serving."""
+    """After warm-up, an unknown-kid refetch hitting the fault denies only that token 401 while cached keys serve on."""
     monotonic = FakeClock(1_000.0)
     with start(jwks.url, monotonic) as server:
         warm(server)
@@ -261,7 +263,7 @@ def test_fault_on_an_unknown_kid_refetch_keeps_the_cached_keys(jwks: SwitchableJ
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault_on_a_scheduled_refresh_keeps_the_cached_keys(jwks: SwitchableJwks, fault: str) -> None:
-    """After warm-up, a TTL refresh that hits the fault keeps the cached keys and SERVING; the next retry recovers."""
+    """After warm-up, a TTL refresh hitting the fault keeps the cached keys and SERVING until a retry recovers."""
     monotonic = FakeClock(1_000.0)
     with start(jwks.url, monotonic, jwks_ttl_seconds=SHORT_TTL) as server:
         warm(server)
@@ -305,7 +307,7 @@ class RedirectingJwks:
 def test_redirect_at_start_is_not_followed_and_the_server_recovers(
     scripted_http: Callable[[Script], ScriptedHttp], jwks: SwitchableJwks
 ) -> None:
-    """A JWKS URL that redirects, even to a valid JWKS, loads nothing (NOT_SERVING, 503); its target is never asked."""
+    """A JWKS URL that redirects, even to a valid JWKS, loads nothing (NOT_SERVING, 503) and never asks its target."""
     endpoint = RedirectingJwks(scripted_http, jwks)
     monotonic = FakeClock(1_000.0)
     with start(endpoint.url, monotonic, jwks_ttl_seconds=SHORT_TTL) as server:

@@ -231,7 +231,7 @@ def _jwe() -> str:
     ids=["empty", "one-segment", "two-segments", "four-segments", "five-segment-jwe"],
 )
 def test_token_without_exactly_three_segments_is_malformed(harness: Harness, make_token: Any) -> None:
-    """Only a three-segment JWS is parsed; fewer, more, or a JWE is malformed before any key lookup."""
+    """A token of fewer or more than three segments, a JWE included, is malformed before any key lookup."""
     with pytest.raises(MalformedToken):
         harness.verify(make_token(mint()))
     assert harness.keys.calls == 0
@@ -291,6 +291,32 @@ def test_segment_ending_in_newline_is_malformed_even_when_signed(harness: Harnes
     with pytest.raises(MalformedToken):
         harness.verify(token)
     assert harness.keys.calls == 0
+
+
+def _signed_pair_with_respelled_segment(index: int) -> tuple[str, str]:
+    """A pool-signed token, and another just as signed whose segment at index is respelled with the same bytes."""
+    raw = [json.dumps({"alg": "RS256", "kid": KID}), json.dumps(access_claims())]
+    # A length that is not a multiple of 3 leaves unused low bits in the segment's last base64url character.
+    while len(raw[index]) % 3 == 0:
+        raw[index] += " "
+    parts = [b64url(part.encode()) for part in raw]
+    canonical = sign_raw(".".join(parts))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    parts[index] = parts[index][:-1] + alphabet[alphabet.index(parts[index][-1]) ^ 1]
+    respelled = sign_raw(".".join(parts))
+    padded = [segments(token)[index] + "==" for token in (canonical, respelled)]
+    assert padded[0] != padded[1] and base64.urlsafe_b64decode(padded[0]) == base64.urlsafe_b64decode(padded[1])
+    return canonical, respelled
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["header", "payload"])
+def test_respelled_segment_is_malformed_even_when_signed(harness: Harness, index: int) -> None:
+    """A header or payload segment spelled non-canonically, decoding to the very bytes of a valid one, is malformed."""
+    canonical, respelled = _signed_pair_with_respelled_segment(index)
+    with pytest.raises(MalformedToken):
+        harness.verify(respelled)
+    assert harness.keys.calls == 0
+    assert harness.verify(canonical).sub == access_claims()["sub"]
 
 
 UNDECODABLE_JSON = [
@@ -368,7 +394,7 @@ def test_non_standard_json_constants_are_malformed(harness: Harness, where: str,
     ids=lambda alg: "missing" if alg is MISSING else repr(alg),
 )
 def test_algorithm_other_than_rs256_is_unsupported(harness: Harness, alg: Any) -> None:
-    """Only an alg of exactly "RS256" is accepted; any other, or none, is refused before any key lookup."""
+    """Any alg but exactly "RS256", or none at all, is refused before any key lookup."""
     header = edited({"alg": "RS256", "kid": KID}, alg=alg)
     with pytest.raises(UnsupportedAlgorithm):
         harness.verify(mint(header=header))
@@ -693,7 +719,7 @@ def test_absent_username_is_none(harness: Harness, claims: Any, name: str) -> No
 
 
 def test_id_token_username_comes_from_cognito_username(harness: Harness) -> None:
-    """An id token's username is its cognito:username; a plain username claim there is ignored."""
+    """An id token's username is its cognito:username, never a plain username claim."""
     verified = harness.verify(mint(id_claims(username="not-this-one")))
     assert verified.username == "andrew"
 
@@ -816,7 +842,7 @@ def test_repeated_valid_token_costs_no_key_lookup(harness: Harness) -> None:
 
 @pytest.mark.parametrize("leeway", [0, LEEWAY])
 def test_cached_token_is_rejected_once_the_clock_reaches_its_expiry(leeway: float) -> None:
-    """A cached entry lives until exp; within any leeway after it the token is verified afresh; then expired."""
+    """A cached entry lives until exp, after which the token is verified afresh within any leeway and then expires."""
     harness = build_harness(leeway=leeway)
     exp = NOW + 100
     token = mint(access_claims(exp=exp))
