@@ -73,7 +73,6 @@ class Bench:
             **self.pool.authz_env(self.jwks_url),
             "AUTHZ_ADDR": f"127.0.0.1:{port}",
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
-            "AUTHZ_LOG_LEVEL": "WARNING",
             **extra,
         }
         process = ManagedProcess(
