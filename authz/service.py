@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
@@ -19,7 +20,7 @@ from authz._proto.envoy.type.v3 import http_status_pb2
 from authz._proto.google.rpc import status_pb2
 from authz.errors import AuthzError, InternalError, MalformedAuthorization
 from authz.metrics import Metrics
-from authz.policy import Decision, Policy, route_settings
+from authz.policy import Decision, Policy, RouteSettings, route_settings
 from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
 
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
@@ -48,12 +49,19 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         # Built once here, so failing closed cannot itself fail.
         self._internal_error = policy.deny(InternalError())
         self._internal_error_response = _response(self._internal_error)
+        # A repeated token on a route gets the very same Decision and CheckResponse (building the response is
+        # most of a cached Check's work). Plain dicts: a lost race only builds an equal value twice.
+        self._decisions: dict[tuple[VerifiedToken, RouteSettings], Decision] = {}
+        self._responses: dict[Decision, external_auth_pb2.CheckResponse] = {}
+        self._counters: dict[tuple[str, str, str, str], Any] = {}
 
     def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:  # noqa: N802 - gRPC method name
         started = self._clock()
         try:
             decision = self.decide(request)
-            response = _response(decision)
+            response = self._responses.get(decision)
+            if response is None:
+                response = _remember(self._responses, decision, _response(decision))
         except Exception:  # fail closed: a bug must deny, never allow or end the RPC without an answer
             logging.getLogger("authz.service").exception("check failed")
             decision, response = self._internal_error, self._internal_error_response
@@ -81,17 +89,30 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 verdict = self._verifier.verify(bearer_token(authorization, self._max_token_bytes))
         except AuthzError as error:
             verdict = error
-        return self._policy.decide(verdict, route)
+        if not isinstance(verdict, VerifiedToken):
+            return self._policy.decide(verdict, route)
+        decision = self._decisions.get((verdict, route))
+        if decision is None:
+            decision = _remember(self._decisions, (verdict, route), self._policy.decide(verdict, route))
+        return decision
 
     def _observe(self, decision: Decision, http: HttpRequest, seconds: float) -> None:
         identity = decision.identity
         pool = identity.pool_id if identity else ""
         client = identity.client_id if identity else ""
         result = "allow" if decision.allowed else "deny"
-        self._metrics.decisions.labels(result, decision.reason, pool, client).inc()
+        labels = (result, decision.reason, pool, client)
+        counter = self._counters.get(labels)
+        if counter is None:
+            counter = _remember(self._counters, labels, self._metrics.decisions.labels(*labels))
+        counter.inc()
         self._metrics.check_seconds.observe(seconds)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
+        # Denies at INFO, allows at DEBUG: Envoy's access log already has a line per request with the caller's
+        # sub, and a log line costs more than the rest of a cached Check.
+        level = logging.DEBUG if decision.allowed else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
                 "decision",
                 extra={
                     "fields": {
@@ -108,6 +129,17 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
 
 HttpRequest = attribute_context_pb2.AttributeContext.HttpRequest
+# Memo sizes: distinct (caller, route) pairs and label sets kept at once; a full memo starts over.
+_MEMO_SIZE = 4096
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(memo: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def _authorization(http: HttpRequest) -> str | None:

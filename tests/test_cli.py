@@ -107,11 +107,16 @@ def test_check_against_nothing_listening_exits_3():
 
 
 def test_serve_answers_checks_and_stops_cleanly_on_sigterm(jwks_server):
-    """`serve` logs JSON, answers a Check, and exits 0 on SIGTERM."""
+    """`serve` logs JSON (at DEBUG also each allow), answers a Check, and exits 0 on SIGTERM."""
     port, metrics_port = free_port(), free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_COGNITO_", "AUTHZ_"))},
-        **pool_env(jwks_server.url, AUTHZ_ADDR=f"127.0.0.1:{port}", AUTHZ_METRICS_ADDR=f"127.0.0.1:{metrics_port}"),
+        **pool_env(
+            jwks_server.url,
+            AUTHZ_ADDR=f"127.0.0.1:{port}",
+            AUTHZ_METRICS_ADDR=f"127.0.0.1:{metrics_port}",
+            AUTHZ_LOG_LEVEL="DEBUG",
+        ),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "authz", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -173,10 +173,10 @@ def test_single_raw_authorization_header_is_read(harness):
 
 
 def test_decision_log_line_carries_identity_and_never_the_token(harness, caplog):
-    """One JSON line per decision: result, reason, sub, path without query, request id; no token anywhere."""
+    """At DEBUG an allow is one JSON line with result, reason, sub, path without query and request id; no token."""
     token = mint()
     request = check_request(token=token, path=f"/api/me?access_token={token}", headers={"x-request-id": "req-42"})
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
+    with caplog.at_level(logging.DEBUG, logger="authz.decision"):
         harness.check(request)
     lines = [JsonFormatter().format(r) for r in caplog.records if r.name == "authz.decision"]
     assert len(lines) == 1
@@ -222,12 +222,31 @@ def test_response_that_cannot_be_built_fails_closed(clock):
     assert (response.status.code, response.denied_response.status.code) == (grpc.StatusCode.INTERNAL.value[0], 500)
 
 
+def test_allows_are_logged_at_debug_and_denies_at_info(harness, caplog):
+    """At INFO a deny is logged and an allow is not (Envoy's access log already records every allowed request)."""
+    with caplog.at_level(logging.INFO, logger="authz.decision"):
+        harness.check(check_request(token=mint()))
+        harness.check(check_request())
+    results = [r.fields["result"] for r in caplog.records if r.name == "authz.decision"]
+    assert results == ["deny"]
+
+
+def test_repeated_token_gets_the_same_answer_from_the_memo(harness):
+    """A repeated token on the same route is answered with an identical response, and another route is judged anew."""
+    token = mint()
+    first, _ = harness.check(check_request(token=token))
+    again, _ = harness.check(check_request(token=token))
+    assert again == first and again.status.code == 0
+    denied, _ = harness.check(check_request(token=token, context={"groups": "admins"}))
+    assert denied.denied_response.status.code == 403
+
+
 def test_request_id_is_logged_from_raw_header_map(harness, caplog):
     """With Envoy's raw header_map the decision log still carries x-request-id."""
     request = check_request()
     for key, value in (("authorization", f"Bearer {mint()}"), ("x-request-id", "raw-7")):
         request.attributes.request.http.header_map.headers.add(key=key, raw_value=value.encode())
-    with caplog.at_level(logging.INFO, logger="authz.decision"):
+    with caplog.at_level(logging.DEBUG, logger="authz.decision"):
         harness.check(request)
     fields = [r.fields for r in caplog.records if r.name == "authz.decision"]
     assert fields and fields[0]["request_id"] == "raw-7" and fields[0]["result"] == "allow"
