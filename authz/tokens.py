@@ -11,7 +11,6 @@ the key (as aws-jwt-verify does). Every claim, the issuer included, is judged af
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import math
@@ -43,6 +42,13 @@ from authz.errors import (
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # Header parameters that would let a token pick its own key or demand semantics we do not implement.
 _FORBIDDEN_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c")
+_BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_SEXTET = {char: index for index, char in enumerate(_BASE64URL)}
+# The unused low bits of a segment's last character, by the segment's length modulo 4.
+_UNUSED_BITS = {0: 0, 2: 0x0F, 3: 0x03}
+# Tokens of a pool share a handful of headers (one per signing key): each distinct, valid header is parsed and
+# checked once. Invalid headers are never remembered, and a full memo starts over.
+_HEADER_MEMO_SIZE = 256
 _MAX_KID_LENGTH = 256
 # Claim values we forward as HTTP header values: no C0/C1 controls, line or paragraph separators, or lone
 # surrogates (which cannot even be encoded). fullmatch, not ^...$: `$` also matches before a trailing newline.
@@ -148,13 +154,19 @@ class TokenVerifier:
 
     def _verify_uncached(self, token: str) -> VerifiedToken:
         encoded_header, encoded_payload, encoded_signature = _split(token)
-        header = _decode_json(encoded_header)
-        _validate_header(header)
+        kid = _header_kids.get(encoded_header)
+        if kid is None:
+            header = _decode_json(encoded_header)
+            _validate_header(header)
+            kid = header["kid"]
+            if len(_header_kids) >= _HEADER_MEMO_SIZE:
+                _header_kids.clear()
+            _header_kids[encoded_header] = kid
         payload = _decode_json(encoded_payload)
         issuer = payload.get("iss")
         if not isinstance(issuer, str) or issuer not in self._issuers:
             raise UntrustedIssuer()
-        key = self._key_sources[issuer].get_key(header["kid"])
+        key = self._key_sources[issuer].get_key(kid)
         signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
         if not key.verify(signing_input, _b64decode(encoded_signature)):
             raise BadSignature()
@@ -197,29 +209,23 @@ def _split(token: str) -> tuple[str, str, str]:
 
 
 def _b64decode(segment: str) -> bytes:
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise MalformedToken() from None
-    # One token, one spelling: the decoder ignores the unused low bits of a segment's last character, so without
+    """Canonical unpadded base64url only (the caller has checked the alphabet)."""
+    unused = _UNUSED_BITS.get(len(segment) % 4)
+    # One token, one spelling: decoders ignore the unused low bits of a segment's last character, so without
     # this a valid token had up to 16 spellings that all verify, each a different string to the verdict cache
     # (and to anything else keyed by the token, such as a denylist).
-    if _b64url_encode(raw) != segment:
+    if unused is None or _SEXTET.get(segment[-1:], 0) & unused:
         raise MalformedToken()
-    return raw
-
-
-def _b64url_encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    try:
+        # str.replace, not str.translate: the latter is a Python-level loop per character.
+        return binascii.a2b_base64(segment.replace("-", "+").replace("_", "/") + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise MalformedToken() from None
 
 
 def _decode_json(segment: str) -> dict[str, Any]:
     try:
-        value = json.loads(
-            _b64decode(segment).decode("utf-8"),
-            object_pairs_hook=_unique_keys,
-            parse_constant=_reject_constant,
-        )
+        value = _JSON.decode(_b64decode(segment).decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise MalformedToken() from None
     if not isinstance(value, dict):
@@ -237,6 +243,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
+
+
+_JSON = json.JSONDecoder(object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+_header_kids: dict[str, str] = {}
 
 
 def _validate_header(header: dict[str, Any]) -> None:
