@@ -15,6 +15,7 @@ import binascii
 import json
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -181,16 +182,31 @@ class TokenVerifier:
         client_id = _validate_client(claims, token_use, self._client_ids)
         sub = _header_safe_string(claims, "sub", required=True)
         username = _header_safe_string(claims, "username" if token_use == "access" else "cognito:username")
+        # The verdict cache holds up to AUTHZ_CACHE_SIZE of these: values most tokens share (client, token use,
+        # scopes, groups; the username that is the sub in email sign-in pools) are stored once, not per token.
         return VerifiedToken(
             sub=sub,
-            token_use=token_use,
-            client_id=client_id,
+            token_use=sys.intern(token_use),
+            client_id=sys.intern(client_id),
             pool_id=pool_id,
-            username=username,
-            groups=_validate_groups(claims),
-            scopes=_validate_scopes(claims, token_use),
+            username=sub if username == sub else username,
+            groups=_shared(_validate_groups(claims)),
+            scopes=_shared(_validate_scopes(claims, token_use)),
             expires_at=expires_at,
         )
+
+
+_shared_values: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared(value: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple object per distinct value (bounded: a full memo starts over)."""
+    shared = _shared_values.get(value)
+    if shared is None:
+        if len(_shared_values) >= 1024:
+            _shared_values.clear()
+        shared = _shared_values[value] = tuple(sys.intern(item) for item in value)
+    return shared
 
 
 def verified_claims(token: str) -> dict[str, Any]:
