@@ -19,9 +19,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_
 from bench import envoy_variants, verify_cost, wrk
 from bench.pool import ISSUER, BenchPool
 from stack.local import envoy_binary
-from stack.processes import ManagedProcess, free_ports, grpc_serving, http_ok
+from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results.json"
@@ -58,37 +57,18 @@ class Bench:
         self.jwks_url = jwks_url
         self.hot_token = pool.mint(1)[0]
 
-    @contextmanager
-    def _process(self, name: str, argv: list[str], env: dict[str, str], probe, ports: tuple[int, ...]) -> Iterator[None]:
-        process = ManagedProcess(name, argv, env={**os.environ, **env}, run_dir=self.work, ready=probe, ports=ports, cwd=ROOT)
-        process.start()
-        try:
-            yield
-        finally:
-            process.stop()
+    def _process(self, name: str, argv: list[str], env: dict[str, str], probe: Probe, ports: tuple[int, ...]) -> ManagedProcess:
+        """A child in the bench's work folder; use it as a context manager (started healthy, always stopped)."""
+        return ManagedProcess(name, argv, env={**os.environ, **env}, run_dir=self.work, ready=probe, ports=ports, cwd=ROOT)
 
-    @contextmanager
-    def authz(self, port: int, metrics_port: int, **extra: str) -> Iterator[ManagedProcess]:
+    def authz(self, port: int, metrics_port: int) -> ManagedProcess:
         env = {
             **self.pool.authz_env(self.jwks_url),
             "AUTHZ_ADDR": f"127.0.0.1:{port}",
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
-            **extra,
         }
-        process = ManagedProcess(
-            "authz",
-            [sys.executable, "-m", "authz", "serve"],
-            env={**os.environ, **env},
-            run_dir=self.work,
-            ready=grpc_serving(f"127.0.0.1:{port}"),
-            ports=(port, metrics_port),
-            cwd=ROOT,
-        )
-        process.start()
-        try:
-            yield process
-        finally:
-            process.stop()
+        argv = [sys.executable, "-m", "authz", "serve"]
+        return self._process("authz", argv, env, grpc_serving(f"127.0.0.1:{port}"), (port, metrics_port))
 
     def measure(self, config: str, *, token: str | None = None, tokens_file: Path | None = None) -> wrk.WrkResult:
         variant = CONFIGS[config]
@@ -150,14 +130,7 @@ class Bench:
                     allowed = sum(executor.map(check, tokens, chunksize=64))
             if allowed != count:
                 raise RuntimeError(f"only {allowed} of {count} distinct tokens were allowed")
-            return _rss_mb(process.pid)
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError("no VmRSS")
+            return round(rss_mb(process.pid), 1)
 
 
 def _ratio(numerator: float, denominator: float) -> float:

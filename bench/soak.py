@@ -29,6 +29,7 @@ from bench.emulator import EmulatorSigner
 from bench.load import Report, Request, run
 from stack.cognito import cognito_client, sign_in
 from stack.local import LocalStack, Ports, running_stack
+from stack.processes import rss_mb
 
 USERS = 4
 PASSWORD = "Soak-Passw0rd!"
@@ -54,10 +55,7 @@ class RssSampler:
         self._thread.join()
 
     def now_mb(self) -> float:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+        return rss_mb(self.pid)
 
     def _sample(self) -> None:
         while not self._stop.is_set():

@@ -97,6 +97,13 @@ class ManagedProcess:
                 raise StartupError(f"{self.name} not healthy after {timeout:.0f}s; see {self.log_path}")
             time.sleep(0.1)
 
+    def __enter__(self) -> ManagedProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self, *, grace: float = 10.0) -> None:
         """SIGTERM to the whole process group, SIGKILL after grace seconds."""
         self._signal_and_reap(signal.SIGTERM, grace)
@@ -183,6 +190,14 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def rss_mb(pid: int) -> float:
+    """The process's resident memory in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def port_in_use(port: int) -> bool:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
+import os
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,40 +13,27 @@ from authz.client import check
 from authz.config import Settings
 from authz.server import run_server
 from stack.cognito import cognito_client, ensure_user, provision, sign_in
+from stack.processes import ManagedProcess, free_port
+from stack.provision import emulator_answers
 
 REGION = "ca-central-1"
 USER = {"email": "andrew@cruddur.local", "password": "Sup3r-secret!", "name": "Andrew Brown", "handle": "andrewbrown"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[str]:
-    port = _free_port()
-    moto = Path(sys.executable).parent / "moto_server"
-    process = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = cognito_client(REGION, endpoint)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.list_user_pools(MaxResults=1)
-                break
-            except Exception:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)
+    moto = ManagedProcess(
+        "cognito",
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=dict(os.environ),
+        run_dir=tmp_path_factory.mktemp("cognito"),
+        ready=lambda: emulator_answers(endpoint, REGION),
+        ports=(port,),
+    )
+    with moto:
         yield endpoint
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_provisioning_creates_the_seed_pool_once(emulator):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from stack.processes import ManagedProcess, StartupError, free_port, port_in_use, stop_stale
+from tests.conftest import wait_for
 
 # A server that listens on the port in argv[1] and forks a grandchild, like gunicorn's workers.
 LISTENER = """
@@ -32,15 +33,6 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def _wait_until(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def _listener(tmp_path: Path, name: str = "server") -> tuple[ManagedProcess, int, Path]:
@@ -75,7 +67,7 @@ def test_start_waits_until_ready_and_stop_ends_the_whole_group(tmp_path: Path, c
     grandchild = int(grandchild_file.read_text())
     process.stop()
     assert not process.running()
-    assert _wait_until(lambda: not _alive(grandchild))
+    assert wait_for(lambda: not _alive(grandchild))
     assert not port_in_use(port)
     assert not (tmp_path / "server.pid").exists()
 
@@ -116,8 +108,8 @@ def test_stop_stale_stops_children_of_a_crashed_run(tmp_path: Path, cleanup):
     grandchild = int(grandchild_file.read_text())
     # The runner "crashes": nothing calls stop(); only the pid file is left for the next run.
     assert stop_stale(tmp_path) == ["server"]
-    assert _wait_until(lambda: not port_in_use(port))
-    assert _wait_until(lambda: not _alive(grandchild))
+    assert wait_for(lambda: not port_in_use(port))
+    assert wait_for(lambda: not _alive(grandchild))
     assert not list(tmp_path.glob("*.pid"))
 
 
