@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.emulator import EmulatorSigner
 from bench.load import Report, Request, run
-from stack.cognito import cognito_client, sign_in
+from stack.cognito import cognito_client, register, sign_in, user_sub
 from stack.local import LocalStack, Ports, running_stack
 from stack.processes import rss_mb
 
@@ -76,19 +76,17 @@ def _users(stack: LocalStack) -> list[tuple[str, str]]:
     users = []
     for _ in range(USERS):
         email = f"soak-{uuid.uuid4().hex[:8]}@cruddur.local"
-        client.sign_up(
-            ClientId=env["AWS_COGNITO_CLIENT_ID"],
-            Username=email,
-            Password=PASSWORD,
-            UserAttributes=[
-                {"Name": "email", "Value": email},
-                {"Name": "name", "Value": "Soak"},
-                {"Name": "preferred_username", "Value": email.split("@")[0]},
-            ],
+        register(
+            client,
+            env["AWS_COGNITO_USER_POOLS_ID"],
+            env["AWS_COGNITO_CLIENT_ID"],
+            email=email,
+            password=PASSWORD,
+            name="Soak",
+            handle=email.split("@")[0],
         )
-        client.admin_confirm_sign_up(UserPoolId=env["AWS_COGNITO_USER_POOLS_ID"], Username=email)
         token = sign_in(client, env["AWS_COGNITO_CLIENT_ID"], email, PASSWORD)["AccessToken"]
-        sub = next(a["Value"] for a in client.get_user(AccessToken=token)["UserAttributes"] if a["Name"] == "sub")
+        sub = user_sub(client, token)
         users.append((sub, token))
     return users
 

@@ -95,21 +95,32 @@ def _create_client(client: Any, pool_id: str) -> str:
 
 
 def ensure_user(client: Any, provisioned: Provisioned, *, email: str, password: str, name: str, handle: str) -> None:
-    """Sign a user up as a person would, then confirm them as an admin (the emulator sends no email)."""
+    """register() the user unless one with that email exists already."""
     try:
-        client.sign_up(
-            ClientId=provisioned.client_id,
-            Username=email,
-            Password=password,
-            UserAttributes=[
-                {"Name": "email", "Value": email},
-                {"Name": "name", "Value": name},
-                {"Name": "preferred_username", "Value": handle},
-            ],
-        )
+        register(client, provisioned.pool_id, provisioned.client_id, email=email, password=password, name=name, handle=handle)
     except client.exceptions.UsernameExistsException:
         return
-    client.admin_confirm_sign_up(UserPoolId=provisioned.pool_id, Username=email)
+
+
+def register(client: Any, pool_id: str, client_id: str, *, email: str, password: str, name: str, handle: str) -> None:
+    """Sign a user up as a person would, then confirm them as an admin (the emulator sends no email)."""
+    client.sign_up(
+        ClientId=client_id,
+        Username=email,
+        Password=password,
+        UserAttributes=[
+            {"Name": "email", "Value": email},
+            {"Name": "name", "Value": name},
+            {"Name": "preferred_username", "Value": handle},
+        ],
+    )
+    client.admin_confirm_sign_up(UserPoolId=pool_id, Username=email)
+
+
+def user_sub(client: Any, access_token: str) -> str:
+    """The signed-in user's `sub`, as Cognito's GetUser reports it."""
+    attributes = client.get_user(AccessToken=access_token)["UserAttributes"]
+    return next(attribute["Value"] for attribute in attributes if attribute["Name"] == "sub")
 
 
 def sign_in(client: Any, client_id: str, username: str, password: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import requests
 
-from stack.cognito import sign_in
+from stack.cognito import register, sign_in, user_sub
 from bench.emulator import EmulatorSigner
 from stack.local import LocalStack
 
@@ -33,20 +33,17 @@ def sign_up(stack: LocalStack, cognito: Any, *, client_id: str | None = None) ->
     env = stack.cognito_env
     email = f"user-{uuid.uuid4().hex[:8]}@cruddur.local"
     client_id = client_id or env["AWS_COGNITO_CLIENT_ID"]
-    cognito.sign_up(
-        ClientId=client_id,
-        Username=email,
-        Password=PASSWORD,
-        UserAttributes=[
-            {"Name": "email", "Value": email},
-            {"Name": "name", "Value": "Integration User"},
-            {"Name": "preferred_username", "Value": email.split("@")[0]},
-        ],
+    register(
+        cognito,
+        env["AWS_COGNITO_USER_POOLS_ID"],
+        client_id,
+        email=email,
+        password=PASSWORD,
+        name="Integration User",
+        handle=email.split("@")[0],
     )
-    cognito.admin_confirm_sign_up(UserPoolId=env["AWS_COGNITO_USER_POOLS_ID"], Username=email)
     tokens = sign_in(cognito, client_id, email, PASSWORD)
-    attributes = cognito.get_user(AccessToken=tokens["AccessToken"])["UserAttributes"]
-    sub = next(attribute["Value"] for attribute in attributes if attribute["Name"] == "sub")
+    sub = user_sub(cognito, tokens["AccessToken"])
     return User(email=email, sub=sub, access_token=tokens["AccessToken"], id_token=tokens["IdToken"])
 
 
