@@ -21,6 +21,7 @@ import argparse
 import datetime
 import json
 import sys
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,12 +365,10 @@ def _route(api_route: ApiRoute) -> Route:
 
 
 def authz_cluster(topology: Topology) -> Cluster:
-    return Cluster(
-        name=AUTHZ_CLUSTER,
-        type=_discovery(topology),
-        dns_lookup_family=ClusterDnsLookupFamily.V4_ONLY,
-        connect_timeout=datetime.timedelta(milliseconds=250),
-        load_assignment=_endpoints(AUTHZ_CLUSTER, topology.authz),
+    return _cluster(
+        AUTHZ_CLUSTER,
+        topology,
+        topology.authz,
         typed_extension_protocol_options={
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(
                 UpstreamHttpProtocolOptions(
@@ -409,12 +408,10 @@ def authz_cluster(topology: Topology) -> Cluster:
 
 
 def _backend_cluster(topology: Topology) -> Cluster:
-    return Cluster(
-        name=BACKEND_CLUSTER,
-        type=_discovery(topology),
-        dns_lookup_family=ClusterDnsLookupFamily.V4_ONLY,
-        connect_timeout=datetime.timedelta(milliseconds=250),
-        load_assignment=_endpoints(BACKEND_CLUSTER, (topology.backend,)),
+    return _cluster(
+        BACKEND_CLUSTER,
+        topology,
+        (topology.backend,),
         health_checks=[
             HealthCheck(
                 timeout=datetime.timedelta(milliseconds=500),
@@ -428,8 +425,16 @@ def _backend_cluster(topology: Topology) -> Cluster:
     )
 
 
-def _discovery(topology: Topology) -> ClusterDiscoveryType:
-    return ClusterDiscoveryType.STRICT_DNS if topology.resolve_names else ClusterDiscoveryType.STATIC
+def _cluster(name: str, topology: Topology, hosts: Sequence[HostPort], **details: typing.Any) -> Cluster:
+    """A cluster of hosts addressed by IP (STATIC) or, in compose, by service name (STRICT_DNS)."""
+    return Cluster(
+        name=name,
+        type=ClusterDiscoveryType.STRICT_DNS if topology.resolve_names else ClusterDiscoveryType.STATIC,
+        dns_lookup_family=ClusterDnsLookupFamily.V4_ONLY,
+        connect_timeout=datetime.timedelta(milliseconds=250),
+        load_assignment=_endpoints(name, hosts),
+        **details,
+    )
 
 
 def _endpoints(cluster: str, hosts: Sequence[HostPort]) -> ClusterLoadAssignment:
