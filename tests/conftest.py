@@ -140,7 +140,23 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-class JwksServer:
+class LoopbackHttp:
+    """Serves an http.server handler class on a loopback port from a daemon thread, until close()."""
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_port
+        # A short poll interval keeps shutdown (and so each test's teardown) quick.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class JwksServer(LoopbackHttp):
     """A JWKS endpoint on loopback whose answer the test controls, counting the requests it gets."""
 
     def __init__(self) -> None:
@@ -164,16 +180,8 @@ class JwksServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}/{POOL_ID}/.well-known/jwks.json"
-        # A short poll interval keeps shutdown (and so each test's teardown) quick.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._serve(Handler)
+        self.url = f"http://127.0.0.1:{self.port}/{POOL_ID}/.well-known/jwks.json"
 
 
 @pytest.fixture

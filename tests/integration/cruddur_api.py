@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import requests
 
 from stack.cognito import register, sign_in, user_sub
+from tests.conftest import LoopbackHttp
 from bench.emulator import EmulatorSigner
 from stack.local import LocalStack
 
@@ -60,7 +60,7 @@ def get(stack: LocalStack, path: str, **kwargs: Any) -> requests.Response:
     return requests.get(stack.envoy_url + path, timeout=10, allow_redirects=False, **kwargs)
 
 
-class RecordingUpstream:
+class RecordingUpstream(LoopbackHttp):
     """An HTTP upstream that records the method, path and headers of every request a client sent through Envoy
     (Envoy's own health checks are not recorded) and answers 200 {}."""
 
@@ -87,17 +87,13 @@ class RecordingUpstream:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._serve(Handler)
 
     def __enter__(self) -> RecordingUpstream:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.close()
 
 
 def access_log(stack: LocalStack) -> list[dict[str, Any]]:

@@ -7,16 +7,15 @@ JWKS cooldown never elapses by itself: a test that wants an unknown kid to cause
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tests.conftest import FakeClock, JwksServer, mint, settings_for, wait_for
+from tests.conftest import FakeClock, JwksServer, LoopbackHttp, mint, settings_for, wait_for
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
@@ -32,7 +31,7 @@ IDENTITY_HEADERS = frozenset(
 VALID_TOKEN = mint()
 
 
-class Canary:
+class Canary(LoopbackHttp):
     """An HTTP server on loopback that counts every request: tokens point here, and nothing may ever call it."""
 
     def __init__(self) -> None:
@@ -53,15 +52,8 @@ class Canary:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._serve(Handler)
+        self.url = f"http://127.0.0.1:{self.port}"
 
 
 @dataclass(frozen=True)

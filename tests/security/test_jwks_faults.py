@@ -15,7 +15,6 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from typing import Any
 
 import grpc
@@ -84,11 +83,7 @@ class SwitchableJwks(JwksServer):
         if self.listening:
             return
         # The same handler class keeps reading this object's status, body and delay, and counting requests.
-        httpd = ThreadingHTTPServer(("127.0.0.1", self._httpd.server_port), self._httpd.RequestHandlerClass)
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._serve(self._httpd.RequestHandlerClass, self.port)
         self.listening = True
 
     def heal(self, body: bytes | None = None) -> None:
