@@ -49,19 +49,17 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         # Built once here, so failing closed cannot itself fail.
         self._internal_error = policy.deny(InternalError())
         self._internal_error_response = _response(self._internal_error)
-        # A repeated token on a route gets the very same Decision and CheckResponse (building the response is
-        # most of a cached Check's work). Plain dicts: a lost race only builds an equal value twice.
-        self._decisions: dict[tuple[VerifiedToken, RouteSettings], Decision] = {}
+        # A repeated token on a route gets the very same Decision and CheckResponse in one lookup (building the
+        # response is most of a cached Check's work); the policy's few shared decisions (anonymous, each deny
+        # reason) get theirs by decision. Plain dicts: a lost race only builds an equal value twice.
+        self._answers: dict[tuple[VerifiedToken, RouteSettings], Answer] = {}
         self._responses: dict[Decision, external_auth_pb2.CheckResponse] = {}
         self._counters: dict[tuple[str, str, str, str], Any] = {}
 
     def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:  # noqa: N802 - gRPC method name
         started = self._clock()
         try:
-            decision = self.decide(request)
-            response = self._responses.get(decision)
-            if response is None:
-                response = _remember(self._responses, decision, _response(decision))
+            decision, response = self._answer(request)
         except Exception:  # fail closed: a bug must deny, never allow or end the RPC without an answer
             logging.getLogger("authz.service").exception("check failed")
             decision, response = self._internal_error, self._internal_error_response
@@ -71,7 +69,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             logging.getLogger("authz.service").exception("recording the decision failed")
         return response
 
-    def decide(self, request: external_auth_pb2.CheckRequest) -> Decision:
+    def _answer(self, request: external_auth_pb2.CheckRequest) -> Answer:
         try:
             route = route_settings(request.attributes.context_extensions)
         except AuthzError as error:
@@ -79,7 +77,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
                 "route misconfigured",
                 extra={"fields": {"reason": error.reason, "key": error.context.get("key"), "path": _path(request.attributes.request.http)}},
             )
-            return self._policy.deny(error)
+            return self._shared_answer(self._policy.deny(error))
         verdict: VerifiedToken | AuthzError | None
         try:
             authorization = _authorization(request.attributes.request.http)
@@ -90,11 +88,18 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         except AuthzError as error:
             verdict = error
         if not isinstance(verdict, VerifiedToken):
-            return self._policy.decide(verdict, route)
-        decision = self._decisions.get((verdict, route))
-        if decision is None:
-            decision = _remember(self._decisions, (verdict, route), self._policy.decide(verdict, route))
-        return decision
+            return self._shared_answer(self._policy.decide(verdict, route))
+        answer = self._answers.get((verdict, route))
+        if answer is None:
+            decision = self._policy.decide(verdict, route)
+            answer = _remember(self._answers, (verdict, route), (decision, _response(decision)))
+        return answer
+
+    def _shared_answer(self, decision: Decision) -> Answer:
+        response = self._responses.get(decision)
+        if response is None:
+            response = _remember(self._responses, decision, _response(decision))
+        return decision, response
 
     def _observe(self, decision: Decision, http: HttpRequest, seconds: float) -> None:
         identity = decision.identity
@@ -129,6 +134,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
 
 HttpRequest = attribute_context_pb2.AttributeContext.HttpRequest
+Answer = tuple[Decision, external_auth_pb2.CheckResponse]
 # Memo sizes: distinct (caller, route) pairs and label sets kept at once; a full memo starts over.
 _MEMO_SIZE = 4096
 _K = TypeVar("_K")
