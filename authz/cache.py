@@ -14,6 +14,16 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 V = TypeVar("V")
+K = TypeVar("K")
+
+
+def remember(memo: dict[K, V], key: K, value: V, *, limit: int) -> V:
+    """Store value in a small memo of derived values that starts over when full: no LRU bookkeeping on the hot
+    path, and a lost race between threads only computes an equal value twice."""
+    if len(memo) >= limit:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def token_digest(token: str) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
@@ -18,6 +18,7 @@ from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from authz._proto.envoy.type.v3 import http_status_pb2
 from authz._proto.google.rpc import status_pb2
+from authz.cache import remember
 from authz.errors import AuthzError, InternalError, MalformedAuthorization
 from authz.metrics import Metrics
 from authz.policy import Decision, Policy, RouteSettings, route_settings
@@ -92,13 +93,13 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         answer = self._answers.get((verdict, route))
         if answer is None:
             decision = self._policy.decide(verdict, route)
-            answer = _remember(self._answers, (verdict, route), (decision, _response(decision)))
+            answer = remember(self._answers, (verdict, route), (decision, _response(decision)), limit=_MEMO_SIZE)
         return answer
 
     def _shared_answer(self, decision: Decision) -> Answer:
         response = self._responses.get(decision)
         if response is None:
-            response = _remember(self._responses, decision, _response(decision))
+            response = remember(self._responses, decision, _response(decision), limit=_MEMO_SIZE)
         return decision, response
 
     def _observe(self, decision: Decision, http: HttpRequest, seconds: float) -> None:
@@ -109,7 +110,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         labels = (result, decision.reason, pool, client)
         counter = self._counters.get(labels)
         if counter is None:
-            counter = _remember(self._counters, labels, self._metrics.decisions.labels(*labels))
+            counter = remember(self._counters, labels, self._metrics.decisions.labels(*labels), limit=_MEMO_SIZE)
         counter.inc()
         self._metrics.check_seconds.observe(seconds)
         # Denies at INFO, allows at DEBUG: Envoy's access log already has a line per request with the caller's
@@ -135,17 +136,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
 
 HttpRequest = attribute_context_pb2.AttributeContext.HttpRequest
 Answer = tuple[Decision, external_auth_pb2.CheckResponse]
-# Memo sizes: distinct (caller, route) pairs and label sets kept at once; a full memo starts over.
+# Memo size: distinct (caller, route) pairs, response shapes and label sets kept at once.
 _MEMO_SIZE = 4096
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-def _remember(memo: dict[_K, _V], key: _K, value: _V) -> _V:
-    if len(memo) >= _MEMO_SIZE:
-        memo.clear()
-    memo[key] = value
-    return value
 
 
 def _authorization(http: HttpRequest) -> str | None:
@@ -208,7 +200,7 @@ def _allow_response(decision: Decision) -> external_auth_pb2.CheckResponse:
                 headers_to_remove=shape[1],
             ),
         )
-        _remember(_allow_templates, shape, template)
+        remember(_allow_templates, shape, template, limit=_MEMO_SIZE)
     response = external_auth_pb2.CheckResponse()
     response.CopyFrom(template)
     for option, (_, value) in zip(response.ok_response.headers, decision.upstream_headers, strict=True):

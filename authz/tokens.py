@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from jose.backends.base import Key
 
-from authz.cache import VerdictCache, token_digest
+from authz.cache import VerdictCache, remember, token_digest
 from authz.errors import (
     AuthzError,
     BadSignature,
@@ -159,10 +159,7 @@ class TokenVerifier:
         if kid is None:
             header = _decode_json(encoded_header)
             _validate_header(header)
-            kid = header["kid"]
-            if len(_header_kids) >= _HEADER_MEMO_SIZE:
-                _header_kids.clear()
-            _header_kids[encoded_header] = kid
+            kid = remember(_header_kids, encoded_header, header["kid"], limit=_HEADER_MEMO_SIZE)
         payload = _decode_json(encoded_payload)
         issuer = payload.get("iss")
         if not isinstance(issuer, str) or issuer not in self._issuers:
@@ -203,9 +200,7 @@ def _shared(value: tuple[str, ...]) -> tuple[str, ...]:
     """One tuple object per distinct value (bounded: a full memo starts over)."""
     shared = _shared_values.get(value)
     if shared is None:
-        if len(_shared_values) >= 1024:
-            _shared_values.clear()
-        shared = _shared_values[value] = tuple(sys.intern(item) for item in value)
+        shared = remember(_shared_values, value, tuple(sys.intern(item) for item in value), limit=1024)
     return shared
 
 
