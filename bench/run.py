@@ -29,7 +29,7 @@ import grpc
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from bench import envoy_variants, verify_cost, wrk
 from bench.pool import ISSUER, BenchPool
-from stack.local import envoy_binary
+from stack.local import envoy_command
 from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ class Bench:
             stack.enter_context(
                 self._process(
                     "envoy",
-                    [str(envoy_binary()), "-c", str(config_path), "--log-level", "error", "--disable-hot-restart"],
+                    envoy_command(config_path, log_level="error"),
                     {},
                     http_ok(f"http://127.0.0.1:{admin_port}/ready"),
                     (port, admin_port),

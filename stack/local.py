@@ -56,6 +56,25 @@ def envoy_binary() -> Path:
     return path
 
 
+def envoy_command(config: Path, *, log_level: str = "warn", concurrency: int | None = None) -> list[str]:
+    """The Envoy command line for a config file, as the stack and the bench run it."""
+    argv = [
+        str(envoy_binary()),
+        "-c",
+        str(config),
+        "--log-level",
+        log_level,
+        # Several Envoys on one machine (tests, a running `make run`, the bench) must not share hot-restart memory.
+        "--disable-hot-restart",
+        # The access log reaches its file within a second instead of ten.
+        "--file-flush-interval-msec",
+        "1000",
+    ]
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    return argv
+
+
 @dataclass
 class LocalStack:
     ports: Ports
@@ -163,20 +182,7 @@ class LocalStack:
             identity_header_prefix=self.identity_header_prefix,
         )
         self.envoy_config_path.write_text(json.dumps(bootstrap.render(topology), indent=2))
-        argv = [
-            str(envoy_binary()),
-            "-c",
-            str(self.envoy_config_path),
-            "--log-level",
-            "warn",
-            # Several Envoys on one machine (tests, a running `make run`) must not share hot-restart memory.
-            "--disable-hot-restart",
-            # The access log reaches .run/envoy.log within a second instead of ten.
-            "--file-flush-interval-msec",
-            "1000",
-        ]
-        if self.envoy_concurrency:
-            argv += ["--concurrency", str(self.envoy_concurrency)]
+        argv = envoy_command(self.envoy_config_path, concurrency=self.envoy_concurrency)
         # /ready turns 200 once the clusters have had their first health check.
         self._start(
             "envoy", argv, dict(os.environ), http_ok(self.admin_url + "/ready"), ports=(self.ports.envoy, self.ports.admin)
