@@ -2,6 +2,7 @@
 # make test:  the whole suite
 # make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker
 # make token: a fresh access token for the demo user of the running stack
+# make sign-out: sign the demo user out everywhere (its tokens stop working within AUTHZ_REVOCATION_TTL)
 # make soak:  a few minutes of judged load through the whole stack (a short version runs in make test)
 # make bench: our ext_authz against Envoy's jwt_authn and the Python gRPC floor; writes bench/results.json
 
@@ -22,7 +23,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup protos test run token envoy-config soak bench wrk clean
+.PHONY: setup protos test run token sign-out envoy-config soak bench wrk clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -62,6 +63,9 @@ bench: setup wrk
 
 token:
 	@$(PY) -m stack.token
+
+sign-out:
+	@$(PY) -m stack.token --sign-out
 
 # Regenerate envoy/envoy.compose.yaml (docker-compose mounts it) after changing envoy/bootstrap.py.
 envoy-config: $(STAMP_DEPS)

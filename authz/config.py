@@ -58,6 +58,15 @@ class Settings:
     jwks_max_bytes: int = 65_536
     grpc_workers: int = 16
     shutdown_grace_seconds: float = 5.0
+    # Off by default: confirming a token is a network call to Cognito for every new token and again every TTL,
+    # counted against the account's GetUser quota, and needs egress to Cognito. `make run` turns it on.
+    revocation: str = "off"
+    revocation_ttl_seconds: float = 30.0
+    revocation_on_error: str = "allow"
+    # Below Envoy's ext_authz timeout (1 s in envoy/bootstrap.py), so a slow Cognito is our decision, not a 503.
+    revocation_timeout_seconds: float = 0.5
+    revocation_cache_size: int = 100_000
+    cognito_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +96,18 @@ class Settings:
             shutdown_grace_seconds=_number(
                 env, "AUTHZ_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds, float, 0, 300
             ),
+            revocation=_choice(env, "AUTHZ_REVOCATION", cls.revocation, ("off", "cognito")),
+            revocation_ttl_seconds=_number(
+                env, "AUTHZ_REVOCATION_TTL", cls.revocation_ttl_seconds, float, 1, 3_600
+            ),
+            revocation_on_error=_choice(env, "AUTHZ_REVOCATION_ON_ERROR", cls.revocation_on_error, ("allow", "deny")),
+            revocation_timeout_seconds=_number(
+                env, "AUTHZ_REVOCATION_TIMEOUT_SECONDS", cls.revocation_timeout_seconds, float, 0.05, 10
+            ),
+            revocation_cache_size=_number(
+                env, "AUTHZ_REVOCATION_CACHE_SIZE", cls.revocation_cache_size, int, 1, 10_000_000
+            ),
+            cognito_endpoint_url=_url(env, "AWS_ENDPOINT_URL_COGNITO_IDP"),
         )
 
 
@@ -185,8 +206,19 @@ def _realm(env: Mapping[str, str]) -> str:
     return raw
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    raw = env.get(name, "").strip().upper() or default
-    if raw not in choices:
-        raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
+def _url(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"https?://[^\s/?#]+/?", raw):
+        raise ConfigError(name, f"expected an http(s) URL with no path, got {raw!r}")
     return raw
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, matched without regard to case and returned as the choices spell it."""
+    raw = env.get(name, "").strip() or default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")

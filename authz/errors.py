@@ -160,6 +160,24 @@ class KeysUnavailable(AuthzError):
     permanent = False
 
 
+class TokenRevoked(InvalidToken):
+    """Cognito no longer honours the token: its user signed out everywhere, or was disabled or deleted."""
+
+    reason = "token_revoked"
+    description = "token revoked"
+
+
+class RevocationUnavailable(AuthzError):
+    """Cognito could not confirm a token in time and AUTHZ_REVOCATION_ON_ERROR=deny: not the client's fault."""
+
+    reason = "revocation_unavailable"
+    description = "cannot confirm the token with the identity provider"
+    http_status = 503
+    grpc_code = UNAVAILABLE
+    bearer_error = None
+    permanent = False
+
+
 class InternalError(AuthzError):
     """The server failed while deciding: deny (fail closed) without blaming the client's token."""
 

@@ -43,10 +43,35 @@ class Metrics:
             "authz_jwks_keys_loaded", "Usable signing keys held per pool.", ["pool"], registry=self.registry
         )
 
+        self.revocation_lookups = Counter(
+            "authz_revocation_lookups",
+            "Cognito GetUser calls confirming a token, by answer (active, revoked, unknown: no answer in time).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.revocation_unconfirmed = Counter(
+            "authz_revocation_unconfirmed",
+            "Checks Cognito did not confirm in time, by what AUTHZ_REVOCATION_ON_ERROR made of them.",
+            ["action"],
+            registry=self.registry,
+        )
+        self.revocation_cache_entries = Gauge(
+            "authz_revocation_cache_entries", "Tokens whose Cognito answer is cached now.", registry=self.registry
+        )
+
     def watch_cache(self, cached: Callable[[], tuple[int, int]]) -> None:
         """Report the caches' sizes at scrape time (nothing on the Check path)."""
         self.cache_entries.labels("verified").set_function(lambda: cached()[0])
         self.cache_entries.labels("rejected").set_function(lambda: cached()[1])
+
+    def watch_revocation(self, cached: Callable[[], int]) -> None:
+        self.revocation_cache_entries.set_function(cached)
+
+    def record_revocation_lookup(self, status) -> None:
+        self.revocation_lookups.labels(status.value).inc()
+
+    def record_unconfirmed(self, denied: bool) -> None:
+        self.revocation_unconfirmed.labels("deny" if denied else "allow").inc()
 
     def record_cache(self, hit: bool) -> None:
         (self.cache_hits if hit else self.cache_misses).inc()

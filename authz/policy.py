@@ -26,6 +26,7 @@ from authz.tokens import VerifiedToken
 OK = 0
 _TOKEN_USES = {"access": frozenset({"access"}), "id": frozenset({"id"}), "any": frozenset({"access", "id"})}
 # Header suffixes (after the configurable prefix) in the order they are emitted.
+_REVOCATION = {"check": True, "skip": False}
 IDENTITY_FIELDS = ("sub", "name", "groups", "scopes", "client-id", "token-use")
 
 
@@ -37,6 +38,8 @@ class RouteSettings:
     token_uses: frozenset[str] = frozenset({"access"})
     groups: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
+    # Confirm the token with Cognito (revocation=check), never (skip), or as the server is configured (None).
+    revocation: bool | None = None
 
 
 def route_settings(context_extensions: Mapping[str, str]) -> RouteSettings:
@@ -51,7 +54,7 @@ def route_settings(context_extensions: Mapping[str, str]) -> RouteSettings:
 @functools.lru_cache(maxsize=1024)
 def _route_settings(items: tuple[tuple[str, str], ...]) -> RouteSettings:
     values = dict(items)
-    unknown = set(values) - {"auth", "token_use", "groups", "scopes"}
+    unknown = set(values) - {"auth", "token_use", "groups", "scopes", "revocation"}
     if unknown:
         raise RouteMisconfigured(key=sorted(unknown)[0])
     auth = values.get("auth", "required")
@@ -67,7 +70,14 @@ def _route_settings(items: tuple[tuple[str, str], ...]) -> RouteSettings:
         raise RouteMisconfigured(key="groups" if groups else "scopes")
     if scopes and "access" not in token_uses:
         raise RouteMisconfigured(key="scopes")
-    return RouteSettings(auth_required=auth == "required", token_uses=token_uses, groups=groups, scopes=scopes)
+    revocation = None
+    if "revocation" in values:
+        revocation = _REVOCATION.get(values["revocation"])
+        if revocation is None:
+            raise RouteMisconfigured(key="revocation")
+    return RouteSettings(
+        auth_required=auth == "required", token_uses=token_uses, groups=groups, scopes=scopes, revocation=revocation
+    )
 
 
 def _names(values: Mapping[str, str], key: str, separators: str) -> frozenset[str]:
@@ -112,14 +122,14 @@ class Policy:
         if isinstance(verdict, AuthzError):
             return self.deny(verdict)
         if verdict.token_use not in route.token_uses:
-            return self._deny_caller(TokenUseNotAllowed, verdict)
+            return self.deny_caller(TokenUseNotAllowed, verdict)
         if route.groups and route.groups.isdisjoint(verdict.groups):
-            return self._deny_caller(MissingGroup, verdict)
+            return self.deny_caller(MissingGroup, verdict)
         if route.scopes and not route.scopes.issubset(verdict.scopes):
-            return self._deny_caller(MissingScope, verdict)
+            return self.deny_caller(MissingScope, verdict)
         return self._allow(verdict)
 
-    def _deny_caller(self, error: type[AuthzError], caller: VerifiedToken) -> Decision:
+    def deny_caller(self, error: type[AuthzError], caller: VerifiedToken) -> Decision:
         # The response is the static one; the identity rides along for logs and metrics only.
         return dataclasses.replace(self._deny(error), identity=caller)
 

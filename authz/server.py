@@ -27,6 +27,7 @@ from authz.config import Settings
 from authz.jwks import Fetcher, JwksCache, JwksRefresher, fetch_jwks
 from authz.metrics import Metrics
 from authz.policy import Policy
+from authz.revocation import Lookup, Revocation, RevocationChecker, cognito_lookup
 from authz.service import SERVICE_NAME, AuthorizationService
 from authz.tokens import TokenVerifier
 
@@ -80,6 +81,34 @@ def build_verifier(
     return verifier, list(caches.values())
 
 
+def build_revocation(
+    settings: Settings,
+    *,
+    lookup: Lookup | None = None,
+    metrics: Metrics | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Revocation:
+    """The revocation rule: always built, since a route may ask for `revocation=check` whatever the default;
+    Cognito is contacted only when a Check needs it. lookup replaces Cognito's GetUser in tests."""
+    checker = RevocationChecker(
+        lookup
+        or cognito_lookup(endpoint_url=settings.cognito_endpoint_url, timeout=settings.revocation_timeout_seconds),
+        ttl=settings.revocation_ttl_seconds,
+        timeout=settings.revocation_timeout_seconds,
+        cache_size=settings.revocation_cache_size,
+        clock=clock,
+        on_lookup=metrics.record_revocation_lookup if metrics else None,
+    )
+    if metrics:
+        metrics.watch_revocation(checker.cached)
+    return Revocation(
+        checker,
+        by_default=settings.revocation == "cognito",
+        deny_on_error=settings.revocation_on_error == "deny",
+        on_unconfirmed=metrics.record_unconfirmed if metrics else None,
+    )
+
+
 class _MetricsHttpServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -112,18 +141,22 @@ def run_server(
     fetcher: Fetcher = fetch_jwks,
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    revocation_lookup: Lookup | None = None,
 ) -> Iterator[RunningServer]:
     """Start serving on settings.addr (port 0 picks a free port); stop gracefully on exit.
 
-    clock is wall time for token claims, monotonic drives JWKS TTLs and cooldowns; tests may replace both.
+    clock is wall time for token claims and revocation answers, monotonic drives JWKS TTLs and cooldowns;
+    tests may replace both, and revocation_lookup replaces Cognito's GetUser.
     """
     metrics = Metrics()
     verifier, caches = build_verifier(settings, fetcher=fetcher, clock=clock, monotonic=monotonic, metrics=metrics)
+    revocation = build_revocation(settings, lookup=revocation_lookup, metrics=metrics, clock=clock)
     servicer = AuthorizationService(
         verifier=verifier,
         policy=Policy(header_prefix=settings.header_prefix, realm=settings.realm),
         metrics=metrics,
         max_token_bytes=settings.max_token_bytes,
+        revocation=revocation,
     )
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
@@ -181,6 +214,7 @@ def run_server(
         health_servicer.enter_graceful_shutdown()
         server.stop(settings.shutdown_grace_seconds).wait()
         refresher.stop()
+        revocation.checker.close()
         metrics_http.shutdown()
         metrics_http.server_close()
         metrics_thread.join(timeout=5.0)

@@ -22,6 +22,7 @@ from authz.cache import remember
 from authz.errors import AuthzError, InternalError, MalformedAuthorization
 from authz.metrics import Metrics
 from authz.policy import Decision, Policy, RouteSettings, route_settings
+from authz.revocation import Revocation
 from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
 
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
@@ -40,9 +41,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         policy: Policy,
         metrics: Metrics,
         max_token_bytes: int,
+        revocation: Revocation | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._verifier = verifier
+        self._revocation = revocation
         self._policy = policy
         self._metrics = metrics
         self._max_token_bytes = max_token_bytes
@@ -80,12 +83,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             )
             return self._shared_answer(self._policy.deny(error))
         verdict: VerifiedToken | AuthzError | None
+        token = ""
         try:
             authorization = _authorization(request.attributes.request.http)
             if authorization is None:
                 verdict = None
             else:
-                verdict = self._verifier.verify(bearer_token(authorization, self._max_token_bytes))
+                token = bearer_token(authorization, self._max_token_bytes)
+                verdict = self._verifier.verify(token)
         except AuthzError as error:
             verdict = error
         if not isinstance(verdict, VerifiedToken):
@@ -94,6 +99,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         if answer is None:
             decision = self._policy.decide(verdict, route)
             answer = remember(self._answers, (verdict, route), (decision, _response(decision)), limit=_MEMO_SIZE)
+        # Revocation comes last and is never memoized with the answer: Cognito's word on a token can change.
+        if answer[0].allowed and self._revocation is not None and self._revocation.applies(verdict, route.revocation):
+            refusal = self._revocation.judge(token, verdict)
+            if refusal is not None:
+                return self._shared_answer(self._policy.deny_caller(refusal, verdict))
         return answer
 
     def _shared_answer(self, decision: Decision) -> Answer:

@@ -34,6 +34,8 @@ def main() -> int:
         run_dir=RUN_DIR,
         identity_header_prefix=os.environ.get("AUTHZ_HEADER_PREFIX", "x-user-"),
         frontend_url=os.environ.get("FRONTEND_URL"),
+        # Sign-out cuts a token off within AUTHZ_REVOCATION_TTL seconds (`make sign-out` shows it).
+        authz_env={"AUTHZ_REVOCATION": os.environ.get("AUTHZ_REVOCATION", "cognito")},
     )
     try:
         env_file = RUN_DIR / "cognito.env"

@@ -1,0 +1,214 @@
+"""Revocation: confirm a verified Cognito access token with Cognito's GetUser before it is allowed.
+
+A JWT stays valid until it expires even after its user signed out everywhere (GlobalSignOut,
+AdminUserGlobalSignOut) or was disabled or deleted; no signature check can see that. GetUser, authorized by the
+access token itself (no AWS credentials), tells whether Cognito still honours the token.
+
+Bounded staleness and bounded cost:
+- each token's answer is cached for `ttl` seconds (a revoked token is denied at most `ttl` after Cognito
+  revokes it; a revoked answer is kept until the token expires, since a revocation is never undone);
+- concurrent Checks of one token share one GetUser call;
+- a Check waits at most `timeout` seconds for Cognito, however slow it is; at most `max_pending` calls are
+  queued or running at once, beyond which a Check does not wait at all. Cognito not answering is Status.UNKNOWN,
+  and the caller's policy (AUTHZ_REVOCATION_ON_ERROR) decides; an UNKNOWN is remembered for `error_ttl` so a
+  Cognito outage costs one call per token per `error_ttl`, not one per Check.
+
+Only access tokens carrying the aws.cognito.signin.user.admin scope can be asked about (GetUser refuses others):
+id tokens and, for example, client-credentials tokens are decided on the JWT alone (`confirmable`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+from authz.cache import VerdictCache, token_digest
+from authz.errors import AuthzError, RevocationUnavailable, TokenRevoked
+from authz.tokens import VerifiedToken
+
+ADMIN_SCOPE = "aws.cognito.signin.user.admin"
+# GetUser's answers that mean "Cognito no longer honours this token": revoked by a global sign-out or a
+# RevokeToken, user disabled (NotAuthorizedException), user deleted (UserNotFoundException).
+REVOKED_ERROR_CODES = frozenset({"NotAuthorizedException", "UserNotFoundException"})
+
+log = logging.getLogger("authz.revocation")
+
+
+class Status(enum.Enum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    UNKNOWN = "unknown"  # Cognito did not answer in time: throttled, unreachable, slow or failing
+
+
+# (pool id, access token) -> ACTIVE or REVOKED; raises when Cognito gives no answer either way.
+Lookup = Callable[[str, str], Status]
+
+
+def confirmable(token: VerifiedToken) -> bool:
+    """Whether GetUser can judge this token: an access token with the admin scope."""
+    return token.token_use == "access" and ADMIN_SCOPE in token.scopes
+
+
+class RevocationChecker:
+    """Asks `lookup` whether a verified token is still honoured, with a bounded cache and one call per token."""
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        *,
+        ttl: float,
+        timeout: float,
+        cache_size: int,
+        error_ttl: float = 1.0,
+        max_pending: int = 64,
+        workers: int = 8,
+        clock: Callable[[], float] = time.time,
+        on_lookup: Callable[[Status], None] | None = None,
+    ) -> None:
+        self._lookup = lookup
+        self._ttl = ttl
+        self._timeout = timeout
+        self._error_ttl = min(error_ttl, ttl)
+        self._max_pending = max_pending
+        self._clock = clock
+        self._on_lookup = on_lookup
+        self._answers: VerdictCache[Status] = VerdictCache(cache_size, clock)
+        self._pending: dict[bytes, futures.Future[Status]] = {}
+        self._lock = threading.Lock()
+        self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
+
+    def cached(self) -> int:
+        return len(self._answers)
+
+    def status(self, token: str, identity: VerifiedToken) -> Status:
+        """Cognito's answer for a token verify() accepted: from the cache, a shared call, or UNKNOWN in time."""
+        digest = token_digest(token)
+        answer = self._answers.get(digest)
+        if answer is not None:
+            return answer
+        with self._lock:
+            pending = self._pending.get(digest)
+            if pending is None:
+                answer = self._answers.get(digest)  # a call may have finished since the first look
+                if answer is not None:
+                    return answer
+                if len(self._pending) >= self._max_pending:
+                    return Status.UNKNOWN  # Cognito is not keeping up: no Check queues behind it
+                pending = self._executor.submit(self._ask, digest, token, identity)
+                self._pending[digest] = pending
+        try:
+            return pending.result(timeout=self._timeout)
+        except futures.TimeoutError:
+            return Status.UNKNOWN
+
+    def _ask(self, digest: bytes, token: str, identity: VerifiedToken) -> Status:
+        try:
+            try:
+                answer = self._lookup(identity.pool_id, token)
+            except Exception as error:  # noqa: BLE001 - any failure to answer is UNKNOWN, never an exception
+                log.warning("revocation lookup failed", extra={"fields": {"error": _describe(error), "pool": identity.pool_id}})
+                answer = Status.UNKNOWN
+            now = self._clock()
+            if answer is Status.REVOKED:
+                deadline = identity.expires_at  # a revoked token never comes back
+            elif answer is Status.ACTIVE:
+                deadline = min(now + self._ttl, identity.expires_at)
+            else:
+                deadline = now + self._error_ttl
+            self._answers.put(digest, answer, deadline)
+            if self._on_lookup is not None:
+                self._on_lookup(answer)
+            return answer
+        finally:
+            with self._lock:
+                self._pending.pop(digest, None)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _describe(error: Exception) -> str:
+    """The error's type and AWS error code: never its message, which could quote a request."""
+    response = getattr(error, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return f"{type(error).__name__}:{code}" if code else type(error).__name__
+
+
+def cognito_lookup(*, endpoint_url: str | None, timeout: float, workers: int = 8) -> Lookup:
+    """GetUser through boto3 (unsigned: the token is the authorization) against each pool's regional endpoint, or
+    `endpoint_url` (a local emulator). One attempt, no retries: the checker's own timeout bounds every Check, and
+    its cache does the retrying. Each region's client is built on its first lookup, in the checker's worker thread,
+    so a server that never confirms a token never loads botocore's models."""
+    clients: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def client_for(region: str) -> Any:
+        with lock:
+            if region not in clients:
+                import boto3
+                from botocore import UNSIGNED
+                from botocore.config import Config
+
+                config = Config(
+                    signature_version=UNSIGNED,
+                    connect_timeout=timeout,
+                    read_timeout=timeout,
+                    retries={"total_max_attempts": 1},
+                    max_pool_connections=workers,
+                )
+                clients[region] = boto3.session.Session().client(
+                    "cognito-idp", region_name=region, endpoint_url=endpoint_url, config=config
+                )
+            return clients[region]
+
+    def lookup(pool_id: str, token: str) -> Status:
+        client = client_for(pool_id.partition("_")[0])
+        try:
+            client.get_user(AccessToken=token)
+        except client.exceptions.ClientError as error:
+            if error.response.get("Error", {}).get("Code") in REVOKED_ERROR_CODES:
+                return Status.REVOKED
+            raise
+        return Status.ACTIVE
+
+    return lookup
+
+
+class Revocation:
+    """The configured rule: which Checks confirm their token with Cognito, and what silence from Cognito means."""
+
+    def __init__(
+        self,
+        checker: RevocationChecker,
+        *,
+        by_default: bool,
+        deny_on_error: bool,
+        on_unconfirmed: Callable[[bool], None] | None = None,
+    ) -> None:
+        """by_default: confirm on routes that do not say (AUTHZ_REVOCATION=cognito); deny_on_error: what an
+        UNKNOWN answer means (AUTHZ_REVOCATION_ON_ERROR=deny), reported to on_unconfirmed(denied)."""
+        self.checker = checker
+        self._by_default = by_default
+        self._deny_on_error = deny_on_error
+        self._on_unconfirmed = on_unconfirmed
+
+    def applies(self, identity: VerifiedToken, route_says: bool | None) -> bool:
+        """route_says is the route's `revocation` setting: True (check), False (skip) or None (the default)."""
+        wanted = self._by_default if route_says is None else route_says
+        return wanted and confirmable(identity)
+
+    def judge(self, token: str, identity: VerifiedToken) -> type[AuthzError] | None:
+        """The deny reason for a verified, otherwise allowed token, or None to let it through."""
+        status = self.checker.status(token, identity)
+        if status is Status.ACTIVE:
+            return None
+        if status is Status.REVOKED:
+            return TokenRevoked
+        if self._on_unconfirmed is not None:
+            self._on_unconfirmed(self._deny_on_error)
+        return RevocationUnavailable if self._deny_on_error else None
