@@ -23,7 +23,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent import futures
 from typing import Any
 
@@ -139,11 +139,14 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}:{code}" if code else type(error).__name__
 
 
-def cognito_lookup(*, endpoint_url: str | None, timeout: float, workers: int = 8) -> Lookup:
+def cognito_lookup(
+    *, endpoint_url: str | None, timeout: float, workers: int = 8, regions: Collection[str] = ()
+) -> Lookup:
     """GetUser through boto3 (unsigned: the token is the authorization) against each pool's regional endpoint, or
     `endpoint_url` (a local emulator). One attempt, no retries: the checker's own timeout bounds every Check, and
-    its cache does the retrying. Each region's client is built on its first lookup, in the checker's worker thread,
-    so a server that never confirms a token never loads botocore's models."""
+    its cache does the retrying. The clients of `regions` are built now (the first costs a few hundred ms of
+    imports and model loading, which no Check should wait for); any other region's on its first lookup, so a
+    server that never confirms a token never loads botocore."""
     clients: dict[str, Any] = {}
     lock = threading.Lock()
 
@@ -165,6 +168,9 @@ def cognito_lookup(*, endpoint_url: str | None, timeout: float, workers: int = 8
                     "cognito-idp", region_name=region, endpoint_url=endpoint_url, config=config
                 )
             return clients[region]
+
+    for region in regions:
+        client_for(region)
 
     def lookup(pool_id: str, token: str) -> Status:
         client = client_for(pool_id.partition("_")[0])

@@ -92,7 +92,12 @@ def build_revocation(
     Cognito is contacted only when a Check needs it. lookup replaces Cognito's GetUser in tests."""
     checker = RevocationChecker(
         lookup
-        or cognito_lookup(endpoint_url=settings.cognito_endpoint_url, timeout=settings.revocation_timeout_seconds),
+        or cognito_lookup(
+            endpoint_url=settings.cognito_endpoint_url,
+            timeout=settings.revocation_timeout_seconds,
+            # Ready before the first Check when every token is confirmed; built on demand for routes that ask.
+            regions={pool.region for pool in settings.pools} if settings.revocation == "cognito" else (),
+        ),
         ttl=settings.revocation_ttl_seconds,
         timeout=settings.revocation_timeout_seconds,
         cache_size=settings.revocation_cache_size,

@@ -1,5 +1,6 @@
-"""A stand-in Cognito pool for the bench: its own RSA key, its JWKS served on loopback, and Cognito-shaped
-access tokens minted by the thousand (in parallel: an RSA-2048 signature costs about half a millisecond)."""
+"""A stand-in Cognito pool for the bench: its own RSA key, its JWKS and a GetUser that always answers "active"
+served on loopback, and Cognito-shaped access tokens minted by the thousand (in parallel: an RSA-2048 signature
+costs about half a millisecond)."""
 
 from __future__ import annotations
 
@@ -40,10 +41,16 @@ class BenchPool:
         self.jwks = json.dumps(
             {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": KID, "n": _uint(numbers.n), "e": _uint(numbers.e)}]}
         )
+        self.get_user_calls = 0
 
-    def authz_env(self, jwks_url: str) -> dict[str, str]:
-        """The environment that points an authz server at this pool."""
-        return {"AWS_COGNITO_USER_POOLS_ID": POOL_ID, "AWS_COGNITO_CLIENT_ID": CLIENT_ID, "AUTHZ_JWKS_URL": jwks_url}
+    def authz_env(self, endpoint: str) -> dict[str, str]:
+        """The environment that points an authz server at this pool served at endpoint (see serve())."""
+        return {
+            "AWS_COGNITO_USER_POOLS_ID": POOL_ID,
+            "AWS_COGNITO_CLIENT_ID": CLIENT_ID,
+            "AUTHZ_JWKS_URL": f"{endpoint}/{POOL_ID}/.well-known/jwks.json",
+            "AWS_ENDPOINT_URL_COGNITO_IDP": endpoint,
+        }
 
     def mint(self, count: int, *, lifetime: int = 3600) -> list[str]:
         """count distinct valid access tokens (one caller each)."""
@@ -57,14 +64,35 @@ class BenchPool:
             return [token for batch in batches for token in batch]
 
     @contextmanager
-    def serve_jwks(self) -> Iterator[str]:
-        """The JWKS on a loopback HTTP server, for the authz server to fetch; yields its URL."""
-        body = self.jwks.encode()
+    def serve(self) -> Iterator[str]:
+        """The pool's endpoint on a loopback HTTP server; yields its URL. GET serves the JWKS, and POST answers
+        every GetUser (AUTHZ_REVOCATION=cognito) as Cognito answers for an active user, counting the calls: the
+        bench measures what confirming a token costs authz, not what Cognito's latency adds."""
+        jwks = self.jwks.encode()
+        user = json.dumps({"Username": "bench-user", "UserAttributes": []}).encode()
+        bench_pool = self
+        lock = threading.Lock()
 
         class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+            # Headers and body go out as two writes: with Nagle on, each answer would wait for a delayed ACK (40 ms).
+            disable_nagle_algorithm = True
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                self._reply(jwks, "application/json")
+
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.headers.get("X-Amz-Target") != "AWSCognitoIdentityProviderService.GetUser":
+                    self.send_error(400)
+                    return
+                with lock:
+                    bench_pool.get_user_calls += 1
+                self._reply(user, "application/x-amz-json-1.1")
+
+            def _reply(self, body: bytes, content_type: str) -> None:
                 self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -76,7 +104,7 @@ class BenchPool:
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         thread.start()
         try:
-            yield f"http://127.0.0.1:{server.server_address[1]}/{POOL_ID}/.well-known/jwks.json"
+            yield f"http://127.0.0.1:{server.server_address[1]}"
         finally:
             server.shutdown()
             server.server_close()

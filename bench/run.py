@@ -6,6 +6,8 @@ In one run, on loopback, each configuration behind a real Envoy (the pinned whee
 direct_response, loaded with wrk:
   a. Envoy, no auth                     b. jwt_authn, same JWKS, jwt_cache on     c. jwt_authn, jwt_cache off
   d. our ext_authz, one token repeated  e. our ext_authz, a new token per request  f. constant-reply ext_authz (floor)
+  g, h. d and e with AUTHZ_REVOCATION=cognito, against a loopback GetUser that always answers "active" (so
+        the figures are authz's own cost of confirming a token: botocore's call, the cache; not Cognito's latency)
 plus the per-token verification cost (ours, raw RS256, the seed's per-call key rebuild) and the authz server's
 RSS after caching --rss-tokens distinct tokens. Prints a table and writes bench/results.json. --smoke runs each
 step for a second with few tokens and checks nothing: it only keeps the harness from rotting.
@@ -46,26 +48,31 @@ CONFIGS = {
     "d_ext_authz_hot": "ext_authz",
     "e_ext_authz_cold": "ext_authz",
     "f_ext_authz_floor": "ext_authz",
+    "g_revocation_hot": "ext_authz",
+    "h_revocation_cold": "ext_authz",
 }
+OURS = ("d_", "e_", "g_", "h_")
+WITH_REVOCATION = ("g_", "h_")
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, work: Path, pool: BenchPool, jwks_url: str) -> None:
+    def __init__(self, args: argparse.Namespace, work: Path, pool: BenchPool, endpoint: str) -> None:
         self.args = args
         self.work = work
         self.pool = pool
-        self.jwks_url = jwks_url
+        self.endpoint = endpoint
         self.hot_token = pool.mint(1)[0]
 
     def _process(self, name: str, argv: list[str], env: dict[str, str], probe: Probe, ports: tuple[int, ...]) -> ManagedProcess:
         """A child in the bench's work folder; use it as a context manager (started healthy, always stopped)."""
         return ManagedProcess(name, argv, env={**os.environ, **env}, run_dir=self.work, ready=probe, ports=ports, cwd=ROOT)
 
-    def authz(self, port: int, metrics_port: int) -> ManagedProcess:
+    def authz(self, port: int, metrics_port: int, *, revocation: bool = False) -> ManagedProcess:
         env = {
-            **self.pool.authz_env(self.jwks_url),
+            **self.pool.authz_env(self.endpoint),
             "AUTHZ_ADDR": f"127.0.0.1:{port}",
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+            "AUTHZ_REVOCATION": "cognito" if revocation else "off",
         }
         argv = [sys.executable, "-m", "authz", "serve"]
         return self._process("authz", argv, env, grpc_serving(f"127.0.0.1:{port}"), (port, metrics_port))
@@ -74,8 +81,8 @@ class Bench:
         variant = CONFIGS[config]
         port, admin_port, authz_port, metrics_port = free_ports(4)
         with ExitStack() as stack:
-            if config.startswith(("d_", "e_")):
-                stack.enter_context(self.authz(authz_port, metrics_port))
+            if config.startswith(OURS):
+                stack.enter_context(self.authz(authz_port, metrics_port, revocation=config.startswith(WITH_REVOCATION)))
             elif config.startswith("f_"):
                 stack.enter_context(
                     self._process(
@@ -142,13 +149,16 @@ def run_bench(args: argparse.Namespace) -> dict:
         raise SystemExit("bench: wrk is not installed (make bench installs it: apt-get install wrk)")
     pool = BenchPool()
     results: dict = {"seconds": args.seconds, "connections": args.connections, "wrk_threads": args.threads}
-    with tempfile.TemporaryDirectory(prefix="bench-") as work_dir, pool.serve_jwks() as jwks_url:
+    with tempfile.TemporaryDirectory(prefix="bench-") as work_dir, pool.serve() as endpoint:
         work = Path(work_dir)
-        bench = Bench(args, work, pool, jwks_url)
+        bench = Bench(args, work, pool, endpoint)
         runs: dict[str, wrk.WrkResult] = {}
-        for config in ("a_no_auth", "b_jwt_authn_cache", "c_jwt_authn_nocache", "d_ext_authz_hot", "f_ext_authz_floor"):
+        get_user_calls: dict[str, int] = {}
+        for config in ("a_no_auth", "b_jwt_authn_cache", "c_jwt_authn_nocache", "d_ext_authz_hot", "f_ext_authz_floor", "g_revocation_hot"):
             token = None if config == "a_no_auth" else bench.hot_token
+            calls_before = pool.get_user_calls
             runs[config] = bench.measure(config, token=token)
+            get_user_calls[config] = pool.get_user_calls - calls_before
             print(f"bench: {config}: {runs[config].rps:.0f} req/s", flush=True)
         # Enough distinct tokens that none repeats: the hot rate bounds the cold one.
         cold_count = max(500, int(runs["d_ext_authz_hot"].rps * args.seconds * 1.2))
@@ -157,10 +167,16 @@ def run_bench(args: argparse.Namespace) -> dict:
         tokens_file.write_text("\n".join(pool.mint(cold_count)) + "\n")
         results["cold_tokens"] = cold_count
         results["cold_tokens_mint_seconds"] = round(time.monotonic() - started, 1)
-        runs["e_ext_authz_cold"] = bench.measure("e_ext_authz_cold", tokens_file=tokens_file)
-        results["cold_tokens_repeated"] = runs["e_ext_authz_cold"].requests > cold_count
-        print(f"bench: e_ext_authz_cold: {runs['e_ext_authz_cold'].rps:.0f} req/s", flush=True)
+        # A fresh authz server per configuration: h confirms the very tokens e verified, none of them cached.
+        for config in ("e_ext_authz_cold", "h_revocation_cold"):
+            calls_before = pool.get_user_calls
+            runs[config] = bench.measure(config, tokens_file=tokens_file)
+            get_user_calls[config] = pool.get_user_calls - calls_before
+            print(f"bench: {config}: {runs[config].rps:.0f} req/s", flush=True)
+        results["cold_tokens_repeated"] = max(runs["e_ext_authz_cold"].requests, runs["h_revocation_cold"].requests) > cold_count
         results["configs"] = {name: asdict(run) for name, run in sorted(runs.items())}
+        # GetUser calls per configuration: one per distinct token per AUTHZ_REVOCATION_TTL, none without the mode.
+        results["get_user_calls"] = get_user_calls
         costs = verify_cost.measure(tokens=200 if args.smoke else 2000, rounds=1 if args.smoke else 5)
         results.update({key: round(value, 1) for key, value in costs.items()})
         results["rss_tokens"] = args.rss_tokens
@@ -172,6 +188,8 @@ def run_bench(args: argparse.Namespace) -> dict:
         "hot_vs_jwt_authn_nocache": _ratio(rps["d_ext_authz_hot"], rps["c_jwt_authn_nocache"]),
         "hot_vs_jwt_authn_cache": _ratio(rps["d_ext_authz_hot"], rps["b_jwt_authn_cache"]),
         "verify_ours_vs_floor": _ratio(results["verify_us_ours"], results["verify_us_floor"]),
+        "revocation_hot_vs_hot": _ratio(rps["g_revocation_hot"], rps["d_ext_authz_hot"]),
+        "revocation_cold_vs_cold": _ratio(rps["h_revocation_cold"], rps["e_ext_authz_cold"]),
     }
     return results
 

@@ -10,7 +10,7 @@ from bench.run import CONFIGS, main
 
 
 def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: Path):
-    """A smoke run loads all six configurations without a single failed request, measures the three verification
+    """A smoke run loads all eight configurations without a single failed request, measures the three verification
     costs and the RSS, and writes results.json with every ratio the README reports."""
     out = tmp_path / "results.json"
     assert main(["--smoke", "--out", str(out)]) == 0
@@ -20,6 +20,15 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
         assert run["requests"] > 0 and run["rps"] > 0, name
         # Every configuration answered 200: a token the verifier or jwt_authn refused would show up here.
         assert run["non_2xx"] == 0 and run["socket_errors"] == 0, (name, run)
-    assert set(results["ratios"]) >= {"hot_vs_floor", "cold_vs_hot", "hot_vs_jwt_authn_nocache", "hot_vs_jwt_authn_cache"}
+    assert set(results["ratios"]) >= {
+        "hot_vs_floor", "cold_vs_hot", "hot_vs_jwt_authn_nocache", "hot_vs_jwt_authn_cache",
+        "revocation_hot_vs_hot", "revocation_cold_vs_cold",
+    }
+    # g and h really confirm tokens: the repeated token once (its answer is cached for the TTL), each new token
+    # once; with the mode off (d, e) Cognito is never called.
+    calls = results["get_user_calls"]
+    assert 1 <= calls["g_revocation_hot"] <= 2
+    assert calls["h_revocation_cold"] >= results["configs"]["h_revocation_cold"]["requests"] > 0
+    assert calls["d_ext_authz_hot"] == calls["e_ext_authz_cold"] == 0
     assert all(results[key] > 0 for key in ("verify_us_ours", "verify_us_floor", "verify_us_seed"))
     assert results["rss_mb"] > 0
