@@ -6,7 +6,8 @@ access token itself (no AWS credentials), tells whether Cognito still honours th
 
 Bounded staleness and bounded cost:
 - each token's answer is cached for `ttl` seconds (a revoked token is denied at most `ttl` after Cognito
-  revokes it; a revoked answer is kept until the token expires, since a revocation is never undone);
+  revokes it; a revoked answer is kept for as long as the verifier would accept the token, exp + leeway, since a
+  revocation is never undone);
 - concurrent Checks of one token share one GetUser call;
 - a Check waits at most `timeout` seconds for Cognito, however slow it is; at most `max_pending` calls are
   queued or running at once, beyond which a Check does not wait at all. Cognito not answering is Status.UNKNOWN,
@@ -64,6 +65,7 @@ class RevocationChecker:
         ttl: float,
         timeout: float,
         cache_size: int,
+        leeway: float = 0.0,
         error_ttl: float = 1.0,
         max_pending: int = 64,
         workers: int = 8,
@@ -72,6 +74,7 @@ class RevocationChecker:
     ) -> None:
         self._lookup = lookup
         self._ttl = ttl
+        self._leeway = leeway
         self._timeout = timeout
         self._error_ttl = min(error_ttl, ttl)
         self._max_pending = max_pending
@@ -114,10 +117,13 @@ class RevocationChecker:
                 log.warning("revocation lookup failed", extra={"fields": {"error": _describe(error), "pool": identity.pool_id}})
                 answer = Status.UNKNOWN
             now = self._clock()
+            # The verifier accepts a token until exp + leeway, so an answer is worth keeping that long (past exp,
+            # Cognito calls the token invalid: without this each Check in the leeway window made its own call).
+            accepted_until = identity.expires_at + self._leeway
             if answer is Status.REVOKED:
-                deadline = identity.expires_at  # a revoked token never comes back
+                deadline = accepted_until  # a revoked token never comes back
             elif answer is Status.ACTIVE:
-                deadline = min(now + self._ttl, identity.expires_at)
+                deadline = min(now + self._ttl, accepted_until)
             else:
                 deadline = now + self._error_ttl
             self._answers.put(digest, answer, deadline)

@@ -101,6 +101,7 @@ def build_revocation(
         ttl=settings.revocation_ttl_seconds,
         timeout=settings.revocation_timeout_seconds,
         cache_size=settings.revocation_cache_size,
+        leeway=settings.leeway_seconds,
         clock=clock,
         on_lookup=metrics.record_revocation_lookup if metrics else None,
     )

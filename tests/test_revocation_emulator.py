@@ -354,16 +354,10 @@ def test_concurrent_checks_of_one_token_make_one_getuser_call(emulator, cognito,
         assert authz.lookups("active") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="authz/revocation.py caches an answer only until the token's exp (VerdictCache.put drops a deadline "
-    "in the past), but the verifier accepts the token for AUTHZ_LEEWAY_SECONDS after exp: in that window every "
-    "Check makes its own GetUser call",
-)
 def test_a_token_in_its_leeway_window_costs_one_getuser_call(emulator, cognito, pool):
     """A token the pool signed that expired 5 s ago is still verified (leeway 30 s); Cognito refuses it (GetUser:
-    NotAuthorizedException, as for any expired token) and that answer should be kept like any other, so that
-    repeating the token costs no further GetUser calls."""
+    NotAuthorizedException, as for any expired token) and that answer is kept until exp + leeway like any other,
+    so repeating the token costs no further GetUser calls."""
     user = new_user(cognito, pool)
     expired = EmulatorSigner().resign(user.access_token, exp=int(time.time()) - 5)
     with serving(settings_for(emulator, pool, leeway_seconds=30)) as authz:
