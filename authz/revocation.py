@@ -65,7 +65,7 @@ class RevocationChecker:
         ttl: float,
         timeout: float,
         cache_size: int,
-        leeway: float = 0.0,
+        leeway: float,
         error_ttl: float = 1.0,
         max_pending: int = 64,
         workers: int = 8,
@@ -140,9 +140,13 @@ class RevocationChecker:
 
 def _describe(error: Exception) -> str:
     """The error's type and AWS error code: never its message, which could quote a request."""
-    response = getattr(error, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return f"{type(error).__name__}:{code}" if code else type(error).__name__
+    try:  # whatever shape a library gives its errors, describing one must not fail the Check
+        response = getattr(error, "response", None)
+        details = response.get("Error") if isinstance(response, dict) else None
+        code = details.get("Code") if isinstance(details, dict) else None
+    except Exception:  # noqa: BLE001
+        code = None
+    return f"{type(error).__name__}:{code}" if isinstance(code, str) else type(error).__name__
 
 
 def cognito_lookup(
