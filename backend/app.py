@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from backend.activities import home_activities
 from backend.identity import current_identity, init_identity
+from backend.pages import init_pages, page_config
 
 DEFAULT_IDENTITY_HEADER_PREFIX = "x-user-"
 # The authz server's realm default; a 401 from here reads the same as one from Envoy.
@@ -25,12 +26,14 @@ REALM = "api"
 # The same rule as the authz server's AUTHZ_HEADER_PREFIX, so a prefix one side accepts the other accepts too.
 _HEADER_PREFIX = re.compile(r"[a-z0-9][a-z0-9-]*-")
 _CONFIG_KEYS = ("FRONTEND_URL", "BACKEND_URL", "IDENTITY_HEADER_PREFIX")
+# Where the pages find Cognito (backend/pages.py): the same pool, client and endpoint as the stack.
+_COGNITO_KEYS = ("AWS_COGNITO_USER_POOLS_ID", "AWS_COGNITO_CLIENT_ID", "AWS_ENDPOINT_URL_COGNITO_IDP")
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app from `config`; keys it does not give are read from the environment, here and only here."""
     source: Mapping[str, Any] = ChainMap(dict(config or {}), os.environ)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)
     if config:
         app.config.from_mapping(config)
     app.config.update(_settings(source))
@@ -46,6 +49,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     init_identity(app, app.config["IDENTITY_HEADER_PREFIX"])
     _register_routes(app)
+    init_pages(app, page_config({key: str(source.get(key) or "") for key in _COGNITO_KEYS}))
     app.register_error_handler(HTTPException, _json_error)
     return app
 

@@ -11,7 +11,8 @@ What every variant does, in request order:
    request_headers_to_remove would run after ext_authz and delete the authz server's own headers.)
 3. ext_authz asks the authz cluster (gRPC, HTTP/2, health-checked with grpc.health.v1) with a short timeout;
    failure_mode_allow is off and an unreachable or failing authz server means STATUS_ON_ERROR for the client.
-   Routes pass their rules as context_extensions; /api/health and CORS preflights skip the check.
+   Routes pass their rules as context_extensions; /api/health, CORS preflights and the pages (/, /web/) skip
+   the check.
 4. The router sends allowed requests to the backend, which trusts only the identity headers set in step 3.
 """
 
@@ -206,6 +207,9 @@ ROUTES = (
         ),
         None,
     ),
+    # The web pages (backend/web/): public static files; they call the API with the user's token themselves.
+    ApiRoute("pages", RouteMatch(path="/"), None),
+    ApiRoute("page-assets", RouteMatch(prefix="/web/"), None),
     ApiRoute("home-feed", RouteMatch(path="/api/activities/home"), {"auth": "optional"}),
     ApiRoute("api", RouteMatch(prefix="/api/"), {"auth": "required"}),
     ApiRoute("default", RouteMatch(prefix="/"), {"auth": "required"}),

@@ -136,6 +136,8 @@ class LocalStack:
             "FRONTEND_URL": self.frontend_url or self.envoy_url,
             "BACKEND_URL": self.envoy_url,
             "IDENTITY_HEADER_PREFIX": self.identity_header_prefix,
+            # The pages (backend/pages.py) talk to the same pool, client and Cognito endpoint.
+            **{key: value for key, value in self.cognito_env.items() if key.startswith("AWS_")},
         }
         self._start(
             "backend",

@@ -298,3 +298,23 @@ def scripted_http() -> Iterator[Callable[[Script], ScriptedHttp]]:
     yield start
     for server in servers:
         server.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which Envoy binary (and version) this run's Envoy tests use, so a CI log of the Envoy matrix names each one."""
+    import re
+    import subprocess
+
+    try:
+        from stack.local import envoy_binary  # imported here: a header must not break collection when it fails
+
+        binary = envoy_binary()
+    except Exception as error:  # noqa: BLE001 - the header reports, it never fails the run
+        return [f"envoy: none ({error})"]
+    try:
+        result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
+        match = re.search(r"version: [0-9a-f]+/(\d+\.\d+\.\d+)/", result.stdout + result.stderr)
+        version = match.group(1) if match else f"unknown version (`--version` exited {result.returncode})"
+    except (OSError, subprocess.SubprocessError) as error:
+        version = f"unknown version ({error})"
+    return [f"envoy: {version} at {binary}"]

@@ -139,11 +139,14 @@ def test_a_check_a_replica_refused_is_retried_on_another_and_the_replica_ejected
     assert cluster["outlier_detection"]["split_external_local_origin_errors"] is True
 
 
-def test_route_table_opens_only_health_and_preflight_and_makes_the_feed_optional():
-    """/api/health and CORS preflights skip ext_authz, the home feed is auth-optional, everything else required."""
+def test_route_table_opens_only_health_preflight_and_pages_and_makes_the_feed_optional():
+    """/api/health, CORS preflights and the pages (exactly `/`, and `/web/...`) skip ext_authz, the home feed is
+    auth-optional, everything else required."""
     routes = _routes(bootstrap.render(bootstrap.local()))
     per_route = {name: route["typed_per_filter_config"][bootstrap.EXT_AUTHZ] for name, route in routes.items()}
-    assert {name for name, config in per_route.items() if config.get("disabled")} == {"health", "cors-preflight"}
+    opened = {name for name, config in per_route.items() if config.get("disabled")}
+    assert opened == {"health", "cors-preflight", "pages", "page-assets"}
+    assert routes["pages"]["match"] == {"path": "/"} and routes["page-assets"]["match"] == {"prefix": "/web/"}
     assert per_route["home-feed"]["check_settings"]["context_extensions"] == {"auth": "optional"}
     assert per_route["api"]["check_settings"]["context_extensions"] == {"auth": "required"}
     assert list(routes)[-1] == "default" and routes["default"]["match"] == {"prefix": "/"}

@@ -1,0 +1,64 @@
+"""The web pages (backend/web/): the sign-up, confirm, sign-in, recover and sign-out flows and the home feed.
+
+Served on the same origin as the API, through Envoy, which lets `/` and `/web/` through without a token. The
+pages call Cognito's user-pool API directly (as Amplify does) at the endpoint `/web/config.json` names: the
+pool, app client and endpoint the stack runs with (the local emulator by default, a real pool's regional
+endpoint otherwise). Nothing here reads a token: the pages send it to the API themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, abort, jsonify, send_from_directory
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+_ASSETS = frozenset({"app.js", "cognito.js", "session.js", "style.css"})
+REAL_ENDPOINT = "https://cognito-idp.{region}.amazonaws.com/"
+
+
+def page_config(source: dict[str, str]) -> dict[str, str] | None:
+    """What the pages need to reach Cognito, or None when no pool is configured."""
+    pool_id = source.get("AWS_COGNITO_USER_POOLS_ID", "").split(",")[0].strip()
+    client_id = source.get("AWS_COGNITO_CLIENT_ID", "").split(",")[0].strip()
+    if not pool_id or not client_id or "_" not in pool_id:
+        return None
+    region = pool_id.partition("_")[0]
+    endpoint = (source.get("AWS_ENDPOINT_URL_COGNITO_IDP") or "").strip() or REAL_ENDPOINT.format(region=region)
+    return {"userPoolId": pool_id, "clientId": client_id, "region": region, "endpoint": endpoint}
+
+
+def init_pages(app: Flask, config: dict[str, str] | None) -> None:
+    connect = "'self'"
+    if config is not None:
+        parts = urlsplit(config["endpoint"])
+        connect += f" {parts.scheme}://{parts.netloc}"
+    # Only our own scripts and styles run; the only other place the pages talk to is Cognito.
+    policy = (
+        f"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src {connect}; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+    def secured(response: Response) -> Response:
+        response.headers["Content-Security-Policy"] = policy
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    @app.get("/")
+    def index() -> Response:
+        return secured(send_from_directory(WEB_DIR, "index.html"))
+
+    @app.get("/web/config.json")
+    def web_config() -> Response | tuple[Response, int]:
+        if config is None:
+            return jsonify(error="not_configured", message="no Cognito user pool is configured for the pages"), 404
+        return secured(jsonify(config))
+
+    @app.get("/web/<name>")
+    def asset(name: str) -> Response:
+        if name not in _ASSETS:
+            abort(404)
+        return secured(send_from_directory(WEB_DIR, name))

@@ -1,0 +1,52 @@
+// The signed-in session: Cognito's tokens in sessionStorage under one key.
+//
+// Why sessionStorage: it survives a reload and the page's own navigation, but not the tab (closing the tab signs
+// the browser out), it is never sent to any server by itself (unlike a cookie, so no CSRF), and other tabs and
+// origins cannot read it. Like memory, it is readable by script running on this origin; the pages load only
+// their own scripts (Content-Security-Policy: script-src 'self') and write user data with textContent only.
+
+const KEY = "cruddur.session";
+
+export function claims(token) {
+  // For display and scheduling only: the authz server behind Envoy verifies every token it is sent.
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = decodeURIComponent(
+      Array.from(atob(payload), (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0")).join(""),
+    );
+    return JSON.parse(json);
+  } catch {
+    return {};
+  }
+}
+
+export function loadSession() {
+  try {
+    const session = JSON.parse(sessionStorage.getItem(KEY));
+    if (session && session.accessToken && session.idToken && session.refreshToken) return session;
+  } catch {
+    // unreadable: treat as signed out
+  }
+  return null;
+}
+
+// Store InitiateAuth's AuthenticationResult; a refresh answer carries no new refresh token, so keep the old one.
+export function saveSession(result, refreshToken) {
+  const session = {
+    accessToken: result.AccessToken,
+    idToken: result.IdToken,
+    refreshToken: result.RefreshToken || refreshToken,
+    expiresAt: (claims(result.AccessToken).exp || 0) * 1000,
+  };
+  sessionStorage.setItem(KEY, JSON.stringify(session));
+  return session;
+}
+
+export function clearSession() {
+  sessionStorage.removeItem(KEY);
+}
+
+export function displayName(session) {
+  const id = claims(session.idToken);
+  return id.name || id.preferred_username || id.email || "you";
+}

@@ -1,0 +1,193 @@
+"""The authz server's own header mutations, proven on whichever Envoy runs (ENVOY_BIN; `make test-envoy-matrix`).
+
+The front proxy strips every client-sent x-user-* header before ext_authz runs, so through it the authz server's
+overwrite (append_action OVERWRITE_IF_EXISTS_OR_ADD plus the deprecated append=false, which Envoy <= 1.36 reads
+instead: envoyproxy/envoy#42857) and its headers_to_remove never meet a spoofed header. Here a test-only Envoy runs
+the same configuration without that header_mutation filter, in front of the session's authz server and a recording
+upstream, so each spoofed header reaches ext_authz and only the authz server's answer can remove or replace it.
+The upstream's headers are read as the raw list of header lines: a duplicate or a comma-joined value shows.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+import requests
+
+from envoy import bootstrap
+from stack.local import ROOT, LocalStack, envoy_command
+from stack.processes import ManagedProcess, free_ports, http_ok
+from tests.envoy.test_envoy_version import envoy_version, version_text
+from tests.integration.cruddur_api import RecordingUpstream, User, bearer
+
+HOME_FEED = "/api/activities/home"  # auth optional: anonymous callers get in
+SPOOFED = {"x-user-sub": "someone-else", "x-user-groups": "admins"}
+
+RawHeaders = list[tuple[str, str]]
+
+
+@dataclass
+class Proxy:
+    url: str
+    upstream: RecordingUpstream
+
+
+def _on() -> str:
+    return f"on Envoy {version_text(envoy_version())}"
+
+
+def _unguarded_config(envoy_port: int, admin_port: int, authz_ports: tuple[int, ...], backend_port: int) -> dict:
+    """The local topology as rendered for the real stack, less the header_mutation filter that strips x-user-*."""
+    document = bootstrap.render(
+        bootstrap.local(
+            envoy_port=envoy_port, admin_port=admin_port, authz_ports=authz_ports, backend_port=backend_port
+        )
+    )
+    [listener] = document["static_resources"]["listeners"]
+    [chain] = listener["filter_chains"]
+    [hcm] = chain["filters"]
+    filters = hcm["typed_config"]["http_filters"]
+    kept = [item for item in filters if item["name"] != bootstrap.HEADER_MUTATION]
+    assert len(kept) == len(filters) - 1, [item["name"] for item in filters]
+    assert [item["name"] for item in kept] == [bootstrap.EXT_AUTHZ, bootstrap.ROUTER]
+    hcm["typed_config"]["http_filters"] = kept
+    return document
+
+
+@pytest.fixture(scope="module")
+def unguarded(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    """A test-only Envoy without the protective strip: the session's authz server, a recording upstream."""
+    run_dir = tmp_path_factory.mktemp("unguarded")
+    envoy_port, admin_port = free_ports(2)
+    with RecordingUpstream() as upstream:
+        config = run_dir / "envoy.json"
+        config.write_text(json.dumps(_unguarded_config(envoy_port, admin_port, stack.ports.authz, upstream.port)))
+        envoy = ManagedProcess(
+            "envoy-unguarded",
+            envoy_command(config, concurrency=1),
+            env=dict(os.environ),
+            run_dir=run_dir,
+            # /ready turns 200 once the clusters have had their first health check.
+            ready=http_ok(f"http://127.0.0.1:{admin_port}/ready"),
+            ports=(envoy_port, admin_port),
+            cwd=ROOT,
+        )
+        with envoy:
+            yield Proxy(f"http://127.0.0.1:{envoy_port}", upstream)
+
+
+@pytest.fixture
+def guarded(recording_envoy: tuple[LocalStack, RecordingUpstream]) -> Proxy:
+    """The session's second Envoy: the real configuration, strip included, in front of a recording upstream."""
+    proxy, upstream = recording_envoy
+    return Proxy(proxy.envoy_url, upstream)
+
+
+@contextmanager
+def raw_headers(upstream: RecordingUpstream) -> Iterator[list[RawHeaders]]:
+    """Every client request the upstream gets meanwhile, as its header lines in order, repeats kept (names lowered).
+
+    RecordingUpstream keeps a dict per request, where a repeated header shows only once; meanwhile its handler
+    first records the raw lines, then answers as before. The method is replaced on the handler class, not the
+    class on the server: a keep-alive connection from Envoy keeps the handler instance it started with.
+    """
+    handler = upstream._httpd.RequestHandlerClass  # noqa: SLF001 - LoopbackHttp's server
+    answer = handler.do_GET
+    received: list[RawHeaders] = []
+
+    def do_get(self: BaseHTTPRequestHandler) -> None:
+        if self.headers.get("user-agent") != "Envoy/HC":
+            received.append([(name.lower(), value) for name, value in self.headers.items()])
+        answer(self)
+
+    handler.do_GET = do_get
+    try:
+        yield received
+    finally:
+        handler.do_GET = answer
+
+
+def _send(proxy: Proxy, path: str, headers: dict[str, str]) -> RawHeaders:
+    """GET path through proxy; the one request's raw header lines as the upstream received them."""
+    with raw_headers(proxy.upstream) as received:
+        response = requests.get(proxy.url + path, headers=headers, timeout=10)
+    assert response.status_code == 200, f"{path} answered {response.status_code} {_on()}: {response.text[:200]}"
+    assert len(received) == 1, f"the upstream got {len(received)} requests for one GET {_on()}"
+    return received[0]
+
+
+def _identity(headers: RawHeaders) -> RawHeaders:
+    return [(name, value) for name, value in headers if name.startswith("x-user-")]
+
+
+def _values(headers: RawHeaders, name: str) -> list[str]:
+    return [value for key, value in headers if key == name]
+
+
+def _groups_claim(token: str) -> object:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))).get("cognito:groups")
+
+
+# -- the test-only Envoy really lets client headers through ---------------------------------------------------
+
+
+def test_without_the_strip_a_spoofed_header_reaches_an_unchecked_route(unguarded: Proxy):
+    """Control: /api/health skips ext_authz, so with the strip removed the spoofed x-user-sub arrives as sent.
+    Without this, the tests below could pass because something else still strips client headers."""
+    received = _send(unguarded, "/api/health", SPOOFED)
+    assert _values(received, "x-user-sub") == ["someone-else"], f"{_identity(received)} {_on()}"
+
+
+# -- authz's overwrite and headers_to_remove, against spoofed headers --------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/me", HOME_FEED], ids=["required", "optional"])
+def test_authz_overwrites_a_spoofed_sub_and_removes_a_spoofed_group(unguarded: Proxy, user: User, path: str):
+    """A valid access token plus spoofed x-user-sub and x-user-groups: the upstream gets exactly one x-user-sub, the
+    caller's (not appended, not comma-joined), and no x-user-groups (the caller has none, so authz lists it in
+    headers_to_remove). Asserted on the running Envoy, named in each message."""
+    assert _groups_claim(user.access_token) is None, "the session's user must be in no group for this test"
+    received = _send(unguarded, path, {**SPOOFED, **bearer(user.access_token)})
+    identity = _identity(received)
+    assert _values(received, "x-user-sub") == [user.sub], f"x-user-sub lines {identity} {_on()}"
+    assert _values(received, "x-user-groups") == [], f"x-user-groups survived {identity} {_on()}"
+    names = [name for name, _ in identity]
+    assert len(names) == len(set(names)), f"a repeated identity header {identity} {_on()}"
+    assert "someone-else" not in str(identity) and "admins" not in str(identity), f"{identity} {_on()}"
+
+
+def test_authz_removes_every_spoofed_header_from_an_anonymous_caller(unguarded: Proxy):
+    """Anonymous on the optional home feed: authz allows with every identity header in headers_to_remove, so none
+    of the spoofed ones (any case) reaches the upstream."""
+    spoofed = {"x-user-sub": "someone-else", "X-User-Groups": "admins", "X-USER-NAME": "someone-else"}
+    received = _send(unguarded, HOME_FEED, spoofed)
+    assert _identity(received) == [], f"client identity headers reached the upstream {_on()}"
+
+
+# -- the same requests through the real configuration -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/me", HOME_FEED], ids=["required", "optional"])
+def test_real_config_delivers_exactly_the_callers_identity(guarded: Proxy, user: User, path: str):
+    """Through the real configuration (strip, then authz) the same spoofed request delivers the caller's sub once
+    and no x-user-groups: the strip and authz agree."""
+    received = _send(guarded, path, {**SPOOFED, **bearer(user.access_token)})
+    identity = _identity(received)
+    assert _values(received, "x-user-sub") == [user.sub], f"{identity} {_on()}"
+    assert _values(received, "x-user-groups") == [], f"{identity} {_on()}"
+    names = [name for name, _ in identity]
+    assert len(names) == len(set(names)), f"a repeated identity header {identity} {_on()}"
+
+
+def test_real_config_gives_an_anonymous_caller_no_identity(guarded: Proxy):
+    """Anonymous on the home feed through the real configuration: no x-user-* header reaches the upstream."""
+    received = _send(guarded, HOME_FEED, {"x-user-sub": "someone-else"})
+    assert _identity(received) == [], f"{_identity(received)} {_on()}"
