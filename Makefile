@@ -26,7 +26,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup protos test test-envoy-matrix run token sign-out envoy-config soak bench wrk clean
+.PHONY: setup protos test test-envoy-matrix run token sign-out envoy-config soak bench wrk browser clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -48,7 +48,7 @@ protos: $(STAMP_DEPS)
 	$(PY) protos/generate.py
 	touch $(STAMP_PROTOS)
 
-test: setup wrk
+test: setup wrk browser
 	$(PY) -m pytest -q
 
 # The suites that run a real Envoy (config validation, the integration suite), once per supported minor, each
@@ -70,6 +70,11 @@ soak: setup
 # The load generator of `make bench` (its smoke run is part of `make test`): Debian's wrk.
 wrk:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)
+
+# The browser tests' Chromium and its driver, from Debian's packages (a test tool's own browser download fails here).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 bench: setup wrk
 	$(PY) -m bench.run $(BENCH_ARGS)

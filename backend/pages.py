@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, abort, jsonify, send_from_directory
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-_ASSETS = frozenset({"app.js", "cognito.js", "session.js", "style.css"})
+_ASSETS = frozenset({"app.js", "cognito.js", "session.js", "style.css", "favicon.svg"})
 REAL_ENDPOINT = "https://cognito-idp.{region}.amazonaws.com/"
 
 

@@ -118,7 +118,7 @@ class LocalStack:
         endpoint = f"http://127.0.0.1:{self.ports.cognito}"
         self._start(
             "cognito",
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports.cognito)],
+            [sys.executable, "-m", "stack.emulator", "-H", "127.0.0.1", "-p", str(self.ports.cognito)],
             dict(os.environ),
             lambda: emulator_answers(endpoint, region),
             ports=(self.ports.cognito,),

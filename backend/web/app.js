@@ -3,7 +3,7 @@
 // (session.js says why). User data is only ever written with textContent.
 
 import { cognitoClient, CognitoError } from "./cognito.js";
-import { claims, clearSession, displayName, loadSession, saveSession } from "./session.js";
+import { claims, clearSession, displayName, loadSession, saveProfile, saveSession } from "./session.js";
 
 const REFRESH_MARGIN_MS = 60_000; // refresh when less than this remains on the access token
 const REFRESH_CHECK_MS = 15_000;
@@ -51,7 +51,7 @@ async function freshSession() {
   if (session.expiresAt - Date.now() > REFRESH_MARGIN_MS) return session;
   refreshing ??= cognito
     .refresh(session.refreshToken)
-    .then((answer) => saveSession(answer.AuthenticationResult, session.refreshToken))
+    .then((answer) => saveSession(answer.AuthenticationResult, session))
     .catch(() => {
       clearSession();
       return null;
@@ -117,7 +117,7 @@ async function home() {
     return;
   }
   if (items === null) return;
-  const me = session ? claims(session.accessToken).sub : null;
+  const me = session ? { sub: claims(session.accessToken).sub, name: displayName(session) } : null;
   const feed = document.getElementById("feed");
   if (!feed) return; // navigated away meanwhile
   feed.replaceChildren(...items.map((item) => activity(item, me)));
@@ -126,10 +126,11 @@ async function home() {
 function activity(item, me) {
   const node = clone("activity");
   const article = node.querySelector("article");
-  const own = me !== null && item.uuid === me;
+  const own = me !== null && item.uuid === me.sub;
   article.classList.toggle("own", own);
   article.querySelector(".badge").hidden = !own;
-  article.querySelector(".handle").textContent = item.handle;
+  // The API names the caller by their Cognito username (the sub, in an email sign-in pool); show their name.
+  article.querySelector(".handle").textContent = own ? me.name : item.handle;
   article.querySelector(".message").textContent = item.message;
   const time = article.querySelector("time");
   time.dateTime = item.created_at;
@@ -216,7 +217,13 @@ function signIn(params) {
     if (!answer.AuthenticationResult) {
       throw new CognitoError(answer.ChallengeName || "Challenge", "This account needs a sign-in step these pages do not support.");
     }
-    saveSession(answer.AuthenticationResult);
+    const session = saveSession(answer.AuthenticationResult);
+    try {
+      // The name the user signed up with (id tokens from some issuers, the local emulator's among them, lack it).
+      saveProfile(session, (await cognito.getUser(session.accessToken)).UserAttributes);
+    } catch {
+      // Only the greeting needs it: fall back to the id token's claims.
+    }
     go("#/");
   });
   element.email.value = params.get("email") || "";

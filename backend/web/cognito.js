@@ -69,5 +69,6 @@ export function cognitoClient({ endpoint, clientId }) {
     confirmForgotPassword: (email, code, password) =>
       call("ConfirmForgotPassword", { ClientId: clientId, Username: email, ConfirmationCode: code, Password: password }),
     globalSignOut: (accessToken) => call("GlobalSignOut", { AccessToken: accessToken }),
+    getUser: (accessToken) => call("GetUser", { AccessToken: accessToken }),
   };
 }

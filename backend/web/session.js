@@ -30,13 +30,15 @@ export function loadSession() {
   return null;
 }
 
-// Store InitiateAuth's AuthenticationResult; a refresh answer carries no new refresh token, so keep the old one.
-export function saveSession(result, refreshToken) {
+// Store InitiateAuth's AuthenticationResult; a refresh answer carries no new refresh token, so keep the old one
+// (and the profile, the user's own attributes as GetUser returned them at sign-in).
+export function saveSession(result, previous = {}) {
   const session = {
     accessToken: result.AccessToken,
     idToken: result.IdToken,
-    refreshToken: result.RefreshToken || refreshToken,
+    refreshToken: result.RefreshToken || previous.refreshToken,
     expiresAt: (claims(result.AccessToken).exp || 0) * 1000,
+    profile: previous.profile || {},
   };
   sessionStorage.setItem(KEY, JSON.stringify(session));
   return session;
@@ -46,7 +48,13 @@ export function clearSession() {
   sessionStorage.removeItem(KEY);
 }
 
+export function saveProfile(session, attributes) {
+  const profile = Object.fromEntries((attributes || []).map(({ Name, Value }) => [Name, Value]));
+  sessionStorage.setItem(KEY, JSON.stringify({ ...session, profile }));
+}
+
 export function displayName(session) {
   const id = claims(session.idToken);
-  return id.name || id.preferred_username || id.email || "you";
+  const profile = session.profile || {};
+  return profile.name || id.name || profile.preferred_username || id.preferred_username || id.email || "you";
 }

@@ -60,8 +60,10 @@ def test_envoy_under_test_is_the_version_its_path_names():
     binary = envoy_binary()
     named = _VERSIONED_PATH.search(str(binary))
     if named is None:
-        pytest.skip(f"ENVOY_BIN={binary} names no envoy-X.Y.Z folder; its version {version_text(envoy_version())} "
-                    "cannot be checked against what was asked for")
+        pytest.skip(
+            f"ENVOY_BIN={binary} names no envoy-X.Y.Z folder; "
+            f"its version {version_text(envoy_version())} cannot be checked against what was asked for"
+        )
     assert envoy_version() == _triple(named), f"{binary} reports {version_text(envoy_version())}"
 
 
@@ -77,8 +79,9 @@ def test_default_envoy_is_the_makefile_pin(monkeypatch: pytest.MonkeyPatch):
 
 def test_version_parsing():
     """The helpers read the formats Envoy and the Makefile use."""
-    line = ".tools/envoy-1.36.4/envoy/_bin/envoy  version: bad8280de85c25b147a90c1d9b8a8c67a13e7134/1.36.4/Clean/RELEASE/BoringSSL"
-    assert _triple(_VERSION_OUTPUT.search(line)) == (1, 36, 4)
+    output = ".tools/envoy-1.36.4/envoy/_bin/envoy  version: bad8280de85c25b1/1.36.4/Clean/RELEASE/BoringSSL\n"
+    assert _triple(_VERSION_OUTPUT.search(output)) == (1, 36, 4)
     assert _triple(_VERSIONED_PATH.search("/x/.tools/envoy-1.38.3/envoy/_bin/envoy")) == (1, 38, 3)
     assert _VERSIONED_PATH.search("/usr/local/bin/envoy") is None
-    assert _triple(_MAKEFILE_PIN.search("PY := x\nENVOY_VERSION ?= 1.40.0\nENVOY_MATRIX ?= 1.36.4 1.40.0\n")) == (1, 40, 0)
+    makefile = "PY := x\nENVOY_VERSION ?= 1.40.0\nENVOY_MATRIX ?= 1.36.4 1.40.0\n"
+    assert _triple(_MAKEFILE_PIN.search(makefile)) == (1, 40, 0)

@@ -1,0 +1,96 @@
+"""The local Cognito emulator: moto's server, plus the one user-pool action the pages need that moto lacks.
+
+    python -m stack.emulator -p PORT [-H 127.0.0.1]
+
+moto 5.2.5 answers ResendConfirmationCode with a 500 (NotImplementedError), which a browser sees as a CORS
+failure. This wraps moto's WSGI app and answers that action as Cognito does: CodeDeliveryDetails for an
+unconfirmed user, and Cognito's own errors otherwise (the emulator sends no email, and accepts any code).
+Everything else is moto, unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from moto.cognitoidp.models import UserStatus, cognitoidp_backends, find_account_region_by_value
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.server import MotoRequestHandler
+from werkzeug.serving import run_simple
+
+RESEND = "AWSCognitoIdentityProviderService.ResendConfirmationCode"
+JSON = "application/x-amz-json-1.1"
+
+
+def resend_confirmation_code(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for one ResendConfirmationCode request, as Cognito answers it."""
+    client_id, username = request.get("ClientId"), request.get("Username")
+    if not isinstance(client_id, str) or not isinstance(username, str) or not username:
+        return 400, _error("InvalidParameterException", "ClientId and Username are required.")
+    account, region = find_account_region_by_value("client_id", client_id, fallback=(DEFAULT_ACCOUNT_ID, "us-east-1"))
+    pool = next((p for p in cognitoidp_backends[account][region].user_pools.values() if client_id in p.clients), None)
+    if pool is None:
+        return 400, _error("ResourceNotFoundException", "User pool client does not exist.")
+    user = pool._get_user(username)
+    if user is None:
+        return 400, _error("UserNotFoundException", "Username/client id combination not found.")
+    if user.status != UserStatus.UNCONFIRMED:
+        return 400, _error("InvalidParameterException", "User is already confirmed.")
+    email = next((a["Value"] for a in user.attributes if a["Name"] == "email"), username)
+    masked = f"{email[:1]}***@{email.partition('@')[2]}" if "@" in email else "***"
+    return 200, {"CodeDeliveryDetails": {"Destination": masked, "DeliveryMedium": "EMAIL", "AttributeName": "email"}}
+
+
+def _error(kind: str, message: str) -> dict[str, str]:
+    return {"__type": kind, "message": message}
+
+
+class WithResendConfirmationCode:
+    """WSGI middleware: ResendConfirmationCode here, everything else to moto."""
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("HTTP_X_AMZ_TARGET") != RESEND:
+            return self.app(environ, start_response)
+        try:
+            raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            request = json.loads(raw or b"{}")
+        except ValueError:
+            request = None
+        if isinstance(request, dict):
+            status, body = resend_confirmation_code(request)
+        else:
+            status, body = 400, _error("SerializationException", "Malformed request body.")
+        data = json.dumps(body).encode()
+        start_response(
+            f"{status} {'OK' if status == 200 else 'Bad Request'}",
+            [
+                ("Content-Type", JSON),
+                ("Content-Length", str(len(data))),
+                # As moto answers browsers: the pages call Cognito from another origin.
+                ("Access-Control-Allow-Origin", environ.get("HTTP_ORIGIN") or "*"),
+            ],
+        )
+        return [data]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.emulator", description=__doc__.splitlines()[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto_server does: moto builds some URLs from it
+    app = WithResendConfirmationCode(DomainDispatcherApplication(create_backend_app))
+    run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""The Cruddur pages in a real browser, through Envoy, against the local Cognito: what a user sees and does."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from botocore.exceptions import ClientError
+
+from stack.cognito import register
+from stack.local import LocalStack
+from tests.browser.conftest import ARTIFACTS
+from tests.browser.pages import App, Person
+from tests.conftest import wait_for
+
+CODE = "123456"  # the emulator takes any code for ConfirmSignUp and ConfirmForgotPassword
+WRONG_PASSWORD = "Incorrect username or password."
+
+
+def confirmed_person(stack: LocalStack, cognito: Any) -> Person:
+    """A person signed up and confirmed beforehand (boto3: SignUp, AdminConfirmSignUp)."""
+    person = Person.new()
+    env = stack.cognito_env
+    register(
+        cognito,
+        env["AWS_COGNITO_USER_POOLS_ID"],
+        env["AWS_COGNITO_CLIENT_ID"],
+        email=person.email,
+        password=person.password,
+        name=person.name,
+        handle=person.handle,
+    )
+    return person
+
+
+def shown_name(session: dict[str, Any]) -> str:
+    """The name the contract says the header shows: the id token's name, else preferred_username, else email."""
+    payload = session["idToken"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims.get("name") or claims.get("preferred_username") or claims.get("email")
+
+
+def token_refused(cognito: Any, access_token: str) -> bool:
+    try:
+        cognito.get_user(AccessToken=access_token)
+    except ClientError as error:
+        return error.response["Error"]["Code"] == "NotAuthorizedException"
+    return False
+
+
+def test_sign_up_confirm_sign_in_and_sign_out(app: App, cognito: Any, tmp_path: Path) -> None:
+    """A visitor sees the public feed with sign-in and sign-up links; signs up, confirms the emailed code, signs in and
+    sees their name, their own item at the top of the feed and a sign-out button; signs out and sees the public feed
+    again, with their tokens revoked at Cognito (global sign-out), not only forgotten by the page."""
+    person = Person.new()
+
+    app.open("/")
+    feed = app.wait_signed_out_home()
+    assert app.find("a#nav-signin").get_dom_attribute("href") == "#/signin"
+    assert app.find("a#nav-signup").get_dom_attribute("href") == "#/signup"
+    assert not app.shown("#nav-user") and not app.shown("#signout")
+    assert all(item["handle"] and item["message"] for item in feed), feed
+
+    app.find("a#nav-signup").click()
+    app.wait_page("signup")
+    app.fill(
+        {
+            "#signup-name": person.name,
+            "#signup-handle": person.handle,
+            "#signup-email": person.email,
+            "#signup-password": person.password,
+        }
+    )
+    app.submit("form#signup-form")
+
+    app.wait_page("confirm")
+    assert unquote(app.hash) == f"#/confirm?email={person.email}", app.hash
+    assert app.value("#confirm-email") == person.email
+    app.fill({"#confirm-code": CODE})
+    app.submit("form#confirm-form")
+
+    app.wait_page("signin")
+    assert app.hash.startswith("#/signin"), app.hash
+    app.wait_text("#signin-notice")
+    app.fill({"#signin-email": person.email, "#signin-password": person.password})
+    app.submit("form#signin-form")
+
+    feed = app.wait_signed_in_home()
+    assert app.hash in ("", "#/"), app.hash
+    session = app.session()
+    assert session and session["accessToken"], session
+    assert app.text("#nav-user") == shown_name(session)
+    assert feed[0]["own"] and not any(item["own"] for item in feed[1:]), feed
+    assert app.first_is_own()
+    assert not app.shown("#nav-signin") and not app.shown("#nav-signup")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    for folder in (ARTIFACTS, tmp_path):
+        assert app.driver.save_screenshot(str(folder / "feed-signed-in.png"))
+
+    app.find("button#signout").click()
+    app.wait_signed_out_home()
+    assert not app.shown("#nav-user") and not app.shown("#signout")
+    assert app.session() is None
+    assert wait_for(lambda: token_refused(cognito, session["accessToken"]), timeout=5), (
+        "Cognito still accepts the access token of the signed-out session: the sign-out was not global"
+    )
+
+
+def test_wrong_password_shows_cognitos_message(app: App, browser_stack: LocalStack, cognito: Any) -> None:
+    """Signing in with a wrong password shows "Incorrect username or password." and the sign-in form stays."""
+    person = confirmed_person(browser_stack, cognito)
+    app.open("/signin")
+    app.wait_page("signin")
+    app.fill({"#signin-email": person.email, "#signin-password": "Wr0ng-password!"})
+    app.submit("form#signin-form")
+
+    assert WRONG_PASSWORD in app.wait_text("#signin-error", WRONG_PASSWORD)
+    app.wait_page("signin")
+    assert app.hash.startswith("#/signin"), app.hash
+    assert app.session() is None
+
+
+def test_resend_code_says_it_was_sent(app: App, browser_stack: LocalStack, cognito: Any) -> None:
+    """On the confirm page, "Resend code" tells the user a new code was sent."""
+    person = Person.new()
+    cognito.sign_up(
+        ClientId=browser_stack.cognito_env["AWS_COGNITO_CLIENT_ID"],
+        Username=person.email,
+        Password=person.password,
+        UserAttributes=[
+            {"Name": "email", "Value": person.email},
+            {"Name": "name", "Value": person.name},
+            {"Name": "preferred_username", "Value": person.handle},
+        ],
+    )
+    app.open(f"/confirm?email={person.email}")
+    app.wait_page("confirm")
+    assert app.value("#confirm-email") == person.email
+
+    app.find("button#resend-code").click()
+    app.wait(
+        lambda: "sent" in app.text("#confirm-status").lower() or app.text("#confirm-error"),
+        "neither a status nor an error after Resend code",
+    )
+    assert "sent" in app.text("#confirm-status").lower(), (
+        f"status {app.text('#confirm-status')!r}, error {app.text('#confirm-error')!r}"
+    )
+    assert app.text("#confirm-error") == ""
+
+
+def test_recover_a_forgotten_password(app: App, browser_stack: LocalStack, cognito: Any) -> None:
+    """A user who forgot their password asks for a code, sets a new password with it, and then signs in with the new
+    password; the old one is refused."""
+    person = confirmed_person(browser_stack, cognito)
+    new_password = "N3w-secret!!"
+
+    app.open("/signin")
+    app.wait_page("signin")
+    app.find("a#forgot-link").click()
+    app.wait_page("forgot")
+    app.fill({"#forgot-email": person.email})
+    app.submit("form#forgot-form")
+
+    app.wait_page("reset")
+    assert unquote(app.hash) == f"#/reset?email={person.email}", app.hash
+    assert app.value("#reset-email") == person.email
+    app.fill({"#reset-code": CODE, "#reset-password": new_password})
+    app.submit("form#reset-form")
+
+    app.wait_page("signin")
+    app.wait_text("#signin-notice")
+    app.fill({"#signin-email": person.email, "#signin-password": person.password})
+    app.submit("form#signin-form")
+    app.wait_text("#signin-error", WRONG_PASSWORD)
+    assert app.session() is None
+
+    app.fill({"#signin-email": person.email, "#signin-password": new_password})
+    app.submit("form#signin-form")
+    app.wait_signed_in_home()
+    assert app.text("#nav-user") == shown_name(app.session())
+
+
+def test_a_refused_token_leads_back_to_sign_in(app: App, browser_stack: LocalStack, cognito: Any) -> None:
+    """When the API answers 401 (here: the stored access token's signature was tampered with), the user lands on the
+    sign-in page with a notice that their session has ended, and the broken session is gone."""
+    person = confirmed_person(browser_stack, cognito)
+    app.sign_in(person.email, person.password)
+    session = app.session()
+    header, payload, signature = session["accessToken"].split(".")
+    # A character in the middle: the last one may only carry padding bits a lenient decoder ignores.
+    middle = len(signature) // 2
+    flipped = "A" if signature[middle] != "A" else "B"
+    session["accessToken"] = f"{header}.{payload}.{signature[:middle]}{flipped}{signature[middle + 1:]}"
+    app.store_session(session)
+
+    app.reload()
+    app.wait_page("signin")
+    assert "session" in app.wait_text("#signin-notice", "session").lower()
+    assert app.hash.startswith("#/signin"), app.hash
+    assert app.session() is None
+    assert app.shown("a#nav-signin") and not app.shown("#nav-user")
+
+
+def test_tokens_are_refreshed_before_they_expire(app: App, browser_stack: LocalStack, cognito: Any) -> None:
+    """With less than a minute left on the access token, the page swaps in fresh tokens from the refresh token by
+    itself; the user stays signed in and still sees their own item."""
+    person = confirmed_person(browser_stack, cognito)
+    app.sign_in(person.email, person.password)
+    before = app.session()
+    app.driver.execute_script(
+        """const session = JSON.parse(sessionStorage.getItem(arguments[0]));
+           session.expiresAt = Date.now() + 30000;
+           sessionStorage.setItem(arguments[0], JSON.stringify(session));""",
+        "cruddur.session",
+    )
+
+    app.reload()
+    after = app.wait(
+        lambda: (session := app.session()) and session["accessToken"] != before["accessToken"] and session,
+        "the access token was not refreshed within 10 s",
+    )
+    expected = time.time() * 1000 + 3600 * 1000
+    assert abs(after["expiresAt"] - expected) < 60_000, (after["expiresAt"], expected)
+    assert after["refreshToken"] == before["refreshToken"]
+    assert not token_refused(cognito, after["accessToken"])
+    app.wait_signed_in_home()
+    assert app.text("#nav-user") == shown_name(after)
+
+
+def test_header_greets_the_user_by_the_name_they_signed_up_with(
+    app: App, browser_stack: LocalStack, cognito: Any
+) -> None:
+    """Signed in, the header shows the name the user gave at sign-up (not their email address)."""
+    person = confirmed_person(browser_stack, cognito)
+    app.sign_in(person.email, person.password)
+    assert app.text("#nav-user") == person.name
+
+
+FORM_PAGES = {
+    "signin": "/signin",
+    "signup": "/signup",
+    "confirm": "/confirm?email=someone@cruddur.local",
+    "forgot": "/forgot",
+    "reset": "/reset?email=someone@cruddur.local",
+}
+
+_UNLABELLED_JS = """
+const main = document.querySelector('main[data-page]');
+return [...main.querySelectorAll('input, select, textarea')]
+  .filter(el => !['hidden', 'submit', 'button', 'reset', 'image'].includes((el.type || '').toLowerCase()))
+  .filter(el => {
+    const byFor = el.id && document.querySelector(`label[for="${CSS.escape(el.id)}"]`);
+    const byAria = (el.getAttribute('aria-label') || '').trim();
+    return !byFor && !byAria;
+  })
+  .map(el => el.id || el.name || el.outerHTML);
+"""
+
+
+@pytest.mark.parametrize("page", list(FORM_PAGES))
+def test_form_fields_are_labelled_and_errors_announced(app: App, page: str) -> None:
+    """On every form page a screen reader names each input (a <label for> or aria-label), and the error box is an
+    alert, so an error is read out when it appears."""
+    app.open(FORM_PAGES[page])
+    main = app.wait_page(page)
+    assert main.find_elements("css selector", "input"), f"no inputs on {page}"
+    assert app.driver.execute_script(_UNLABELLED_JS) == []
+    error = app.find(f"#{page}-error")
+    assert error.get_dom_attribute("role") == "alert"
