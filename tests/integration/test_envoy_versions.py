@@ -1,10 +1,10 @@
 """The authz server's own header mutations, proven on whichever Envoy runs (ENVOY_BIN; `make test-envoy-matrix`).
 
 The front proxy strips every client-sent x-user-* header before ext_authz runs, so through it the authz server's
-overwrite (append_action OVERWRITE_IF_EXISTS_OR_ADD plus the deprecated append=false, which Envoy <= 1.36 reads
-instead: envoyproxy/envoy#42857) and its headers_to_remove never meet a spoofed header. Here a test-only Envoy runs
-the same configuration without that header_mutation filter, in front of the session's authz server and a recording
-upstream, so each spoofed header reaches ext_authz and only the authz server's answer can remove or replace it.
+overwrite (append_action OVERWRITE_IF_EXISTS_OR_ADD plus the deprecated append=false, for envoyproxy/envoy#42857)
+and its headers_to_remove never meet a spoofed header. Here a test-only Envoy runs the same configuration without
+that header_mutation filter, in front of the session's authz server and a recording upstream, so each spoofed
+header reaches ext_authz and only the authz server's answer can remove or replace it.
 The upstream's headers are read as the raw list of header lines: a duplicate or a comma-joined value shows.
 """
 

@@ -66,9 +66,20 @@ def test_me_without_token_is_401_with_bearer_challenge(stack: LocalStack):
 
 
 def test_unlisted_paths_require_a_token(stack: LocalStack):
-    """Any path the route table does not open, inside /api/ or not, needs a token (default deny)."""
-    for path in ("/api/activities/other", "/api/", "/", "/admin"):
+    """Any path the route table does not open, inside /api/ or not, needs a token (default deny); only exactly `/`
+    and `/web/...` (the pages) are open, so neighbours of them are not."""
+    for path in ("/api/activities/other", "/api/", "/admin", "/index.html", "/webx", "/web", "/static/app.js"):
         assert get(stack, path).status_code == 401, path
+
+
+def test_pages_need_no_token(stack: LocalStack):
+    """The pages are public static files: the shell, its assets and the Cognito settings answer without a token."""
+    shell = get(stack, "/")
+    assert shell.status_code == 200 and 'data-page="signin"' in shell.text
+    assert get(stack, "/web/app.js").status_code == 200
+    config = get(stack, "/web/config.json").json()
+    assert config["userPoolId"] == stack.cognito_env["AWS_COGNITO_USER_POOLS_ID"]
+    assert config["endpoint"] == stack.cognito_env["AWS_ENDPOINT_URL_COGNITO_IDP"]
 
 
 def test_health_needs_no_token(stack: LocalStack):
