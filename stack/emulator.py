@@ -1,11 +1,13 @@
-"""The local Cognito emulator: moto's server, plus the one user-pool action the pages need that moto lacks.
+"""The local Cognito emulator: moto's server, plus the two user-pool actions the pages need that moto gets wrong.
 
     python -m stack.emulator -p PORT [-H 127.0.0.1]
 
 moto 5.2.5 answers ResendConfirmationCode with a 500 (NotImplementedError), which a browser sees as a CORS
-failure. This wraps moto's WSGI app and answers that action as Cognito does: CodeDeliveryDetails for an
-unconfirmed user, and Cognito's own errors otherwise (the emulator sends no email, and accepts any code).
-Everything else is moto, unchanged.
+failure; and it looks for an unsigned GlobalSignOut's token in us-east-1 only, so a pool in any other region
+answers NotAuthorizedException and the sign-out does nothing. This wraps moto's WSGI app and answers both as
+Cognito does: CodeDeliveryDetails for an unconfirmed user (the emulator sends no email, and accepts any code),
+and a sign-out of the token's user wherever its pool is; Cognito's own errors otherwise. Everything else is moto,
+unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from moto.server import MotoRequestHandler
 from werkzeug.serving import run_simple
 
 RESEND = "AWSCognitoIdentityProviderService.ResendConfirmationCode"
+GLOBAL_SIGN_OUT = "AWSCognitoIdentityProviderService.GlobalSignOut"
 JSON = "application/x-amz-json-1.1"
 
 
@@ -46,18 +49,34 @@ def resend_confirmation_code(request: dict[str, Any]) -> tuple[int, dict[str, An
     return 200, {"CodeDeliveryDetails": {"Destination": masked, "DeliveryMedium": "EMAIL", "AttributeName": "email"}}
 
 
+def global_sign_out(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for one GlobalSignOut: every token of the access token's user is revoked."""
+    token = request.get("AccessToken")
+    if not isinstance(token, str) or not token:
+        return 400, _error("InvalidParameterException", "AccessToken is required.")
+    account, region = find_account_region_by_value("access_token", token, fallback=("", ""))
+    if not account:
+        return 400, _error("NotAuthorizedException", "Invalid Access Token")
+    cognitoidp_backends[account][region].global_sign_out(token)
+    return 200, {}
+
+
+ACTIONS = {RESEND: resend_confirmation_code, GLOBAL_SIGN_OUT: global_sign_out}
+
+
 def _error(kind: str, message: str) -> dict[str, str]:
     return {"__type": kind, "message": message}
 
 
-class WithResendConfirmationCode:
-    """WSGI middleware: ResendConfirmationCode here, everything else to moto."""
+class WithUserPoolFixes:
+    """WSGI middleware: the ACTIONS here, everything else to moto."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") != "POST" or environ.get("HTTP_X_AMZ_TARGET") != RESEND:
+        action = ACTIONS.get(environ.get("HTTP_X_AMZ_TARGET", "")) if environ.get("REQUEST_METHOD") == "POST" else None
+        if action is None:
             return self.app(environ, start_response)
         try:
             raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
@@ -65,7 +84,7 @@ class WithResendConfirmationCode:
         except ValueError:
             request = None
         if isinstance(request, dict):
-            status, body = resend_confirmation_code(request)
+            status, body = action(request)
         else:
             status, body = 400, _error("SerializationException", "Malformed request body.")
         data = json.dumps(body).encode()
@@ -87,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--port", type=int, required=True)
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto_server does: moto builds some URLs from it
-    app = WithResendConfirmationCode(DomainDispatcherApplication(create_backend_app))
+    app = WithUserPoolFixes(DomainDispatcherApplication(create_backend_app))
     run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     return 0
 

@@ -11,6 +11,7 @@ const NOTICES = {
   confirmed: "Your email is confirmed. Sign in to continue.",
   reset: "Your password is changed. Sign in with the new one.",
   session: "Your session has ended. Sign in again.",
+  "signed-out-here": "You are signed out on this device, but signing out your other devices failed: they stay signed in until their session ends.",
 };
 
 let cognito = null;
@@ -95,7 +96,9 @@ async function signOut(event) {
     try {
       await cognito.globalSignOut(session.accessToken); // every device, as the seed's signOut({ global: true })
     } catch {
-      // The local session is gone either way; the tokens expire on their own.
+      // This device is signed out either way; say that the others may not be.
+      go("#/?notice=signed-out-here");
+      return;
     }
   }
   go("#/");
@@ -103,8 +106,9 @@ async function signOut(event) {
 
 // -- pages ----------------------------------------------------------------------------------------------------
 
-async function home() {
+async function home(params) {
   view.replaceChildren(clone("page-home"));
+  show(document.getElementById("home-notice"), NOTICES[params.get("notice")] || "");
   const session = loadSession();
   document.getElementById("home-lead").textContent = session
     ? `Welcome back, ${displayName(session)}.`

@@ -25,7 +25,19 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 @pytest.fixture(scope="session")
-def browser_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def browser_binaries() -> None:
+    """Debian's chromium and chromedriver are there, or every test fails (before the stack starts) naming the fix."""
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
+    if missing:
+        pytest.fail(
+            f"the browser tests need Debian's chromium and its chromedriver, missing: {', '.join(missing)}; "
+            "run `make browser` (apt-installs chromium and chromium-driver)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def browser_stack(browser_binaries: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with running_stack(Ports.free(), tmp_path_factory.mktemp("browser-stack"), envoy_concurrency=1) as stack:
         yield stack
 
@@ -37,15 +49,8 @@ def cognito(browser_stack: LocalStack) -> Any:
 
 
 @pytest.fixture(scope="module")
-def driver() -> Iterator[webdriver.Chrome]:
+def driver(browser_binaries: None) -> Iterator[webdriver.Chrome]:
     """Debian's headless chromium through its own chromedriver; Selenium Manager is never asked for anything."""
-    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
-    if missing:
-        pytest.fail(
-            f"the browser tests need Debian's chromium and its chromedriver, missing: {', '.join(missing)}; "
-            "run `make browser` (apt-installs chromium and chromium-driver)",
-            pytrace=False,
-        )
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,900"):

@@ -44,10 +44,22 @@ def token_refused(cognito: Any, access_token: str) -> bool:
     return False
 
 
-def test_sign_up_confirm_sign_in_and_sign_out(app: App, cognito: Any, tmp_path: Path) -> None:
+def refresh_refused(cognito: Any, stack: LocalStack, refresh_token: str) -> bool:
+    try:
+        cognito.initiate_auth(
+            ClientId=stack.cognito_env["AWS_COGNITO_CLIENT_ID"],
+            AuthFlow="REFRESH_TOKEN_AUTH",
+            AuthParameters={"REFRESH_TOKEN": refresh_token},
+        )
+    except ClientError as error:
+        return error.response["Error"]["Code"] == "NotAuthorizedException"
+    return False
+
+
+def test_sign_up_confirm_sign_in_and_sign_out(app: App, tmp_path: Path) -> None:
     """A visitor sees the public feed with sign-in and sign-up links; signs up, confirms the emailed code, signs in and
     sees their name, their own item at the top of the feed and a sign-out button; signs out and sees the public feed
-    again, with their tokens revoked at Cognito (global sign-out), not only forgotten by the page."""
+    again, with nothing of the session left in the tab."""
     person = Person.new()
 
     app.open("/")
@@ -97,8 +109,25 @@ def test_sign_up_confirm_sign_in_and_sign_out(app: App, cognito: Any, tmp_path: 
     app.wait_signed_out_home()
     assert not app.shown("#nav-user") and not app.shown("#signout")
     assert app.session() is None
+    # Whether Cognito also revoked the tokens (GlobalSignOut): test_sign_out_revokes_the_tokens_at_cognito.
+
+
+def test_sign_out_revokes_the_tokens_at_cognito(app: App, browser_stack: LocalStack, cognito: Any) -> None:
+    """Signing out signs the user out everywhere: after "Sign out" the tokens the page held are refused by Cognito
+    (GetUser with the old access token, a refresh with the old refresh token), not only forgotten by this tab."""
+    person = confirmed_person(browser_stack, cognito)
+    app.sign_in(person.email, person.password)
+    session = app.session()
+    assert not token_refused(cognito, session["accessToken"])
+
+    app.find("button#signout").click()
+    app.wait_signed_out_home()
+    assert app.session() is None
     assert wait_for(lambda: token_refused(cognito, session["accessToken"]), timeout=5), (
         "Cognito still accepts the access token of the signed-out session: the sign-out was not global"
+    )
+    assert refresh_refused(cognito, browser_stack, session["refreshToken"]), (
+        "Cognito still refreshes with the refresh token of the signed-out session"
     )
 
 

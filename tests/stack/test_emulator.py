@@ -1,4 +1,5 @@
-"""stack/emulator.py: moto's Cognito emulator plus ResendConfirmationCode, which moto 5.2.5 answers with a 500."""
+"""stack/emulator.py: moto's Cognito emulator plus ResendConfirmationCode (moto 5.2.5 answers it with a 500) and a
+GlobalSignOut that works for pools outside us-east-1 (moto's looks for the token there only)."""
 
 from __future__ import annotations
 
@@ -101,3 +102,35 @@ def test_everything_else_is_moto(cognito, pool):
         AuthParameters={"USERNAME": "other@cruddur.local", "PASSWORD": "Sup3r-secret!"},
     )["AuthenticationResult"]
     assert cognito.get_user(AccessToken=tokens["AccessToken"])["Username"]
+
+
+def test_global_sign_out_revokes_every_token_of_the_user(cognito, pool):
+    """The pages' sign-out (unsigned, authorized by the access token): the user's access and refresh tokens stop
+    working, in a pool outside us-east-1; a second sign-out with the dead token is NotAuthorized."""
+    _sign_up(cognito, pool, "leaving@cruddur.local")
+    tokens = cognito.initiate_auth(
+        ClientId=pool.client_id, AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": "leaving@cruddur.local", "PASSWORD": "Sup3r-secret!"},
+    )["AuthenticationResult"]
+    request = urllib.request.Request(
+        endpoint_of(cognito) + "/",
+        data=json.dumps({"AccessToken": tokens["AccessToken"]}).encode(),
+        headers={"Content-Type": "application/x-amz-json-1.1",
+                 "X-Amz-Target": "AWSCognitoIdentityProviderService.GlobalSignOut"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as reply:  # unsigned, as a browser sends it
+        assert reply.status == 200
+    with pytest.raises(cognito.exceptions.NotAuthorizedException):
+        cognito.get_user(AccessToken=tokens["AccessToken"])
+    with pytest.raises(cognito.exceptions.NotAuthorizedException):
+        cognito.initiate_auth(
+            ClientId=pool.client_id, AuthFlow="REFRESH_TOKEN_AUTH",
+            AuthParameters={"REFRESH_TOKEN": tokens["RefreshToken"]},
+        )
+    with pytest.raises(urllib.error.HTTPError) as again:
+        urllib.request.urlopen(request, timeout=5)
+    assert again.value.code == 400 and json.loads(again.value.read())["__type"] == "NotAuthorizedException"
+
+
+def endpoint_of(cognito) -> str:
+    return cognito.meta.endpoint_url.rstrip("/")
