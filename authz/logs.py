@@ -8,6 +8,9 @@ import sys
 import time
 
 
+QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
@@ -30,3 +33,7 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # At DEBUG these log whole requests and responses: GetUser's carries the access token and the user's
+    # attributes. Logs never hold a token, whatever AUTHZ_LOG_LEVEL says.
+    for library in QUIET_LIBRARIES:
+        logging.getLogger(library).setLevel(max(logging.WARNING, root.level))

@@ -45,7 +45,7 @@ class Metrics:
 
         self.revocation_lookups = Counter(
             "authz_revocation_lookups",
-            "Cognito GetUser calls confirming a token, by answer (active, revoked, unknown: no answer in time).",
+            "Cognito GetUser calls confirming a token, by answer: active, revoked, or unknown (the call failed).",
             ["outcome"],
             registry=self.registry,
         )

@@ -9,10 +9,12 @@ Bounded staleness and bounded cost:
   revokes it; a revoked answer is kept for as long as the verifier would accept the token, exp + leeway, since a
   revocation is never undone);
 - concurrent Checks of one token share one GetUser call;
-- a Check waits at most `timeout` seconds for Cognito, however slow it is; at most `max_pending` calls are
-  queued or running at once, beyond which a Check does not wait at all. Cognito not answering is Status.UNKNOWN,
-  and the caller's policy (AUTHZ_REVOCATION_ON_ERROR) decides; an UNKNOWN is remembered for `error_ttl` so a
-  Cognito outage costs one call per token per `error_ttl`, not one per Check.
+- a Check waits at most `timeout` seconds for Cognito, however slow it is; at most `max_pending` calls run at
+  once (one per worker thread, so no call waits in a queue), and at most `max_waiters` Checks wait at once, so a
+  slow Cognito can never hold every gRPC worker (cached, anonymous and skipped Checks keep their answer time).
+  Beyond either bound a Check does not wait at all. Cognito not answering is Status.UNKNOWN, and the caller's
+  policy (AUTHZ_REVOCATION_ON_ERROR) decides; an UNKNOWN is remembered for `error_ttl` so a Cognito outage costs
+  one call per token per `error_ttl`, not one per Check.
 
 Only access tokens carrying the aws.cognito.signin.user.admin scope can be asked about (GetUser refuses others):
 id tokens and, for example, client-credentials tokens are decided on the JWT alone (`confirmable`).
@@ -29,13 +31,23 @@ from concurrent import futures
 from typing import Any
 
 from authz.cache import VerdictCache, token_digest
-from authz.errors import AuthzError, RevocationUnavailable, TokenRevoked
+from authz.errors import AuthzError, RevocationUnavailable, TokenExpired, TokenRevoked
 from authz.tokens import VerifiedToken
 
 ADMIN_SCOPE = "aws.cognito.signin.user.admin"
 # GetUser's answers that mean "Cognito no longer honours this token": revoked by a global sign-out or a
-# RevokeToken, user disabled (NotAuthorizedException), user deleted (UserNotFoundException).
-REVOKED_ERROR_CODES = frozenset({"NotAuthorizedException", "UserNotFoundException"})
+# RevokeToken, user disabled (NotAuthorizedException), user deleted (UserNotFoundException), the user must reset
+# their password or is not confirmed, or the pool is gone (ResourceNotFoundException). Anything else (throttling,
+# 5xx, a WAF's ForbiddenException, transport errors) is no answer at all.
+REVOKED_ERROR_CODES = frozenset(
+    {
+        "NotAuthorizedException",
+        "UserNotFoundException",
+        "PasswordResetRequiredException",
+        "UserNotConfirmedException",
+        "ResourceNotFoundException",
+    }
+)
 
 log = logging.getLogger("authz.revocation")
 
@@ -67,8 +79,9 @@ class RevocationChecker:
         cache_size: int,
         leeway: float,
         error_ttl: float = 1.0,
-        max_pending: int = 64,
         workers: int = 8,
+        max_pending: int | None = None,
+        max_waiters: int | None = None,
         clock: Callable[[], float] = time.time,
         on_lookup: Callable[[Status], None] | None = None,
     ) -> None:
@@ -77,7 +90,8 @@ class RevocationChecker:
         self._leeway = leeway
         self._timeout = timeout
         self._error_ttl = min(error_ttl, ttl)
-        self._max_pending = max_pending
+        self._max_pending = workers if max_pending is None else max_pending
+        self._waiters = threading.BoundedSemaphore(max_waiters) if max_waiters else None
         self._clock = clock
         self._on_lookup = on_lookup
         self._answers: VerdictCache[Status] = VerdictCache(cache_size, clock)
@@ -104,10 +118,16 @@ class RevocationChecker:
                     return Status.UNKNOWN  # Cognito is not keeping up: no Check queues behind it
                 pending = self._executor.submit(self._ask, digest, token, identity)
                 self._pending[digest] = pending
+        # Enough Checks already wait on Cognito: answer now (the call goes on, and its answer is cached).
+        if self._waiters is not None and not self._waiters.acquire(blocking=False):
+            return Status.UNKNOWN
         try:
             return pending.result(timeout=self._timeout)
         except futures.TimeoutError:
             return Status.UNKNOWN
+        finally:
+            if self._waiters is not None:
+                self._waiters.release()
 
     def _ask(self, digest: bytes, token: str, identity: VerifiedToken) -> Status:
         try:
@@ -205,6 +225,7 @@ class Revocation:
         by_default: bool,
         deny_on_error: bool,
         on_unconfirmed: Callable[[bool], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """by_default: confirm on routes that do not say (AUTHZ_REVOCATION=cognito); deny_on_error: what an
         UNKNOWN answer means (AUTHZ_REVOCATION_ON_ERROR=deny), reported to on_unconfirmed(denied)."""
@@ -212,19 +233,23 @@ class Revocation:
         self._by_default = by_default
         self._deny_on_error = deny_on_error
         self._on_unconfirmed = on_unconfirmed
+        self._clock = clock
 
     def applies(self, identity: VerifiedToken, route_says: bool | None) -> bool:
         """route_says is the route's `revocation` setting: True (check), False (skip) or None (the default)."""
         wanted = self._by_default if route_says is None else route_says
         return wanted and confirmable(identity)
 
-    def judge(self, token: str, identity: VerifiedToken) -> type[AuthzError] | None:
-        """The deny reason for a verified, otherwise allowed token, or None to let it through."""
+    def judge(self, token: str, identity: VerifiedToken) -> tuple[type[AuthzError] | None, bool]:
+        """(the deny reason, or None to let the token through; whether Cognito confirmed it) for a verified,
+        otherwise allowed token."""
         status = self.checker.status(token, identity)
         if status is Status.ACTIVE:
-            return None
+            return None, True
         if status is Status.REVOKED:
-            return TokenRevoked
+            # Within the verifier's leeway after exp, Cognito refuses a token because it expired, not because it
+            # was revoked: say so, as the verifier would a minute later.
+            return (TokenExpired if self._clock() >= identity.expires_at else TokenRevoked), True
         if self._on_unconfirmed is not None:
             self._on_unconfirmed(self._deny_on_error)
-        return RevocationUnavailable if self._deny_on_error else None
+        return (RevocationUnavailable if self._deny_on_error else None), False

@@ -102,6 +102,9 @@ def build_revocation(
         timeout=settings.revocation_timeout_seconds,
         cache_size=settings.revocation_cache_size,
         leeway=settings.leeway_seconds,
+        # At most half the gRPC workers ever wait on Cognito, one call per revocation worker, none queued.
+        workers=max(1, settings.grpc_workers // 2),
+        max_waiters=max(1, settings.grpc_workers // 2),
         clock=clock,
         on_lookup=metrics.record_revocation_lookup if metrics else None,
     )
@@ -112,6 +115,7 @@ def build_revocation(
         by_default=settings.revocation == "cognito",
         deny_on_error=settings.revocation_on_error == "deny",
         on_unconfirmed=metrics.record_unconfirmed if metrics else None,
+        clock=clock,
     )
 
 

@@ -6,6 +6,7 @@ policy, and translates their Decision into Envoy's v3 wire types. Any unexpected
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_a
 from authz._proto.envoy.type.v3 import http_status_pb2
 from authz._proto.google.rpc import status_pb2
 from authz.cache import remember
-from authz.errors import AuthzError, InternalError, MalformedAuthorization
+from authz.errors import AuthzError, InternalError, MalformedAuthorization, RouteMisconfigured
 from authz.metrics import Metrics
 from authz.policy import Decision, Policy, RouteSettings, route_settings
 from authz.revocation import Revocation
@@ -100,10 +101,16 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
             decision = self._policy.decide(verdict, route)
             answer = remember(self._answers, (verdict, route), (decision, _response(decision)), limit=_MEMO_SIZE)
         # Revocation comes last and is never memoized with the answer: Cognito's word on a token can change.
-        if answer[0].allowed and self._revocation is not None and self._revocation.applies(verdict, route.revocation):
-            refusal = self._revocation.judge(token, verdict)
-            if refusal is not None:
-                return self._shared_answer(self._policy.deny_caller(refusal, verdict))
+        if answer[0].allowed and route.revocation is not False:
+            if self._revocation is None:
+                if route.revocation:  # the route demands a check this server cannot make: never skip it silently
+                    return self._shared_answer(self._policy.deny(RouteMisconfigured(key="revocation")))
+            elif self._revocation.applies(verdict, route.revocation):
+                refusal, confirmed = self._revocation.judge(token, verdict)
+                if refusal is not None:
+                    return self._shared_answer(self._policy.deny_caller(refusal, verdict))
+                if not confirmed:  # allowed on the JWT alone (AUTHZ_REVOCATION_ON_ERROR=allow): say so in logs/metrics
+                    return dataclasses.replace(answer[0], reason="ok_unconfirmed"), answer[1]
         return answer
 
     def _shared_answer(self, decision: Decision) -> Answer:

@@ -250,3 +250,13 @@ def test_request_id_is_logged_from_raw_header_map(harness, caplog):
         harness.check(request)
     fields = [r.fields for r in caplog.records if r.name == "authz.decision"]
     assert fields and fields[0]["request_id"] == "raw-7" and fields[0]["result"] == "allow"
+
+
+def test_route_demanding_revocation_on_a_server_without_it_is_denied(harness):
+    """A route with revocation=check on a service built without revocation is a misconfiguration: 403
+    route_misconfigured, never an allow that silently skipped the check the route asked for."""
+    result = describe(harness.check(check_request(token=mint(), context={"revocation": "check"}))[0])
+    assert (result["allowed"], result["grpc_code"], result["http_status"]) == (False, 7, 403)
+    assert json.loads(result["body"])["error"] == "route_misconfigured"
+    # revocation=skip needs nothing from the server: allowed as usual.
+    assert describe(harness.check(check_request(token=mint(), context={"revocation": "skip"}))[0])["allowed"]

@@ -36,7 +36,7 @@ from tests.conftest import (
 
 from authz.client import check
 from authz.config import ConfigError, Settings
-from authz.errors import RevocationUnavailable, RouteMisconfigured, TokenRevoked
+from authz.errors import RevocationUnavailable, RouteMisconfigured, TokenExpired, TokenRevoked
 from authz.policy import route_settings
 from authz.revocation import Revocation, RevocationChecker, Status, cognito_lookup, confirmable
 from authz.server import RunningServer, run_server
@@ -387,6 +387,40 @@ def test_beyond_max_pending_a_new_token_does_not_wait_or_call(checkers, lookups)
     assert lookup.count == 3
 
 
+def test_beyond_max_waiters_a_check_answers_at_once_and_the_call_still_happens(checkers, lookups):
+    """With max_waiters Checks already waiting on a slow Cognito, the next Check is UNKNOWN at once (it must not
+    take another gRPC worker hostage), yet its token's call is made, so the answer is cached for next time."""
+    lookup = lookups(Status.ACTIVE, blocked=True)
+    checker = checkers(lookup, timeout=5.0, max_waiters=1)
+    waiting = threading.Thread(target=checker.status, args=("token-a", identity()))
+    waiting.start()
+    assert wait_for(lambda: lookup.count == 1, timeout=5)
+
+    started = time.monotonic()
+    assert checker.status("token-b", identity()) is Status.UNKNOWN
+    assert time.monotonic() - started < 1.0
+    assert wait_for(lambda: lookup.count == 2, timeout=5)  # token-b is being asked about all the same
+
+    lookup.release()
+    waiting.join(timeout=5)
+    assert wait_for(lambda: checker.status("token-b", identity()) is Status.ACTIVE, timeout=5)
+    assert lookup.count == 2
+
+
+def test_calls_run_at_once_or_not_at_all_never_queued(checkers, lookups):
+    """By default at most one call per worker is pending: a token beyond that is UNKNOWN at once rather than
+    waiting in the executor's queue behind calls to a slow Cognito."""
+    lookup = lookups(Status.ACTIVE, blocked=True)
+    checker = checkers(lookup, timeout=5.0, workers=2)
+    for token in ("token-a", "token-b"):
+        threading.Thread(target=checker.status, args=(token, identity()), daemon=True).start()
+    assert wait_for(lambda: lookup.count == 2, timeout=5)
+
+    started = time.monotonic()
+    assert checker.status("token-c", identity()) is Status.UNKNOWN
+    assert time.monotonic() - started < 1.0 and lookup.count == 2
+
+
 def test_on_lookup_reports_each_answer_once(checkers, lookups):
     """on_lookup (the lookups metric) sees each call's outcome once, and nothing for cached answers."""
     lookup = lookups(answers={"token-a": Status.ACTIVE, "token-b": Status.REVOKED, "token-c": throttled()})
@@ -461,9 +495,18 @@ def test_judge_lets_active_through_and_refuses_revoked(checkers, lookups, deny_o
     unconfirmed: list[bool] = []
     rule = Revocation(checkers(lookup), by_default=True, deny_on_error=deny_on_error, on_unconfirmed=unconfirmed.append)
 
-    assert rule.judge("live", identity()) is None
-    assert rule.judge("dead", identity()) is TokenRevoked
+    assert rule.judge("live", identity()) == (None, True)
+    assert rule.judge("dead", identity()) == (TokenRevoked, True)
     assert unconfirmed == []
+
+
+def test_judge_calls_a_refused_token_past_its_exp_expired_not_revoked(checkers, lookups, clock):
+    """Within the verifier's leeway after exp, Cognito refuses a token because it expired: the client is told
+    "token expired", as the verifier would tell it a moment later, not "token revoked"."""
+    rule = Revocation(checkers(lookups(Status.REVOKED), leeway=30.0), by_default=True, deny_on_error=False, clock=clock)
+
+    assert rule.judge("token-a", identity(expires_at=NOW - 5)) == (TokenExpired, True)
+    assert rule.judge("token-b", identity(expires_at=NOW + 5)) == (TokenRevoked, True)
 
 
 @pytest.mark.parametrize("deny_on_error, refusal", [(False, None), (True, RevocationUnavailable)])
@@ -474,7 +517,7 @@ def test_judge_applies_the_error_policy_to_unknown(checkers, lookups, deny_on_er
         checkers(lookups(throttled())), by_default=True, deny_on_error=deny_on_error, on_unconfirmed=unconfirmed.append
     )
 
-    assert rule.judge("token-a", identity()) is refusal
+    assert rule.judge("token-a", identity()) == (refusal, False)
     assert unconfirmed == [deny_on_error]
 
 
@@ -669,6 +712,9 @@ def test_server_applies_the_error_policy_when_cognito_fails(lookups, on_error):
         answer = check(addr(server), token=mint())
         assert sample(server, "authz_revocation_lookups_total", outcome="unknown") == 1.0
         assert sample(server, "authz_revocation_unconfirmed_total", action=on_error) == 1.0
+        if on_error == "allow":  # the decision says it was made on the JWT alone
+            labels = {"result": "allow", "reason": "ok_unconfirmed", "pool": POOL_ID, "client": CLIENT_ID}
+            assert sample(server, "authz_decisions_total", **labels) == 1.0
 
     if on_error == "allow":
         assert answer["allowed"] and answer["upstream_headers"]["x-user-sub"] == SUB
@@ -805,7 +851,11 @@ def test_cognito_lookup_maps_getuser_answers(monkeypatch):
             "live": (200, {"Username": "andrew", "UserAttributes": []}),
             "signed-out": (400, {"__type": "NotAuthorizedException", "message": "Access Token has been revoked"}),
             "deleted": (400, {"__type": "UserNotFoundException", "message": "User does not exist."}),
+            "reset": (400, {"__type": "PasswordResetRequiredException", "message": "Password reset required."}),
+            "unconfirmed": (400, {"__type": "UserNotConfirmedException", "message": "User is not confirmed."}),
+            "no-pool": (400, {"__type": "ResourceNotFoundException", "message": "User pool does not exist."}),
             "busy": (400, {"__type": "TooManyRequestsException", "message": "Rate exceeded"}),
+            "waf": (403, {"__type": "ForbiddenException", "message": "Request blocked"}),
         }
     )
     try:
@@ -813,12 +863,15 @@ def test_cognito_lookup_maps_getuser_answers(monkeypatch):
         assert lookup(POOL_ID, "live") is Status.ACTIVE
         assert lookup(POOL_ID, "signed-out") is Status.REVOKED
         assert lookup(POOL_ID, "deleted") is Status.REVOKED
-        with pytest.raises(ClientError) as caught:
-            lookup(POOL_ID, "busy")
-        assert caught.value.response["Error"]["Code"] == "TooManyRequestsException"
+        # Cognito refuses the user: a password reset pending, not confirmed, or the pool gone.
+        for refused in ("reset", "unconfirmed", "no-pool"):
+            assert lookup(POOL_ID, refused) is Status.REVOKED, refused
+        for silent in ("busy", "waf"):  # no answer about the user: the error policy decides
+            with pytest.raises(ClientError):
+                lookup(POOL_ID, silent)
     finally:
         cognito.close()
 
-    assert len(cognito.requests) == 4  # one attempt each: no retries
+    assert len(cognito.requests) == 8  # one attempt each: no retries
     assert {request["target"] for request in cognito.requests} == {"AWSCognitoIdentityProviderService.GetUser"}
     assert all(request["authorization"] is None for request in cognito.requests)
