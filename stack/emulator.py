@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -24,6 +25,7 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.server import MotoRequestHandler
 from werkzeug.serving import run_simple
+from werkzeug.wrappers import Request
 
 RESEND = "AWSCognitoIdentityProviderService.ResendConfirmationCode"
 GLOBAL_SIGN_OUT = "AWSCognitoIdentityProviderService.GlobalSignOut"
@@ -62,6 +64,7 @@ def global_sign_out(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 
 ACTIONS = {RESEND: resend_confirmation_code, GLOBAL_SIGN_OUT: global_sign_out}
+_MOTO_STATE = threading.Lock()
 
 
 def _error(kind: str, message: str) -> dict[str, str]:
@@ -79,12 +82,12 @@ class WithUserPoolFixes:
         if action is None:
             return self.app(environ, start_response)
         try:
-            raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-            request = json.loads(raw or b"{}")
+            request = json.loads(Request(environ).get_data(cache=False) or b"{}")
         except ValueError:
             request = None
         if isinstance(request, dict):
-            status, body = action(request)
+            with _MOTO_STATE:  # moto's registries are plain dicts, and this server is threaded
+                status, body = action(request)
         else:
             status, body = 400, _error("SerializationException", "Malformed request body.")
         data = json.dumps(body).encode()

@@ -50,19 +50,35 @@ async function freshSession() {
   const session = loadSession();
   if (!session) return null;
   if (session.expiresAt - Date.now() > REFRESH_MARGIN_MS) return session;
-  refreshing ??= cognito
-    .refresh(session.refreshToken)
-    .then((answer) => saveSession(answer.AuthenticationResult, session))
-    .catch(() => {
-      clearSession();
+  refreshing ??= renew(session).finally(() => {
+    refreshing = null;
+  });
+  return refreshing;
+}
+
+async function renew(session) {
+  try {
+    const answer = await cognito.refresh(session.refreshToken);
+    const current = loadSession();
+    // Signed out (or refused by the API) while the refresh was on its way: it must not sign this tab back in.
+    if (!current || current.refreshToken !== session.refreshToken) return null;
+    return saveSession(answer.AuthenticationResult, current);
+  } catch (failure) {
+    if (failure instanceof CognitoError && failure.type === "NotAuthorizedException") {
+      // The refresh token is revoked or expired: sign in again.
+      if (loadSession()) {
+        clearSession();
+        go("#/signin?notice=session");
+      }
       return null;
-    })
-    .finally(() => {
-      refreshing = null;
-    });
-  const renewed = await refreshing;
-  if (!renewed) go("#/signin?notice=session");
-  return renewed;
+    }
+    // Offline, throttled or failing: keep the session and try again at the next check.
+    return session.expiresAt > Date.now() ? session : null;
+  }
+}
+
+function notice(key) {
+  return key && Object.hasOwn(NOTICES, key) ? NOTICES[key] : "";
 }
 
 async function api(path) {
@@ -90,7 +106,8 @@ function renderNav() {
 
 async function signOut(event) {
   event.target.disabled = true;
-  const session = loadSession();
+  // GlobalSignOut needs an access token Cognito still accepts: refresh first if it is about to expire.
+  const session = (await freshSession().catch(() => null)) || loadSession();
   clearSession();
   if (session) {
     try {
@@ -108,7 +125,7 @@ async function signOut(event) {
 
 async function home(params) {
   view.replaceChildren(clone("page-home"));
-  show(document.getElementById("home-notice"), NOTICES[params.get("notice")] || "");
+  show(document.getElementById("home-notice"), notice(params.get("notice")));
   const session = loadSession();
   document.getElementById("home-lead").textContent = session
     ? `Welcome back, ${displayName(session)}.`
@@ -231,7 +248,7 @@ function signIn(params) {
     go("#/");
   });
   element.email.value = params.get("email") || "";
-  show(document.getElementById("signin-notice"), NOTICES[params.get("notice")] || "");
+  show(document.getElementById("signin-notice"), notice(params.get("notice")));
 }
 
 function forgot() {
