@@ -86,6 +86,7 @@ def _banner(stack: LocalStack) -> None:
         token = sign_in(client, env["AWS_COGNITO_CLIENT_ID"], env["DEMO_USERNAME"], env["DEMO_PASSWORD"])["AccessToken"]
     print(
         f"""
+  In a browser      {stack.envoy_url}/         sign up, sign in, the feed, sign out (any code works locally)
   Envoy (the API)   {stack.envoy_url}          every request goes through ext_authz
   Envoy admin       {stack.admin_url}
   authz (gRPC)      {stack.authz_addr()}            metrics {stack.metrics_url()}
@@ -99,6 +100,7 @@ def _banner(stack: LocalStack) -> None:
     TOKEN=$(make -s token)
     curl -i -H "Authorization: Bearer $TOKEN" {stack.envoy_url}/api/me     # your identity
     .venv/bin/grpcurl -plaintext {stack.authz_addr()} list
+    make sign-out     # signs the demo user out everywhere: within 30 s that token gets 401 "token revoked"
 """
     )
     if token:
