@@ -7,7 +7,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import requests
 
@@ -60,21 +60,32 @@ def get(stack: LocalStack, path: str, **kwargs: Any) -> requests.Response:
     return requests.get(stack.envoy_url + path, timeout=10, allow_redirects=False, **kwargs)
 
 
+class Received(NamedTuple):
+    """One request as the upstream got it: `headers` by lowered name, `lines` every header line in order with
+    repeats kept (a dict shows a repeated header once)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    lines: list[tuple[str, str]]
+
+
 class RecordingUpstream(LoopbackHttp):
     """An HTTP upstream that records the method, path and headers of every request a client sent through Envoy
     (Envoy's own health checks are not recorded) and answers 200 {}."""
 
     def __init__(self) -> None:
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.requests: list[Received] = []
         recorded = self.requests
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
-                headers = {name.lower(): value for name, value in self.headers.items()}
+                lines = [(name.lower(), value) for name, value in self.headers.items()]
+                headers = dict(lines)
                 if headers.get("user-agent") != "Envoy/HC":
-                    recorded.append((self.command, self.path, headers))
+                    recorded.append(Received(self.command, self.path, headers, lines))
                 body = json.dumps({"status": "ok"}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

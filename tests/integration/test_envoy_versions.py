@@ -14,9 +14,7 @@ import base64
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
@@ -90,37 +88,14 @@ def guarded(recording_envoy: tuple[LocalStack, RecordingUpstream]) -> Proxy:
     return Proxy(proxy.envoy_url, upstream)
 
 
-@contextmanager
-def raw_headers(upstream: RecordingUpstream) -> Iterator[list[RawHeaders]]:
-    """Every client request the upstream gets meanwhile, as its header lines in order, repeats kept (names lowered).
-
-    RecordingUpstream keeps a dict per request, where a repeated header shows only once; meanwhile its handler
-    first records the raw lines, then answers as before. The method is replaced on the handler class, not the
-    class on the server: a keep-alive connection from Envoy keeps the handler instance it started with.
-    """
-    handler = upstream._httpd.RequestHandlerClass  # noqa: SLF001 - LoopbackHttp's server
-    answer = handler.do_GET
-    received: list[RawHeaders] = []
-
-    def do_get(self: BaseHTTPRequestHandler) -> None:
-        if self.headers.get("user-agent") != "Envoy/HC":
-            received.append([(name.lower(), value) for name, value in self.headers.items()])
-        answer(self)
-
-    handler.do_GET = do_get
-    try:
-        yield received
-    finally:
-        handler.do_GET = answer
-
-
 def _send(proxy: Proxy, path: str, headers: dict[str, str]) -> RawHeaders:
     """GET path through proxy; the one request's raw header lines as the upstream received them."""
-    with raw_headers(proxy.upstream) as received:
-        response = requests.get(proxy.url + path, headers=headers, timeout=10)
+    before = len(proxy.upstream.requests)
+    response = requests.get(proxy.url + path, headers=headers, timeout=10)
     assert response.status_code == 200, f"{path} answered {response.status_code} {_on()}: {response.text[:200]}"
+    received = proxy.upstream.requests[before:]
     assert len(received) == 1, f"the upstream got {len(received)} requests for one GET {_on()}"
-    return received[0]
+    return received[0].lines
 
 
 def _identity(headers: RawHeaders) -> RawHeaders:

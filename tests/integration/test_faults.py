@@ -87,9 +87,9 @@ def test_authz_killed_under_load_lets_nothing_unauthenticated_through(recording_
     assert report.statuses()[503] > 0, "the load never saw authz down"
     received = upstream.requests
     assert received, "no valid request reached the backend"
-    assert {headers[LOAD_KIND] for _, _, headers in received} == {"valid"}
-    assert {headers.get("x-user-sub") for _, _, headers in received} == {user.sub}
-    assert "spoofed" not in {headers.get("x-user-name") for _, _, headers in received}
+    assert {request.headers[LOAD_KIND] for request in received} == {"valid"}
+    assert {request.headers.get("x-user-sub") for request in received} == {user.sub}
+    assert "spoofed" not in {request.headers.get("x-user-name") for request in received}
     back = report.between(restarted[0] + 0.5, float("inf"))
     assert {outcome.status for outcome in back if outcome.kind == "valid"} == {200}
     assert proxy.process("envoy").pid == envoy_pid
@@ -119,7 +119,7 @@ def test_frozen_authz_times_out_to_503_and_never_allows(recording_envoy, stack: 
     # Every request got Envoy's 503 (status_on_error after its Check timeout); a hang would have shown as the
     # load client's own 10 s timeout (status 0).
     assert frozen and {outcome.status for outcome in frozen} == {503}
-    assert {headers[LOAD_KIND] for _, _, headers in upstream.requests} == {"valid"}
+    assert {request.headers[LOAD_KIND] for request in upstream.requests} == {"valid"}
     back = report.between(resumed[0] + 1.0, float("inf"))
     assert {outcome.status for outcome in back if outcome.kind == "valid"} == {200}
 

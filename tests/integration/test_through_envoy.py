@@ -203,7 +203,7 @@ def test_client_identity_headers_never_reach_the_backend(
     upstream.requests.clear()
     response = requests.request(method, proxy.envoy_url + path, headers=headers, timeout=10)
     assert response.status_code == 200
-    [(received_method, _, received)] = upstream.requests
+    [(received_method, _, received, _)] = upstream.requests
     assert received_method == method
     identity = {name: value for name, value in received.items() if name.startswith("x-user-")}
     assert "evil" not in identity.values() and "admin" not in identity.values()
@@ -246,7 +246,7 @@ def test_routing_and_backend_see_the_same_normalized_path(recording_envoy, path:
         proxy.ports.envoy, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     )
     assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
-    assert [received_path for _, received_path, _ in upstream.requests] == ["/api/health"]
+    assert [request.path for request in upstream.requests] == ["/api/health"]
 
 
 def test_escaped_slashes_are_rejected(stack: LocalStack):
