@@ -115,15 +115,10 @@ class LocalStack:
 
     def start_cognito(self, region: str = DEFAULT_REGION) -> dict[str, str]:
         """moto's Cognito emulator with the seed's pool, client and demo user; returns their ids."""
-        endpoint = f"http://127.0.0.1:{self.ports.cognito}"
-        self._start(
-            "cognito",
-            [sys.executable, "-m", "stack.emulator", "-H", "127.0.0.1", "-p", str(self.ports.cognito)],
-            dict(os.environ),
-            lambda: emulator_answers(endpoint, region),
-            ports=(self.ports.cognito,),
-        )
-        self.cognito_env = provision_local(endpoint, region)
+        if "cognito" not in self.processes:
+            self.processes["cognito"] = cognito_emulator(self.ports.cognito, self.run_dir, region)
+        self.processes["cognito"].start()
+        self.cognito_env = provision_local(emulator_url(self.ports.cognito), region)
         return self.cognito_env
 
     def use_cognito(self, env: Mapping[str, str]) -> None:
@@ -220,6 +215,24 @@ class LocalStack:
             process = ManagedProcess(name, argv, env=env, run_dir=self.run_dir, ready=ready, ports=ports, cwd=ROOT)
             self.processes[name] = process
         process.start()
+
+
+def emulator_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def cognito_emulator(port: int, run_dir: Path, region: str = DEFAULT_REGION) -> ManagedProcess:
+    """The local Cognito emulator (stack/emulator.py: moto's server, plus what moto lacks) on 127.0.0.1:port, ready
+    once it answers for region; use it as a context manager, or start() it."""
+    return ManagedProcess(
+        "cognito",
+        [sys.executable, "-m", "stack.emulator", "-H", "127.0.0.1", "-p", str(port)],
+        env=dict(os.environ),
+        run_dir=run_dir,
+        ready=lambda: emulator_answers(emulator_url(port), region),
+        ports=(port,),
+        cwd=ROOT,
+    )
 
 
 @contextmanager

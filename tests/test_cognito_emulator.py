@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +10,8 @@ from authz.client import check
 from authz.config import Settings
 from authz.server import run_server
 from stack.cognito import cognito_client, ensure_user, provision, sign_in
-from stack.processes import ManagedProcess, free_port
-from stack.provision import emulator_answers
+from stack.local import cognito_emulator, emulator_url
+from stack.processes import free_port
 
 REGION = "ca-central-1"
 USER = {"email": "andrew@cruddur.local", "password": "Sup3r-secret!", "name": "Andrew Brown", "handle": "andrewbrown"}
@@ -23,17 +20,8 @@ USER = {"email": "andrew@cruddur.local", "password": "Sup3r-secret!", "name": "A
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = ManagedProcess(
-        "cognito",
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=dict(os.environ),
-        run_dir=tmp_path_factory.mktemp("cognito"),
-        ready=lambda: emulator_answers(endpoint, REGION),
-        ports=(port,),
-    )
-    with moto:
-        yield endpoint
+    with cognito_emulator(port, tmp_path_factory.mktemp("cognito"), REGION):
+        yield emulator_url(port)
 
 
 def test_provisioning_creates_the_seed_pool_once(emulator):

@@ -9,8 +9,6 @@ Cognito does under each AUTHZ_REVOCATION_ON_ERROR, and that a burst of Checks of
 from __future__ import annotations
 
 import json
-import os
-import sys
 import threading
 import time
 import urllib.request
@@ -20,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,8 +29,8 @@ from authz.config import Settings, make_pool
 from authz.server import RunningServer, run_server
 from bench.emulator import EmulatorSigner
 from stack.cognito import Provisioned, cognito_client, provision, register, sign_in, user_sub
-from stack.processes import ManagedProcess, free_port
-from stack.provision import emulator_answers
+from stack.local import cognito_emulator, emulator_url
+from stack.processes import free_port
 from tests.conftest import LoopbackHttp, health_status, wait_for
 
 REGION = "ca-central-1"
@@ -53,17 +50,8 @@ REVOKED_CHALLENGE = 'Bearer realm="api", error="invalid_token", error_descriptio
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    moto = ManagedProcess(
-        "cognito",
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        env=dict(os.environ),
-        run_dir=tmp_path_factory.mktemp("cognito-revocation"),
-        ready=lambda: emulator_answers(endpoint, REGION),
-        ports=(port,),
-    )
-    with moto:
-        yield endpoint
+    with cognito_emulator(port, tmp_path_factory.mktemp("cognito-revocation"), REGION):
+        yield emulator_url(port)
 
 
 @pytest.fixture(scope="module")

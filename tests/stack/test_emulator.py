@@ -4,37 +4,24 @@ GlobalSignOut that works for pools outside us-east-1 (moto's looks for the token
 from __future__ import annotations
 
 import json
-import os
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from stack.cognito import cognito_client, provision, register
-from stack.processes import ManagedProcess, free_port
-from stack.provision import emulator_answers
+from stack.local import cognito_emulator, emulator_url
+from stack.processes import free_port
 
 REGION = "ca-central-1"
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with ManagedProcess(
-        "cognito",
-        [sys.executable, "-m", "stack.emulator", "-H", "127.0.0.1", "-p", str(port)],
-        env=dict(os.environ),
-        run_dir=tmp_path_factory.mktemp("emulator"),
-        ready=lambda: emulator_answers(url, REGION),
-        ports=(port,),
-        cwd=ROOT,
-    ):
-        yield url
+    with cognito_emulator(port, tmp_path_factory.mktemp("emulator"), REGION):
+        yield emulator_url(port)
 
 
 @pytest.fixture(scope="module")
