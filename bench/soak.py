@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.emulator import EmulatorSigner
 from bench.load import Report, Request, run
-from stack.cognito import cognito_client, register, sign_in, user_sub
+from stack.cognito import cognito_client_for, register, sign_in, user_sub
 from stack.local import LocalStack, Ports, running_stack
 from stack.processes import rss_mb
 
@@ -72,7 +72,7 @@ class RssSampler:
 def _users(stack: LocalStack) -> list[tuple[str, str]]:
     """(sub, access token) of a few users signed up and confirmed on the emulator."""
     env = stack.cognito_env
-    client = cognito_client(env["AWS_COGNITO_REGION"], env["AWS_ENDPOINT_URL_COGNITO_IDP"])
+    client = cognito_client_for(env)
     users = []
     for _ in range(USERS):
         email = f"soak-{uuid.uuid4().hex[:8]}@cruddur.local"

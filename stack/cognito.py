@@ -6,6 +6,7 @@ self-registration, email verification; a public app client `cruddur` without a s
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,12 @@ def cognito_client(region: str, endpoint_url: str | None = None) -> Any:
             aws_secret_access_key="local",
         )
     return boto3.client("cognito-idp", region_name=region)
+
+
+def cognito_client_for(env: Mapping[str, str]) -> Any:
+    """The client for a stack's Cognito as .run/cognito.env describes it (AWS_COGNITO_REGION and, for the
+    emulator, AWS_ENDPOINT_URL_COGNITO_IDP)."""
+    return cognito_client(env["AWS_COGNITO_REGION"], env.get("AWS_ENDPOINT_URL_COGNITO_IDP"))
 
 
 def provision(client: Any, region: str) -> Provisioned:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from stack.cognito import cognito_client, sign_in
+from stack.cognito import cognito_client_for, sign_in
 from stack.local import ROOT, LocalStack, Ports
 from stack.processes import StartupError, stop_stale
 from stack.provision import write_env_file
@@ -82,7 +82,7 @@ def _banner(stack: LocalStack) -> None:
     env = stack.cognito_env
     token = None
     if "DEMO_USERNAME" in env:
-        client = cognito_client(env["AWS_COGNITO_REGION"], env.get("AWS_ENDPOINT_URL_COGNITO_IDP"))
+        client = cognito_client_for(env)
         token = sign_in(client, env["AWS_COGNITO_CLIENT_ID"], env["DEMO_USERNAME"], env["DEMO_PASSWORD"])["AccessToken"]
     print(
         f"""

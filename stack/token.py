@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from stack.cognito import cognito_client, sign_in
+from stack.cognito import cognito_client_for, sign_in
 from stack.provision import read_env_file
 
 ENV_FILE = Path(__file__).resolve().parent.parent / ".run" / "cognito.env"
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     if "DEMO_USERNAME" not in env:
         print("token: the stack runs against a real pool; sign in with your own user", file=sys.stderr)
         return 1
-    client = cognito_client(env["AWS_COGNITO_REGION"], env.get("AWS_ENDPOINT_URL_COGNITO_IDP"))
+    client = cognito_client_for(env)
     if sign_out:
         client.admin_user_global_sign_out(UserPoolId=env["AWS_COGNITO_USER_POOLS_ID"], Username=env["DEMO_USERNAME"])
         print(f"signed {env['DEMO_USERNAME']} out everywhere: its tokens are revoked", file=sys.stderr)

@@ -15,7 +15,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from stack.cognito import cognito_client
+from stack.cognito import cognito_client_for
 from stack.local import LocalStack, Ports, running_stack
 from tests.browser.pages import App
 
@@ -44,8 +44,7 @@ def browser_stack(browser_binaries: None, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="session")
 def cognito(browser_stack: LocalStack) -> Any:
-    env = browser_stack.cognito_env
-    return cognito_client(env["AWS_COGNITO_REGION"], env["AWS_ENDPOINT_URL_COGNITO_IDP"])
+    return cognito_client_for(browser_stack.cognito_env)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from tests.integration.cruddur_api import RecordingUpstream, User, sign_up
 
-from stack.cognito import cognito_client
+from stack.cognito import cognito_client_for
 from stack.local import LocalStack, Ports, running_stack
 from stack.processes import free_port
 
@@ -25,8 +25,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 def cognito(stack: LocalStack) -> Any:
-    env = stack.cognito_env
-    return cognito_client(env["AWS_COGNITO_REGION"], env["AWS_ENDPOINT_URL_COGNITO_IDP"])
+    return cognito_client_for(stack.cognito_env)
 
 
 @pytest.fixture(scope="session")
