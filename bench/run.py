@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -154,12 +155,15 @@ def run_bench(args: argparse.Namespace) -> dict:
         bench = Bench(args, work, pool, endpoint)
         runs: dict[str, wrk.WrkResult] = {}
         get_user_calls: dict[str, int] = {}
-        for config in ("a_no_auth", "b_jwt_authn_cache", "c_jwt_authn_nocache", "d_ext_authz_hot", "f_ext_authz_floor", "g_revocation_hot"):
-            token = None if config == "a_no_auth" else bench.hot_token
+
+        def measure(config: str, **load: Any) -> None:
             calls_before = pool.get_user_calls
-            runs[config] = bench.measure(config, token=token)
+            runs[config] = bench.measure(config, **load)
             get_user_calls[config] = pool.get_user_calls - calls_before
             print(f"bench: {config}: {runs[config].rps:.0f} req/s", flush=True)
+
+        for config in ("a_no_auth", "b_jwt_authn_cache", "c_jwt_authn_nocache", "d_ext_authz_hot", "f_ext_authz_floor", "g_revocation_hot"):
+            measure(config, token=None if config == "a_no_auth" else bench.hot_token)
         # Enough distinct tokens that none repeats: the hot rate bounds the cold one.
         cold_count = max(500, int(runs["d_ext_authz_hot"].rps * args.seconds * 1.2))
         started = time.monotonic()
@@ -169,10 +173,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         results["cold_tokens_mint_seconds"] = round(time.monotonic() - started, 1)
         # A fresh authz server per configuration: h confirms the very tokens e verified, none of them cached.
         for config in ("e_ext_authz_cold", "h_revocation_cold"):
-            calls_before = pool.get_user_calls
-            runs[config] = bench.measure(config, tokens_file=tokens_file)
-            get_user_calls[config] = pool.get_user_calls - calls_before
-            print(f"bench: {config}: {runs[config].rps:.0f} req/s", flush=True)
+            measure(config, tokens_file=tokens_file)
         results["cold_tokens_repeated"] = max(runs["e_ext_authz_cold"].requests, runs["h_revocation_cold"].requests) > cold_count
         results["configs"] = {name: asdict(run) for name, run in sorted(runs.items())}
         # GetUser calls per configuration: one per distinct token per AUTHZ_REVOCATION_TTL, none without the mode.
