@@ -533,17 +533,22 @@ def env(**overrides: str) -> dict[str, str]:
     return values
 
 
-def test_revocation_settings_default_to_off_allow_and_no_endpoint():
-    """Without the variables revocation is off, 30 s TTL, allow on error, 0.5 s timeout, 100k cache, real Cognito."""
-    settings = Settings.from_env(env())
-    assert (
+def revocation_settings(settings: Settings) -> tuple[Any, ...]:
+    """Mode, TTL, error policy, timeout, cache size and Cognito endpoint, in that order."""
+    return (
         settings.revocation,
         settings.revocation_ttl_seconds,
         settings.revocation_on_error,
         settings.revocation_timeout_seconds,
         settings.revocation_cache_size,
         settings.cognito_endpoint_url,
-    ) == ("off", 30.0, "allow", 0.5, 100_000, None)
+    )
+
+
+def test_revocation_settings_default_to_off_allow_and_no_endpoint():
+    """Without the variables revocation is off, 30 s TTL, allow on error, 0.5 s timeout, 100k cache, real Cognito."""
+    settings = Settings.from_env(env())
+    assert revocation_settings(settings) == ("off", 30.0, "allow", 0.5, 100_000, None)
 
 
 def test_revocation_settings_are_read_from_the_environment():
@@ -558,14 +563,7 @@ def test_revocation_settings_are_read_from_the_environment():
             AWS_ENDPOINT_URL_COGNITO_IDP="http://localhost:9229",
         )
     )
-    assert (
-        settings.revocation,
-        settings.revocation_ttl_seconds,
-        settings.revocation_on_error,
-        settings.revocation_timeout_seconds,
-        settings.revocation_cache_size,
-        settings.cognito_endpoint_url,
-    ) == ("cognito", 120.0, "deny", 0.25, 5, "http://localhost:9229")
+    assert revocation_settings(settings) == ("cognito", 120.0, "deny", 0.25, 5, "http://localhost:9229")
     assert Settings.from_env(env(AUTHZ_REVOCATION="OFF")).revocation == "off"
     assert Settings.from_env(env(AUTHZ_REVOCATION="")).revocation == "off"
     assert Settings.from_env(env(AUTHZ_REVOCATION_ON_ERROR="ALLOW")).revocation_on_error == "allow"
