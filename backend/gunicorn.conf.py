@@ -8,6 +8,11 @@ from __future__ import annotations
 workers = 2
 # threads > 1 runs the gthread worker: the views are I/O-light, so threads are cheaper than more processes.
 threads = 4
+# How long an idle keep-alive connection stays open. Envoy reuses its connections to us; gunicorn's default of
+# 2 s closed them under Envoy's feet, and a request Envoy sent in that moment came back as its 503 "upstream
+# connect error ... connection termination". Envoy closes idle connections after BACKEND_IDLE_TIMEOUT (30 s,
+# envoy/bootstrap.py); this must stay longer, so Envoy is always the side that closes.
+keepalive = 75
 
 accesslog = "-"
 # Request line without the query string and without %(u)s (a Basic Authorization user) or any {authorization}i:

@@ -49,6 +49,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HealthCheck,
     HealthCheckGrpcHealthCheck,
     HealthCheckHttpHealthCheck,
+    Http1ProtocolOptions,
     Http2ProtocolOptions,
     HttpProtocolOptions,
     HttpProtocolOptionsHeadersWithUnderscoresAction,
@@ -107,6 +108,11 @@ STATUS_ON_ERROR = 503
 AUTHZ_TIMEOUT = datetime.timedelta(seconds=1)
 HEALTH_INTERVAL = datetime.timedelta(seconds=1)
 MAX_AUTHZ_RETRIES = 256
+# How long Envoy keeps an idle connection to the backend. It must stay below the backend's own keep-alive
+# (gunicorn's `keepalive` in backend/gunicorn.conf.py), so Envoy is always the side that closes: a request Envoy
+# sends on a connection the backend is closing in that moment fails as a 503 ("upstream connect error or
+# disconnect/reset before headers. reset reason: connection termination"), and Envoy does not retry it.
+BACKEND_IDLE_TIMEOUT = datetime.timedelta(seconds=30)
 # An edge proxy bounds its open connections (Envoy's edge best practice; it warns at start without one).
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
 
@@ -416,6 +422,16 @@ def _backend_cluster(topology: Topology) -> Cluster:
         BACKEND_CLUSTER,
         topology,
         (topology.backend,),
+        typed_extension_protocol_options={
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(
+                UpstreamHttpProtocolOptions(
+                    common_http_protocol_options=HttpProtocolOptions(idle_timeout=BACKEND_IDLE_TIMEOUT),
+                    explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+                        http_protocol_options=Http1ProtocolOptions()
+                    ),
+                )
+            )
+        },
         health_checks=[
             HealthCheck(
                 timeout=datetime.timedelta(milliseconds=500),

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -82,18 +82,27 @@ class App:
 
     # -- waiting and reading --------------------------------------------------------------------------------------
 
-    def wait(self, condition: Callable[[], Any], message: str) -> Any:
-        """condition's first truthy value within 10 s; a TimeoutException naming message otherwise."""
-        return WebDriverWait(
-            self.driver, WAIT_SECONDS, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
-        ).until(lambda _: condition(), message)
+    def wait(self, condition: Callable[[], Any], message: str | Callable[[], str]) -> Any:
+        """condition's first truthy value within 10 s; a TimeoutException naming message otherwise. A callable
+        message is read when the wait runs out, so it describes the page as it was then, not as it was before."""
+        try:
+            return WebDriverWait(
+                self.driver, WAIT_SECONDS, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+            ).until(lambda _: condition())
+        except TimeoutException as timeout:
+            raise TimeoutException(message() if callable(message) else message) from timeout
 
     def wait_page(self, name: str) -> WebElement:
         """The page's main element, once the page named name shows."""
         return self.wait(
             lambda: self.driver.find_element(By.CSS_SELECTOR, f'main[data-page="{name}"]'),
-            f"page {name!r} never showed (hash {self.hash!r}, pages: {self.page_names()})",
+            lambda: f"page {name!r} never showed (hash {self.hash!r}, pages: {self.page_names()}, "
+            f"the page reads: {self.body_text()[:300]!r})",
         )
+
+    def body_text(self) -> str:
+        """What the document shows, for a failure message: an error page from Envoy, say, instead of the app."""
+        return self.driver.execute_script("return document.body ? document.body.innerText : ''") or ""
 
     def page_names(self) -> list[str]:
         return self.driver.execute_script(
@@ -122,7 +131,7 @@ class App:
         """The visible text of css once it is non-empty (and contains `contains`, case-insensitive)."""
         return self.wait(
             lambda: (text := self.text(css)) and contains.lower() in text.lower() and text,
-            f"{css} never showed text containing {contains!r} (it shows {self.text(css)!r})",
+            lambda: f"{css} never showed text containing {contains!r} (it shows {self.text(css)!r})",
         )
 
     def value(self, css: str) -> str:
@@ -166,14 +175,15 @@ class App:
             links = self.shown("nav#nav a#nav-signin") and self.shown("nav#nav a#nav-signup")
             return feed if loaded and links and not any(item["own"] for item in feed) else None
 
-        return self.wait(public, f"home never showed signed out with the public feed (feed: {self.feed()})")
+        return self.wait(public, lambda: f"home never showed signed out with the public feed (feed: {self.feed()})")
 
     def wait_signed_in_home(self) -> list[dict[str, Any]]:
         """Home, signed in: the user's name and the sign-out button, the own item first. Returns the feed."""
         self.wait_page("home")
         self.wait(
             lambda: self.shown("nav#nav span#nav-user") and self.shown("nav#nav button#signout") and self.first_is_own(),
-            f"home never showed signed in with the own item first (nav: {self.text('nav#nav')!r}, feed: {self.feed()})",
+            lambda: f"home never showed signed in with the own item first "
+            f"(nav: {self.text('nav#nav')!r}, feed: {self.feed()})",
         )
         return self.feed()
 

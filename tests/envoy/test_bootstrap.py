@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 import subprocess
 from pathlib import Path
 
@@ -122,6 +123,18 @@ def test_authz_cluster_speaks_http2_and_is_health_checked_with_grpc_health():
         for endpoint in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
     ]
     assert ports == [7001, 7002]
+
+
+@pytest.mark.parametrize("variant", [bootstrap.local(), bootstrap.compose()], ids=str)
+def test_envoy_closes_idle_backend_connections_before_gunicorn_would(variant: bootstrap.Topology):
+    """Envoy's idle timeout towards the backend is shorter than gunicorn's keep-alive (both stacks run the backend
+    with backend/gunicorn.conf.py), so Envoy never sends a request on a connection the backend is closing."""
+    cluster = _cluster(bootstrap.render(variant), "backend")
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http_protocol_options" in options["explicit_http_config"]
+    envoy_idle = float(options["common_http_protocol_options"]["idle_timeout"].removesuffix("s"))
+    gunicorn = runpy.run_path(str(Path(bootstrap.__file__).resolve().parents[1] / "backend" / "gunicorn.conf.py"))
+    assert 0 < envoy_idle < gunicorn["keepalive"]
 
 
 def test_a_check_a_replica_refused_is_retried_on_another_and_the_replica_ejected():

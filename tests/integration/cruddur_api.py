@@ -113,3 +113,9 @@ def access_log(stack: LocalStack) -> list[dict[str, Any]]:
     text = Path(stack.process("envoy").log_path).read_text()
     lines = text[: text.rfind("\n") + 1].splitlines()
     return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+def envoy_stat(stack: LocalStack, name: str) -> int:
+    """One of Envoy's counters or gauges by its full name (0 while Envoy has not created it yet)."""
+    text = requests.get(f"{stack.admin_url}/stats?filter=^{name}$", timeout=5).text
+    return int(text.split(":")[1]) if ":" in text else 0

@@ -9,12 +9,11 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
-import requests
 
 from bench.load import Report, Request, run
 from stack.local import LocalStack, Ports
 from stack.processes import free_ports
-from tests.integration.cruddur_api import User, bearer, resign
+from tests.integration.cruddur_api import User, bearer, envoy_stat, resign
 
 LOAD_KIND = "x-load-kind"
 
@@ -57,11 +56,6 @@ def _load_around(base_url: str, plan: list[Request], fault: Callable[[], None], 
         stop.set()
         loader.join()
     return result["report"]
-
-
-def _envoy_stat(proxy: LocalStack, name: str) -> int:
-    text = requests.get(f"{proxy.admin_url}/stats?filter=^{name}$", timeout=5).text
-    return int(text.split(":")[1]) if ":" in text else 0
 
 
 def test_authz_killed_under_load_lets_nothing_unauthenticated_through(recording_envoy, stack: LocalStack, user: User):
@@ -167,5 +161,5 @@ def test_second_replica_takes_over_when_one_is_killed(replicas: LocalStack, user
     # Measured: 0-3 in about 4,000 (1,640 with neither mechanism). A few may still race the ejection.
     assert len(errors) <= report.total // 100
     # Both mechanisms did their part: refused Checks were retried elsewhere, and the dead replica was ejected.
-    assert _envoy_stat(replicas, "cluster.authz.upstream_rq_retry_success") > 0
-    assert _envoy_stat(replicas, "cluster.authz.outlier_detection.ejections_enforced_total") >= 1
+    assert envoy_stat(replicas, "cluster.authz.upstream_rq_retry_success") > 0
+    assert envoy_stat(replicas, "cluster.authz.outlier_detection.ejections_enforced_total") >= 1

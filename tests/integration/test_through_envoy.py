@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from stack.local import LocalStack
-from tests.integration.cruddur_api import User, access_log, bearer, get, resign, sign_up
+from tests.integration.cruddur_api import User, access_log, bearer, envoy_stat, get, resign, sign_up
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
 
@@ -256,6 +256,24 @@ def test_escaped_slashes_are_rejected(stack: LocalStack):
         b"GET /api/health%2F..%2Fme HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
     assert reply.startswith(b"HTTP/1.1 400")
+
+
+# -- connections to the backend ---------------------------------------------------------------------------------
+
+
+def test_the_backend_never_closes_a_connection_envoy_may_still_reuse(stack: LocalStack):
+    """Envoy keeps idle connections to the backend and reuses them. When the backend closed one first (gunicorn's
+    default keep-alive is 2 s), a request Envoy sent in that moment came back as a 503 "upstream connect error ...
+    connection termination" (seen once in the browser tests). After longer than that idle, the connection is still
+    open, the backend has closed none, and the next request goes out on the same connection."""
+    assert get(stack, "/api/activities/home").status_code == 200
+    opened = envoy_stat(stack, "cluster.backend.upstream_cx_total")
+    closed_by_backend = envoy_stat(stack, "cluster.backend.upstream_cx_destroy_remote")
+    time.sleep(3.0)
+    assert envoy_stat(stack, "cluster.backend.upstream_cx_destroy_remote") == closed_by_backend
+    assert envoy_stat(stack, "cluster.backend.upstream_cx_active") >= 1
+    assert get(stack, "/api/activities/home").status_code == 200
+    assert envoy_stat(stack, "cluster.backend.upstream_cx_total") == opened
 
 
 # -- access log -----------------------------------------------------------------------------------------------
