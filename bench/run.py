@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import requests
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from bench import envoy_variants, verify_cost, wrk
@@ -54,6 +55,16 @@ CONFIGS = {
 }
 OURS = ("d_", "e_", "g_", "h_")
 WITH_REVOCATION = ("g_", "h_")
+# Envoy's own account of a configuration's answers (its admin stats, counted from the measured run only): a 4xx is a
+# token jwt_authn or authz refused, a 5xx is Envoy failing closed because a Check errored or overran its 1 s budget.
+ENVOY_COUNTERS = {
+    "rq_2xx": "http.bench.downstream_rq_2xx",
+    "rq_4xx": "http.bench.downstream_rq_4xx",
+    "rq_5xx": "http.bench.downstream_rq_5xx",
+    "jwt_authn_denied": "http.bench.jwt_authn.denied",
+    "ext_authz_denied": "http.bench.ext_authz.denied",
+    "ext_authz_error": "http.bench.ext_authz.error",
+}
 
 
 class Bench:
@@ -78,7 +89,10 @@ class Bench:
         argv = [sys.executable, "-m", "authz", "serve"]
         return self._process("authz", argv, env, grpc_serving(f"127.0.0.1:{port}"), (port, metrics_port))
 
-    def measure(self, config: str, *, token: str | None = None, tokens_file: Path | None = None) -> wrk.WrkResult:
+    def measure(
+        self, config: str, *, token: str | None = None, tokens_file: Path | None = None
+    ) -> tuple[wrk.WrkResult, dict[str, int]]:
+        """wrk's report of the configuration's run, and Envoy's counters (ENVOY_COUNTERS) for the same run."""
         variant = CONFIGS[config]
         port, admin_port, authz_port, metrics_port = free_ports(4)
         with ExitStack() as stack:
@@ -114,11 +128,14 @@ class Bench:
                 )
             )
             url = f"http://127.0.0.1:{port}/"
+            admin = f"http://127.0.0.1:{admin_port}"
             common = {"connections": self.args.connections, "threads": self.args.threads, "script_dir": self.work}
             if tokens_file is None:
                 # Warm-up: connections, caches, the JIT-free Python's first-call costs.
                 wrk.run(url, seconds=1, token=token, **common)
-            return wrk.run(url, seconds=self.args.seconds, token=token, tokens_file=tokens_file, **common)
+                requests.post(f"{admin}/reset_counters", timeout=5).raise_for_status()
+            result = wrk.run(url, seconds=self.args.seconds, token=token, tokens_file=tokens_file, **common)
+            return result, envoy_counters(admin)
 
     def rss_after(self, count: int) -> float:
         """RSS (MiB) of an authz server that has verified and cached `count` distinct tokens."""
@@ -141,6 +158,13 @@ class Bench:
             return round(rss_mb(process.pid), 1)
 
 
+def envoy_counters(admin_url: str) -> dict[str, int]:
+    """ENVOY_COUNTERS as Envoy counts them now (0 for one it has not created, such as jwt_authn's without it)."""
+    stats = requests.get(f"{admin_url}/stats?format=json&type=Counters", timeout=5).json()["stats"]
+    values = {stat["name"]: stat["value"] for stat in stats if "name" in stat}
+    return {key: int(values.get(name, 0)) for key, name in ENVOY_COUNTERS.items()}
+
+
 def _ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 3) if denominator else 0.0
 
@@ -154,11 +178,12 @@ def run_bench(args: argparse.Namespace) -> dict:
         work = Path(work_dir)
         bench = Bench(args, work, pool, endpoint)
         runs: dict[str, wrk.WrkResult] = {}
+        counters: dict[str, dict[str, int]] = {}
         get_user_calls: dict[str, int] = {}
 
         def measure(config: str, **load: Any) -> None:
             calls_before = pool.get_user_calls
-            runs[config] = bench.measure(config, **load)
+            runs[config], counters[config] = bench.measure(config, **load)
             get_user_calls[config] = pool.get_user_calls - calls_before
             print(f"bench: {config}: {runs[config].rps:.0f} req/s", flush=True)
 
@@ -175,7 +200,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         for config in ("e_ext_authz_cold", "h_revocation_cold"):
             measure(config, tokens_file=tokens_file)
         results["cold_tokens_repeated"] = max(runs["e_ext_authz_cold"].requests, runs["h_revocation_cold"].requests) > cold_count
-        results["configs"] = {name: asdict(run) for name, run in sorted(runs.items())}
+        results["configs"] = {name: asdict(run) | {"envoy": counters[name]} for name, run in sorted(runs.items())}
         # GetUser calls per configuration: one per distinct token per AUTHZ_REVOCATION_TTL, none without the mode.
         results["get_user_calls"] = get_user_calls
         costs = verify_cost.measure(tokens=200 if args.smoke else 2000, rounds=1 if args.smoke else 5)
@@ -196,9 +221,12 @@ def run_bench(args: argparse.Namespace) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [f"{'configuration':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}"]
+    lines = [f"{'configuration':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'4xx':>8}{'5xx':>8}"]
     for name, run in results["configs"].items():
-        lines.append(f"{name:<24}{run['rps']:>10.0f}{run['p50_ms']:>10.2f}{run['p99_ms']:>10.2f}{run['non_2xx']:>10}")
+        lines.append(
+            f"{name:<24}{run['rps']:>10.0f}{run['p50_ms']:>10.2f}{run['p99_ms']:>10.2f}"
+            f"{run['envoy']['rq_4xx']:>8}{run['envoy']['rq_5xx']:>8}"
+        )
     lines.append("")
     for name, value in results["ratios"].items():
         target = TARGETS.get(name)
