@@ -379,15 +379,9 @@ def authz_cluster(topology: Topology) -> Cluster:
         AUTHZ_CLUSTER,
         topology,
         topology.authz,
-        typed_extension_protocol_options={
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(
-                UpstreamHttpProtocolOptions(
-                    explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
-                        http2_protocol_options=Http2ProtocolOptions()
-                    )
-                )
-            )
-        },
+        typed_extension_protocol_options=_upstream_http(
+            HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())
+        ),
         # Envoy allows 3 concurrent retries per cluster by default; when a replica dies under load, far more
         # Checks are in flight at once, and each one over the limit would turn into a 503.
         circuit_breakers=CircuitBreakers(thresholds=[CircuitBreakersThresholds(max_retries=MAX_AUTHZ_RETRIES)]),
@@ -422,16 +416,10 @@ def _backend_cluster(topology: Topology) -> Cluster:
         BACKEND_CLUSTER,
         topology,
         (topology.backend,),
-        typed_extension_protocol_options={
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(
-                UpstreamHttpProtocolOptions(
-                    common_http_protocol_options=HttpProtocolOptions(idle_timeout=BACKEND_IDLE_TIMEOUT),
-                    explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
-                        http_protocol_options=Http1ProtocolOptions()
-                    ),
-                )
-            )
-        },
+        typed_extension_protocol_options=_upstream_http(
+            HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions()),
+            common=HttpProtocolOptions(idle_timeout=BACKEND_IDLE_TIMEOUT),
+        ),
         health_checks=[
             HealthCheck(
                 timeout=datetime.timedelta(milliseconds=500),
@@ -443,6 +431,17 @@ def _backend_cluster(topology: Topology) -> Cluster:
             )
         ],
     )
+
+
+def _upstream_http(
+    explicit: HttpProtocolOptionsExplicitHttpConfig, *, common: HttpProtocolOptions | None = None
+) -> dict[str, Any]:
+    """A cluster's typed_extension_protocol_options: the HTTP version it speaks upstream, and common options."""
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(
+            UpstreamHttpProtocolOptions(explicit_http_config=explicit, common_http_protocol_options=common)
+        )
+    }
 
 
 def _cluster(name: str, topology: Topology, hosts: Sequence[HostPort], **details: typing.Any) -> Cluster:
