@@ -21,18 +21,16 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
         assert run["requests"] > 0 and run["rps"] > 0 and run["socket_errors"] == 0, (name, run)
         # No token was refused: one the verifier or jwt_authn turned down would be a 4xx here.
         assert envoy["rq_4xx"] == envoy["jwt_authn_denied"] == envoy["ext_authz_denied"] == 0, (name, envoy)
-        # Envoy saw the requests wrk sent and answered nearly all 200. The others (seen: 2 of 547 on h, new
-        # tokens confirmed with GetUser at 32 connections on 2 cores) can only be Envoy failing closed with 503
-        # because a Check overran its 1 s budget under that overload, and the table shows them.
-        assert envoy["rq_2xx"] + envoy["rq_5xx"] >= run["requests"], (name, run)
-        assert run["non_2xx"] == envoy["rq_5xx"] <= envoy["ext_authz_error"], (name, run)
-        assert envoy["rq_5xx"] <= run["requests"] // 100, (name, run)
+        # Every request Envoy answered was a 200: the smoke keeps fewer requests in flight than authz confirms at
+        # once, so no Check queues or overruns Envoy's 1 s budget (a 5xx would be Envoy failing closed).
+        assert envoy["rq_2xx"] >= run["requests"] and envoy["rq_5xx"] == run["non_2xx"] == 0, (name, run)
     assert set(results["ratios"]) >= {
         "hot_vs_floor", "cold_vs_hot", "hot_vs_jwt_authn_nocache", "hot_vs_jwt_authn_cache",
         "revocation_hot_vs_hot", "revocation_cold_vs_cold",
     }
     # g and h really confirm tokens: the repeated token once (its answer is cached for the TTL), each new token
-    # once; with the mode off (d, e) Cognito is never called.
+    # once (none is over the bound of calls in flight, so none goes unasked); with the mode off (d, e) Cognito is
+    # never called.
     calls = results["get_user_calls"]
     assert 1 <= calls["g_revocation_hot"] <= 2
     assert calls["h_revocation_cold"] >= results["configs"]["h_revocation_cold"]["requests"] > 0
