@@ -1,4 +1,5 @@
 # make setup: .venv with pinned packages and generated protobuf stubs (idempotent, quick when nothing changed)
+# make lint:  ruff (lint and format) and mypy (strict for authz/); make test runs it first
 # make test:  the whole suite
 # make test-envoy-matrix: the Envoy suites (config validation, integration) on every supported Envoy minor
 # make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker
@@ -26,7 +27,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup protos test test-envoy-matrix run token sign-out envoy-config soak bench wrk browser clean
+.PHONY: setup protos lint test test-envoy-matrix run token sign-out envoy-config soak bench wrk browser clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -47,6 +48,12 @@ $(STAMP_PROTOS): $(STAMP_DEPS) $(PROTO_SOURCES)
 protos: $(STAMP_DEPS)
 	$(PY) protos/generate.py
 	touch $(STAMP_PROTOS)
+
+# The gates every change passes: lint, format and types. `ruff format .` and `ruff check --fix .` mend most findings.
+lint: $(STAMP_DEPS) $(STAMP_PROTOS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: setup wrk browser
 	$(PY) -m pytest -q

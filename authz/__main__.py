@@ -32,9 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--token", help="the bearer token to send (omit for an anonymous request)")
     check.add_argument("--path", default="/", help="request path (default %(default)s)")
     check.add_argument("--method", default="GET")
-    check.add_argument(
-        "--context", action="append", default=[], metavar="KEY=VALUE", help="a context_extensions entry"
-    )
+    check.add_argument("--context", action="append", default=[], metavar="KEY=VALUE", help="a context_extensions entry")
     check.add_argument("--timeout", type=float, default=5.0)
     args = parser.parse_args(argv)
 

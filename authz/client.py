@@ -64,7 +64,5 @@ def check(
 ) -> dict[str, Any]:
     with grpc.insecure_channel(addr) as channel:
         stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-        response = stub.Check(
-            check_request(token=token, path=path, method=method, context=context), timeout=timeout
-        )
+        response = stub.Check(check_request(token=token, path=path, method=method, context=context), timeout=timeout)
     return describe(response)

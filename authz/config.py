@@ -88,18 +88,14 @@ class Settings:
             jwks_cooldown_seconds=_number(
                 env, "AUTHZ_JWKS_COOLDOWN_SECONDS", cls.jwks_cooldown_seconds, float, 1, 3_600
             ),
-            jwks_timeout_seconds=_number(
-                env, "AUTHZ_JWKS_TIMEOUT_SECONDS", cls.jwks_timeout_seconds, float, 0.1, 60
-            ),
+            jwks_timeout_seconds=_number(env, "AUTHZ_JWKS_TIMEOUT_SECONDS", cls.jwks_timeout_seconds, float, 0.1, 60),
             jwks_max_bytes=_number(env, "AUTHZ_JWKS_MAX_BYTES", cls.jwks_max_bytes, int, 1_024, 10_485_760),
             grpc_workers=_number(env, "AUTHZ_GRPC_WORKERS", cls.grpc_workers, int, 1, 1_024),
             shutdown_grace_seconds=_number(
                 env, "AUTHZ_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds, float, 0, 300
             ),
             revocation=_choice(env, "AUTHZ_REVOCATION", cls.revocation, ("off", "cognito")),
-            revocation_ttl_seconds=_number(
-                env, "AUTHZ_REVOCATION_TTL", cls.revocation_ttl_seconds, float, 1, 3_600
-            ),
+            revocation_ttl_seconds=_number(env, "AUTHZ_REVOCATION_TTL", cls.revocation_ttl_seconds, float, 1, 3_600),
             revocation_on_error=_choice(env, "AUTHZ_REVOCATION_ON_ERROR", cls.revocation_on_error, ("allow", "deny")),
             revocation_timeout_seconds=_number(
                 env, "AUTHZ_REVOCATION_TIMEOUT_SECONDS", cls.revocation_timeout_seconds, float, 0.05, 10
@@ -195,7 +191,9 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
 def _header_prefix(env: Mapping[str, str]) -> str:
     raw = env.get("AUTHZ_HEADER_PREFIX", "").strip() or Settings.header_prefix
     if not _HEADER_PREFIX.fullmatch(raw):
-        raise ConfigError("AUTHZ_HEADER_PREFIX", f"expected lowercase letters, digits and dashes ending in '-', got {raw!r}")
+        raise ConfigError(
+            "AUTHZ_HEADER_PREFIX", f"expected lowercase letters, digits and dashes ending in '-', got {raw!r}"
+        )
     return raw
 
 

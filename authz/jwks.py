@@ -205,11 +205,7 @@ class JwksCache:
             inflight = self._inflight
             if inflight is None:
                 now = self._clock()
-                if (
-                    respect_cooldown
-                    and self._last_attempt is not None
-                    and now - self._last_attempt < self._cooldown
-                ):
+                if respect_cooldown and self._last_attempt is not None and now - self._last_attempt < self._cooldown:
                     return
                 self._last_attempt = now
                 inflight = self._inflight = threading.Event()

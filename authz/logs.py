@@ -7,7 +7,6 @@ import logging
 import sys
 import time
 
-
 QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
 
 

@@ -181,4 +181,3 @@ class Policy:
             parts.append(f'error="{error.bearer_error}"')
             parts.append(f'error_description="{error.description}"')
         return ", ".join(parts)
-

@@ -134,7 +134,9 @@ class RevocationChecker:
             try:
                 answer = self._lookup(identity.pool_id, token)
             except Exception as error:  # noqa: BLE001 - any failure to answer is UNKNOWN, never an exception
-                log.warning("revocation lookup failed", extra={"fields": {"error": _describe(error), "pool": identity.pool_id}})
+                log.warning(
+                    "revocation lookup failed", extra={"fields": {"error": _describe(error), "pool": identity.pool_id}}
+                )
                 answer = Status.UNKNOWN
             now = self._clock()
             # The verifier accepts a token until exp + leeway, so an answer is worth keeping that long (past exp,

@@ -186,9 +186,7 @@ def run_server(
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = server.add_insecure_port(settings.addr)
     except RuntimeError as exc:  # grpcio raises RuntimeError when the port is taken

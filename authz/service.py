@@ -61,7 +61,9 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         self._responses: dict[Decision, external_auth_pb2.CheckResponse] = {}
         self._counters: dict[tuple[str, str, str, str], Any] = {}
 
-    def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:  # noqa: N802 - gRPC method name
+    def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
         started = self._clock()
         try:
             decision, response = self._answer(request)
@@ -80,7 +82,13 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         except AuthzError as error:
             log.error(
                 "route misconfigured",
-                extra={"fields": {"reason": error.reason, "key": error.context.get("key"), "path": _path(request.attributes.request.http)}},
+                extra={
+                    "fields": {
+                        "reason": error.reason,
+                        "key": error.context.get("key"),
+                        "path": _path(request.attributes.request.http),
+                    }
+                },
             )
             return self._shared_answer(self._policy.deny(error))
         verdict: VerifiedToken | AuthzError | None

@@ -60,7 +60,9 @@ def render(
     filters = []
     clusters = []
     if variant.startswith("jwt_authn"):
-        filters.append(HttpFilter(name=JWT_AUTHN, typed_config=Any.pack(_jwt_authn(jwks, issuer, variant == "jwt_authn"))))
+        filters.append(
+            HttpFilter(name=JWT_AUTHN, typed_config=Any.pack(_jwt_authn(jwks, issuer, variant == "jwt_authn")))
+        )
     if variant == "ext_authz":
         if authz_port is None:
             raise ValueError("ext_authz needs authz_port")

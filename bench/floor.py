@@ -75,7 +75,9 @@ class ConstantAllow(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self) -> None:
         self._response = _allow_response()
 
-    def Check(self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext) -> external_auth_pb2.CheckResponse:  # noqa: N802 - gRPC method name
+    def Check(
+        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> external_auth_pb2.CheckResponse:
         return self._response
 
 

@@ -39,7 +39,18 @@ class BenchPool:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         numbers = self.key.public_key().public_numbers()
         self.jwks = json.dumps(
-            {"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": KID, "n": _uint(numbers.n), "e": _uint(numbers.e)}]}
+            {
+                "keys": [
+                    {
+                        "kty": "RSA",
+                        "use": "sig",
+                        "alg": "RS256",
+                        "kid": KID,
+                        "n": _uint(numbers.n),
+                        "e": _uint(numbers.e),
+                    }
+                ]
+            }
         )
         self.get_user_calls = 0
 
@@ -54,7 +65,9 @@ class BenchPool:
 
     def mint(self, count: int, *, lifetime: int = 3600) -> list[str]:
         """count distinct valid access tokens (one caller each)."""
-        pem = self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         workers = max(1, min(os.cpu_count() or 1, count // 500))
         if workers == 1:
             return _mint_batch(pem, count, lifetime)
@@ -78,10 +91,10 @@ class BenchPool:
             # Headers and body go out as two writes: with Nagle on, each answer would wait for a delayed ACK (40 ms).
             disable_nagle_algorithm = True
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 self._reply(jwks, "application/json")
 
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.headers.get("X-Amz-Target") != "AWSCognitoIdentityProviderService.GetUser":
                     self.send_error(400)

@@ -75,9 +75,13 @@ class Bench:
         self.endpoint = endpoint
         self.hot_token = pool.mint(1)[0]
 
-    def _process(self, name: str, argv: list[str], env: dict[str, str], probe: Probe, ports: tuple[int, ...]) -> ManagedProcess:
+    def _process(
+        self, name: str, argv: list[str], env: dict[str, str], probe: Probe, ports: tuple[int, ...]
+    ) -> ManagedProcess:
         """A child in the bench's work folder; use it as a context manager (started healthy, always stopped)."""
-        return ManagedProcess(name, argv, env={**os.environ, **env}, run_dir=self.work, ready=probe, ports=ports, cwd=ROOT)
+        return ManagedProcess(
+            name, argv, env={**os.environ, **env}, run_dir=self.work, ready=probe, ports=ports, cwd=ROOT
+        )
 
     def authz(self, port: int, metrics_port: int, *, revocation: bool = False) -> ManagedProcess:
         env = {
@@ -187,7 +191,14 @@ def run_bench(args: argparse.Namespace) -> dict:
             get_user_calls[config] = pool.get_user_calls - calls_before
             print(f"bench: {config}: {runs[config].rps:.0f} req/s", flush=True)
 
-        for config in ("a_no_auth", "b_jwt_authn_cache", "c_jwt_authn_nocache", "d_ext_authz_hot", "f_ext_authz_floor", "g_revocation_hot"):
+        for config in (
+            "a_no_auth",
+            "b_jwt_authn_cache",
+            "c_jwt_authn_nocache",
+            "d_ext_authz_hot",
+            "f_ext_authz_floor",
+            "g_revocation_hot",
+        ):
             measure(config, token=None if config == "a_no_auth" else bench.hot_token)
         # Enough distinct tokens that none repeats: the hot rate bounds the cold one.
         cold_count = max(500, int(runs["d_ext_authz_hot"].rps * args.seconds * 1.2))
@@ -199,7 +210,9 @@ def run_bench(args: argparse.Namespace) -> dict:
         # A fresh authz server per configuration: h confirms the very tokens e verified, none of them cached.
         for config in ("e_ext_authz_cold", "h_revocation_cold"):
             measure(config, tokens_file=tokens_file)
-        results["cold_tokens_repeated"] = max(runs["e_ext_authz_cold"].requests, runs["h_revocation_cold"].requests) > cold_count
+        results["cold_tokens_repeated"] = (
+            max(runs["e_ext_authz_cold"].requests, runs["h_revocation_cold"].requests) > cold_count
+        )
         results["configs"] = {name: asdict(run) | {"envoy": counters[name]} for name, run in sorted(runs.items())}
         # GetUser calls per configuration: one per distinct token per AUTHZ_REVOCATION_TTL, none without the mode.
         results["get_user_calls"] = get_user_calls
@@ -236,7 +249,9 @@ def table(results: dict) -> str:
         f"{results['verify_us_seed']:.1f}   (target ours <= 1.5 x floor)"
     )
     rss_key = "rss_mb_100k" if "rss_mb_100k" in results else "rss_mb"
-    lines.append(f"{'rss MiB after ' + str(results['rss_tokens']) + ' tokens':<28}{results[rss_key]:>8.1f}   (target <= 150 at 100k)")
+    lines.append(
+        f"{'rss MiB after ' + str(results['rss_tokens']) + ' tokens':<28}{results[rss_key]:>8.1f}   (target <= 150 at 100k)"
+    )
     return "\n".join(lines)
 
 

@@ -109,13 +109,19 @@ def _plans(users: list[tuple[str, str]], distinct: int, cache_size: int) -> dict
         Request("/api/me", {"x-user-sub": sub}, None, "spoofed"),
     ]
     # Distinct rejected tokens too, more than the rejected-verdict cache holds.
-    expired = [_me(minted, None, "expired") for minted in signer.distinct(token, max(50, distinct // 4), exp=int(time.time()) - 60)]
+    expired = [
+        _me(minted, None, "expired")
+        for minted in signer.distinct(token, max(50, distinct // 4), exp=int(time.time()) - 60)
+    ]
 
     def fresh(count: int, kind: str) -> list[Request]:
         per_user = max(1, count // len(users))
         minted = [list(signer.distinct(user_token, per_user)) for _, user_token in users]
         # Interleaved, so consecutive requests are different callers.
-        return [_me(minted[i % len(users)][i // len(users)], users[i % len(users)][0], kind) for i in range(per_user * len(users))]
+        return [
+            _me(minted[i % len(users)][i // len(users)], users[i % len(users)][0], kind)
+            for i in range(per_user * len(users))
+        ]
 
     mixed = []
     for i, request in enumerate(fresh(distinct // 2, "mixed")):
@@ -170,7 +176,10 @@ def soak(*, seconds: float, distinct: int, cache_size: int, workers: int, run_di
             for name, plan in plans.items():
                 phase_start = time.monotonic()
                 reports[name] = run(stack.envoy_url, plan, seconds=seconds / len(plans), workers=workers)
-                results[name] = {**reports[name].summary(), "rss_mb_peak": round(rss.peak_between(phase_start, time.monotonic()), 1)}
+                results[name] = {
+                    **reports[name].summary(),
+                    "rss_mb_peak": round(rss.peak_between(phase_start, time.monotonic()), 1),
+                }
             results["rss_mb_end"] = round(rss.now_mb(), 1)
         results["cache_entries"] = _cache_entries(stack.metrics_url())
     judged = sum(reports[name].total for name in plans)
@@ -181,10 +190,9 @@ def soak(*, seconds: float, distinct: int, cache_size: int, workers: int, run_di
         count for report in reports.values() for status, count in report.statuses().items() if status not in (200, 401)
     )
     results["cold_requests_exceed_cache"] = reports["cold"].total > cache_size
-    results["cache_bounded"] = (
-        results["cache_entries"].get("verified", 0) <= cache_size
-        and results["cache_entries"].get("rejected", 0) <= (cache_size // 10 or cache_size)
-    )
+    results["cache_bounded"] = results["cache_entries"].get("verified", 0) <= cache_size and results[
+        "cache_entries"
+    ].get("rejected", 0) <= (cache_size // 10 or cache_size)
     results["ok"] = (
         results["cache_bounded"]
         and results["wrong_decisions"] == 0

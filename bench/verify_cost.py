@@ -53,9 +53,7 @@ class VerificationFailed(Exception):
 def forge(tokens: Sequence[str]) -> list[str]:
     """Each token with its neighbour's signature: well-formed, correctly sized, and wrong."""
     signatures = [token.rpartition(".")[2] for token in tokens]
-    return [
-        f"{token.rpartition('.')[0]}.{signatures[(i + 1) % len(tokens)]}" for i, token in enumerate(tokens)
-    ]
+    return [f"{token.rpartition('.')[0]}.{signatures[(i + 1) % len(tokens)]}" for i, token in enumerate(tokens)]
 
 
 def _ours(pool: BenchPool) -> Verify:

@@ -293,9 +293,7 @@ def _listener(topology: Topology) -> Listener:
         address=address(topology.listener),
         filter_chains=[
             FilterChain(
-                filters=[
-                    Filter(name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager))
-                ]
+                filters=[Filter(name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager))]
             )
         ],
     )
@@ -326,7 +324,8 @@ def ext_authz() -> ExtAuthz:
                 ),
                 retry_host_predicate=[
                     RetryPolicyRetryHostPredicate(
-                        name="envoy.retry_host_predicates.previous_hosts", typed_config=Any.pack(PreviousHostsPredicate())
+                        name="envoy.retry_host_predicates.previous_hosts",
+                        typed_config=Any.pack(PreviousHostsPredicate()),
                     )
                 ],
                 host_selection_retry_max_attempts=3,
@@ -365,7 +364,9 @@ def _route(api_route: ApiRoute) -> Route:
     if api_route.context_extensions is None:
         per_route = ExtAuthzPerRoute(disabled=True)
     else:
-        per_route = ExtAuthzPerRoute(check_settings=CheckSettings(context_extensions=dict(api_route.context_extensions)))
+        per_route = ExtAuthzPerRoute(
+            check_settings=CheckSettings(context_extensions=dict(api_route.context_extensions))
+        )
     return Route(
         name=api_route.name,
         match=api_route.match,
@@ -459,7 +460,9 @@ def _cluster(name: str, topology: Topology, hosts: Sequence[HostPort], **details
 def _endpoints(cluster: str, hosts: Sequence[HostPort]) -> ClusterLoadAssignment:
     return ClusterLoadAssignment(
         cluster_name=cluster,
-        endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address(host))) for host in hosts])],
+        endpoints=[
+            LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address(host))) for host in hosts])
+        ],
     )
 
 

@@ -104,7 +104,9 @@ def _create_client(client: Any, pool_id: str) -> str:
 def ensure_user(client: Any, provisioned: Provisioned, *, email: str, password: str, name: str, handle: str) -> None:
     """register() the user unless one with that email exists already."""
     try:
-        register(client, provisioned.pool_id, provisioned.client_id, email=email, password=password, name=name, handle=handle)
+        register(
+            client, provisioned.pool_id, provisioned.client_id, email=email, password=password, name=name, handle=handle
+        )
     except client.exceptions.UsernameExistsException:
         return
 

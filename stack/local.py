@@ -182,7 +182,11 @@ class LocalStack:
         argv = envoy_command(self.envoy_config_path, concurrency=self.envoy_concurrency)
         # /ready turns 200 once the clusters have had their first health check.
         self._start(
-            "envoy", argv, dict(os.environ), http_ok(self.admin_url + "/ready"), ports=(self.ports.envoy, self.ports.admin)
+            "envoy",
+            argv,
+            dict(os.environ),
+            http_ok(self.admin_url + "/ready"),
+            ports=(self.ports.envoy, self.ports.admin),
         )
 
     def start_all(self, *, cognito: bool = True) -> None:
@@ -245,4 +249,3 @@ def running_stack(ports: Ports, run_dir: Path, **options: Any) -> Iterator[Local
         yield stack
     finally:
         stack.stop()
-

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)
     env = provision_local(args.endpoint, args.region)
     write_env_file(args.env_file, env)
-    print(f"provision: pool {env['AWS_COGNITO_USER_POOLS_ID']}, client {env['AWS_COGNITO_CLIENT_ID']} -> {args.env_file}")
+    print(
+        f"provision: pool {env['AWS_COGNITO_USER_POOLS_ID']}, client {env['AWS_COGNITO_CLIENT_ID']} -> {args.env_file}"
+    )
     return 0
 
 

@@ -167,7 +167,7 @@ class JwksServer(LoopbackHttp):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's method name
+            def do_GET(self) -> None:
                 outer.requests += 1
                 if outer.delay:
                     time.sleep(outer.delay)

@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
-from tests.conftest import CLIENT_ID, POOL_ID, FakeClock, access_claims, mint, settings_for
 
 from authz.server import run_server
+from tests.conftest import CLIENT_ID, POOL_ID, FakeClock, access_claims, mint, settings_for
 
 
 def free_port() -> int:
@@ -25,7 +25,11 @@ def free_port() -> int:
 def authz(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_COGNITO_", "AUTHZ_"))}
     return subprocess.run(
-        [sys.executable, "-m", "authz", *args], env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "authz", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -54,7 +58,10 @@ def live_claims(**overrides):
             {"AWS_COGNITO_USER_POOLS_ID": POOL_ID, "AWS_COGNITO_CLIENT_ID": "c", "AWS_COGNITO_REGION": "us-east-1"},
             "AWS_COGNITO_REGION",
         ),
-        ({"AWS_COGNITO_USER_POOLS_ID": POOL_ID, "AWS_COGNITO_CLIENT_ID": "c", "AUTHZ_CACHE_SIZE": "lots"}, "AUTHZ_CACHE_SIZE"),
+        (
+            {"AWS_COGNITO_USER_POOLS_ID": POOL_ID, "AWS_COGNITO_CLIENT_ID": "c", "AUTHZ_CACHE_SIZE": "lots"},
+            "AUTHZ_CACHE_SIZE",
+        ),
     ],
 )
 def test_bad_configuration_stops_serve_with_one_line_and_exit_2(env, variable):
@@ -146,7 +153,9 @@ def test_serve_on_a_busy_port_exits_2_with_one_line(jwks_server):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        result = authz("serve", env=pool_env(jwks_server.url, AUTHZ_ADDR=f"127.0.0.1:{busy}", AUTHZ_METRICS_ADDR="127.0.0.1:0"))
+        result = authz(
+            "serve", env=pool_env(jwks_server.url, AUTHZ_ADDR=f"127.0.0.1:{busy}", AUTHZ_METRICS_ADDR="127.0.0.1:0")
+        )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"authz: cannot start: cannot listen on 127.0.0.1:{busy}")
     assert "Traceback" not in result.stderr

@@ -75,7 +75,15 @@ class SignedIn:
 def new_user(cognito: Any, pool: Provisioned) -> SignedIn:
     """A user of their own (moto usernames are emails in this pool), signed up, confirmed and signed in."""
     email = f"revocation-{uuid.uuid4().hex[:10]}@cruddur.local"
-    register(cognito, pool.pool_id, pool.client_id, email=email, password=PASSWORD, name="Revoked User", handle=email.split("@")[0])
+    register(
+        cognito,
+        pool.pool_id,
+        pool.client_id,
+        email=email,
+        password=PASSWORD,
+        name="Revoked User",
+        handle=email.split("@")[0],
+    )
     return sign_in_again(cognito, pool, email)
 
 
@@ -251,7 +259,7 @@ class SlowCognito(LoopbackHttp):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's method name
+            def do_POST(self) -> None:
                 outer.requests += 1
                 outer.release.wait(timeout=30)
                 body = b"{}"
@@ -295,7 +303,9 @@ def _timed(call: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], float]:
 
 
 @pytest.mark.parametrize("on_error", ["allow", "deny"])
-def test_cognito_not_answering_follows_the_error_policy_and_never_hangs(emulator, cognito, pool, unanswering_cognito, on_error):
+def test_cognito_not_answering_follows_the_error_policy_and_never_hangs(
+    emulator, cognito, pool, unanswering_cognito, on_error
+):
     """GetUser at a closed port or at a server slower than the 0.3 s timeout (keys still come from the emulator):
     on_error=allow lets the verified token through and counts it as unconfirmed{action="allow"}; on_error=deny
     refuses it with 503 revocation_unavailable. Each Check answers within the timeout plus a margin."""

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 from grpc_health.v1 import health_pb2
+
+from authz.client import check
+from authz.server import RunningServer, run_server
 from tests.conftest import (
     KID,
     NOW,
@@ -27,9 +30,6 @@ from tests.conftest import (
     settings_for,
     wait_for,
 )
-
-from authz.client import check
-from authz.server import RunningServer, run_server
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
 
@@ -46,7 +46,10 @@ def test_health_is_not_serving_until_keys_load_then_serving(jwks_server):
     jwks_server.status = 500
     with run_server(settings_for(jwks_server.url, jwks_cooldown_seconds=0), clock=FakeClock()) as server:
         assert health_status(server.port) == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert health_status(server.port, "envoy.service.auth.v3.Authorization") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (
+            health_status(server.port, "envoy.service.auth.v3.Authorization")
+            == health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         denied = check(f"127.0.0.1:{server.port}", token=mint())
         assert (denied["allowed"], denied["http_status"]) == (False, 503)
         jwks_server.status = 200
@@ -105,7 +108,10 @@ def test_metrics_endpoint_counts_decisions_and_keys(running):
     check(addr)
     check(addr, token=mint(access_claims(exp=NOW - 3600)))
     text = requests.get(f"http://127.0.0.1:{running.metrics_port}/metrics", timeout=5).text
-    assert 'authz_decisions_total{client="4f1client0allowed0000000",pool="ca-central-1_AbC123",reason="ok",result="allow"} 2.0' in text
+    assert (
+        'authz_decisions_total{client="4f1client0allowed0000000",pool="ca-central-1_AbC123",reason="ok",result="allow"} 2.0'
+        in text
+    )
     assert 'authz_decisions_total{client="",pool="",reason="missing_token",result="deny"} 1.0' in text
     assert 'authz_token_cache_total{result="hit"} 1.0' in text
     assert 'authz_jwks_keys_loaded{pool="ca-central-1_AbC123"} 1.0' in text

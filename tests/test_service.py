@@ -8,6 +8,16 @@ import logging
 import grpc
 import grpc_testing
 import pytest
+
+from authz._proto.envoy.config.core.v3 import base_pb2
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2
+from authz.client import check_request, describe
+from authz.jwks import JwksCache
+from authz.logs import JsonFormatter
+from authz.metrics import Metrics
+from authz.policy import Policy
+from authz.service import AuthorizationService
+from authz.tokens import TokenVerifier, VerifiedToken
 from tests.conftest import (
     CLIENT_ID,
     ISSUER,
@@ -20,19 +30,16 @@ from tests.conftest import (
     static_fetcher,
 )
 
-from authz._proto.envoy.config.core.v3 import base_pb2
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2
-from authz.client import check_request, describe
-from authz.jwks import JwksCache
-from authz.logs import JsonFormatter
-from authz.metrics import Metrics
-from authz.policy import Policy
-from authz.service import AuthorizationService
-from authz.tokens import TokenVerifier, VerifiedToken
-
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
 CHECK = SERVICE.methods_by_name["Check"]
-IDENTITY_HEADERS = {"x-user-sub", "x-user-name", "x-user-groups", "x-user-scopes", "x-user-client-id", "x-user-token-use"}
+IDENTITY_HEADERS = {
+    "x-user-sub",
+    "x-user-name",
+    "x-user-groups",
+    "x-user-scopes",
+    "x-user-client-id",
+    "x-user-token-use",
+}
 
 
 class Harness:
@@ -51,7 +58,12 @@ class Harness:
     def decisions(self, result: str, reason: str) -> float:
         value = self.metrics.registry.get_sample_value(
             "authz_decisions_total",
-            {"result": result, "reason": reason, "pool": POOL_ID if result == "allow" else "", "client": CLIENT_ID if result == "allow" else ""},
+            {
+                "result": result,
+                "reason": reason,
+                "pool": POOL_ID if result == "allow" else "",
+                "client": CLIENT_ID if result == "allow" else "",
+            },
         )
         return value or 0.0
 
@@ -213,8 +225,14 @@ def test_response_that_cannot_be_built_fails_closed(clock):
     class OddVerifier:
         def verify(self, token: str) -> VerifiedToken:
             return VerifiedToken(
-                sub="sub-\ud800", token_use="access", client_id=CLIENT_ID, pool_id=POOL_ID,
-                username=None, groups=(), scopes=(), expires_at=2e9,
+                sub="sub-\ud800",
+                token_use="access",
+                client_id=CLIENT_ID,
+                pool_id=POOL_ID,
+                username=None,
+                groups=(),
+                scopes=(),
+                expires_at=2e9,
             )
 
     response, code = Harness(OddVerifier()).check(check_request(token=mint()))  # type: ignore[arg-type]

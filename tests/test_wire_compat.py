@@ -45,7 +45,7 @@ CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 
 # Realistic-looking values; nothing here is a real credential.
 BEARER = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhYmMifQ.c2lnbmF0dXJl"
-REQUEST_TIME = datetime.datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=datetime.timezone.utc)
+REQUEST_TIME = datetime.datetime(2024, 5, 17, 12, 30, 45, 123456, tzinfo=datetime.UTC)
 DENIED_BODY = '{"error":"invalid_token"}'
 
 
@@ -80,9 +80,7 @@ def stub_check_request() -> external_auth_pb2.CheckRequest:
                         ":path": "/orders/42?expand=items",
                         "content-type": "application/json",
                     },
-                    header_map=base_pb2.HeaderMap(
-                        headers=[base_pb2.HeaderValue(key="x-raw", raw_value=b"\xff\xfe")]
-                    ),
+                    header_map=base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key="x-raw", raw_value=b"\xff\xfe")]),
                     path="/orders/42?expand=items",
                     host="api.example.com",
                     scheme="https",
@@ -92,9 +90,7 @@ def stub_check_request() -> external_auth_pb2.CheckRequest:
                 ),
             ),
             context_extensions={"cognito_client": "orders-web", "policy": "read-write"},
-            route_metadata_context=base_pb2.Metadata(
-                filter_metadata={"envoy.filters.http.ext_authz": route_metadata}
-            ),
+            route_metadata_context=base_pb2.Metadata(filter_metadata={"envoy.filters.http.ext_authz": route_metadata}),
             tls_session=attribute_context_pb2.AttributeContext.TLSSession(sni="api.example.com"),
         )
     )
@@ -182,9 +178,7 @@ def stub_ok_response() -> external_auth_pb2.CheckResponse:
                 _stub_header("x-auth-groups", "admin,ops", overwrite),
             ],
             headers_to_remove=["authorization", "cookie"],
-            response_headers_to_add=[
-                _stub_header("x-auth-cache", "miss", base_pb2.HeaderValueOption.ADD_IF_ABSENT)
-            ],
+            response_headers_to_add=[_stub_header("x-auth-cache", "miss", base_pb2.HeaderValueOption.ADD_IF_ABSENT)],
             query_parameters_to_set=[base_pb2.QueryParameter(key="tenant", value="t-1")],
             query_parameters_to_remove=["access_token"],
         ),
@@ -203,9 +197,7 @@ def model_ok_response() -> model_auth.CheckResponse:
             ],
             headers_to_remove=["authorization", "cookie"],
             response_headers_to_add=[
-                _model_header(
-                    "x-auth-cache", "miss", model_core.HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT
-                )
+                _model_header("x-auth-cache", "miss", model_core.HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT)
             ],
             query_parameters_to_set=[model_core.QueryParameter(key="tenant", value="t-1")],
             query_parameters_to_remove=["access_token"],

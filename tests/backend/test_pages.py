@@ -22,7 +22,9 @@ def client_for(**cognito: str) -> FlaskClient:
 
 @pytest.fixture
 def local() -> FlaskClient:
-    return client_for(AWS_COGNITO_USER_POOLS_ID=POOL, AWS_COGNITO_CLIENT_ID=CLIENT, AWS_ENDPOINT_URL_COGNITO_IDP=EMULATOR)
+    return client_for(
+        AWS_COGNITO_USER_POOLS_ID=POOL, AWS_COGNITO_CLIENT_ID=CLIENT, AWS_ENDPOINT_URL_COGNITO_IDP=EMULATOR
+    )
 
 
 def test_config_names_the_stacks_pool_client_and_emulator(local: FlaskClient):
@@ -34,7 +36,9 @@ def test_config_names_the_stacks_pool_client_and_emulator(local: FlaskClient):
 
 def test_config_points_a_real_pool_at_its_regional_endpoint():
     """Without an emulator the same pages talk to the pool's regional Cognito endpoint."""
-    reply = client_for(AWS_COGNITO_USER_POOLS_ID="eu-west-1_Real1", AWS_COGNITO_CLIENT_ID=CLIENT).get("/web/config.json")
+    reply = client_for(AWS_COGNITO_USER_POOLS_ID="eu-west-1_Real1", AWS_COGNITO_CLIENT_ID=CLIENT).get(
+        "/web/config.json"
+    )
     assert reply.get_json()["endpoint"] == "https://cognito-idp.eu-west-1.amazonaws.com/"
     assert "connect-src 'self' https://cognito-idp.eu-west-1.amazonaws.com;" in reply.headers["Content-Security-Policy"]
 
@@ -66,8 +70,13 @@ def test_shell_is_served_with_headers_that_allow_only_its_own_scripts_and_cognit
 
 @pytest.mark.parametrize(
     ("name", "mimetype"),
-    [("app.js", "text/javascript"), ("cognito.js", "text/javascript"), ("session.js", "text/javascript"),
-     ("style.css", "text/css"), ("favicon.svg", "image/svg+xml")],
+    [
+        ("app.js", "text/javascript"),
+        ("cognito.js", "text/javascript"),
+        ("session.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ],
 )
 def test_assets_are_served_with_their_types(local: FlaskClient, name: str, mimetype: str):
     reply = local.get(f"/web/{name}")
@@ -75,7 +84,9 @@ def test_assets_are_served_with_their_types(local: FlaskClient, name: str, mimet
     assert reply.headers["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("path", ["/web/app.py", "/web/../app.py", "/web/..%2fapp.py", "/web/index.html", "/web/", "/static/app.js"])
+@pytest.mark.parametrize(
+    "path", ["/web/app.py", "/web/../app.py", "/web/..%2fapp.py", "/web/index.html", "/web/", "/static/app.js"]
+)
 def test_nothing_else_is_served_from_the_backend_folder(local: FlaskClient, path: str):
     """Only the listed assets: no source file, no directory listing, no Flask static folder."""
     assert local.get(path).status_code == 404

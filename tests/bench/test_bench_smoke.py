@@ -25,8 +25,12 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
         # once, so no Check queues or overruns Envoy's 1 s budget (a 5xx would be Envoy failing closed).
         assert envoy["rq_2xx"] >= run["requests"] and envoy["rq_5xx"] == run["non_2xx"] == 0, (name, run)
     assert set(results["ratios"]) >= {
-        "hot_vs_floor", "cold_vs_hot", "hot_vs_jwt_authn_nocache", "hot_vs_jwt_authn_cache",
-        "revocation_hot_vs_hot", "revocation_cold_vs_cold",
+        "hot_vs_floor",
+        "cold_vs_hot",
+        "hot_vs_jwt_authn_nocache",
+        "hot_vs_jwt_authn_cache",
+        "revocation_hot_vs_hot",
+        "revocation_cold_vs_cold",
     }
     # g and h really confirm tokens: the repeated token once (its answer is cached for the TTL), each new token
     # once (none is over the bound of calls in flight, so none goes unasked); with the mode off (d, e) Cognito is

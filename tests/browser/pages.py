@@ -96,8 +96,10 @@ class App:
         """The page's main element, once the page named name shows."""
         return self.wait(
             lambda: self.driver.find_element(By.CSS_SELECTOR, f'main[data-page="{name}"]'),
-            lambda: f"page {name!r} never showed (hash {self.hash!r}, pages: {self.page_names()}, "
-            f"the page reads: {self.body_text()[:300]!r})",
+            lambda: (
+                f"page {name!r} never showed (hash {self.hash!r}, pages: {self.page_names()}, "
+                f"the page reads: {self.body_text()[:300]!r})"
+            ),
         )
 
     def body_text(self) -> str:
@@ -161,7 +163,9 @@ class App:
         return None if raw is None else json.loads(raw)
 
     def store_session(self, session: dict[str, Any]) -> None:
-        self.driver.execute_script("sessionStorage.setItem(arguments[0], arguments[1])", SESSION_KEY, json.dumps(session))
+        self.driver.execute_script(
+            "sessionStorage.setItem(arguments[0], arguments[1])", SESSION_KEY, json.dumps(session)
+        )
 
     # -- what a user does and sees --------------------------------------------------------------------------------
 
@@ -181,9 +185,13 @@ class App:
         """Home, signed in: the user's name and the sign-out button, the own item first. Returns the feed."""
         self.wait_page("home")
         self.wait(
-            lambda: self.shown("nav#nav span#nav-user") and self.shown("nav#nav button#signout") and self.first_is_own(),
-            lambda: f"home never showed signed in with the own item first "
-            f"(nav: {self.text('nav#nav')!r}, feed: {self.feed()})",
+            lambda: (
+                self.shown("nav#nav span#nav-user") and self.shown("nav#nav button#signout") and self.first_is_own()
+            ),
+            lambda: (
+                f"home never showed signed in with the own item first "
+                f"(nav: {self.text('nav#nav')!r}, feed: {self.feed()})"
+            ),
         )
         return self.feed()
 

@@ -215,7 +215,7 @@ def test_a_refused_token_leads_back_to_sign_in(app: App, browser_stack: LocalSta
     # A character in the middle: the last one may only carry padding bits a lenient decoder ignores.
     middle = len(signature) // 2
     flipped = "A" if signature[middle] != "A" else "B"
-    session["accessToken"] = f"{header}.{payload}.{signature[:middle]}{flipped}{signature[middle + 1:]}"
+    session["accessToken"] = f"{header}.{payload}.{signature[:middle]}{flipped}{signature[middle + 1 :]}"
     app.store_session(session)
 
     app.reload()

@@ -35,7 +35,7 @@ def version_text(version: Version) -> str:
     return ".".join(map(str, version))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reported_version(binary: Path) -> Version:
     result = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True)
     match = _VERSION_OUTPUT.search(result.stdout + result.stderr)

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.integration.cruddur_api import RecordingUpstream, User, sign_up
 
 from stack.cognito import cognito_client_for
 from stack.local import LocalStack, Ports, running_stack
 from stack.processes import free_port
+from tests.integration.cruddur_api import RecordingUpstream, User, sign_up
 
 
 @pytest.fixture(scope="session")
@@ -34,7 +34,9 @@ def user(stack: LocalStack, cognito: Any) -> User:
 
 
 @pytest.fixture(scope="session")
-def recording_envoy(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalStack, RecordingUpstream]]:
+def recording_envoy(
+    stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LocalStack, RecordingUpstream]]:
     """A second Envoy with the same configuration and the same authz server, whose backend records what it gets."""
     with RecordingUpstream() as upstream:
         ports = Ports(

@@ -11,10 +11,10 @@ from typing import Any, NamedTuple
 
 import requests
 
-from stack.cognito import register, sign_in, user_sub
-from tests.conftest import LoopbackHttp
 from bench.emulator import EmulatorSigner
+from stack.cognito import register, sign_in, user_sub
 from stack.local import LocalStack
+from tests.conftest import LoopbackHttp
 
 PASSWORD = "Int3gration-Passw0rd!"
 _SIGNER = EmulatorSigner()
@@ -81,7 +81,7 @@ class RecordingUpstream(LoopbackHttp):
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 lines = [(name.lower(), value) for name, value in self.headers.items()]
                 headers = dict(lines)
                 if headers.get("user-agent") != "Envoy/HC":

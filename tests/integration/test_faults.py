@@ -30,9 +30,7 @@ def _plan(user: User) -> list[Request]:
         "anonymous": ({}, None),
         "spoofed": ({"x-user-sub": user.sub, "x-user-name": "spoofed"}, None),
     }
-    return [
-        Request("/api/me", {**headers, LOAD_KIND: kind}, caller, kind) for kind, (headers, caller) in kinds.items()
-    ]
+    return [Request("/api/me", {**headers, LOAD_KIND: kind}, caller, kind) for kind, (headers, caller) in kinds.items()]
 
 
 def _allowed_only_for_callers(request: Request, status: int, body: bytes) -> bool:

@@ -330,12 +330,23 @@ def test_grpcurl_lists_the_service_and_checks_a_request(stack: LocalStack, user:
     request = {
         "attributes": {
             "request": {
-                "http": {"method": "GET", "path": "/api/me", "headers": {"authorization": f"Bearer {user.access_token}"}}
+                "http": {
+                    "method": "GET",
+                    "path": "/api/me",
+                    "headers": {"authorization": f"Bearer {user.access_token}"},
+                }
             }
         }
     }
     checked = subprocess.run(
-        [str(GRPCURL), "-plaintext", "-d", json.dumps(request), stack.authz_addr(), "envoy.service.auth.v3.Authorization/Check"],
+        [
+            str(GRPCURL),
+            "-plaintext",
+            "-d",
+            json.dumps(request),
+            stack.authz_addr(),
+            "envoy.service.auth.v3.Authorization/Check",
+        ],
         capture_output=True,
         text=True,
         timeout=30,
@@ -343,9 +354,7 @@ def test_grpcurl_lists_the_service_and_checks_a_request(stack: LocalStack, user:
     )
     reply = json.loads(checked.stdout)
     assert reply["status"].get("code", 0) == 0
-    headers = {
-        option["header"]["key"]: option["header"]["value"] for option in reply["ok_response"]["headers"]
-    }
+    headers = {option["header"]["key"]: option["header"]["value"] for option in reply["ok_response"]["headers"]}
     assert headers["x-user-sub"] == user.sub
 
 

@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tests.conftest import FakeClock, JwksServer, LoopbackHttp, mint, settings_for, wait_for
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from authz.server import RunningServer, run_server
+from tests.conftest import FakeClock, JwksServer, LoopbackHttp, mint, settings_for, wait_for
 
 AttributeContext = attribute_context_pb2.AttributeContext
 CheckRequest = external_auth_pb2.CheckRequest
@@ -128,9 +128,7 @@ def check_request(
             all_headers["authorization"] = authorization
         http.headers.update(all_headers)
     return CheckRequest(
-        attributes=AttributeContext(
-            request=AttributeContext.Request(http=http), context_extensions=dict(context or {})
-        )
+        attributes=AttributeContext(request=AttributeContext.Request(http=http), context_extensions=dict(context or {}))
     )
 
 

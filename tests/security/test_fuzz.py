@@ -17,6 +17,9 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from authz.errors import AuthzError
+from authz.policy import route_settings
 from tests.conftest import (
     CLIENT_ID,
     ISSUER,
@@ -40,16 +43,23 @@ from tests.security.conftest import (
     check_request,
 )
 
-from authz.errors import AuthzError
-from authz.policy import route_settings
-
 OK, PERMISSION_DENIED, UNAUTHENTICATED = 0, 7, 16
 HTTP_FOR_CODE = {UNAUTHENTICATED: 401, PERMISSION_DENIED: 403}
 BODY_ERRORS = {"missing_token", "invalid_token", "insufficient_scope", "route_misconfigured"}
 B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 FORBIDDEN_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c")
 ROUTE_KEYS = ("auth", "token_use", "groups", "scopes")
-ROUTE_VALUES = ("required", "optional", "access", "id", "any", "admins", "users,admins", "aws.cognito.signin.user.admin", "")
+ROUTE_VALUES = (
+    "required",
+    "optional",
+    "access",
+    "id",
+    "any",
+    "admins",
+    "users,admins",
+    "aws.cognito.signin.user.admin",
+    "",
+)
 FUZZ = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 # Each example breaks about one claim of ten, so catching a skipped check reliably takes more of them.
 FUZZ_CLAIMS = settings(FUZZ, max_examples=400)
@@ -142,7 +152,7 @@ def accepted_claims(token: str) -> dict[str, Any] | None:
         isinstance(claims.get("iss"), str)
         and claims["iss"] in TRUSTED_ISSUERS
         and _number(claims.get("exp"))
-        and NOW < claims["exp"] + LEEWAY
+        and claims["exp"] + LEEWAY > NOW
         and all(_number(claims[name]) and claims[name] <= NOW + LEEWAY for name in ("nbf", "iat") if name in claims)
         and token_use in ("access", "id")
         and _names_an_allowed_client(claims)
@@ -208,7 +218,9 @@ def mutated_valid_tokens(draw: st.DrawFn) -> str:
     kind = draw(st.sampled_from(["replace", "respell", "delete", "insert", "truncate", "swap", "bitflip", "case"]))
     index = draw(st.integers(min_value=0, max_value=len(token) - 1))
     if kind == "replace":
-        token = token[:index] + draw(st.characters(codec="utf-8") | st.sampled_from(B64URL + ".=+/ ")) + token[index + 1 :]
+        token = (
+            token[:index] + draw(st.characters(codec="utf-8") | st.sampled_from(B64URL + ".=+/ ")) + token[index + 1 :]
+        )
     elif kind == "respell":
         # A segment's last character carries unused low bits: another spelling of the same bytes is another token.
         parts = token.split(".")
@@ -240,13 +252,19 @@ def forged_headers(draw: st.DrawFn, canary_url: str) -> str:
     """Valid claims really signed by the pool under a JSON header with random alg/kid types and extra parameters."""
     header: dict[str, Any] = {}
     if draw(st.booleans()):
-        header["alg"] = draw(st.sampled_from(["RS256", "none", "None", "HS256", "RS512", "PS256", "ES256", "rs256", ""]) | json_values)
+        header["alg"] = draw(
+            st.sampled_from(["RS256", "none", "None", "HS256", "RS512", "PS256", "ES256", "rs256", ""]) | json_values
+        )
     if draw(st.booleans()):
         header["kid"] = draw(st.sampled_from([KID, "", "unknown", "../jwks.json"]) | json_values)
     # Key-choosing parameters point at the canary, which must never hear from the server.
-    pointers = st.sampled_from([f"{canary_url}/jwks.json", [f"{canary_url}/cert.der"], {"kty": "RSA", "x5u": canary_url}])
+    pointers = st.sampled_from(
+        [f"{canary_url}/jwks.json", [f"{canary_url}/cert.der"], {"kty": "RSA", "x5u": canary_url}]
+    )
     extra = draw(
-        st.dictionaries(st.sampled_from([*FORBIDDEN_HEADER_PARAMS, "typ", "cty", "x5t", "zip"]), pointers | json_values, max_size=2)
+        st.dictionaries(
+            st.sampled_from([*FORBIDDEN_HEADER_PARAMS, "typ", "cty", "x5t", "zip"]), pointers | json_values, max_size=2
+        )
     )
     header.update(extra)
     return pool_signed(access_claims(), header)
@@ -257,7 +275,17 @@ REMOVED = object()
 CLAIM_EDGES: dict[str, list[Any]] = {
     "iss": [ISSUER, ISSUER + "/", OTHER_ISSUER, ISSUER.upper(), None],
     "exp": [
-        int(NOW) + 1, NOW + 0.5, 2**63, int(NOW), NOW, NOW - 0.5, int(NOW) - 1, -(2**63), str(int(NOW) + 60), True, None
+        int(NOW) + 1,
+        NOW + 0.5,
+        2**63,
+        int(NOW),
+        NOW,
+        NOW - 0.5,
+        int(NOW) - 1,
+        -(2**63),
+        str(int(NOW) + 60),
+        True,
+        None,
     ],
     "nbf": [int(NOW), NOW + 0.5, int(NOW) + 1, int(NOW) - 60, "0", None],
     "iat": [int(NOW), NOW + 0.5, int(NOW) + 1, int(NOW) - 60, "0", None],
@@ -265,7 +293,13 @@ CLAIM_EDGES: dict[str, list[Any]] = {
     "token_use": ["access", "id", "refresh", "Access", None],
     "client_id": [CLIENT_ID, OTHER_CLIENT_ID, [CLIENT_ID], "", None],
     "aud": [
-        CLIENT_ID, [CLIENT_ID], [OTHER_CLIENT_ID, CLIENT_ID], OTHER_CLIENT_ID, [OTHER_CLIENT_ID], [], [CLIENT_ID, 1],
+        CLIENT_ID,
+        [CLIENT_ID],
+        [OTHER_CLIENT_ID, CLIENT_ID],
+        OTHER_CLIENT_ID,
+        [OTHER_CLIENT_ID],
+        [],
+        [CLIENT_ID, 1],
         None,
     ],
     "username": ["someone-else", "", "a\nb", 7, None],
@@ -309,12 +343,16 @@ def forged_payloads(draw: st.DrawFn) -> str:
 
 
 def tokens(canary_url: str) -> st.SearchStrategy[str]:
-    return st.one_of(random_text, dotted_segments, oversized, mutated_valid_tokens(), forged_headers(canary_url), forged_payloads())
+    return st.one_of(
+        random_text, dotted_segments, oversized, mutated_valid_tokens(), forged_headers(canary_url), forged_payloads()
+    )
 
 
 # --- request strategies -----------------------------------------------------------------------------------------
 
-schemes = st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", "Token", "", "Bearer ", "Bearer\t"]) | st.text(max_size=8)
+schemes = st.sampled_from(["Bearer", "bearer", "BEARER", "Basic", "Token", "", "Bearer ", "Bearer\t"]) | st.text(
+    max_size=8
+)
 
 
 @st.composite
@@ -331,10 +369,20 @@ def authorization_values(draw: st.DrawFn, canary_url: str) -> str:
     return value
 
 
-header_names = st.sampled_from(["authorization", "Authorization", "x-user-sub", "x-user-groups", "cookie", "x-request-id", ":path"]) | st.text(max_size=20)
+header_names = st.sampled_from(
+    ["authorization", "Authorization", "x-user-sub", "x-user-groups", "cookie", "x-request-id", ":path"]
+) | st.text(max_size=20)
 routes = st.sampled_from(
-    [{}, {"auth": "optional"}, {"auth": "required"}, {"token_use": "any"}, {"token_use": "id"}, {"groups": "admins"},
-     {"scopes": "aws.cognito.signin.user.admin"}, {"auth": "optional", "token_use": "any"}]
+    [
+        {},
+        {"auth": "optional"},
+        {"auth": "required"},
+        {"token_use": "any"},
+        {"token_use": "id"},
+        {"groups": "admins"},
+        {"scopes": "aws.cognito.signin.user.admin"},
+        {"auth": "optional", "token_use": "any"},
+    ]
 )
 contexts = routes | st.dictionaries(
     st.sampled_from(ROUTE_KEYS) | st.text(max_size=10), st.sampled_from(ROUTE_VALUES) | st.text(max_size=20), max_size=4

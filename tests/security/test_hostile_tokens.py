@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+
+from authz import errors
 from tests.conftest import (
     CLIENT_ID,
     ISSUER,
@@ -34,10 +36,10 @@ from tests.conftest import (
     OTHER_ISSUER,
     OTHER_POOL_ID,
     POOL_ID,
+    access_claims,
     b64url,
     encode_segment,
     id_claims,
-    access_claims,
     mint,
     private_key,
     public_jwk,
@@ -52,8 +54,6 @@ from tests.security.conftest import (
     check_request,
     response_headers,
 )
-
-from authz import errors
 
 UNAUTHENTICATED, PERMISSION_DENIED, OK = 16, 7, 0
 KIB_64 = 64 * 1024
@@ -94,7 +94,9 @@ def hs256_signer(secret: bytes) -> Signer:
     return lambda data: hmac.new(secret, data, hashlib.sha256).digest()
 
 
-def forge(header: dict[str, Any] | bytes, payload: dict[str, Any] | bytes | None = None, sign: Signer | None = None) -> str:
+def forge(
+    header: dict[str, Any] | bytes, payload: dict[str, Any] | bytes | None = None, sign: Signer | None = None
+) -> str:
     """A compact JWS over any header and payload (JSON or raw bytes), signed by any signer (default: the pool)."""
     signing_input = f"{encode_segment(header)}.{encode_segment(access_claims() if payload is None else payload)}"
     return f"{signing_input}.{b64url((sign or rsa_signer())(signing_input.encode()))}"
@@ -109,14 +111,18 @@ def attacker_key() -> rsa.RSAPrivateKey:
 
 
 def public_key_pem() -> bytes:
-    return private_key().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return (
+        private_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
 def public_key_der() -> bytes:
-    return private_key().public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return (
+        private_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
@@ -132,7 +138,7 @@ def attacker_certificate(canary_url: str) -> str:
     """A self-signed certificate for the attacker's key whose AIA and CRL point at the canary (base64 DER, as x5c)."""
     key = attacker_key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"cognito-idp.amazonaws.com/{POOL_ID}")])
-    issued = datetime.datetime.fromtimestamp(NOW, datetime.timezone.utc)
+    issued = datetime.datetime.fromtimestamp(NOW, datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -225,7 +231,9 @@ def bearer(token: Callable[[Authz], str] | str, **request: Any) -> Build:
 
 
 def invalid(id: str, build: Build, reason: str, *, jwks_refetches: int = 0) -> Case:
-    return Case(id, build, UNAUTHENTICATED, 401, "invalid_token", "invalid_token", reason, jwks_refetches=jwks_refetches)
+    return Case(
+        id, build, UNAUTHENTICATED, 401, "invalid_token", "invalid_token", reason, jwks_refetches=jwks_refetches
+    )
 
 
 def forbidden(id: str, build: Build, reason: str) -> Case:
@@ -233,7 +241,9 @@ def forbidden(id: str, build: Build, reason: str) -> Case:
 
 
 def misconfigured(id: str, build: Build) -> Case:
-    return Case(id, build, PERMISSION_DENIED, 403, None, "route_misconfigured", "route_misconfigured", challenge="absent")
+    return Case(
+        id, build, PERMISSION_DENIED, 403, None, "route_misconfigured", "route_misconfigured", challenge="absent"
+    )
 
 
 def missing(id: str, build: Build) -> Case:
@@ -249,6 +259,8 @@ ADMINS_ROUTE = {"groups": "admins"}
 WRITE_ROUTE = {"scopes": "feed:write"}
 
 
+# One case per line: the table reads as a table.
+# fmt: off
 CASES: list[Case] = [
     # alg: none in any spelling, missing, or not exactly RS256
     invalid("alg_none_empty_signature", bearer(lambda a: forge({"alg": "none", "kid": KID}).rpartition(".")[0] + "."), "malformed_token"),
@@ -429,12 +441,16 @@ CASES: list[Case] = [
     misconfigured("route_scopes_with_id_tokens", bearer(VALID_TOKEN, context={"token_use": "id", "scopes": "feed:write"})),
     misconfigured("route_groups_empty", bearer(VALID_TOKEN, context={"groups": " , "})),
 ]
+# fmt: on
 
 
 def _request_pieces(request: CheckRequest) -> set[str]:
     """Long fragments of every header value and the path: none may come back in a deny."""
     http = request.attributes.request.http
-    values = [*http.headers.values(), *(h.value or h.raw_value.decode("utf-8", "replace") for h in http.header_map.headers)]
+    values = [
+        *http.headers.values(),
+        *(h.value or h.raw_value.decode("utf-8", "replace") for h in http.header_map.headers),
+    ]
     pieces = set()
     for value in values:
         for piece in value.replace(",", " ").replace(".", " ").split():
@@ -465,7 +481,11 @@ def _assert_decision(case: Case, request: CheckRequest, response: CheckResponse)
             f'Bearer realm="api", error="{case.bearer_error}", error_description="{body["message"]}"'
         )
     assert not IDENTITY_HEADERS & set(headers)
-    echoed = [piece for piece in _request_pieces(request) if piece in response.denied_response.SerializeToString().decode("utf-8", "replace")]
+    echoed = [
+        piece
+        for piece in _request_pieces(request)
+        if piece in response.denied_response.SerializeToString().decode("utf-8", "replace")
+    ]
     assert not echoed, "a deny echoed part of the request"
 
 

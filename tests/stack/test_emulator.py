@@ -41,11 +41,18 @@ def _sign_up(cognito, pool, email: str) -> None:
 def test_resend_code_to_an_unconfirmed_user_says_where_it_went(cognito, pool):
     """As Cognito answers: the code's destination, masked, by email."""
     cognito.sign_up(
-        ClientId=pool.client_id, Username="new@cruddur.local", Password="Sup3r-secret!",
-        UserAttributes=[{"Name": "email", "Value": "new@cruddur.local"}, {"Name": "name", "Value": "N"},
-                        {"Name": "preferred_username", "Value": "n"}],
+        ClientId=pool.client_id,
+        Username="new@cruddur.local",
+        Password="Sup3r-secret!",
+        UserAttributes=[
+            {"Name": "email", "Value": "new@cruddur.local"},
+            {"Name": "name", "Value": "N"},
+            {"Name": "preferred_username", "Value": "n"},
+        ],
     )
-    details = cognito.resend_confirmation_code(ClientId=pool.client_id, Username="new@cruddur.local")["CodeDeliveryDetails"]
+    details = cognito.resend_confirmation_code(ClientId=pool.client_id, Username="new@cruddur.local")[
+        "CodeDeliveryDetails"
+    ]
     assert details == {"Destination": "n***@cruddur.local", "DeliveryMedium": "EMAIL", "AttributeName": "email"}
 
 
@@ -67,8 +74,11 @@ def test_a_browser_can_read_the_answer_and_bad_bodies_are_400(endpoint: str, poo
     request = urllib.request.Request(
         endpoint + "/",
         data=json.dumps({"ClientId": pool.client_id, "Username": "nobody@cruddur.local"}).encode(),
-        headers={"Content-Type": "application/x-amz-json-1.1", "Origin": "http://127.0.0.1:8080",
-                 "X-Amz-Target": "AWSCognitoIdentityProviderService.ResendConfirmationCode"},
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "Origin": "http://127.0.0.1:8080",
+            "X-Amz-Target": "AWSCognitoIdentityProviderService.ResendConfirmationCode",
+        },
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
@@ -85,7 +95,8 @@ def test_everything_else_is_moto(cognito, pool):
     """Other actions reach moto unchanged: a signed-up user signs in and GetUser knows them."""
     _sign_up(cognito, pool, "other@cruddur.local")
     tokens = cognito.initiate_auth(
-        ClientId=pool.client_id, AuthFlow="USER_PASSWORD_AUTH",
+        ClientId=pool.client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
         AuthParameters={"USERNAME": "other@cruddur.local", "PASSWORD": "Sup3r-secret!"},
     )["AuthenticationResult"]
     assert cognito.get_user(AccessToken=tokens["AccessToken"])["Username"]
@@ -96,14 +107,17 @@ def test_global_sign_out_revokes_every_token_of_the_user(cognito, pool):
     working, in a pool outside us-east-1; a second sign-out with the dead token is NotAuthorized."""
     _sign_up(cognito, pool, "leaving@cruddur.local")
     tokens = cognito.initiate_auth(
-        ClientId=pool.client_id, AuthFlow="USER_PASSWORD_AUTH",
+        ClientId=pool.client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
         AuthParameters={"USERNAME": "leaving@cruddur.local", "PASSWORD": "Sup3r-secret!"},
     )["AuthenticationResult"]
     request = urllib.request.Request(
         endpoint_of(cognito) + "/",
         data=json.dumps({"AccessToken": tokens["AccessToken"]}).encode(),
-        headers={"Content-Type": "application/x-amz-json-1.1",
-                 "X-Amz-Target": "AWSCognitoIdentityProviderService.GlobalSignOut"},
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": "AWSCognitoIdentityProviderService.GlobalSignOut",
+        },
     )
     with urllib.request.urlopen(request, timeout=5) as reply:  # unsigned, as a browser sends it
         assert reply.status == 200
@@ -111,7 +125,8 @@ def test_global_sign_out_revokes_every_token_of_the_user(cognito, pool):
         cognito.get_user(AccessToken=tokens["AccessToken"])
     with pytest.raises(cognito.exceptions.NotAuthorizedException):
         cognito.initiate_auth(
-            ClientId=pool.client_id, AuthFlow="REFRESH_TOKEN_AUTH",
+            ClientId=pool.client_id,
+            AuthFlow="REFRESH_TOKEN_AUTH",
             AuthParameters={"REFRESH_TOKEN": tokens["RefreshToken"]},
         )
     with pytest.raises(urllib.error.HTTPError) as again:

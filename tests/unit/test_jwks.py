@@ -16,22 +16,22 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.conftest import (
-    Script,
-    ScriptedHttp,
-    KID,
-    FakeClock,
-    JwksServer,
-    b64url,
-    jwks_document,
-    private_key,
-    public_jwk,
-)
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from authz.errors import KeysUnavailable, UnknownSigningKey
 from authz.jwks import JwksCache, JwksError, JwksRefresher, fetch_jwks, parse_jwks
+from tests.conftest import (
+    KID,
+    FakeClock,
+    JwksServer,
+    Script,
+    ScriptedHttp,
+    b64url,
+    jwks_document,
+    private_key,
+    public_jwk,
+)
 
 NEW_KID = "kid-2026-2"
 MESSAGE = b"header.payload"

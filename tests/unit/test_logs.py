@@ -9,7 +9,6 @@ import pytest
 from authz.logs import configure_logging
 
 
-
 @pytest.mark.parametrize("level", ["DEBUG", "INFO"])
 def test_aws_client_libraries_never_log_below_warning(level, capsys):
     """botocore logs whole requests at DEBUG, and GetUser's request carries the access token: whatever

@@ -160,7 +160,11 @@ def test_caller_in_one_of_the_groups_is_allowed(policy):
 def test_caller_in_none_of_the_groups_is_403_insufficient_scope(policy):
     """A caller outside every listed group is denied 403 with error="insufficient_scope"."""
     decision = policy.decide(token(groups=("users",)), route_settings({"groups": "admins"}))
-    assert (decision.http_status, decision.grpc_code, decision.reason) == (403, errors.PERMISSION_DENIED, "missing_group")
+    assert (decision.http_status, decision.grpc_code, decision.reason) == (
+        403,
+        errors.PERMISSION_DENIED,
+        "missing_group",
+    )
     challenge = dict(decision.response_headers)["www-authenticate"]
     assert 'error="insufficient_scope"' in challenge
     assert "admins" not in challenge and "admins" not in decision.body

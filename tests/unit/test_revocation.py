@@ -19,6 +19,14 @@ from typing import Any
 import pytest
 import requests
 from botocore.exceptions import ClientError
+
+from authz.client import check
+from authz.config import ConfigError, Settings
+from authz.errors import RevocationUnavailable, RouteMisconfigured, TokenExpired, TokenRevoked
+from authz.policy import route_settings
+from authz.revocation import Revocation, RevocationChecker, Status, cognito_lookup, confirmable
+from authz.server import RunningServer, run_server
+from authz.tokens import VerifiedToken
 from tests.conftest import (
     CLIENT_ID,
     NOW,
@@ -34,17 +42,16 @@ from tests.conftest import (
     wait_for,
 )
 
-from authz.client import check
-from authz.config import ConfigError, Settings
-from authz.errors import RevocationUnavailable, RouteMisconfigured, TokenExpired, TokenRevoked
-from authz.policy import route_settings
-from authz.revocation import Revocation, RevocationChecker, Status, cognito_lookup, confirmable
-from authz.server import RunningServer, run_server
-from authz.tokens import VerifiedToken
-
 ADMIN = "aws.cognito.signin.user.admin"
 SUB = access_claims()["sub"]
-IDENTITY_HEADERS = {"x-user-sub", "x-user-name", "x-user-groups", "x-user-scopes", "x-user-client-id", "x-user-token-use"}
+IDENTITY_HEADERS = {
+    "x-user-sub",
+    "x-user-name",
+    "x-user-groups",
+    "x-user-scopes",
+    "x-user-client-id",
+    "x-user-token-use",
+}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -319,7 +326,9 @@ def test_concurrent_checks_of_one_token_share_one_lookup(checkers, lookups):
 
 def test_concurrent_checks_of_different_tokens_each_get_their_own_lookup(checkers, lookups):
     """Different tokens are never coalesced: each is asked about with its own token."""
-    lookup = lookups(answers={"token-a": Status.ACTIVE, "token-b": Status.REVOKED, "token-c": Status.ACTIVE}, blocked=True)
+    lookup = lookups(
+        answers={"token-a": Status.ACTIVE, "token-b": Status.REVOKED, "token-c": Status.ACTIVE}, blocked=True
+    )
     checker = checkers(lookup)
     results: dict[str, Status] = {}
 
@@ -432,7 +441,14 @@ def test_on_lookup_reports_each_answer_once(checkers, lookups):
         (identity(scopes=("api/read",)), False),  # e.g. a client-credentials token
         (identity(scopes=()), False),
     ],
-    ids=["access-admin", "access-admin-among-others", "id-token", "id-token-with-admin-scope", "client-credentials", "access-no-scope"],
+    ids=[
+        "access-admin",
+        "access-admin-among-others",
+        "id-token",
+        "id-token-with-admin-scope",
+        "client-credentials",
+        "access-no-scope",
+    ],
 )
 def test_only_access_tokens_with_the_admin_scope_are_confirmable(token, expected):
     """GetUser accepts only access tokens carrying aws.cognito.signin.user.admin; others are judged on the JWT."""
@@ -717,9 +733,7 @@ def test_server_answers_in_time_when_cognito_never_does(lookups, on_error):
     """A GetUser that hangs forever does not hang the Check: it is decided by the error policy within the
     revocation timeout (plus a generous margin)."""
     lookup = lookups(Status.ACTIVE, blocked=True)  # released at teardown
-    with serving(
-        lookup, revocation="cognito", revocation_on_error=on_error, revocation_timeout_seconds=0.1
-    ) as server:
+    with serving(lookup, revocation="cognito", revocation_on_error=on_error, revocation_timeout_seconds=0.1) as server:
         started = time.monotonic()
         answer = check(addr(server), token=mint())
         elapsed = time.monotonic() - started
@@ -807,9 +821,15 @@ class FakeCognito(LoopbackHttp):
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's method name
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"target": self.headers["X-Amz-Target"], "authorization": self.headers["Authorization"], "body": body})
+                outer.requests.append(
+                    {
+                        "target": self.headers["X-Amz-Target"],
+                        "authorization": self.headers["Authorization"],
+                        "body": body,
+                    }
+                )
                 status, payload = answers[body["AccessToken"]]
                 raw = json.dumps(payload).encode()
                 self.send_response(status)

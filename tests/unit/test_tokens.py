@@ -10,25 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tests.conftest import (
-    CLIENT_ID,
-    ISSUER,
-    KID,
-    NOW,
-    OTHER_CLIENT_ID,
-    OTHER_ISSUER,
-    POOL_ID,
-    REGION,
-    FakeClock,
-    access_claims,
-    b64url,
-    encode_segment,
-    id_claims,
-    jwks_document,
-    mint,
-    private_key,
-    public_jwk,
-)
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from jose.backends.base import Key
@@ -51,6 +32,25 @@ from authz.errors import (
 )
 from authz.jwks import JwksCache
 from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
+from tests.conftest import (
+    CLIENT_ID,
+    ISSUER,
+    KID,
+    NOW,
+    OTHER_CLIENT_ID,
+    OTHER_ISSUER,
+    POOL_ID,
+    REGION,
+    FakeClock,
+    access_claims,
+    b64url,
+    encode_segment,
+    id_claims,
+    jwks_document,
+    mint,
+    private_key,
+    public_jwk,
+)
 
 JWKS_URL = f"{ISSUER}/.well-known/jwks.json"
 LEEWAY = 30
@@ -349,9 +349,7 @@ def test_payload_that_is_not_a_json_object_is_malformed(harness: Harness, raw: b
 @pytest.mark.parametrize(
     ("header", "payload"),
     [
-        pytest.param(
-            f'{{"alg":"RS256","kid":"{KID}","alg":"RS256"}}'.encode(), None, id="header-duplicate-alg"
-        ),
+        pytest.param(f'{{"alg":"RS256","kid":"{KID}","alg":"RS256"}}'.encode(), None, id="header-duplicate-alg"),
         pytest.param(f'{{"alg":"RS256","kid":"{KID}","kid":"x"}}'.encode(), None, id="header-duplicate-kid"),
         pytest.param(
             None,
@@ -411,8 +409,10 @@ def test_unsigned_alg_none_token_is_rejected_before_crypto(harness: Harness) -> 
 
 def test_hs256_token_keyed_with_the_public_key_is_rejected_before_crypto(harness: Harness) -> None:
     """An HS256 token whose HMAC key is the pool's public key (key confusion) is refused before any key lookup."""
-    public_pem = private_key().public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    public_pem = (
+        private_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     signing_input = f"{encode_segment({'alg': 'HS256', 'kid': KID})}.{encode_segment(access_claims())}"
     mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
@@ -507,9 +507,7 @@ UNFIT_JWK = [
 @pytest.mark.parametrize("override", UNFIT_JWK)
 def test_jwk_unfit_for_rs256_signing_leaves_its_kid_unknown(override: dict[str, Any]) -> None:
     """When the JWK with the token's kid is not an RS256 signing key, that kid is an unknown signing key."""
-    document = jwks_document(
-        public_jwk(private_key(), **override), public_jwk(private_key("other"), kid="kid-other")
-    )
+    document = jwks_document(public_jwk(private_key(), **override), public_jwk(private_key("other"), kid="kid-other"))
     harness = build_harness(jwks=document)
     with pytest.raises(UnknownSigningKey):
         harness.verify(mint())
@@ -644,9 +642,7 @@ def test_access_token_for_another_client_is_wrong_client(harness: Harness) -> No
         harness.verify(mint(access_claims(client_id=OTHER_CLIENT_ID)))
 
 
-@pytest.mark.parametrize(
-    "client_id", [MISSING, None, 123, [CLIENT_ID]], ids=["missing", "null", "number", "list"]
-)
+@pytest.mark.parametrize("client_id", [MISSING, None, 123, [CLIENT_ID]], ids=["missing", "null", "number", "list"])
 def test_access_token_with_non_string_client_id_is_invalid(harness: Harness, client_id: Any) -> None:
     """An access token must name its app client as a string client_id."""
     with pytest.raises(InvalidClaim):
