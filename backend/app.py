@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
@@ -19,13 +18,10 @@ from werkzeug.exceptions import HTTPException
 from backend.activities import home_activities
 from backend.identity import current_identity, init_identity
 from backend.pages import init_pages, page_config
+from identity_headers import DEFAULT_PREFIX, PREFIX_PATTERN
 
-DEFAULT_IDENTITY_HEADER_PREFIX = "x-user-"
 # The authz server's realm default; a 401 from here reads the same as one from Envoy.
 REALM = "api"
-# The same rule as the authz server's AUTHZ_HEADER_PREFIX, so a prefix one side accepts the other accepts too.
-_HEADER_PREFIX = re.compile(r"[a-z0-9][a-z0-9-]*-")
-_CONFIG_KEYS = ("FRONTEND_URL", "BACKEND_URL", "IDENTITY_HEADER_PREFIX")
 # Where the pages find Cognito (backend/pages.py): the same pool, client and endpoint as the stack.
 _COGNITO_KEYS = ("AWS_COGNITO_USER_POOLS_ID", "AWS_COGNITO_CLIENT_ID", "AWS_ENDPOINT_URL_COGNITO_IDP")
 
@@ -55,8 +51,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _settings(source: Mapping[str, Any]) -> dict[str, str]:
-    prefix = str(source.get("IDENTITY_HEADER_PREFIX") or DEFAULT_IDENTITY_HEADER_PREFIX).strip()
-    if not _HEADER_PREFIX.fullmatch(prefix):
+    prefix = str(source.get("IDENTITY_HEADER_PREFIX") or DEFAULT_PREFIX).strip()
+    # PREFIX_PATTERN is also the authz server's AUTHZ_HEADER_PREFIX rule, so a prefix one side accepts the other does.
+    if not PREFIX_PATTERN.fullmatch(prefix):
         raise ValueError(
             f"IDENTITY_HEADER_PREFIX: expected lowercase letters, digits and dashes ending in '-', got {prefix!r}"
         )

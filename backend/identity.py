@@ -14,13 +14,22 @@ from dataclasses import dataclass
 
 from flask import Flask, g, request
 
-# Header suffixes after the configured prefix, as authz/policy.py emits them.
-_SUB, _NAME, _GROUPS, _SCOPES, _CLIENT_ID, _TOKEN_USE = "sub", "name", "groups", "scopes", "client-id", "token-use"
+from identity_headers import (
+    CLIENT_ID,
+    FIELDS,
+    GROUPS,
+    GROUPS_SEPARATOR,
+    NAME,
+    SCOPES,
+    SCOPES_SEPARATOR,
+    SUB,
+    TOKEN_USE,
+)
+
 # Values that are one token each (a Cognito sub is a UUID, a client id is alphanumeric, token use is a word).
 # A WSGI server joins a repeated header with ",", so a comma in one of these means the header came more than
 # once and we cannot tell which copy Envoy set: the request is treated as anonymous.
-_SINGLE_VALUED = (_SUB, _CLIENT_ID, _TOKEN_USE)
-_FIELDS = (_SUB, _NAME, _GROUPS, _SCOPES, _CLIENT_ID, _TOKEN_USE)
+_SINGLE_VALUED = (SUB, CLIENT_ID, TOKEN_USE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +56,16 @@ class Identity:
 
 def read_identity(headers: Mapping[str, str], prefix: str) -> Identity | None:
     """The identity carried by `headers`, or None when the request is anonymous or its identity is ambiguous."""
-    values = {field: (headers.get(prefix + field) or "").strip() for field in _FIELDS}
-    if not values[_SUB] or any("," in values[field] for field in _SINGLE_VALUED):
+    values = {field: (headers.get(prefix + field) or "").strip() for field in FIELDS}
+    if not values[SUB] or any("," in values[field] for field in _SINGLE_VALUED):
         return None
     return Identity(
-        sub=values[_SUB],
-        username=values[_NAME] or None,
-        groups=_split(values[_GROUPS], ","),
-        scopes=_split(values[_SCOPES], " "),
-        client_id=values[_CLIENT_ID] or None,
-        token_use=values[_TOKEN_USE] or None,
+        sub=values[SUB],
+        username=values[NAME] or None,
+        groups=_split(values[GROUPS], GROUPS_SEPARATOR),
+        scopes=_split(values[SCOPES], SCOPES_SEPARATOR),
+        client_id=values[CLIENT_ID] or None,
+        token_use=values[TOKEN_USE] or None,
     )
 
 

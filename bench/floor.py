@@ -37,19 +37,26 @@ from grpc_reflection.v1alpha import reflection
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz._proto.google.rpc import status_pb2
+from identity_headers import header_names
 
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 DEFAULT_WORKERS = 16  # authz's AUTHZ_GRPC_WORKERS default
 _GRACE_SECONDS = 1.0
 
-# What a real allow of a Cognito access token in one group carries (policy.IDENTITY_FIELDS, in its order).
-IDENTITY_HEADERS = (
-    ("x-user-sub", "7c0a1d2e-0000-4000-8000-000000000001"),
-    ("x-user-name", "andrew"),
-    ("x-user-groups", "cruddur-users"),
-    ("x-user-scopes", "aws.cognito.signin.user.admin"),
-    ("x-user-client-id", "4f1client0allowed0000000"),
-    ("x-user-token-use", "access"),
+# What a real allow of a Cognito access token in one group carries: the identity headers, in the order authz sets them.
+IDENTITY_HEADERS = tuple(
+    zip(
+        header_names(),
+        (
+            "7c0a1d2e-0000-4000-8000-000000000001",  # sub
+            "andrew",  # name
+            "cruddur-users",  # groups
+            "aws.cognito.signin.user.admin",  # scopes
+            "4f1client0allowed0000000",  # client-id
+            "access",  # token-use
+        ),
+        strict=True,
+    )
 )
 
 

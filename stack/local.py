@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from envoy import bootstrap
+from identity_headers import DEFAULT_PREFIX
 from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok
 from stack.provision import emulator_answers, provision_local
 
@@ -82,7 +83,7 @@ class LocalStack:
     # Extra environment for the authz server(s), e.g. AUTHZ_LOG_LEVEL.
     authz_env: Mapping[str, str] = field(default_factory=dict)
     # One value for all three parts: Envoy strips these headers from clients, authz sets them, the backend reads them.
-    identity_header_prefix: str = "x-user-"
+    identity_header_prefix: str = DEFAULT_PREFIX
     # The origin the backend's CORS allows besides Envoy's own (a front end served elsewhere).
     frontend_url: str | None = None
     envoy_concurrency: int | None = None

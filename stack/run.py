@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from identity_headers import DEFAULT_PREFIX
 from stack.cognito import cognito_client_for, sign_in
 from stack.local import ROOT, LocalStack, Ports
 from stack.processes import StartupError, stop_stale
@@ -32,7 +33,7 @@ def main() -> int:
     stack = LocalStack(
         ports=Ports(),
         run_dir=RUN_DIR,
-        identity_header_prefix=os.environ.get("AUTHZ_HEADER_PREFIX", "x-user-"),
+        identity_header_prefix=os.environ.get("AUTHZ_HEADER_PREFIX", DEFAULT_PREFIX),
         frontend_url=os.environ.get("FRONTEND_URL"),
         # Sign-out cuts a token off within AUTHZ_REVOCATION_TTL seconds (`make sign-out` shows it).
         authz_env={"AUTHZ_REVOCATION": os.environ.get("AUTHZ_REVOCATION", "cognito")},
