@@ -21,8 +21,8 @@ def home_activities(caller: Identity | None, now: datetime | None = None) -> lis
 
 
 def _own_item(caller: Identity, now: datetime) -> dict[str, Any]:
-    # The seed keyed this item on the Cognito user; the policy leaves the name header out when a token has no
-    # username, so the sub stands in as the handle rather than showing an empty one.
+    # Keyed on the caller's sub. authz leaves the name header out when a token has no username, so the sub stands
+    # in as the handle rather than showing an empty one.
     return _item(
         uuid=caller.sub,
         handle=caller.username or caller.sub,
@@ -83,7 +83,7 @@ def _item(
     likes_count: int = 0,
     replies: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    # The seed mixed `likes` and `likes_count`; every item here has the full set of counts the frontend reads.
+    # Every item has the full set of counts the frontend reads (likes, replies, reposts), none left out.
     replies = replies or []
     return {
         "uuid": uuid,

@@ -105,7 +105,7 @@ def _jwt_authn(jwks: str, issuer: str, cache: bool) -> JwtAuthentication:
     provider = JwtProvider(
         issuer=issuer,
         local_jwks=DataSource(inline_string=jwks),
-        # As our server does: the token is the upstream's business no longer.
+        # As the stack's Envoy drops it for ours (envoy/bootstrap.py): the upstream never gets the token.
         forward=False,
         jwt_cache_config=JwtCacheConfig(jwt_cache_size=100_000) if cache else None,
     )

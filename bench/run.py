@@ -10,7 +10,8 @@ direct_response, loaded with wrk:
         the figures are authz's own cost of confirming a token: botocore's call, the cache; not Cognito's latency)
 plus the per-token verification cost (ours, raw RS256, the seed's per-call key rebuild) and the authz server's
 RSS after caching --rss-tokens distinct tokens. Prints a table and writes bench/results.json. --smoke runs each
-step for a second at 4 connections with few tokens and checks nothing: it only keeps the harness from rotting.
+step for a second at 4 connections with few tokens and judges no target: tests/bench/test_bench_smoke.py runs it
+so the harness cannot rot.
 """
 
 from __future__ import annotations
