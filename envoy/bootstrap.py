@@ -14,6 +14,10 @@ What every variant does, in request order:
    Routes pass their rules as context_extensions; /api/health, CORS preflights and the pages (/, /web/) skip
    the check.
 4. The router sends allowed requests to the backend, which trusts only the identity headers set in step 3.
+5. The clusters behind steps 3 and 4: the authz replicas (outliers ejected at once) and the backend, whose idle
+   connections Envoy closes before the backend would.
+
+The code below follows the same order, under the same numbers.
 """
 
 from __future__ import annotations
@@ -22,10 +26,10 @@ import argparse
 import datetime
 import json
 import sys
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import betterproto2
 import yaml
@@ -93,33 +97,27 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import HttpProtocolOptionsExplicitHttpConfig
 from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
 from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
-from envoy_data_plane.google.protobuf import Any, Struct
+from envoy_data_plane.google.protobuf import Any as AnyMessage
+from envoy_data_plane.google.protobuf import Struct
+
+import identity_headers
 
 COMPOSE_FILE = Path(__file__).resolve().parent / "envoy.compose.yaml"
 
-DEFAULT_IDENTITY_HEADER_PREFIX = "x-user-"
+# The prefix Envoy strips unless a topology names another; the one definition every part shares.
+DEFAULT_IDENTITY_HEADER_PREFIX = identity_headers.DEFAULT_PREFIX
 AUTHZ_CLUSTER = "authz"
 BACKEND_CLUSTER = "backend"
-# What a client sees when the authz server cannot answer (down, overloaded, timed out): 503 says "try again",
-# where Envoy's default 403 would tell a valid caller they are forbidden.
-STATUS_ON_ERROR = 503
-# The longest Envoy waits for a Check. A hot Check takes well under a millisecond; the budget covers a cold
-# verify plus a JWKS refetch on key rotation.
-AUTHZ_TIMEOUT = datetime.timedelta(seconds=1)
-HEALTH_INTERVAL = datetime.timedelta(seconds=1)
-MAX_AUTHZ_RETRIES = 256
-# How long Envoy keeps an idle connection to the backend. It must stay below the backend's own keep-alive
-# (gunicorn's `keepalive` in backend/gunicorn.conf.py), so Envoy is always the side that closes: a request Envoy
-# sends on a connection the backend is closing in that moment fails as a 503 ("upstream connect error or
-# disconnect/reset before headers. reset reason: connection termination"), and Envoy does not retry it.
-BACKEND_IDLE_TIMEOUT = datetime.timedelta(seconds=30)
+
+# 1. The listener and its HTTP connection manager.
+# A client that has not sent its request headers within 10 s is holding a connection open, not making a request
+# (Envoy's edge best-practice value).
+REQUEST_HEADERS_TIMEOUT = datetime.timedelta(seconds=10)
+# A stream with no activity for 5 minutes is dropped (Envoy's edge best-practice value); no route here streams or
+# long-polls.
+STREAM_IDLE_TIMEOUT = datetime.timedelta(seconds=300)
 # An edge proxy bounds its open connections (Envoy's edge best practice; it warns at start without one).
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
-
-EXT_AUTHZ = "envoy.filters.http.ext_authz"
-HEADER_MUTATION = "envoy.filters.http.header_mutation"
-ROUTER = "envoy.filters.http.router"
-
 # The access log: what happened, never the Authorization header or the query string (it may carry a token).
 # RESPONSE_CODE_DETAILS says who answered: via_upstream, ext_authz_denied, ext_authz_error, ...
 ACCESS_LOG_FORMAT = {
@@ -136,11 +134,57 @@ ACCESS_LOG_FORMAT = {
     "upstream": "%UPSTREAM_HOST%",
 }
 
+# The HTTP filters, in the order a request passes them (2, 3, then the router).
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
+EXT_AUTHZ = "envoy.filters.http.ext_authz"
+ROUTER = "envoy.filters.http.router"
+
+# 3. ext_authz.
+# What a client sees when the authz server cannot answer (down, overloaded, timed out): 503 says "try again",
+# where Envoy's default 403 would tell a valid caller they are forbidden.
+STATUS_ON_ERROR = 503
+# The longest Envoy waits for a Check. A hot Check takes well under a millisecond; the budget covers a cold
+# verify plus a JWKS refetch on key rotation.
+AUTHZ_TIMEOUT = datetime.timedelta(seconds=1)
+# The back-off before a retried Check (jittered, growing from the base up to the cap): enough to step past a replica
+# that is going away, small enough that both retries fit well inside AUTHZ_TIMEOUT.
+AUTHZ_RETRY_BASE_INTERVAL = datetime.timedelta(milliseconds=10)
+AUTHZ_RETRY_MAX_INTERVAL = datetime.timedelta(milliseconds=50)
+
+# 5. The clusters.
+# A connection to an upstream on the same host or compose network opens in well under a millisecond; one that takes
+# 250 ms is to a host that is gone, and failing it then leaves room for a retry inside AUTHZ_TIMEOUT.
+CONNECT_TIMEOUT = datetime.timedelta(milliseconds=250)
+# A health answer slower than this counts as a failed check; it is shorter than either health interval, so one
+# check ends before the next begins.
+HEALTH_CHECK_TIMEOUT = datetime.timedelta(milliseconds=500)
+# How often Envoy checks each authz replica and looks for outliers: a dead replica leaves rotation, and a restarted
+# one rejoins, within a couple of seconds.
+HEALTH_INTERVAL = datetime.timedelta(seconds=1)
+# An ejected authz replica is back in rotation after this (Envoy lengthens it each time the replica is ejected
+# again), so one that was only restarting rejoins quickly and one that keeps failing stays out longer.
+OUTLIER_BASE_EJECTION_TIME = datetime.timedelta(seconds=2)
+# Concurrent Check retries the authz cluster allows (why so many: its circuit breaker in authz_cluster).
+MAX_AUTHZ_RETRIES = 256
+# How long Envoy keeps an idle connection to the backend. It must stay below the backend's own keep-alive
+# (gunicorn's `keepalive` in backend/gunicorn.conf.py), so Envoy is always the side that closes: a request Envoy
+# sends on a connection the backend is closing in that moment fails as a 503 ("upstream connect error or
+# disconnect/reset before headers. reset reason: connection termination"), and Envoy does not retry it.
+BACKEND_IDLE_TIMEOUT = datetime.timedelta(seconds=30)
+# The backend is one host, which Envoy routes to whether it is marked healthy or not (panic mode): its health status
+# informs (admin /clusters, stats) rather than steers, so a slower cadence than authz's is enough.
+BACKEND_HEALTH_INTERVAL = datetime.timedelta(seconds=5)
+BACKEND_HEALTH_PATH = "/api/health"
+
 
 @dataclass(frozen=True)
 class HostPort:
     host: str
     port: int
+
+
+def address(host: HostPort) -> Address:
+    return Address(socket_address=SocketAddress(address=host.host, port_value=host.port))
 
 
 @dataclass(frozen=True)
@@ -181,12 +225,151 @@ def compose() -> Topology:
     """docker-compose service names; the admin interface listens on the container's loopback only, where its
     healthcheck runs: no other container can stop Envoy or read its config through it."""
     return Topology(
-        listener=HostPort("0.0.0.0", 8080),
+        listener=HostPort("0.0.0.0", 8080),  # noqa: S104 - the published port, reached from outside the container
         admin=HostPort("127.0.0.1", 9901),
         authz=(HostPort("authz", 9191),),
         backend=HostPort("backend", 4567),
         resolve_names=True,
     )
+
+
+def build(topology: Topology) -> Bootstrap:
+    return Bootstrap(
+        node=Node(id=topology.node_id, cluster="cruddur"),
+        admin=Admin(address=address(topology.admin)),
+        static_resources=BootstrapStaticResources(
+            listeners=[_listener(topology)],
+            clusters=[authz_cluster(topology), _backend_cluster(topology)],
+        ),
+        overload_manager=OverloadManager(
+            resource_monitors=[
+                ResourceMonitor(
+                    name="envoy.resource_monitors.global_downstream_max_connections",
+                    typed_config=AnyMessage.pack(
+                        DownstreamConnectionsConfig(max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS)
+                    ),
+                )
+            ]
+        ),
+    )
+
+
+def render(topology: Topology) -> dict:
+    """The bootstrap as the JSON/YAML document Envoy reads, with field names as Envoy's docs spell them."""
+    return build(topology).to_dict(casing=betterproto2.Casing.SNAKE)
+
+
+# 1. The listener: one HTTP connection manager, its filters in request order, and the access log.
+
+
+def _listener(topology: Topology) -> Listener:
+    manager = HttpConnectionManager(
+        stat_prefix="ingress_http",
+        codec_type=HttpConnectionManagerCodecType.AUTO,
+        # The edge: the client's address is the peer's, and x-envoy-* and x-request-id from outside are not trusted.
+        use_remote_address=True,
+        normalize_path=True,
+        merge_slashes=True,
+        path_with_escaped_slashes_action=HttpConnectionManagerPathWithEscapedSlashesAction.REJECT_REQUEST,
+        common_http_protocol_options=HttpProtocolOptions(
+            headers_with_underscores_action=HttpProtocolOptionsHeadersWithUnderscoresAction.REJECT_REQUEST,
+        ),
+        request_headers_timeout=REQUEST_HEADERS_TIMEOUT,
+        stream_idle_timeout=STREAM_IDLE_TIMEOUT,
+        route_config=_route_config(topology),
+        http_filters=[
+            HttpFilter(
+                name=HEADER_MUTATION,
+                typed_config=AnyMessage.pack(_strip_identity_headers(topology.identity_header_prefix)),
+            ),
+            HttpFilter(name=EXT_AUTHZ, typed_config=AnyMessage.pack(ext_authz())),
+            HttpFilter(name=ROUTER, typed_config=AnyMessage.pack(Router())),
+        ],
+        access_log=[_stdout_json_access_log(topology.identity_header_prefix)],
+    )
+    return Listener(
+        name="ingress",
+        address=address(topology.listener),
+        filter_chains=[
+            FilterChain(
+                filters=[
+                    Filter(name="envoy.filters.network.http_connection_manager", typed_config=AnyMessage.pack(manager))
+                ]
+            )
+        ],
+    )
+
+
+def _stdout_json_access_log(identity_header_prefix: str) -> AccessLog:
+    """One JSON line per request on stdout, in ACCESS_LOG_FORMAT; req_without_query keeps query strings out."""
+    log_format = SubstitutionFormatString(
+        json_format=Struct.from_dict(_access_log_format(identity_header_prefix)),
+        formatters=[
+            TypedExtensionConfig(
+                name="envoy.formatter.req_without_query", typed_config=AnyMessage.pack(ReqWithoutQuery())
+            )
+        ],
+    )
+    return AccessLog(
+        name="envoy.access_loggers.stdout", typed_config=AnyMessage.pack(StdoutAccessLog(log_format=log_format))
+    )
+
+
+def _access_log_format(identity_header_prefix: str) -> dict[str, str]:
+    return {name: value.format(prefix=identity_header_prefix.upper()) for name, value in ACCESS_LOG_FORMAT.items()}
+
+
+# 2. header_mutation: no client-sent identity header gets past it.
+
+
+def _strip_identity_headers(identity_header_prefix: str) -> HeaderMutationFilter:
+    prefix = StringMatcher(prefix=identity_header_prefix, ignore_case=True)
+    return HeaderMutationFilter(
+        mutations=Mutations(
+            request_mutations=[HeaderMutation(remove_on_match=HeaderMutationRemoveOnMatch(key_matcher=prefix))]
+        )
+    )
+
+
+# 3. ext_authz: the Check, and what happens when it cannot be answered.
+
+
+def ext_authz() -> ExtAuthz:
+    return ExtAuthz(
+        grpc_service=GrpcService(
+            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
+            timeout=AUTHZ_TIMEOUT,
+            # A Check that could not reach a replica (refused, reset, UNAVAILABLE while it shuts down) is retried,
+            # up to twice, on another one, so losing a replica costs a retry instead of a 503. A deny is an OK RPC
+            # carrying a 401/403, never retried; retries stay inside the 1 s timeout.
+            retry_policy=RetryPolicy(
+                retry_on="connect-failure,refused-stream,reset,unavailable",
+                num_retries=2,
+                retry_back_off=BackoffStrategy(
+                    base_interval=AUTHZ_RETRY_BASE_INTERVAL, max_interval=AUTHZ_RETRY_MAX_INTERVAL
+                ),
+                retry_host_predicate=[
+                    RetryPolicyRetryHostPredicate(
+                        name="envoy.retry_host_predicates.previous_hosts",
+                        typed_config=AnyMessage.pack(PreviousHostsPredicate()),
+                    )
+                ],
+                host_selection_retry_max_attempts=3,
+            ),
+        ),
+        transport_api_version=ApiVersion.V3,
+        failure_mode_allow=False,
+        status_on_error=HttpStatus(code=StatusCode(STATUS_ON_ERROR)),
+        # The authz server needs the token and the request id, not cookies or the rest.
+        allowed_headers=ListStringMatcher(
+            patterns=[StringMatcher(exact="authorization"), StringMatcher(exact="x-request-id")]
+        ),
+        # Envoy rejects an authz reply whose headers are not valid HTTP, instead of forwarding them.
+        validate_mutations=True,
+    )
+
+
+# 4. The routes: which rule the authz server applies to a path, and the backend behind every one.
 
 
 @dataclass(frozen=True)
@@ -200,7 +383,7 @@ class ApiRoute:
 
 # First match wins. Everything not listed needs a valid access token (default deny).
 ROUTES = (
-    ApiRoute("health", RouteMatch(path="/api/health"), None),
+    ApiRoute("health", RouteMatch(path=BACKEND_HEALTH_PATH), None),
     # A CORS preflight carries no credentials by design; the backend answers it (and only it) anonymously.
     ApiRoute(
         "cors-preflight",
@@ -220,127 +403,6 @@ ROUTES = (
     ApiRoute("api", RouteMatch(prefix="/api/"), {"auth": "required"}),
     ApiRoute("default", RouteMatch(prefix="/"), {"auth": "required"}),
 )
-
-
-def build(topology: Topology) -> Bootstrap:
-    return Bootstrap(
-        node=Node(id=topology.node_id, cluster="cruddur"),
-        admin=Admin(address=address(topology.admin)),
-        static_resources=BootstrapStaticResources(
-            listeners=[_listener(topology)],
-            clusters=[authz_cluster(topology), _backend_cluster(topology)],
-        ),
-        overload_manager=OverloadManager(
-            resource_monitors=[
-                ResourceMonitor(
-                    name="envoy.resource_monitors.global_downstream_max_connections",
-                    typed_config=Any.pack(
-                        DownstreamConnectionsConfig(max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS)
-                    ),
-                )
-            ]
-        ),
-    )
-
-
-def render(topology: Topology) -> dict:
-    """The bootstrap as the JSON/YAML document Envoy reads, with field names as Envoy's docs spell them."""
-    return build(topology).to_dict(casing=betterproto2.Casing.SNAKE)
-
-
-def _listener(topology: Topology) -> Listener:
-    manager = HttpConnectionManager(
-        stat_prefix="ingress_http",
-        codec_type=HttpConnectionManagerCodecType.AUTO,
-        # The edge: the client's address is the peer's, and x-envoy-* and x-request-id from outside are not trusted.
-        use_remote_address=True,
-        normalize_path=True,
-        merge_slashes=True,
-        path_with_escaped_slashes_action=HttpConnectionManagerPathWithEscapedSlashesAction.REJECT_REQUEST,
-        common_http_protocol_options=HttpProtocolOptions(
-            headers_with_underscores_action=HttpProtocolOptionsHeadersWithUnderscoresAction.REJECT_REQUEST,
-        ),
-        request_headers_timeout=datetime.timedelta(seconds=10),
-        stream_idle_timeout=datetime.timedelta(seconds=300),
-        route_config=_route_config(topology),
-        http_filters=[
-            HttpFilter(
-                name=HEADER_MUTATION, typed_config=Any.pack(_strip_identity_headers(topology.identity_header_prefix))
-            ),
-            HttpFilter(name=EXT_AUTHZ, typed_config=Any.pack(ext_authz())),
-            HttpFilter(name=ROUTER, typed_config=Any.pack(Router())),
-        ],
-        access_log=[
-            AccessLog(
-                name="envoy.access_loggers.stdout",
-                typed_config=Any.pack(
-                    StdoutAccessLog(
-                        log_format=SubstitutionFormatString(
-                            json_format=_struct(_access_log_format(topology.identity_header_prefix)),
-                            formatters=[
-                                TypedExtensionConfig(
-                                    name="envoy.formatter.req_without_query", typed_config=Any.pack(ReqWithoutQuery())
-                                )
-                            ],
-                        )
-                    )
-                ),
-            )
-        ],
-    )
-    return Listener(
-        name="ingress",
-        address=address(topology.listener),
-        filter_chains=[
-            FilterChain(
-                filters=[Filter(name="envoy.filters.network.http_connection_manager", typed_config=Any.pack(manager))]
-            )
-        ],
-    )
-
-
-def _strip_identity_headers(identity_header_prefix: str) -> HeaderMutationFilter:
-    prefix = StringMatcher(prefix=identity_header_prefix, ignore_case=True)
-    return HeaderMutationFilter(
-        mutations=Mutations(
-            request_mutations=[HeaderMutation(remove_on_match=HeaderMutationRemoveOnMatch(key_matcher=prefix))]
-        )
-    )
-
-
-def ext_authz() -> ExtAuthz:
-    return ExtAuthz(
-        grpc_service=GrpcService(
-            envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
-            timeout=AUTHZ_TIMEOUT,
-            # A Check that could not reach a replica (refused, reset, UNAVAILABLE while it shuts down) is retried,
-            # up to twice, on another one, so losing a replica costs a retry instead of a 503. A deny is an OK RPC
-            # carrying a 401/403, never retried; retries stay inside the 1 s timeout.
-            retry_policy=RetryPolicy(
-                retry_on="connect-failure,refused-stream,reset,unavailable",
-                num_retries=2,
-                retry_back_off=BackoffStrategy(
-                    base_interval=datetime.timedelta(milliseconds=10), max_interval=datetime.timedelta(milliseconds=50)
-                ),
-                retry_host_predicate=[
-                    RetryPolicyRetryHostPredicate(
-                        name="envoy.retry_host_predicates.previous_hosts",
-                        typed_config=Any.pack(PreviousHostsPredicate()),
-                    )
-                ],
-                host_selection_retry_max_attempts=3,
-            ),
-        ),
-        transport_api_version=ApiVersion.V3,
-        failure_mode_allow=False,
-        status_on_error=HttpStatus(code=StatusCode(STATUS_ON_ERROR)),
-        # The authz server needs the token and the request id, not cookies or the rest.
-        allowed_headers=ListStringMatcher(
-            patterns=[StringMatcher(exact="authorization"), StringMatcher(exact="x-request-id")]
-        ),
-        # Envoy rejects an authz reply whose headers are not valid HTTP, instead of forwarding them.
-        validate_mutations=True,
-    )
 
 
 def _route_config(topology: Topology) -> RouteConfiguration:
@@ -371,8 +433,11 @@ def _route(api_route: ApiRoute) -> Route:
         name=api_route.name,
         match=api_route.match,
         route=RouteAction(cluster=BACKEND_CLUSTER),
-        typed_per_filter_config={EXT_AUTHZ: Any.pack(per_route)},
+        typed_per_filter_config={EXT_AUTHZ: AnyMessage.pack(per_route)},
     )
+
+
+# 5. The clusters: the authz replicas ext_authz asks, and the backend the routes send to.
 
 
 def authz_cluster(topology: Topology) -> Cluster:
@@ -393,22 +458,25 @@ def authz_cluster(topology: Topology) -> Cluster:
             split_external_local_origin_errors=True,
             consecutive_local_origin_failure=1,
             interval=HEALTH_INTERVAL,
-            base_ejection_time=datetime.timedelta(seconds=2),
+            base_ejection_time=OUTLIER_BASE_EJECTION_TIME,
             max_ejection_percent=100,
         ),
-        health_checks=[
-            HealthCheck(
-                timeout=datetime.timedelta(milliseconds=500),
-                interval=HEALTH_INTERVAL,
-                # Without these Envoy checks an idle cluster only once a minute, so a restarted authz server
-                # would wait up to a minute to be marked healthy again.
-                no_traffic_interval=HEALTH_INTERVAL,
-                no_traffic_healthy_interval=HEALTH_INTERVAL,
-                unhealthy_threshold=2,
-                healthy_threshold=1,
-                grpc_health_check=HealthCheckGrpcHealthCheck(),
-            )
-        ],
+        health_checks=[_grpc_health_check()],
+    )
+
+
+def _grpc_health_check() -> HealthCheck:
+    """grpc.health.v1 Check every HEALTH_INTERVAL, whether or not the cluster has traffic."""
+    return HealthCheck(
+        timeout=HEALTH_CHECK_TIMEOUT,
+        interval=HEALTH_INTERVAL,
+        # Without these Envoy checks an idle cluster only once a minute, so a restarted authz server
+        # would wait up to a minute to be marked healthy again.
+        no_traffic_interval=HEALTH_INTERVAL,
+        no_traffic_healthy_interval=HEALTH_INTERVAL,
+        unhealthy_threshold=2,
+        healthy_threshold=1,
+        grpc_health_check=HealthCheckGrpcHealthCheck(),
     )
 
 
@@ -421,37 +489,40 @@ def _backend_cluster(topology: Topology) -> Cluster:
             HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions()),
             common=HttpProtocolOptions(idle_timeout=BACKEND_IDLE_TIMEOUT),
         ),
-        health_checks=[
-            HealthCheck(
-                timeout=datetime.timedelta(milliseconds=500),
-                interval=datetime.timedelta(seconds=5),
-                no_traffic_interval=datetime.timedelta(seconds=5),
-                unhealthy_threshold=2,
-                healthy_threshold=1,
-                http_health_check=HealthCheckHttpHealthCheck(path="/api/health"),
-            )
-        ],
+        health_checks=[_http_health_check(BACKEND_HEALTH_PATH)],
+    )
+
+
+def _http_health_check(path: str) -> HealthCheck:
+    """An HTTP GET of path every BACKEND_HEALTH_INTERVAL."""
+    return HealthCheck(
+        timeout=HEALTH_CHECK_TIMEOUT,
+        interval=BACKEND_HEALTH_INTERVAL,
+        no_traffic_interval=BACKEND_HEALTH_INTERVAL,
+        unhealthy_threshold=2,
+        healthy_threshold=1,
+        http_health_check=HealthCheckHttpHealthCheck(path=path),
     )
 
 
 def _upstream_http(
     explicit: HttpProtocolOptionsExplicitHttpConfig, *, common: HttpProtocolOptions | None = None
-) -> dict[str, Any]:
+) -> dict[str, AnyMessage]:
     """A cluster's typed_extension_protocol_options: the HTTP version it speaks upstream, and common options."""
     return {
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": Any.pack(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(
             UpstreamHttpProtocolOptions(explicit_http_config=explicit, common_http_protocol_options=common)
         )
     }
 
 
-def _cluster(name: str, topology: Topology, hosts: Sequence[HostPort], **details: typing.Any) -> Cluster:
+def _cluster(name: str, topology: Topology, hosts: Sequence[HostPort], **details: Any) -> Cluster:
     """A cluster of hosts addressed by IP (STATIC) or, in compose, by service name (STRICT_DNS)."""
     return Cluster(
         name=name,
         type=ClusterDiscoveryType.STRICT_DNS if topology.resolve_names else ClusterDiscoveryType.STATIC,
         dns_lookup_family=ClusterDnsLookupFamily.V4_ONLY,
-        connect_timeout=datetime.timedelta(milliseconds=250),
+        connect_timeout=CONNECT_TIMEOUT,
         load_assignment=_endpoints(name, hosts),
         **details,
     )
@@ -464,18 +535,6 @@ def _endpoints(cluster: str, hosts: Sequence[HostPort]) -> ClusterLoadAssignment
             LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address(host))) for host in hosts])
         ],
     )
-
-
-def address(host: HostPort) -> Address:
-    return Address(socket_address=SocketAddress(address=host.host, port_value=host.port))
-
-
-def _access_log_format(identity_header_prefix: str) -> dict[str, str]:
-    return {name: value.format(prefix=identity_header_prefix.upper()) for name, value in ACCESS_LOG_FORMAT.items()}
-
-
-def _struct(values: Mapping[str, str]) -> Struct:
-    return Struct.from_dict(dict(values))
 
 
 def compose_yaml() -> str:
