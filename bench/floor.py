@@ -82,7 +82,7 @@ class ConstantAllow(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self) -> None:
         self._response = _allow_response()
 
-    def Check(
+    def Check(  # noqa: N802 - the gRPC method's name, fixed by the generated servicer
         self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
     ) -> external_auth_pb2.CheckResponse:
         return self._response

@@ -14,6 +14,7 @@ stopped growing once the cache was full.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -59,10 +60,9 @@ class RssSampler:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            try:
+            # The process may be gone (OSError) or a zombie without VmRSS (RuntimeError): that sample is skipped.
+            with contextlib.suppress(OSError, RuntimeError):
                 self.samples.append((time.monotonic(), self.now_mb()))
-            except (OSError, RuntimeError):
-                pass
             self._stop.wait(self.interval)
 
     def peak_between(self, start: float, end: float) -> float:

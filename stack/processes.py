@@ -7,6 +7,7 @@ match, so a reused pid never gets killed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -186,10 +187,9 @@ def _alive(pid: int) -> bool:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    # No such group any more, or one we may not signal (not ours): either way nothing of ours is left to stop.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def rss_mb(pid: int) -> float:

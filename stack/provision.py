@@ -47,7 +47,7 @@ def emulator_answers(endpoint: str, region: str) -> bool:
     try:
         cognito_client(region, endpoint).list_user_pools(MaxResults=1)
         return True
-    except Exception:  # any failure means "not yet": connection refused, 5xx while it boots
+    except Exception:  # noqa: BLE001 - any failure means "not yet": connection refused, 5xx while it boots
         return False
 
 
