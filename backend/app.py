@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from flask_cors import CORS
 from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from backend.activities import home_activities
 from backend.identity import current_identity, init_identity
@@ -94,7 +95,7 @@ def _register_routes(app: Flask) -> None:
         return response
 
 
-def _json_error(error: HTTPException) -> Response:
+def _json_error(error: HTTPException) -> WerkzeugResponse:
     # Keep the headers Werkzeug chose (Allow on a 405) and swap the HTML page for JSON.
     response = error.get_response()
     code = (error.name or "error").lower().replace(" ", "_")

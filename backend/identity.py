@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import Flask, g, request
+from werkzeug.datastructures import Headers
 
 from identity_headers import (
     CLIENT_ID,
@@ -54,7 +55,7 @@ class Identity:
         }
 
 
-def read_identity(headers: Mapping[str, str], prefix: str) -> Identity | None:
+def read_identity(headers: Headers | Mapping[str, str], prefix: str) -> Identity | None:
     """The identity carried by `headers`, or None when the request is anonymous or its identity is ambiguous."""
     values = {field: (headers.get(prefix + field) or "").strip() for field in FIELDS}
     if not values[SUB] or any("," in values[field] for field in _SINGLE_VALUED):

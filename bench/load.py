@@ -94,6 +94,9 @@ def run(
     """Send plan's requests round-robin from `workers` threads for `seconds` (or until stop is set, or until
     max_requests have been sent)."""
     target = urlsplit(base_url)
+    host = target.hostname
+    if host is None:
+        raise ValueError(f"expected a URL such as http://127.0.0.1:8080, got {base_url!r}")
     next_index = itertools.count()
     report = Report()
     lock = threading.Lock()
@@ -101,7 +104,7 @@ def run(
     stop = stop or threading.Event()
 
     def worker() -> None:
-        connection = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+        connection = http.client.HTTPConnection(host, target.port, timeout=10)
         outcomes: list[Outcome] = []
         while time.monotonic() < deadline and not stop.is_set():
             index = next(next_index)

@@ -125,6 +125,7 @@ class BenchPool:
 
 def _mint_batch(pem: bytes, count: int, lifetime: int) -> list[str]:
     key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey), "BenchPool hands its own RSA key to each batch"
     header = _b64url(json.dumps({"kid": KID, "alg": "RS256"}).encode())
     now = int(time.time())
     tokens = []

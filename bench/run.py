@@ -160,6 +160,7 @@ class Bench:
                     allowed = sum(executor.map(check, tokens, chunksize=64))
             if allowed != count:
                 raise RuntimeError(f"only {allowed} of {count} distinct tokens were allowed")
+            assert process.pid is not None, "the with statement started it"
             return round(rss_mb(process.pid), 1)
 
 

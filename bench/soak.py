@@ -166,7 +166,9 @@ def soak(*, seconds: float, distinct: int, cache_size: int, workers: int, run_di
             "mint_seconds": round(time.monotonic() - started, 1),
         }
         reports: dict[str, Report] = {}
-        with RssSampler(stack.authz().pid) as rss:
+        authz_pid = stack.authz().pid
+        assert authz_pid is not None, "running_stack yields only once every part is started"
+        with RssSampler(authz_pid) as rss:
             results["rss_mb_start"] = round(rss.now_mb(), 1)
             fill = plans.pop("fill")
             reports["fill"] = run(stack.envoy_url, fill, seconds=600, workers=workers, max_requests=len(fill))

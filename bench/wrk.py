@@ -93,8 +93,8 @@ def run(
 
 def parse(report: str) -> WrkResult:
     """The figures from wrk's --latency report."""
-    requests = int(re.search(r"(\d+) requests in", report).group(1))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", report).group(1))
+    requests = int(_required(r"(\d+) requests in", report).group(1))
+    rps = float(_required(r"Requests/sec:\s+([\d.]+)", report).group(1))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", report)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", report)
     return WrkResult(
@@ -108,6 +108,14 @@ def parse(report: str) -> WrkResult:
 
 
 def _latency(report: str, percentile: str) -> float:
-    match = re.search(rf"^\s+{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\s*$", report, re.MULTILINE)
+    match = _required(rf"^\s+{re.escape(percentile)}\s+([\d.]+)(us|ms|s)\s*$", report, re.MULTILINE)
     value, unit = float(match.group(1)), match.group(2)
     return round(value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit], 3)
+
+
+def _required(pattern: str, report: str, flags: int = 0) -> re.Match[str]:
+    # wrk prints these lines in every report it finishes; without one the report is not wrk's --latency output.
+    match = re.search(pattern, report, flags)
+    if match is None:
+        raise ValueError(f"no {pattern!r} in wrk's report:\n{report}")
+    return match

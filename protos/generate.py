@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import grpc_tools
+import grpc_tools  # type: ignore[import-untyped]  # grpcio-tools ships no type information (no stubs, no py.typed)
 from grpc_tools import protoc
 
 PROTOS_DIR = Path(__file__).resolve().parent
