@@ -1,8 +1,10 @@
-"""A bounded, thread-safe LRU of verification verdicts, keyed by a hash of the token.
+"""What the server remembers about tokens, and the small memos of the Check path.
 
-Keys are SHA-256 digests, so the cache never holds a token (a memory dump or a debugger shows no
-credential) and every entry costs the same 32 bytes of key whatever the token's size. Each entry carries
-its own deadline; a read past it is a miss, so an entry never outlives what it was cached for.
+- `TokenCache`: a bounded, thread-safe LRU of what is known about tokens (the verifier's verdicts, Cognito's
+  answers), keyed by the token's SHA-256 digest (`token_digest`). It never holds a token (a memory dump or a
+  debugger shows no credential) and every entry costs the same 32 bytes of key whatever the token's size. Each
+  entry carries its own deadline; a read past it is a miss, so an entry never outlives what it was cached for.
+- `remember`: stores into a plain dict memo of derived values that starts over when full.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-class VerdictCache(Generic[V]):
+class TokenCache(Generic[V]):
     def __init__(self, max_entries: int, clock: Callable[[], float]) -> None:
         self.max_entries = max_entries
         self._clock = clock

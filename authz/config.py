@@ -6,19 +6,37 @@ settings directly and nothing changes behind a caller's back.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import identity_headers
 
 # Matched with fullmatch: `$` would also accept a trailing newline.
 _POOL_ID = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2})_[0-9A-Za-z]{1,55}")
-_HEADER_PREFIX = re.compile(r"[a-z0-9][a-z0-9-]*-")
 _ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+_LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 ISSUER_TEMPLATE = "https://cognito-idp.{region}.amazonaws.com/{pool}"
 JWKS_URL_TEMPLATE = ISSUER_TEMPLATE + "/.well-known/jwks.json"
+
+
+class RevocationMode(enum.StrEnum):
+    """AUTHZ_REVOCATION: whether routes that do not say confirm verified access tokens with Cognito."""
+
+    OFF = "off"
+    COGNITO = "cognito"
+
+
+class RevocationOnError(enum.StrEnum):
+    """AUTHZ_REVOCATION_ON_ERROR: what a Check does when Cognito does not answer in time."""
+
+    ALLOW = "allow"  # trust the verified JWT (counted, and logged as ok_unconfirmed)
+    DENY = "deny"  # 503 revocation_unavailable
 
 
 class ConfigError(ValueError):
@@ -48,9 +66,9 @@ class Settings:
     metrics_addr: str = "0.0.0.0:9192"
     leeway_seconds: int = 30
     cache_size: int = 100_000
-    header_prefix: str = "x-user-"
+    header_prefix: str = identity_headers.DEFAULT_PREFIX
     realm: str = "api"
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     max_token_bytes: int = 16_384
     jwks_ttl_seconds: float = 900.0
     jwks_cooldown_seconds: float = 10.0
@@ -60,13 +78,18 @@ class Settings:
     shutdown_grace_seconds: float = 5.0
     # Off by default: confirming a token is a network call to Cognito for every new token and again every TTL,
     # counted against the account's GetUser quota, and needs egress to Cognito. `make run` turns it on.
-    revocation: str = "off"
+    revocation: RevocationMode = RevocationMode.OFF
     revocation_ttl_seconds: float = 30.0
-    revocation_on_error: str = "allow"
+    revocation_on_error: RevocationOnError = RevocationOnError.ALLOW
     # Below Envoy's ext_authz timeout (1 s in envoy/bootstrap.py), so a slow Cognito is our decision, not a 503.
     revocation_timeout_seconds: float = 0.5
     revocation_cache_size: int = 100_000
     cognito_endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        # Modes given by value ("cognito") become their members, so every reader can compare members with `is`.
+        object.__setattr__(self, "revocation", RevocationMode(self.revocation))
+        object.__setattr__(self, "revocation_on_error", RevocationOnError(self.revocation_on_error))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -82,7 +105,7 @@ class Settings:
             cache_size=_number(env, "AUTHZ_CACHE_SIZE", cls.cache_size, int, 0, 10_000_000),
             header_prefix=_header_prefix(env),
             realm=_realm(env),
-            log_level=_choice(env, "AUTHZ_LOG_LEVEL", cls.log_level, _LOG_LEVELS),
+            log_level=_log_level(env),
             max_token_bytes=_number(env, "AUTHZ_MAX_TOKEN_BYTES", cls.max_token_bytes, int, 512, 1_048_576),
             jwks_ttl_seconds=_number(env, "AUTHZ_JWKS_TTL_SECONDS", cls.jwks_ttl_seconds, float, 1, 86_400),
             jwks_cooldown_seconds=_number(
@@ -94,9 +117,9 @@ class Settings:
             shutdown_grace_seconds=_number(
                 env, "AUTHZ_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds, float, 0, 300
             ),
-            revocation=_choice(env, "AUTHZ_REVOCATION", cls.revocation, ("off", "cognito")),
+            revocation=_choice(env, "AUTHZ_REVOCATION", cls.revocation),
             revocation_ttl_seconds=_number(env, "AUTHZ_REVOCATION_TTL", cls.revocation_ttl_seconds, float, 1, 3_600),
-            revocation_on_error=_choice(env, "AUTHZ_REVOCATION_ON_ERROR", cls.revocation_on_error, ("allow", "deny")),
+            revocation_on_error=_choice(env, "AUTHZ_REVOCATION_ON_ERROR", cls.revocation_on_error),
             revocation_timeout_seconds=_number(
                 env, "AUTHZ_REVOCATION_TIMEOUT_SECONDS", cls.revocation_timeout_seconds, float, 0.05, 10
             ),
@@ -167,7 +190,12 @@ def _required_list(env: Mapping[str, str], name: str) -> list[str]:
     return items
 
 
-def _number(env: Mapping[str, str], name: str, default, kind, low, high):
+Number = TypeVar("Number", int, float)
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: Number, kind: Callable[[str], Number], low: float, high: float
+) -> Number:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -190,7 +218,7 @@ def _address(env: Mapping[str, str], name: str, default: str) -> str:
 
 def _header_prefix(env: Mapping[str, str]) -> str:
     raw = env.get("AUTHZ_HEADER_PREFIX", "").strip() or Settings.header_prefix
-    if not _HEADER_PREFIX.fullmatch(raw):
+    if not identity_headers.PREFIX_PATTERN.fullmatch(raw):
         raise ConfigError(
             "AUTHZ_HEADER_PREFIX", f"expected lowercase letters, digits and dashes ending in '-', got {raw!r}"
         )
@@ -213,10 +241,21 @@ def _url(env: Mapping[str, str], name: str) -> str | None:
     return raw
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    """One of `choices`, matched without regard to case and returned as the choices spell it."""
-    raw = env.get(name, "").strip() or default
-    for choice in choices:
-        if raw.lower() == choice.lower():
-            return choice
-    raise ConfigError(name, f"expected one of {', '.join(choices)}, got {raw!r}")
+Mode = TypeVar("Mode", bound=enum.StrEnum)
+
+
+def _choice(env: Mapping[str, str], name: str, default: Mode) -> Mode:
+    """One of the default's enum members, matched without regard to case."""
+    raw = env.get(name, "").strip() or default.value
+    for member in type(default):
+        if raw.lower() == member.value.lower():
+            return member
+    raise ConfigError(name, f"expected one of {', '.join(member.value for member in type(default))}, got {raw!r}")
+
+
+def _log_level(env: Mapping[str, str]) -> LogLevel:
+    raw = env.get("AUTHZ_LOG_LEVEL", "").strip() or Settings.log_level
+    for level in _LOG_LEVELS:
+        if raw.upper() == level:
+            return level
+    raise ConfigError("AUTHZ_LOG_LEVEL", f"expected one of {', '.join(_LOG_LEVELS)}, got {raw!r}")

@@ -2,12 +2,13 @@
 
 Each class carries static text only. `description` is what the client sees (error_description and the JSON
 body) and `reason` is the label for metrics and logs; neither ever echoes token content or configured lists.
-The keyword context an instance carries (a claim name, a kid, a time) is for logs and tests, never for clients.
+What an instance knows about its cause (a claim name, a kid, a route key) is a typed attribute, for logs and
+tests, never for clients.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar, Self
 
 # google.rpc.Code values, kept here so policy and errors need no gRPC import.
 UNAUTHENTICATED = 16
@@ -28,9 +29,16 @@ class AuthzError(Exception):
     # Whether the verdict on a given token can never change, so it may be cached by token.
     permanent: ClassVar[bool] = True
 
-    def __init__(self, **context: Any) -> None:
+    def __init__(self) -> None:
         super().__init__(self.description)
-        self.context = context
+
+    def __copy__(self) -> Self:
+        """The same reason with the same attributes, and none of this instance's traceback or context (a raised
+        instance's traceback keeps the frames it passed through alive, the token among their locals)."""
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        Exception.__init__(clone, self.description)
+        return clone
 
 
 class MissingToken(AuthzError):
@@ -77,6 +85,10 @@ class UnknownSigningKey(InvalidToken):
     # The pool may publish the key later (rotation), so the verdict is not cached.
     permanent = False
 
+    def __init__(self, kid: str) -> None:
+        super().__init__()
+        self.kid = kid
+
 
 class BadSignature(InvalidToken):
     reason = "bad_signature"
@@ -92,16 +104,29 @@ class InvalidClaim(InvalidToken):
     reason = "invalid_claim"
     description = "invalid token claims"
 
+    def __init__(self, claim: str) -> None:
+        super().__init__()
+        self.claim = claim
+
 
 class TokenExpired(InvalidToken):
     reason = "expired"
     description = "token expired"
+
+    def __init__(self, exp: float, now: float) -> None:
+        super().__init__()
+        self.exp = exp
+        self.now = now
 
 
 class TokenNotYetValid(InvalidToken):
     reason = "not_yet_valid"
     description = "token not yet valid"
     permanent = False
+
+    def __init__(self, claim: str) -> None:
+        super().__init__()
+        self.claim = claim
 
 
 class WrongTokenUse(InvalidToken):
@@ -140,13 +165,18 @@ class MissingScope(InsufficientScope):
 
 
 class RouteMisconfigured(AuthzError):
-    """The route's context_extensions are not ones we understand: deny rather than guess."""
+    """A route's settings are not ones we understand, or ask for what this server cannot do: deny rather than
+    guess. `key` names the setting at fault."""
 
     reason = "route_misconfigured"
     description = "route authorization is misconfigured"
     http_status = 403
     grpc_code = PERMISSION_DENIED
     bearer_error = None
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
 
 
 class KeysUnavailable(AuthzError):
@@ -158,6 +188,10 @@ class KeysUnavailable(AuthzError):
     grpc_code = UNAVAILABLE
     bearer_error = None
     permanent = False
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
 
 
 class TokenRevoked(InvalidToken):

@@ -104,7 +104,7 @@ def parse_jwks(body: bytes) -> dict[str, Key]:
                 raise JwksError("invalid", "duplicate kid")
             seen.add(kid)
         key = _signing_key(entry)
-        if key is not None:
+        if key is not None and isinstance(kid, str):  # a usable key always has a kid
             keys[kid] = key
     if not keys:
         raise JwksError("invalid", "no usable RS256 signing key")

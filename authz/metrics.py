@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from authz.revocation import Status
 
 # Checks take tens of microseconds when cached and a few milliseconds at worst (a JWKS refetch aside).
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -67,7 +71,7 @@ class Metrics:
     def watch_revocation(self, cached: Callable[[], int]) -> None:
         self.revocation_cache_entries.set_function(cached)
 
-    def record_revocation_lookup(self, status) -> None:
+    def record_revocation_lookup(self, status: Status) -> None:
         self.revocation_lookups.labels(status.value).inc()
 
     def record_unconfirmed(self, denied: bool) -> None:
@@ -76,7 +80,7 @@ class Metrics:
     def record_cache(self, hit: bool) -> None:
         (self.cache_hits if hit else self.cache_misses).inc()
 
-    def jwks_observer(self, pool_id: str):
+    def jwks_observer(self, pool_id: str) -> Callable[[str, int], None]:
         """A JwksCache on_fetch callback bound to one pool."""
 
         def on_fetch(outcome: str, keys: int) -> None:

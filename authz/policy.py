@@ -1,95 +1,40 @@
-"""The decision, free of gRPC: (verified token, error or no token; route settings) -> Decision.
+"""The rules of a Check, free of gRPC and I/O: what a verified token, an error or no token at all means on a route,
+and what revocation's confirmation makes of an allowed Decision.
 
 This module holds the whole HTTP contract: which identity headers an allowed request carries to the upstream
-and which it must lose, and what status, WWW-Authenticate challenge and JSON body a denied client sees.
-service.py only translates a Decision into Envoy's CheckResponse.
+and which it must lose, and what status, WWW-Authenticate challenge and JSON body a denied client sees. The
+transports (service.py for gRPC) only translate a Decision into their wire types.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import assert_never
 
+import identity_headers
+from authz.config import RevocationOnError
 from authz.errors import (
     AuthzError,
     MissingGroup,
     MissingScope,
     MissingToken,
+    RevocationUnavailable,
     RouteMisconfigured,
+    TokenExpired,
+    TokenRevoked,
     TokenUseNotAllowed,
 )
+from authz.revocation import Confirmation
+from authz.routes import RouteSettings
 from authz.tokens import VerifiedToken
 
 OK = 0
-_TOKEN_USES = {"access": frozenset({"access"}), "id": frozenset({"id"}), "any": frozenset({"access", "id"})}
-# Header suffixes (after the configurable prefix) in the order they are emitted.
-_REVOCATION = {"check": True, "skip": False}
-IDENTITY_FIELDS = ("sub", "name", "groups", "scopes", "client-id", "token-use")
 
-
-@dataclass(frozen=True, slots=True)
-class RouteSettings:
-    """What a route demands, from ExtAuthzPerRoute.check_settings.context_extensions."""
-
-    auth_required: bool = True
-    token_uses: frozenset[str] = frozenset({"access"})
-    groups: frozenset[str] = frozenset()
-    scopes: frozenset[str] = frozenset()
-    # Confirm the token with Cognito (revocation=check), never (skip), or as the server is configured (None).
-    revocation: bool | None = None
-
-
-def route_settings(context_extensions: Mapping[str, str]) -> RouteSettings:
-    """Parse a route's settings; any key or value we do not understand raises RouteMisconfigured.
-
-    An unknown key is an error rather than ignored: a typo such as `group=admin` must not silently open a
-    route to every caller.
-    """
-    return _route_settings(tuple(sorted(context_extensions.items())))
-
-
-@functools.lru_cache(maxsize=1024)
-def _route_settings(items: tuple[tuple[str, str], ...]) -> RouteSettings:
-    values = dict(items)
-    unknown = set(values) - {"auth", "token_use", "groups", "scopes", "revocation"}
-    if unknown:
-        raise RouteMisconfigured(key=sorted(unknown)[0])
-    auth = values.get("auth", "required")
-    if auth not in ("required", "optional"):
-        raise RouteMisconfigured(key="auth")
-    token_uses = _TOKEN_USES.get(values.get("token_use", "access"))
-    if token_uses is None:
-        raise RouteMisconfigured(key="token_use")
-    groups = _names(values, "groups", ",")
-    scopes = _names(values, "scopes", ", ")
-    if (groups or scopes) and auth != "required":
-        # An optional route lets anonymous callers in, so a group or scope rule there would mean nothing.
-        raise RouteMisconfigured(key="groups" if groups else "scopes")
-    if scopes and "access" not in token_uses:
-        raise RouteMisconfigured(key="scopes")
-    revocation = None
-    if "revocation" in values:
-        revocation = _REVOCATION.get(values["revocation"])
-        if revocation is None:
-            raise RouteMisconfigured(key="revocation")
-    return RouteSettings(
-        auth_required=auth == "required", token_uses=token_uses, groups=groups, scopes=scopes, revocation=revocation
-    )
-
-
-def _names(values: Mapping[str, str], key: str, separators: str) -> frozenset[str]:
-    if key not in values:
-        return frozenset()
-    raw = values[key]
-    for separator in separators[1:]:
-        raw = raw.replace(separator, separators[0])
-    names = frozenset(name.strip() for name in raw.split(separators[0]) if name.strip())
-    if not names:
-        raise RouteMisconfigured(key=key)
-    return names
+# What verification made of a Check's token: the verified identity, the error that stopped it, or None when the
+# request carried no token at all.
+Verdict = VerifiedToken | AuthzError | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,15 +53,25 @@ class Decision:
 
 
 class Policy:
-    def __init__(self, *, header_prefix: str = "x-user-", realm: str = "api") -> None:
-        self.identity_headers = tuple(header_prefix + field for field in IDENTITY_FIELDS)
+    def __init__(
+        self,
+        *,
+        header_prefix: str = identity_headers.DEFAULT_PREFIX,
+        realm: str = "api",
+        on_unconfirmed: RevocationOnError = RevocationOnError.ALLOW,
+    ) -> None:
+        """on_unconfirmed: what a token Cognito did not confirm in time gets (AUTHZ_REVOCATION_ON_ERROR)."""
+        self.identity_headers = identity_headers.header_names(header_prefix)
         self._realm = realm
+        self._on_unconfirmed = on_unconfirmed
         self._anonymous = Decision(
             allowed=True, reason="anonymous", grpc_code=OK, http_status=200, removed_headers=self.identity_headers
         )
+        # Deny decisions by reason: each is static, so it is built once (bounded by the number of error classes).
+        self._denials: dict[type[AuthzError], Decision] = {}
 
-    def decide(self, verdict: VerifiedToken | AuthzError | None, route: RouteSettings) -> Decision:
-        """verdict is the verified token, the error that stopped verification, or None when no token was sent."""
+    def decide(self, verdict: Verdict, route: RouteSettings) -> Decision:
+        """The Decision for a route, given what verification made of the request's token."""
         if verdict is None:
             return self._anonymous if not route.auth_required else self.deny(MissingToken())
         if isinstance(verdict, AuthzError):
@@ -129,7 +84,31 @@ class Policy:
             return self.deny_caller(MissingScope, verdict)
         return self._allow(verdict)
 
-    def deny_caller(self, error: type[AuthzError], caller: VerifiedToken) -> Decision:
+    def with_revocation(self, allowed: Decision, confirmation: Confirmation) -> Decision:
+        """An allowed caller's Decision once revocation has spoken about its token."""
+        caller = allowed.identity
+        match confirmation:
+            case Confirmation.NOT_APPLICABLE | Confirmation.CONFIRMED:
+                return allowed
+            case Confirmation.NOT_CONFIGURED:
+                # The route demands a check this server cannot make: never skip it silently.
+                return self.deny(RouteMisconfigured(key="revocation"))
+            case Confirmation.REVOKED:
+                return self.deny_caller(TokenRevoked, caller)
+            case Confirmation.EXPIRED:
+                return self.deny_caller(TokenExpired, caller)
+            case Confirmation.UNCONFIRMED if self._on_unconfirmed is RevocationOnError.DENY:
+                return self.deny_caller(RevocationUnavailable, caller)
+            case Confirmation.UNCONFIRMED:
+                # Allowed on the JWT alone: the reason says so in logs and metrics.
+                return dataclasses.replace(allowed, reason="ok_unconfirmed")
+            case _:
+                assert_never(confirmation)
+
+    def deny(self, error: AuthzError) -> Decision:
+        return self._deny(type(error))
+
+    def deny_caller(self, error: type[AuthzError], caller: VerifiedToken | None) -> Decision:
         # The response is the static one; the identity rides along for logs and metrics only.
         return dataclasses.replace(self._deny(error), identity=caller)
 
@@ -137,10 +116,12 @@ class Policy:
         values = (
             token.sub,
             token.username or "",
-            # A group name holding a comma cannot be told apart in a comma-joined header, so it is left out
-            # of the header (routes still match it by its full name).
-            ",".join(group for group in token.groups if "," not in group),
-            " ".join(token.scopes),
+            # A group name holding the separator cannot be told apart in the joined header, so it is left out of
+            # the header (routes still match it by its full name).
+            identity_headers.GROUPS_SEPARATOR.join(
+                group for group in token.groups if identity_headers.GROUPS_SEPARATOR not in group
+            ),
+            identity_headers.SCOPES_SEPARATOR.join(token.scopes),
             token.client_id,
             token.token_use,
         )
@@ -155,11 +136,13 @@ class Policy:
             removed_headers=tuple(name for name, value in pairs if not value),
         )
 
-    def deny(self, error: AuthzError) -> Decision:
-        return self._deny(type(error))
-
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one entry per error class; a Policy lives as long as the server
     def _deny(self, error: type[AuthzError]) -> Decision:
+        decision = self._denials.get(error)
+        if decision is None:
+            decision = self._denials[error] = self._denial(error)
+        return decision
+
+    def _denial(self, error: type[AuthzError]) -> Decision:
         headers: list[tuple[str, str]] = []
         if error.http_status == 401 or error.bearer_error is not None:
             headers.append(("www-authenticate", self._challenge(error)))

@@ -30,8 +30,7 @@ from collections.abc import Callable, Collection
 from concurrent import futures
 from typing import Any
 
-from authz.cache import VerdictCache, token_digest
-from authz.errors import AuthzError, RevocationUnavailable, TokenExpired, TokenRevoked
+from authz.cache import TokenCache, token_digest
 from authz.tokens import VerifiedToken
 
 ADMIN_SCOPE = "aws.cognito.signin.user.admin"
@@ -53,9 +52,22 @@ log = logging.getLogger("authz.revocation")
 
 
 class Status(enum.Enum):
+    """Cognito's answer about one token, as the checker has it."""
+
     ACTIVE = "active"
     REVOKED = "revoked"
     UNKNOWN = "unknown"  # Cognito did not answer in time: throttled, unreachable, slow or failing
+
+
+class Confirmation(enum.Enum):
+    """What revocation says about a verified token on a route; the policy turns it into a Decision."""
+
+    NOT_APPLICABLE = "not_applicable"  # not asked: the route skips it, or Cognito cannot judge this token
+    CONFIRMED = "confirmed"  # Cognito still honours the token
+    REVOKED = "revoked"  # Cognito refuses it: signed out everywhere, user disabled or deleted
+    EXPIRED = "expired"  # Cognito refuses it because it expired (within the verifier's leeway after exp)
+    UNCONFIRMED = "unconfirmed"  # Cognito did not answer in time
+    NOT_CONFIGURED = "not_configured"  # the route demands a check this server is not set up to make
 
 
 # (pool id, access token) -> ACTIVE or REVOKED; raises when Cognito gives no answer either way.
@@ -94,7 +106,9 @@ class RevocationChecker:
         self._waiters = threading.BoundedSemaphore(max_waiters) if max_waiters else None
         self._clock = clock
         self._on_lookup = on_lookup
-        self._answers: VerdictCache[Status] = VerdictCache(cache_size, clock)
+        # Cognito's answers by token digest, until each answer's deadline (ttl, error_ttl, or exp + leeway for a
+        # revoked token): one GetUser per token per ttl. Bounded by cache_size (LRU).
+        self._answers: TokenCache[Status] = TokenCache(cache_size, clock)
         self._pending: dict[bytes, futures.Future[Status]] = {}
         self._lock = threading.Lock()
         self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
@@ -102,9 +116,11 @@ class RevocationChecker:
     def cached(self) -> int:
         return len(self._answers)
 
-    def status(self, token: str, identity: VerifiedToken) -> Status:
-        """Cognito's answer for a token verify() accepted: from the cache, a shared call, or UNKNOWN in time."""
-        digest = token_digest(token)
+    def status(self, token: str, identity: VerifiedToken, *, digest: bytes | None = None) -> Status:
+        """Cognito's answer for a token verify() accepted: from the cache, a shared call, or UNKNOWN in time.
+        digest is the token's token_digest() when the caller has it already."""
+        if digest is None:
+            digest = token_digest(token)
         answer = self._answers.get(digest)
         if answer is not None:
             return answer
@@ -218,40 +234,36 @@ def cognito_lookup(
 
 
 class Revocation:
-    """The configured rule: which Checks confirm their token with Cognito, and what silence from Cognito means."""
+    """The configured rule: which Checks confirm their token with Cognito, and what Cognito's answer means."""
 
     def __init__(
-        self,
-        checker: RevocationChecker,
-        *,
-        by_default: bool,
-        deny_on_error: bool,
-        on_unconfirmed: Callable[[bool], None] | None = None,
-        clock: Callable[[], float] = time.time,
+        self, checker: RevocationChecker | None, *, by_default: bool, clock: Callable[[], float] = time.time
     ) -> None:
-        """by_default: confirm on routes that do not say (AUTHZ_REVOCATION=cognito); deny_on_error: what an
-        UNKNOWN answer means (AUTHZ_REVOCATION_ON_ERROR=deny), reported to on_unconfirmed(denied)."""
+        """checker: None on a server that cannot ask Cognito; by_default: confirm on routes that do not say
+        (AUTHZ_REVOCATION=cognito)."""
         self.checker = checker
         self._by_default = by_default
-        self._deny_on_error = deny_on_error
-        self._on_unconfirmed = on_unconfirmed
         self._clock = clock
 
-    def applies(self, identity: VerifiedToken, route_says: bool | None) -> bool:
-        """route_says is the route's `revocation` setting: True (check), False (skip) or None (the default)."""
+    def confirm(self, token: str, identity: VerifiedToken, route_says: bool | None, *, digest: bytes) -> Confirmation:
+        """What revocation says about a verified token on a route whose `revocation` setting is route_says: True
+        (check), False (skip) or None (the server default). digest is the token's token_digest()."""
         wanted = self._by_default if route_says is None else route_says
-        return wanted and confirmable(identity)
-
-    def judge(self, token: str, identity: VerifiedToken) -> tuple[type[AuthzError] | None, bool]:
-        """(the deny reason, or None to let the token through; whether Cognito confirmed it) for a verified,
-        otherwise allowed token."""
-        status = self.checker.status(token, identity)
+        if not wanted:
+            return Confirmation.NOT_APPLICABLE
+        if self.checker is None:
+            return Confirmation.NOT_CONFIGURED
+        if not confirmable(identity):
+            return Confirmation.NOT_APPLICABLE
+        status = self.checker.status(token, identity, digest=digest)
         if status is Status.ACTIVE:
-            return None, True
+            return Confirmation.CONFIRMED
         if status is Status.REVOKED:
             # Within the verifier's leeway after exp, Cognito refuses a token because it expired, not because it
             # was revoked: say so, as the verifier would a minute later.
-            return (TokenExpired if self._clock() >= identity.expires_at else TokenRevoked), True
-        if self._on_unconfirmed is not None:
-            self._on_unconfirmed(self._deny_on_error)
-        return (RevocationUnavailable if self._deny_on_error else None), False
+            return Confirmation.EXPIRED if self._clock() >= identity.expires_at else Confirmation.REVOKED
+        return Confirmation.UNCONFIRMED
+
+    def close(self) -> None:
+        if self.checker is not None:
+            self.checker.close()

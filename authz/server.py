@@ -22,13 +22,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2_grpc
-from authz.config import Settings
+from authz import service
+from authz.authorizer import Authorizer
+from authz.config import RevocationMode, Settings
 from authz.jwks import Fetcher, JwksCache, JwksRefresher, fetch_jwks
 from authz.metrics import Metrics
 from authz.policy import Policy
 from authz.revocation import Lookup, Revocation, RevocationChecker, cognito_lookup
-from authz.service import SERVICE_NAME, AuthorizationService
 from authz.tokens import TokenVerifier
 
 log = logging.getLogger("authz.server")
@@ -96,7 +96,7 @@ def build_revocation(
             endpoint_url=settings.cognito_endpoint_url,
             timeout=settings.revocation_timeout_seconds,
             # Ready before the first Check when every token is confirmed; built on demand for routes that ask.
-            regions={pool.region for pool in settings.pools} if settings.revocation == "cognito" else (),
+            regions={pool.region for pool in settings.pools} if settings.revocation is RevocationMode.COGNITO else (),
         ),
         ttl=settings.revocation_ttl_seconds,
         timeout=settings.revocation_timeout_seconds,
@@ -110,13 +110,32 @@ def build_revocation(
     )
     if metrics:
         metrics.watch_revocation(checker.cached)
-    return Revocation(
-        checker,
-        by_default=settings.revocation == "cognito",
-        deny_on_error=settings.revocation_on_error == "deny",
-        on_unconfirmed=metrics.record_unconfirmed if metrics else None,
-        clock=clock,
+    return Revocation(checker, by_default=settings.revocation is RevocationMode.COGNITO, clock=clock)
+
+
+def build_authorizer(
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    fetcher: Fetcher = fetch_jwks,
+    clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+    revocation_lookup: Lookup | None = None,
+) -> tuple[Authorizer, list[JwksCache], Revocation]:
+    """The decision of a Check as settings configure it, with the key caches to keep loaded and the revocation
+    rule to close at shutdown."""
+    verifier, caches = build_verifier(settings, fetcher=fetcher, clock=clock, monotonic=monotonic, metrics=metrics)
+    revocation = build_revocation(settings, lookup=revocation_lookup, metrics=metrics, clock=clock)
+    authorizer = Authorizer(
+        verifier=verifier,
+        policy=Policy(
+            header_prefix=settings.header_prefix, realm=settings.realm, on_unconfirmed=settings.revocation_on_error
+        ),
+        metrics=metrics,
+        max_token_bytes=settings.max_token_bytes,
+        revocation=revocation,
     )
+    return authorizer, caches, revocation
 
 
 class _MetricsHttpServer(ThreadingMixIn, WSGIServer):
@@ -136,7 +155,9 @@ def _start_metrics_http(host: str, port: int, registry: CollectorRegistry) -> tu
     """
     family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     server_class = type("_MetricsHttpServer", (_MetricsHttpServer,), {"address_family": family})
-    httpd = make_server(sockaddr[0], port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler)
+    httpd: WSGIServer = make_server(
+        str(sockaddr[0]), port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler
+    )
     thread = threading.Thread(
         target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics-http", daemon=True
     )
@@ -159,22 +180,21 @@ def run_server(
     tests may replace both, and revocation_lookup replaces Cognito's GetUser.
     """
     metrics = Metrics()
-    verifier, caches = build_verifier(settings, fetcher=fetcher, clock=clock, monotonic=monotonic, metrics=metrics)
-    revocation = build_revocation(settings, lookup=revocation_lookup, metrics=metrics, clock=clock)
-    servicer = AuthorizationService(
-        verifier=verifier,
-        policy=Policy(header_prefix=settings.header_prefix, realm=settings.realm),
+    authorizer, caches, revocation = build_authorizer(
+        settings,
         metrics=metrics,
-        max_token_bytes=settings.max_token_bytes,
-        revocation=revocation,
+        fetcher=fetcher,
+        clock=clock,
+        monotonic=monotonic,
+        revocation_lookup=revocation_lookup,
     )
     health_servicer = health.HealthServicer()
-    for name in ("", SERVICE_NAME):
+    for name in ("", service.SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def on_ready() -> None:
         log.info("signing keys loaded for every pool; serving")
-        for name in ("", SERVICE_NAME):
+        for name in ("", service.SERVICE_NAME):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     refresher = JwksRefresher(caches, on_ready=on_ready)
@@ -184,9 +204,9 @@ def run_server(
         # Refuse to share a port: a second server silently splitting traffic would be a nasty surprise.
         options=[("grpc.so_reuseport", 0)],
     )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(servicer, server)
+    service.register(server, authorizer)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((service.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         port = server.add_insecure_port(settings.addr)
     except RuntimeError as exc:  # grpcio raises RuntimeError when the port is taken
@@ -222,7 +242,7 @@ def run_server(
         health_servicer.enter_graceful_shutdown()
         server.stop(settings.shutdown_grace_seconds).wait()
         refresher.stop()
-        revocation.checker.close()
+        revocation.close()
         metrics_http.shutdown()
         metrics_http.server_close()
         metrics_thread.join(timeout=5.0)

@@ -12,6 +12,7 @@ the key (as aws-jwt-verify does). Every claim, the issuer included, is judged af
 from __future__ import annotations
 
 import binascii
+import copy
 import json
 import math
 import re
@@ -19,11 +20,11 @@ import sys
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from jose.backends.base import Key
 
-from authz.cache import VerdictCache, remember, token_digest
+from authz.cache import TokenCache, remember, token_digest
 from authz.errors import (
     AuthzError,
     BadSignature,
@@ -47,8 +48,8 @@ _BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _SEXTET = {char: index for index, char in enumerate(_BASE64URL)}
 # The unused low bits of a segment's last character, by the segment's length modulo 4.
 _UNUSED_BITS = {0: 0, 2: 0x0F, 3: 0x03}
-# Tokens of a pool share a handful of headers (one per signing key): each distinct, valid header is parsed and
-# checked once. Invalid headers are never remembered, and a full memo starts over.
+# The kid of each distinct, valid JOSE header: a pool's tokens share a handful of headers (one per signing key), so
+# each is parsed and checked once. Invalid headers are never remembered, and a full memo starts over.
 _HEADER_MEMO_SIZE = 256
 _MAX_KID_LENGTH = 256
 # Claim values we forward as HTTP header values: no C0/C1 controls, line or paragraph separators, or lone
@@ -117,19 +118,23 @@ class TokenVerifier:
         self._max_token_bytes = max_token_bytes
         self._clock = clock
         self._on_cache = on_cache
-        self._verified: VerdictCache[VerifiedToken] = VerdictCache(cache_size, clock)
-        # Failures are bounded separately, so a flood of junk cannot evict the good tokens.
-        self._rejected: VerdictCache[type[AuthzError]] = VerdictCache(cache_size // 10 or cache_size, clock)
+        # Verified identities by token digest, until the token's exp: a repeated token costs no crypto.
+        self._verified: TokenCache[VerifiedToken] = TokenCache(cache_size, clock)
+        # Permanent rejections by token digest, for NEGATIVE_TTL_SECONDS: a replayed bad token costs no crypto
+        # either. Bounded separately (a tenth), so a flood of junk cannot evict the good tokens.
+        self._rejected: TokenCache[AuthzError] = TokenCache(cache_size // 10 or cache_size, clock)
 
     def cached(self) -> tuple[int, int]:
         """How many verified and rejected tokens the caches hold now (each bounded by its size)."""
         return len(self._verified), len(self._rejected)
 
-    def verify(self, token: str) -> VerifiedToken:
-        """The verified identity, or raises the AuthzError saying why not. A repeated token costs no crypto."""
+    def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
+        """The verified identity, or raises the AuthzError saying why not. A repeated token costs no crypto.
+        digest is the token's token_digest() when the caller has it already."""
         if len(token) > self._max_token_bytes:
             raise TokenTooLarge()
-        digest = token_digest(token)
+        if digest is None:
+            digest = token_digest(token)
         verified = self._verified.get(digest)
         if verified is not None:
             self._report_cache(True)
@@ -137,13 +142,15 @@ class TokenVerifier:
         rejected = self._rejected.get(digest)
         if rejected is not None:
             self._report_cache(True)
-            raise rejected(cached=True)
+            # A fresh copy each time: one instance raised again and again would grow a chain of tracebacks.
+            raise copy.copy(rejected)
         self._report_cache(False)
         try:
             verified = self._verify_uncached(token)
         except AuthzError as error:
             if error.permanent:
-                self._rejected.put(digest, type(error), self._clock() + NEGATIVE_TTL_SECONDS)
+                # A copy: the raised instance's traceback would keep the token alive in the cache.
+                self._rejected.put(digest, copy.copy(error), self._clock() + NEGATIVE_TTL_SECONDS)
             raise
         # The entry dies at exp; during any leeway after it the token is simply verified afresh.
         self._verified.put(digest, verified, verified.expires_at)
@@ -177,7 +184,7 @@ class TokenVerifier:
         _validate_not_before(claims, "iat", now, self._leeway)
         token_use = _validate_token_use(claims)
         client_id = _validate_client(claims, token_use, self._client_ids)
-        sub = _header_safe_string(claims, "sub", required=True)
+        sub = _header_safe(claims.get("sub"), "sub")
         username = _header_safe_string(claims, "username" if token_use == "access" else "cognito:username")
         # The verdict cache holds up to AUTHZ_CACHE_SIZE of these: values most tokens share (client, token use,
         # scopes, groups; the username that is the sub in email sign-in pools) are stored once, not per token.
@@ -193,6 +200,8 @@ class TokenVerifier:
         )
 
 
+# One tuple per distinct group or scope list, interned: the verified cache holds up to AUTHZ_CACHE_SIZE identities
+# that mostly share a few of these.
 _shared_values: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
@@ -213,7 +222,7 @@ def _split(token: str) -> tuple[str, str, str]:
     segments = token.split(".")
     if len(segments) != 3:
         # Five segments is a JWE: encrypted tokens are never accepted.
-        raise MalformedToken(segments=len(segments))
+        raise MalformedToken()
     if not all(_SEGMENT.fullmatch(segment) for segment in segments):
         raise MalformedToken()
     return segments[0], segments[1], segments[2]
@@ -298,7 +307,7 @@ def _validate_not_before(claims: dict[str, Any], name: str, now: float, leeway: 
 
 def _validate_token_use(claims: dict[str, Any]) -> str:
     token_use = claims.get("token_use")
-    if token_use not in ("access", "id"):
+    if not isinstance(token_use, str) or token_use not in ("access", "id"):
         raise WrongTokenUse()
     return token_use
 
@@ -316,16 +325,20 @@ def _validate_client(claims: dict[str, Any], token_use: str, allowed: frozenset[
     audiences = [aud] if isinstance(aud, str) else aud
     if not isinstance(audiences, list) or not audiences or not all(isinstance(a, str) for a in audiences):
         raise InvalidClaim(claim="aud")
-    for audience in audiences:
+    for audience in cast(list[str], audiences):  # every member is a str: checked above
         if audience in allowed:
             return audience
     raise WrongClient()
 
 
-def _header_safe_string(claims: dict[str, Any], name: str, *, required: bool = False) -> str | None:
-    value = claims.get(name)
-    if value is None and not required and name not in claims:
+def _header_safe_string(claims: dict[str, Any], name: str) -> str | None:
+    """An optional claim that goes into a header: absent is None, present must be header-safe."""
+    if name not in claims:
         return None
+    return _header_safe(claims[name], name)
+
+
+def _header_safe(value: object, name: str) -> str:
     if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
         raise InvalidClaim(claim=name)
     return value

@@ -1,4 +1,5 @@
-"""Shared test parts: RSA keys and JWKS documents, Cognito-shaped token minting, a fake clock, a JWKS server, waits."""
+"""Shared test parts: RSA keys and JWKS documents, Cognito-shaped token minting, a fake clock, a JWKS server, waits,
+and a scripted stand-in for Cognito's GetUser."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from authz.config import Settings, make_pool
+from authz.revocation import RevocationChecker, Status
 
 REGION = "ca-central-1"
 POOL_ID = "ca-central-1_AbC123"
@@ -298,6 +300,86 @@ def scripted_http() -> Iterator[Callable[[Script], ScriptedHttp]]:
     yield start
     for server in servers:
         server.close()
+
+
+# ------------------------------------------------------------------------------ Cognito's GetUser, scripted
+
+
+class ScriptedLookup:
+    """Stands in for Cognito's GetUser: records each call, answers per token (a Status, or an exception to
+    raise), and can be held on a gate until the test (or its teardown) releases it."""
+
+    def __init__(
+        self,
+        answer: Status | BaseException = Status.ACTIVE,
+        *,
+        answers: dict[str, Status | BaseException] | None = None,
+        blocked: bool = False,
+    ) -> None:
+        self.answer = answer
+        self.answers = dict(answers or {})
+        self.calls: list[tuple[str, str]] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        if not blocked:
+            self.gate.set()
+        self._lock = threading.Lock()
+
+    def __call__(self, pool_id: str, token: str) -> Status:
+        with self._lock:
+            self.calls.append((pool_id, token))
+        self.entered.set()
+        self.gate.wait()
+        answer = self.answers.get(token, self.answer)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def release(self) -> None:
+        self.gate.set()
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.calls)
+
+    def tokens(self) -> list[str]:
+        with self._lock:
+            return [token for _, token in self.calls]
+
+
+@pytest.fixture
+def lookups() -> Iterator[Any]:
+    """Makes ScriptedLookups and releases every one at teardown, so no worker thread outlives its test."""
+    made: list[ScriptedLookup] = []
+
+    def make(*args: Any, **kwargs: Any) -> ScriptedLookup:
+        lookup = ScriptedLookup(*args, **kwargs)
+        made.append(lookup)
+        return lookup
+
+    yield make
+    for lookup in made:
+        lookup.release()
+
+
+@pytest.fixture
+def checkers(clock: FakeClock, lookups) -> Iterator[Any]:
+    """Makes RevocationCheckers on the test's FakeClock (generous timeout unless told), closed at teardown."""
+    made: list[RevocationChecker] = []
+
+    def make(lookup: ScriptedLookup, **overrides: Any) -> RevocationChecker:
+        options: dict[str, Any] = {"ttl": 30.0, "timeout": 5.0, "cache_size": 100, "leeway": 0.0, "clock": clock}
+        options.update(overrides)
+        checker = RevocationChecker(lookup, **options)
+        made.append(checker)
+        return checker
+
+    yield make
+    # `lookups` is torn down after this fixture, but a blocked lookup must be released before close():
+    # close() does not wait, and released workers then finish on their own.
+    for checker in made:
+        checker.close()
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

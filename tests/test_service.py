@@ -11,6 +11,7 @@ import pytest
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2
+from authz.authorizer import Authorizer
 from authz.client import check_request, describe
 from authz.jwks import JwksCache
 from authz.logs import JsonFormatter
@@ -46,7 +47,7 @@ class Harness:
     def __init__(self, verifier: TokenVerifier) -> None:
         self.metrics = Metrics()
         self.servicer = AuthorizationService(
-            verifier=verifier, policy=Policy(realm="cruddur"), metrics=self.metrics, max_token_bytes=16_384
+            Authorizer(verifier=verifier, policy=Policy(realm="cruddur"), metrics=self.metrics, max_token_bytes=16_384)
         )
         self.server = grpc_testing.server_from_dictionary({SERVICE: self.servicer}, grpc_testing.strict_real_time())
 
@@ -208,7 +209,7 @@ def test_unexpected_failure_fails_closed(clock):
     """A bug inside verification denies the request with a 500, never allows it or breaks the RPC."""
 
     class BrokenVerifier:
-        def verify(self, token: str):
+        def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
             raise RuntimeError("boom")
 
     harness = Harness(BrokenVerifier())  # type: ignore[arg-type]
@@ -223,7 +224,7 @@ def test_response_that_cannot_be_built_fails_closed(clock):
     """If building the response fails (a value protobuf cannot encode), Envoy still gets an explicit 500 deny."""
 
     class OddVerifier:
-        def verify(self, token: str) -> VerifiedToken:
+        def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
             return VerifiedToken(
                 sub="sub-\ud800",
                 token_use="access",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from authz.policy import route_settings
+from authz.routes import route_settings
 from envoy import bootstrap
 from stack.local import envoy_binary
 

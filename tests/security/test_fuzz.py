@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from authz.errors import AuthzError
-from authz.policy import route_settings
+from authz.routes import route_settings
 from tests.conftest import (
     CLIENT_ID,
     ISSUER,

@@ -502,7 +502,7 @@ def test_unknown_kid_in_a_loaded_cache_is_an_unknown_signing_key(jwks_server: Jw
 
     with pytest.raises(UnknownSigningKey) as caught:
         cache.get_key("not-a-published-kid")
-    assert caught.value.context == {"kid": "not-a-published-kid"}
+    assert caught.value.kid == "not-a-published-kid"
     assert caught.value.http_status == 401
 
 

@@ -7,7 +7,10 @@ import json
 import pytest
 
 from authz import errors
-from authz.policy import Policy, RouteSettings, route_settings
+from authz.config import RevocationOnError
+from authz.policy import Policy
+from authz.revocation import Confirmation
+from authz.routes import RouteSettings, route_settings
 from authz.tokens import VerifiedToken
 
 PREFIX_HEADERS = ("x-user-sub", "x-user-name", "x-user-groups", "x-user-scopes", "x-user-client-id", "x-user-token-use")
@@ -70,7 +73,7 @@ def test_unknown_or_contradictory_route_settings_are_a_configuration_error(exten
     """A key or value the server does not understand raises RouteMisconfigured naming the key."""
     with pytest.raises(errors.RouteMisconfigured) as caught:
         route_settings(extensions)
-    assert caught.value.context["key"] == key
+    assert caught.value.key == key
 
 
 def test_allow_sets_every_identity_header_with_a_value(policy):
@@ -187,7 +190,7 @@ def test_route_misconfiguration_is_403_without_challenge(policy):
 
 def test_keys_unavailable_is_503(policy):
     """When signing keys cannot be loaded the client gets 503, not an invalid_token it would act on."""
-    decision = policy.deny(errors.KeysUnavailable())
+    decision = policy.deny(errors.KeysUnavailable(url="https://example.com/jwks.json"))
     assert (decision.http_status, decision.grpc_code) == (503, errors.UNAVAILABLE)
     assert "www-authenticate" not in dict(decision.response_headers)
 
@@ -205,3 +208,61 @@ def test_403_after_verification_still_names_the_caller(policy):
     decision = policy.decide(caller, route_settings({"groups": "admins"}))
     assert decision.identity == caller
     assert "sub-1" not in decision.body
+
+
+# ----------------------------------------------------------------------------------- after revocation
+
+
+@pytest.mark.parametrize("confirmation", [Confirmation.CONFIRMED, Confirmation.NOT_APPLICABLE])
+def test_a_confirmed_or_unasked_token_keeps_its_allow(policy, confirmation):
+    """Revocation that confirmed the token, or was not asked, leaves the allow exactly as the policy made it."""
+    allowed = policy.decide(token(), RouteSettings())
+    assert policy.with_revocation(allowed, confirmation) is allowed
+
+
+@pytest.mark.parametrize("on_unconfirmed", list(RevocationOnError))
+def test_a_revoked_token_is_401_token_revoked_whatever_the_error_policy(on_unconfirmed):
+    """REVOKED is a 401 invalid_token "token revoked" with no identity headers; the caller stays on the decision
+    for logs and metrics."""
+    policy = Policy(realm="cruddur", on_unconfirmed=on_unconfirmed)
+    caller = token()
+    decision = policy.with_revocation(policy.decide(caller, RouteSettings()), Confirmation.REVOKED)
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 401, "token_revoked")
+    assert dict(decision.response_headers)["www-authenticate"] == (
+        'Bearer realm="cruddur", error="invalid_token", error_description="token revoked"'
+    )
+    assert decision.identity == caller and not decision.upstream_headers
+
+
+def test_a_token_cognito_refused_after_its_exp_is_told_expired(policy):
+    """EXPIRED (refused within the leeway after exp) tells the client "token expired", as the verifier would."""
+    decision = policy.with_revocation(policy.decide(token(), RouteSettings()), Confirmation.EXPIRED)
+    assert (decision.http_status, decision.reason, json.loads(decision.body)["message"]) == (
+        401,
+        "expired",
+        "token expired",
+    )
+
+
+def test_an_unconfirmed_token_is_allowed_as_ok_unconfirmed_by_default(policy):
+    """AUTHZ_REVOCATION_ON_ERROR=allow: the same allow, headers and all, with reason ok_unconfirmed."""
+    allowed = policy.decide(token(), RouteSettings())
+    decision = policy.with_revocation(allowed, Confirmation.UNCONFIRMED)
+    assert decision.allowed and decision.reason == "ok_unconfirmed"
+    assert decision.upstream_headers == allowed.upstream_headers and decision.identity == allowed.identity
+
+
+def test_an_unconfirmed_token_is_503_when_the_error_policy_denies():
+    """AUTHZ_REVOCATION_ON_ERROR=deny: 503 revocation_unavailable, not the client's fault (no challenge)."""
+    policy = Policy(on_unconfirmed=RevocationOnError.DENY)
+    decision = policy.with_revocation(policy.decide(token(), RouteSettings()), Confirmation.UNCONFIRMED)
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 503, "revocation_unavailable")
+    assert "www-authenticate" not in dict(decision.response_headers)
+
+
+def test_a_route_demanding_a_check_the_server_cannot_make_is_misconfigured(policy):
+    """NOT_CONFIGURED is the route's misconfiguration: 403 route_misconfigured, never an allow."""
+    decision = policy.with_revocation(
+        policy.decide(token(), RouteSettings(revocation=True)), Confirmation.NOT_CONFIGURED
+    )
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 403, "route_misconfigured")

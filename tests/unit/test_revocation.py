@@ -20,11 +20,12 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
+from authz.cache import token_digest
 from authz.client import check
 from authz.config import ConfigError, Settings
-from authz.errors import RevocationUnavailable, RouteMisconfigured, TokenExpired, TokenRevoked
-from authz.policy import route_settings
-from authz.revocation import Revocation, RevocationChecker, Status, cognito_lookup, confirmable
+from authz.errors import RevocationUnavailable, RouteMisconfigured, TokenRevoked
+from authz.revocation import Confirmation, Revocation, Status, cognito_lookup, confirmable
+from authz.routes import route_settings
 from authz.server import RunningServer, run_server
 from authz.tokens import VerifiedToken
 from tests.conftest import (
@@ -33,6 +34,7 @@ from tests.conftest import (
     POOL_ID,
     FakeClock,
     LoopbackHttp,
+    ScriptedLookup,
     access_claims,
     id_claims,
     jwks_document,
@@ -55,83 +57,6 @@ IDENTITY_HEADERS = {
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-class ScriptedLookup:
-    """Stands in for Cognito's GetUser: records each call, answers per token (a Status, or an exception to
-    raise), and can be held on a gate until the test (or its teardown) releases it."""
-
-    def __init__(
-        self,
-        answer: Status | BaseException = Status.ACTIVE,
-        *,
-        answers: dict[str, Status | BaseException] | None = None,
-        blocked: bool = False,
-    ) -> None:
-        self.answer = answer
-        self.answers = dict(answers or {})
-        self.calls: list[tuple[str, str]] = []
-        self.entered = threading.Event()
-        self.gate = threading.Event()
-        if not blocked:
-            self.gate.set()
-        self._lock = threading.Lock()
-
-    def __call__(self, pool_id: str, token: str) -> Status:
-        with self._lock:
-            self.calls.append((pool_id, token))
-        self.entered.set()
-        self.gate.wait()
-        answer = self.answers.get(token, self.answer)
-        if isinstance(answer, BaseException):
-            raise answer
-        return answer
-
-    def release(self) -> None:
-        self.gate.set()
-
-    @property
-    def count(self) -> int:
-        with self._lock:
-            return len(self.calls)
-
-    def tokens(self) -> list[str]:
-        with self._lock:
-            return [token for _, token in self.calls]
-
-
-@pytest.fixture
-def lookups() -> Iterator[Any]:
-    """Makes ScriptedLookups and releases every one at teardown, so no worker thread outlives its test."""
-    made: list[ScriptedLookup] = []
-
-    def make(*args: Any, **kwargs: Any) -> ScriptedLookup:
-        lookup = ScriptedLookup(*args, **kwargs)
-        made.append(lookup)
-        return lookup
-
-    yield make
-    for lookup in made:
-        lookup.release()
-
-
-@pytest.fixture
-def checkers(clock: FakeClock, lookups) -> Iterator[Any]:
-    """Makes RevocationCheckers on the test's FakeClock (generous timeout unless told), closed at teardown."""
-    made: list[RevocationChecker] = []
-
-    def make(lookup: ScriptedLookup, **overrides: Any) -> RevocationChecker:
-        options: dict[str, Any] = {"ttl": 30.0, "timeout": 5.0, "cache_size": 100, "leeway": 0.0, "clock": clock}
-        options.update(overrides)
-        checker = RevocationChecker(lookup, **options)
-        made.append(checker)
-        return checker
-
-    yield make
-    # `lookups` is torn down after this fixture, but a blocked lookup must be released before close():
-    # close() does not wait, and released workers then finish on their own.
-    for checker in made:
-        checker.close()
 
 
 def identity(**overrides: Any) -> VerifiedToken:
@@ -458,6 +383,10 @@ def test_only_access_tokens_with_the_admin_scope_are_confirmable(token, expected
 # ------------------------------------------------------------------------------------------- Revocation
 
 
+def confirm(rule: Revocation, token: str, identity: VerifiedToken, route_says: bool | None = None) -> Confirmation:
+    return rule.confirm(token, identity, route_says, digest=token_digest(token))
+
+
 @pytest.mark.parametrize(
     "by_default, route_says, expected",
     [
@@ -472,10 +401,12 @@ def test_only_access_tokens_with_the_admin_scope_are_confirmable(token, expected
 def test_applies_follows_the_route_then_the_server_default(checkers, lookups, by_default, route_says, expected):
     """revocation=check/skip on a route wins; a route that does not say follows AUTHZ_REVOCATION."""
     lookup = lookups()
-    rule = Revocation(checkers(lookup), by_default=by_default, deny_on_error=False)
+    rule = Revocation(checkers(lookup), by_default=by_default)
 
-    assert rule.applies(identity(), route_says) is expected
-    assert lookup.calls == []
+    assert confirm(rule, "token-a", identity(), route_says) is (
+        Confirmation.CONFIRMED if expected else Confirmation.NOT_APPLICABLE
+    )
+    assert lookup.count == (1 if expected else 0)
 
 
 @pytest.mark.parametrize("route_says", [None, True, False])
@@ -486,42 +417,48 @@ def test_applies_follows_the_route_then_the_server_default(checkers, lookups, by
 )
 def test_applies_never_for_tokens_cognito_cannot_confirm(checkers, lookups, token, route_says):
     """Id tokens and tokens without the admin scope are never sent to Cognito, even on revocation=check."""
-    rule = Revocation(checkers(lookups()), by_default=True, deny_on_error=True)
+    lookup = lookups()
+    rule = Revocation(checkers(lookup), by_default=True)
 
-    assert rule.applies(token, route_says) is False
+    assert confirm(rule, "token-a", token, route_says) is Confirmation.NOT_APPLICABLE
+    assert lookup.count == 0
 
 
-@pytest.mark.parametrize("deny_on_error", [False, True])
-def test_judge_lets_active_through_and_refuses_revoked(checkers, lookups, deny_on_error):
-    """ACTIVE passes and REVOKED is TokenRevoked whatever the error policy, and neither counts as unconfirmed."""
+def test_judge_lets_active_through_and_refuses_revoked(checkers, lookups):
+    """ACTIVE is confirmed and REVOKED is revoked."""
     lookup = lookups(answers={"live": Status.ACTIVE, "dead": Status.REVOKED})
-    unconfirmed: list[bool] = []
-    rule = Revocation(checkers(lookup), by_default=True, deny_on_error=deny_on_error, on_unconfirmed=unconfirmed.append)
+    rule = Revocation(checkers(lookup), by_default=True)
 
-    assert rule.judge("live", identity()) == (None, True)
-    assert rule.judge("dead", identity()) == (TokenRevoked, True)
-    assert unconfirmed == []
+    assert confirm(rule, "live", identity()) is Confirmation.CONFIRMED
+    assert confirm(rule, "dead", identity()) is Confirmation.REVOKED
 
 
 def test_judge_calls_a_refused_token_past_its_exp_expired_not_revoked(checkers, lookups, clock):
     """Within the verifier's leeway after exp, Cognito refuses a token because it expired: the client is told
     "token expired", as the verifier would tell it a moment later, not "token revoked"."""
-    rule = Revocation(checkers(lookups(Status.REVOKED), leeway=30.0), by_default=True, deny_on_error=False, clock=clock)
+    rule = Revocation(checkers(lookups(Status.REVOKED), leeway=30.0), by_default=True, clock=clock)
 
-    assert rule.judge("token-a", identity(expires_at=NOW - 5)) == (TokenExpired, True)
-    assert rule.judge("token-b", identity(expires_at=NOW + 5)) == (TokenRevoked, True)
+    assert confirm(rule, "token-a", identity(expires_at=NOW - 5)) is Confirmation.EXPIRED
+    assert confirm(rule, "token-b", identity(expires_at=NOW + 5)) is Confirmation.REVOKED
 
 
-@pytest.mark.parametrize("deny_on_error, refusal", [(False, None), (True, RevocationUnavailable)])
-def test_judge_applies_the_error_policy_to_unknown(checkers, lookups, deny_on_error, refusal):
-    """UNKNOWN lets the token through (allow) or refuses it as RevocationUnavailable (deny), and reports which."""
-    unconfirmed: list[bool] = []
-    rule = Revocation(
-        checkers(lookups(throttled())), by_default=True, deny_on_error=deny_on_error, on_unconfirmed=unconfirmed.append
-    )
+def test_judge_calls_no_answer_unconfirmed(checkers, lookups):
+    """Cognito not answering (throttled) leaves the token unconfirmed: the policy decides what that means."""
+    rule = Revocation(checkers(lookups(throttled())), by_default=True)
 
-    assert rule.judge("token-a", identity()) == (refusal, False)
-    assert unconfirmed == [deny_on_error]
+    assert confirm(rule, "token-a", identity()) is Confirmation.UNCONFIRMED
+
+
+@pytest.mark.parametrize(
+    "route_says, expected", [(True, Confirmation.NOT_CONFIGURED), (None, Confirmation.NOT_APPLICABLE)]
+)
+def test_a_server_without_a_checker_cannot_confirm_what_a_route_demands(route_says, expected):
+    """Without a checker, a route demanding revocation=check is not configured (never silently skipped), even for
+    a token Cognito could not judge anyway; a route that does not ask is not applicable."""
+    rule = Revocation(None, by_default=False)
+
+    assert confirm(rule, "token-a", identity(), route_says) is expected
+    assert confirm(rule, "token-a", identity(token_use="id", scopes=()), route_says) is expected
 
 
 def test_refusals_tell_the_client_the_right_thing():
@@ -643,7 +580,7 @@ def test_unknown_route_revocation_values_are_misconfigured(value):
     """Any other revocation value (including empty) is a misconfigured route naming the key."""
     with pytest.raises(RouteMisconfigured) as caught:
         route_settings({"revocation": value})
-    assert caught.value.context["key"] == "revocation"
+    assert caught.value.key == "revocation"
 
 
 # ---------------------------------------------------------------------------------- through the server

@@ -1,0 +1,164 @@
+"""The decision of a Check, free of any transport: the facts of a request in, a Decision out.
+
+`Authorizer.decide` runs the steps in one fixed order, in one place: the route's settings, the bearer token,
+verification, the policy, revocation. A transport (service.py for Envoy's gRPC ext_authz) reads its request into
+`RequestFacts`, calls `decide`, turns the Decision into its wire reply, and hands the Decision to `record`, which
+counts and logs it. Nothing here knows a wire type, and nothing below this module calls back up into it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from authz.cache import remember, token_digest
+from authz.errors import AuthzError, InternalError, MalformedAuthorization, RouteMisconfigured
+from authz.metrics import Metrics
+from authz.policy import Decision, Policy, Verdict
+from authz.revocation import Confirmation, Revocation
+from authz.routes import RouteSettings, route_settings
+from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
+
+log = logging.getLogger("authz.decision")
+_failures = logging.getLogger("authz.authorizer")
+
+# Entries in each memo of the Check path (decisions by caller and route here, responses by Decision in a transport,
+# metric children by label set); a full memo starts over.
+MEMO_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What a Check is about, as a transport read it from the request."""
+
+    method: str
+    host: str
+    path: str
+    # Every Authorization header value the request carried: more than one is a malformed request, never first-wins.
+    authorization: tuple[str, ...]
+    # The route's settings as Envoy states them (the per-route ext_authz context_extensions).
+    route: Mapping[str, str]
+    # For the decision log only (Envoy's x-request-id).
+    request_id: str | None = None
+
+
+class Authorizer:
+    """Decides Checks: `decide(facts) -> Decision`, then `record(decision, facts, seconds)`."""
+
+    def __init__(
+        self,
+        *,
+        verifier: TokenVerifier,
+        policy: Policy,
+        metrics: Metrics,
+        max_token_bytes: int,
+        revocation: Revocation | None = None,
+    ) -> None:
+        """revocation: None on a server that cannot ask Cognito (a route demanding it is then misconfigured)."""
+        self._verifier = verifier
+        self._policy = policy
+        self._metrics = metrics
+        self._max_token_bytes = max_token_bytes
+        self._revocation = revocation or Revocation(None, by_default=False)
+        # Built once here, so failing closed cannot itself fail.
+        self.internal_error = policy.deny(InternalError())
+        # Decisions by caller and route: a repeated token on a route skips the policy, whose allow (six identity
+        # headers) is most of a cached decision's work. Revocation is applied after it, never memoized: Cognito's
+        # word on a token can change.
+        self._decisions: dict[tuple[VerifiedToken, RouteSettings], Decision] = {}
+        # Counter children by label set: prometheus-client's .labels() costs more than the increment.
+        self._counters: dict[tuple[str, str, str, str], Any] = {}
+
+    def decide(self, facts: RequestFacts) -> Decision:
+        """The Decision for a request. Never raises: a failure inside is the internal_error Decision (fail closed)."""
+        try:
+            return self._decide(facts)
+        except Exception:  # noqa: BLE001 - a bug must deny, never allow or leave the transport without an answer
+            _failures.exception("decision failed")
+            return self.internal_error
+
+    def _decide(self, facts: RequestFacts) -> Decision:
+        # 1. The route's settings.
+        try:
+            route = route_settings(facts.route)
+        except RouteMisconfigured as error:
+            log.error(
+                "route misconfigured",
+                extra={"fields": {"reason": error.reason, "key": error.key, "path": loggable_path(facts.path)}},
+            )
+            return self._policy.deny(error)
+        # 2. The bearer token, 3. verification. The digest is computed once and serves the verifier's cache and
+        # revocation's alike.
+        token = ""
+        digest = b""
+        verdict: Verdict
+        try:
+            if not facts.authorization:
+                verdict = None
+            elif len(facts.authorization) > 1:
+                raise MalformedAuthorization()
+            else:
+                token = bearer_token(facts.authorization[0], self._max_token_bytes)
+                digest = token_digest(token)
+                verdict = self._verifier.verify(token, digest=digest)
+        except AuthzError as error:
+            verdict = error
+        # 4. The policy.
+        if not isinstance(verdict, VerifiedToken):
+            return self._policy.decide(verdict, route)
+        decision = self._decisions.get((verdict, route))
+        if decision is None:
+            decision = remember(self._decisions, (verdict, route), self._policy.decide(verdict, route), limit=MEMO_SIZE)
+        if not decision.allowed:
+            return decision
+        # 5. Revocation, last: only a token that would otherwise be allowed is worth asking Cognito about.
+        confirmation = self._revocation.confirm(token, verdict, route.revocation, digest=digest)
+        decision = self._policy.with_revocation(decision, confirmation)
+        if confirmation is Confirmation.UNCONFIRMED:
+            self._metrics.record_unconfirmed(denied=not decision.allowed)
+        return decision
+
+    def record(self, decision: Decision, facts: RequestFacts | None, seconds: float) -> None:
+        """Count and log a Decision (facts None: the transport could not read the request). Never raises."""
+        try:
+            self._record(decision, facts, seconds)
+        except Exception:  # noqa: BLE001 - counting or logging a Decision must never change or break it
+            _failures.exception("recording the decision failed")
+
+    def _record(self, decision: Decision, facts: RequestFacts | None, seconds: float) -> None:
+        identity = decision.identity
+        pool = identity.pool_id if identity else ""
+        client = identity.client_id if identity else ""
+        result = "allow" if decision.allowed else "deny"
+        labels = (result, decision.reason, pool, client)
+        counter = self._counters.get(labels)
+        if counter is None:
+            counter = remember(self._counters, labels, self._metrics.decisions.labels(*labels), limit=MEMO_SIZE)
+        counter.inc()
+        self._metrics.check_seconds.observe(seconds)
+        # Denies at INFO, allows at DEBUG: Envoy's access log already has a line per request with the caller's
+        # sub, and a log line costs more than the rest of a cached Check.
+        level = logging.DEBUG if decision.allowed else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "decision",
+                extra={
+                    "fields": {
+                        "result": result,
+                        "reason": decision.reason,
+                        "status": decision.http_status,
+                        "sub": identity.sub if identity else None,
+                        "pool": pool or None,
+                        "path": loggable_path(facts.path) if facts else None,
+                        "request_id": facts.request_id if facts else None,
+                    }
+                },
+            )
+
+
+def loggable_path(path: str) -> str:
+    """The path as logs may show it: the query string is dropped, since it may carry credentials."""
+    return path.partition("?")[0]

@@ -1,0 +1,288 @@
+"""The decision of a Check as one call, with no server and no gRPC: request facts in, a Decision out, in order
+(route settings, bearer token, verification, policy, revocation), failing closed, then counted and logged."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+import identity_headers
+from authz import revocation, tokens
+from authz.authorizer import Authorizer, RequestFacts
+from authz.config import RevocationOnError
+from authz.jwks import JwksCache
+from authz.logs import JsonFormatter
+from authz.metrics import Metrics
+from authz.policy import Policy
+from authz.revocation import Revocation, Status
+from authz.tokens import TokenVerifier, VerifiedToken
+from tests.conftest import (
+    CLIENT_ID,
+    ISSUER,
+    POOL_ID,
+    FakeClock,
+    ScriptedLookup,
+    access_claims,
+    jwks_document,
+    mint,
+    static_fetcher,
+)
+
+SUB = access_claims()["sub"]
+
+
+class CountingVerifier(TokenVerifier):
+    """The real verifier, counting how often it is asked."""
+
+    calls = 0
+
+    def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
+        self.calls += 1
+        return super().verify(token, digest=digest)
+
+
+def facts(
+    token: str | None = None,
+    *,
+    route: Mapping[str, str] | None = None,
+    authorization: tuple[str, ...] | None = None,
+    path: str = "/api/me",
+    request_id: str | None = None,
+) -> RequestFacts:
+    if authorization is None:
+        authorization = () if token is None else (f"Bearer {token}",)
+    return RequestFacts(
+        method="GET",
+        host="api.example.com",
+        path=path,
+        authorization=authorization,
+        route=dict(route or {}),
+        request_id=request_id,
+    )
+
+
+class Parts:
+    """An Authorizer on real parts (keys from memory, a FakeClock, a scripted GetUser), and its metrics."""
+
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        lookup: ScriptedLookup | None = None,
+        revocation_by_default: bool = False,
+        on_unconfirmed: RevocationOnError = RevocationOnError.ALLOW,
+        with_revocation: bool = True,
+    ) -> None:
+        self.metrics = Metrics()
+        self.verifier = CountingVerifier(
+            issuers={ISSUER: POOL_ID},
+            key_sources={ISSUER: JwksCache("memory://jwks", fetcher=static_fetcher(jwks_document()))},
+            client_ids={CLIENT_ID},
+            clock=clock,
+            cache_size=100,
+        )
+        self.lookup = lookup or ScriptedLookup(Status.ACTIVE)
+        self.checker = revocation.RevocationChecker(
+            self.lookup, ttl=30.0, timeout=5.0, cache_size=100, leeway=0.0, clock=clock
+        )
+        self.policy = Policy(realm="cruddur", on_unconfirmed=on_unconfirmed)
+        self.authorizer = Authorizer(
+            verifier=self.verifier,
+            policy=self.policy,
+            metrics=self.metrics,
+            max_token_bytes=16_384,
+            revocation=Revocation(self.checker, by_default=revocation_by_default, clock=clock)
+            if with_revocation
+            else None,
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.metrics.registry.get_sample_value(name, labels) or 0.0
+
+    def close(self) -> None:
+        self.lookup.release()
+        self.checker.close()
+
+
+@pytest.fixture
+def parts(clock: FakeClock) -> Iterator[Any]:
+    made: list[Parts] = []
+
+    def make(**options: Any) -> Parts:
+        made.append(Parts(clock, **options))
+        return made[-1]
+
+    yield make
+    for part in made:
+        part.close()
+
+
+def test_a_valid_token_is_allowed_with_the_identity_headers(parts):
+    """A valid access token on a default route is allowed, with the caller's identity for the upstream."""
+    decision = parts().authorizer.decide(facts(mint()))
+    assert (decision.allowed, decision.reason, decision.http_status) == (True, "ok", 200)
+    assert dict(decision.upstream_headers)["x-user-sub"] == SUB
+    assert decision.identity is not None and decision.identity.sub == SUB
+
+
+def test_no_token_is_401_on_a_required_route_and_anonymous_on_an_optional_one(parts):
+    """Without an Authorization header: missing_token where auth is required; an anonymous allow that strips every
+    identity header where it is optional."""
+    authorizer = parts().authorizer
+    assert authorizer.decide(facts()).reason == "missing_token"
+    anonymous = authorizer.decide(facts(route={"auth": "optional"}))
+    assert anonymous.allowed and anonymous.reason == "anonymous"
+    assert set(anonymous.removed_headers) == set(identity_headers.header_names()) and not anonymous.upstream_headers
+
+
+def test_the_route_is_judged_first_and_a_misconfigured_one_never_reads_the_token(parts, caplog):
+    """A route whose settings are not understood is a 403 route_misconfigured, logged with the key and the path
+    (without its query), before any token is verified."""
+    part = parts()
+    token = mint()
+    with caplog.at_level(logging.ERROR, logger="authz.decision"):
+        decision = part.authorizer.decide(facts(token, route={"group": "admins"}, path=f"/api/me?t={token}"))
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 403, "route_misconfigured")
+    assert part.verifier.calls == 0
+    [record] = [r for r in caplog.records if r.getMessage() == "route misconfigured"]
+    assert record.fields["key"] == "group" and record.fields["path"] == "/api/me"
+
+
+def test_two_authorization_values_are_malformed_and_never_verified(parts):
+    """Two Authorization headers are malformed_authorization, never first-wins, and no token is verified."""
+    part = parts()
+    decision = part.authorizer.decide(facts(authorization=(f"Bearer {mint()}", "Bearer other")))
+    assert (decision.http_status, decision.reason) == (401, "malformed_authorization")
+    assert part.verifier.calls == 0
+
+
+def test_an_invalid_token_is_denied_with_the_verifiers_reason(parts, clock):
+    """A token the verifier refuses is denied with that reason, on optional routes too (never downgraded)."""
+    token = mint()
+    clock.advance(3601)
+    for route in ({}, {"auth": "optional"}):
+        decision = parts().authorizer.decide(facts(token, route=route))
+        assert (decision.allowed, decision.http_status, decision.reason) == (False, 401, "expired")
+
+
+def test_the_policy_judges_a_verified_caller_against_the_route(parts):
+    """A verified caller outside the route's groups is a 403 missing_group that still names the caller."""
+    decision = parts().authorizer.decide(facts(mint(), route={"groups": "admins"}))
+    assert (decision.http_status, decision.reason) == (403, "missing_group")
+    assert decision.identity is not None and decision.identity.sub == SUB
+
+
+def test_a_repeated_caller_on_a_route_gets_the_remembered_decision(parts, monkeypatch):
+    """The same token on the same route is decided by the policy once; another route is judged anew."""
+    part = parts()
+    decided: list[Any] = []
+    original = part.policy.decide
+    monkeypatch.setattr(part.policy, "decide", lambda verdict, route: decided.append(route) or original(verdict, route))
+    token = mint()
+    first = part.authorizer.decide(facts(token))
+    assert part.authorizer.decide(facts(token)) is first
+    assert not part.authorizer.decide(facts(token, route={"groups": "admins"})).allowed
+    assert len(decided) == 2
+
+
+def test_revocation_comes_last_and_is_never_remembered_with_the_decision(parts, clock):
+    """A token Cognito revokes after it was allowed is denied once its answer expires, although its allow is
+    remembered; a token the policy denies is never sent to Cognito."""
+    lookup = ScriptedLookup(Status.ACTIVE)
+    part = parts(lookup=lookup, revocation_by_default=True)
+    token = mint()
+    assert part.authorizer.decide(facts(token)).allowed
+    assert not part.authorizer.decide(facts(token, route={"groups": "admins"})).allowed
+    assert lookup.count == 1
+    lookup.answer = Status.REVOKED
+    clock.advance(31)
+    decision = part.authorizer.decide(facts(token))
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 401, "token_revoked")
+    assert lookup.count == 2
+
+
+def test_the_token_is_hashed_once_per_check(parts, monkeypatch):
+    """The verifier and revocation share the one digest the authorizer computes: neither hashes the token again."""
+
+    def hashed_again(token: str) -> bytes:
+        raise AssertionError("the token was hashed a second time")
+
+    monkeypatch.setattr(tokens, "token_digest", hashed_again)
+    monkeypatch.setattr(revocation, "token_digest", hashed_again)
+    part = parts(revocation_by_default=True)
+    assert part.authorizer.decide(facts(mint())).reason == "ok"
+    assert part.lookup.count == 1
+
+
+@pytest.mark.parametrize(
+    "on_unconfirmed, allowed, reason, action",
+    [
+        (RevocationOnError.ALLOW, True, "ok_unconfirmed", "allow"),
+        (RevocationOnError.DENY, False, "revocation_unavailable", "deny"),
+    ],
+)
+def test_cognitos_silence_follows_the_error_policy_and_is_counted(parts, on_unconfirmed, allowed, reason, action):
+    """A token Cognito does not confirm is allowed as ok_unconfirmed or denied 503, as AUTHZ_REVOCATION_ON_ERROR
+    says, and counted in authz_revocation_unconfirmed_total by what was done."""
+    part = parts(
+        lookup=ScriptedLookup(RuntimeError("throttled")), revocation_by_default=True, on_unconfirmed=on_unconfirmed
+    )
+    decision = part.authorizer.decide(facts(mint()))
+    assert (decision.allowed, decision.reason) == (allowed, reason)
+    assert part.metric("authz_revocation_unconfirmed_total", action=action) == 1
+
+
+def test_a_route_demanding_revocation_on_an_authorizer_without_it_is_misconfigured(parts):
+    """revocation=check where no revocation is configured is a 403, never an allow that skipped the check."""
+    authorizer = parts(with_revocation=False).authorizer
+    assert authorizer.decide(facts(mint(), route={"revocation": "check"})).reason == "route_misconfigured"
+    assert authorizer.decide(facts(mint(), route={"revocation": "skip"})).allowed
+
+
+def test_a_failure_inside_the_decision_is_a_500_deny(parts, monkeypatch):
+    """A bug in any step denies with internal_error (500); decide() itself never raises."""
+    part = parts()
+
+    def broken(token: str, *, digest: bytes | None = None) -> VerifiedToken:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(part.verifier, "verify", broken)
+    decision = part.authorizer.decide(facts(mint()))
+    assert (decision.allowed, decision.http_status, decision.reason) == (False, 500, "internal_error")
+    assert "boom" not in decision.body
+
+
+def test_record_counts_each_decision_and_logs_denies_without_the_token(parts, caplog):
+    """record() counts by result, reason, pool and client, and logs a deny at INFO with the path (no query) and
+    the request id; an allow is logged only at DEBUG; no line holds the token."""
+    part = parts()
+    token = mint()
+    allowed = facts(token, path=f"/api/me?access_token={token}", request_id="req-1")
+    denied = facts(token, route={"groups": "admins"}, path="/api/admin", request_id="req-2")
+    with caplog.at_level(logging.INFO, logger="authz.decision"):
+        for request in (allowed, denied):
+            part.authorizer.record(part.authorizer.decide(request), request, 0.001)
+    assert part.metric("authz_decisions_total", result="allow", reason="ok", pool=POOL_ID, client=CLIENT_ID) == 1
+    assert (
+        part.metric("authz_decisions_total", result="deny", reason="missing_group", pool=POOL_ID, client=CLIENT_ID) == 1
+    )
+    assert part.metric("authz_check_duration_seconds_count") == 2
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "authz.decision"]
+    assert [(line["result"], line["path"], line["request_id"], line["sub"]) for line in lines] == [
+        ("deny", "/api/admin", "req-2", SUB)
+    ]
+    assert token not in caplog.text
+
+
+def test_record_without_facts_and_with_broken_metrics_never_raises(parts, monkeypatch):
+    """A Decision the transport could not read facts for is still counted; a failure while recording is logged,
+    never raised into the transport."""
+    part = parts()
+    part.authorizer.record(part.authorizer.internal_error, None, 0.0)
+    assert part.metric("authz_decisions_total", result="deny", reason="internal_error", pool="", client="") == 1
+    monkeypatch.setattr(part.metrics.check_seconds, "observe", lambda seconds: 1 / 0)
+    part.authorizer.record(part.authorizer.internal_error, None, 0.0)
