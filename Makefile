@@ -55,7 +55,7 @@ lint: $(STAMP_DEPS) $(STAMP_PROTOS)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: setup wrk browser
+test: setup wrk browser lint
 	$(PY) -m pytest -q
 
 # The suites that run a real Envoy (config validation, the integration suite), once per supported minor, each

@@ -182,7 +182,7 @@ def _describe(error: Exception) -> str:
         response = getattr(error, "response", None)
         details = response.get("Error") if isinstance(response, dict) else None
         code = details.get("Code") if isinstance(details, dict) else None
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - describing an error must never fail the Check it happened in
         code = None
     return f"{type(error).__name__}:{code}" if isinstance(code, str) else type(error).__name__
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import cast
 
 import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
@@ -95,7 +96,8 @@ def _response(decision: Decision) -> external_auth_pb2.CheckResponse:
     return external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=decision.grpc_code, message=decision.reason),
         denied_response=external_auth_pb2.DeniedHttpResponse(
-            status=http_status_pb2.HttpStatus(code=decision.http_status),  # type: ignore[arg-type]  # an int is what the StatusCode enum field takes
+            # The StatusCode enum's values are the HTTP statuses themselves.
+            status=http_status_pb2.HttpStatus(code=cast(http_status_pb2.StatusCode, decision.http_status)),
             headers=_header_options(decision.response_headers),
             body=decision.body,
         ),

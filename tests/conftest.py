@@ -10,14 +10,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import identity_headers
 from authz.config import Settings, make_pool
 from authz.revocation import RevocationChecker, Status
 
@@ -30,6 +33,8 @@ CLIENT_ID = "4f1client0allowed0000000"
 OTHER_CLIENT_ID = "9z9client0unknown0000000"
 KID = "kid-2026-1"
 NOW = 1_800_000_000.0
+# The six identity headers at the default prefix, as every part names them (identity_headers is their definition).
+IDENTITY_HEADERS = frozenset(identity_headers.header_names())
 
 
 def b64url(data: bytes) -> str:
@@ -50,7 +55,7 @@ def private_key(name: str = "pool") -> rsa.RSAPrivateKey:
     return _KEYS[name]
 
 
-def public_jwk(key: rsa.RSAPrivateKey, kid: str = KID, **overrides: Any) -> dict[str, Any]:
+def public_jwk(key: rsa.RSAPrivateKey, kid: str | None = KID, **overrides: Any) -> dict[str, Any]:
     numbers = key.public_key().public_numbers()
     jwk = {"alg": "RS256", "e": _uint(numbers.e), "kid": kid, "kty": "RSA", "n": _uint(numbers.n), "use": "sig"}
     jwk.update(overrides)
@@ -305,6 +310,11 @@ def scripted_http() -> Iterator[Callable[[Script], ScriptedHttp]]:
 # ------------------------------------------------------------------------------ Cognito's GetUser, scripted
 
 
+def throttled() -> ClientError:
+    """What botocore raises when Cognito throttles GetUser: no answer either way."""
+    return ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}}, "GetUser")
+
+
 class ScriptedLookup:
     """Stands in for Cognito's GetUser: records each call, answers per token (a Status, or an exception to
     raise), and can be held on a gate until the test (or its teardown) releases it."""
@@ -380,6 +390,31 @@ def checkers(clock: FakeClock, lookups) -> Iterator[Any]:
     # close() does not wait, and released workers then finish on their own.
     for checker in made:
         checker.close()
+
+
+# ------------------------------------------------------------------------------------------------ suites
+
+# The suites that start the real parts, by folder, each with the marker that selects (or skips) it:
+#   integration  the whole stack behind a real Envoy (tests/integration) and the bench's runs (tests/bench)
+#   emulator     the local Cognito emulator, moto's server (tests/emulator, tests/stack/test_emulator.py)
+#   browser      headless Chromium against the pages (tests/browser)
+# `pytest -m "not integration and not emulator and not browser"` runs the rest in well under a minute.
+SUITE_MARKERS = {
+    ("integration",): "integration",
+    ("bench",): "integration",
+    ("emulator",): "emulator",
+    ("stack", "test_emulator.py"): "emulator",
+    ("browser",): "browser",
+}
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = item.path.relative_to(TESTS).parts
+        for prefix, marker in SUITE_MARKERS.items():
+            if parts[: len(prefix)] == prefix:
+                item.add_marker(marker)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

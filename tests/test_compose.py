@@ -218,7 +218,7 @@ def _copied_python_modules(dockerfile: Path, package: str) -> set[str]:
 
 
 def _imported_modules(source: Path) -> set[str]:
-    modules = set()
+    modules: set[str] = set()
     for node in ast.walk(ast.parse(source.read_text())):
         if isinstance(node, ast.Import):
             modules.update(alias.name for alias in node.names)
@@ -304,7 +304,9 @@ def test_authz_shares_networks_only_with_envoy_and_the_cognito_services():
 
 def test_each_caller_shares_a_network_with_the_services_it_addresses():
     """The split still connects Envoy to its cluster hosts and authz and provision to the Cognito emulator."""
-    calls = {("envoy", host) for addresses in _envoy_clusters().values() for host, _ in addresses}
+    calls: set[tuple[str, str | None]] = {
+        ("envoy", host) for addresses in _envoy_clusters().values() for host, _ in addresses
+    }
     calls.add(("authz", urlsplit(_environment("authz")["AUTHZ_JWKS_URL"]).hostname))
     calls.add(("provision", urlsplit(_option(_command("provision"), "--endpoint")).hostname))
     for caller, callee in calls:

@@ -81,5 +81,5 @@ def app(driver: webdriver.Chrome, browser_stack: LocalStack, request: pytest.Fix
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
     if report.when == "call":
-        item.rep_call = report  # type: ignore[attr-defined]
+        item.rep_call = report  # type: ignore[attr-defined]  # pytest's documented way to hand a report to fixtures
     return report

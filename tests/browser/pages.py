@@ -162,6 +162,12 @@ class App:
         raw = self.driver.execute_script("return sessionStorage.getItem(arguments[0])", SESSION_KEY)
         return None if raw is None else json.loads(raw)
 
+    def signed_in_session(self) -> dict[str, Any]:
+        """The stored session of a signed-in tab."""
+        session = self.session()
+        assert session is not None, "no session is stored: the tab is not signed in"
+        return session
+
     def store_session(self, session: dict[str, Any]) -> None:
         self.driver.execute_script(
             "sessionStorage.setItem(arguments[0], arguments[1])", SESSION_KEY, json.dumps(session)

@@ -117,7 +117,7 @@ def test_sign_out_revokes_the_tokens_at_cognito(app: App, browser_stack: LocalSt
     (GetUser with the old access token, a refresh with the old refresh token), not only forgotten by this tab."""
     person = confirmed_person(browser_stack, cognito)
     app.sign_in(person.email, person.password)
-    session = app.session()
+    session = app.signed_in_session()
     assert not token_refused(cognito, session["accessToken"])
 
     app.find("button#signout").click()
@@ -210,7 +210,7 @@ def test_a_refused_token_leads_back_to_sign_in(app: App, browser_stack: LocalSta
     sign-in page with a notice that their session has ended, and the broken session is gone."""
     person = confirmed_person(browser_stack, cognito)
     app.sign_in(person.email, person.password)
-    session = app.session()
+    session = app.signed_in_session()
     header, payload, signature = session["accessToken"].split(".")
     # A character in the middle: the last one may only carry padding bits a lenient decoder ignores.
     middle = len(signature) // 2
@@ -231,7 +231,7 @@ def test_tokens_are_refreshed_before_they_expire(app: App, browser_stack: LocalS
     itself; the user stays signed in and still sees their own item."""
     person = confirmed_person(browser_stack, cognito)
     app.sign_in(person.email, person.password)
-    before = app.session()
+    before = app.signed_in_session()
     app.driver.execute_script(
         """const session = JSON.parse(sessionStorage.getItem(arguments[0]));
            session.expiresAt = Date.now() + 30000;

@@ -43,7 +43,8 @@ def _reported_version(binary: Path) -> Version:
     return _triple(match)
 
 
-def _triple(match: re.Match[str]) -> Version:
+def _triple(match: re.Match[str] | None) -> Version:
+    assert match is not None, "no version found"
     major, minor, patch = (int(part) for part in match.groups())
     return major, minor, patch
 

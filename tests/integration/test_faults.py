@@ -92,15 +92,16 @@ def test_frozen_authz_times_out_to_503_and_never_allows(recording_envoy, stack: 
     through, and serves again as soon as it resumes."""
     proxy, upstream = recording_envoy
     upstream.requests.clear()
-    authz = stack.authz()
+    pid = stack.authz().pid
+    assert pid is not None
     resumed: list[float] = []
 
     def freeze_and_resume() -> None:
-        os.killpg(authz.pid, signal.SIGSTOP)
+        os.killpg(pid, signal.SIGSTOP)
         try:
             time.sleep(3.0)
         finally:
-            os.killpg(authz.pid, signal.SIGCONT)
+            os.killpg(pid, signal.SIGCONT)
             resumed.append(time.monotonic())
 
     report = _load_around(

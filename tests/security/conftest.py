@@ -24,9 +24,6 @@ from tests.conftest import FakeClock, JwksServer, LoopbackHttp, mint, settings_f
 AttributeContext = attribute_context_pb2.AttributeContext
 CheckRequest = external_auth_pb2.CheckRequest
 CheckResponse = external_auth_pb2.CheckResponse
-IDENTITY_HEADERS = frozenset(
-    {"x-user-sub", "x-user-name", "x-user-groups", "x-user-scopes", "x-user-client-id", "x-user-token-use"}
-)
 # The one token every module treats as the known-good caller.
 VALID_TOKEN = mint()
 

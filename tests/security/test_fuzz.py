@@ -22,6 +22,7 @@ from authz.errors import AuthzError
 from authz.routes import route_settings
 from tests.conftest import (
     CLIENT_ID,
+    IDENTITY_HEADERS,
     ISSUER,
     KID,
     NOW,
@@ -35,7 +36,6 @@ from tests.conftest import (
     settings_for,
 )
 from tests.security.conftest import (
-    IDENTITY_HEADERS,
     VALID_TOKEN,
     Authz,
     CheckRequest,

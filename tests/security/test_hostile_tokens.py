@@ -29,6 +29,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 from authz import errors
 from tests.conftest import (
     CLIENT_ID,
+    IDENTITY_HEADERS,
     ISSUER,
     KID,
     NOW,
@@ -45,7 +46,6 @@ from tests.conftest import (
     public_jwk,
 )
 from tests.security.conftest import (
-    IDENTITY_HEADERS,
     VALID_TOKEN,
     Authz,
     CheckRequest,
@@ -230,28 +230,28 @@ def bearer(token: Callable[[Authz], str] | str, **request: Any) -> Build:
     return lambda authz: check_request(f"Bearer {token(authz) if callable(token) else token}", **request)
 
 
-def invalid(id: str, build: Build, reason: str, *, jwks_refetches: int = 0) -> Case:
+def invalid(name: str, build: Build, reason: str, *, jwks_refetches: int = 0) -> Case:
     return Case(
-        id, build, UNAUTHENTICATED, 401, "invalid_token", "invalid_token", reason, jwks_refetches=jwks_refetches
+        name, build, UNAUTHENTICATED, 401, "invalid_token", "invalid_token", reason, jwks_refetches=jwks_refetches
     )
 
 
-def forbidden(id: str, build: Build, reason: str) -> Case:
-    return Case(id, build, PERMISSION_DENIED, 403, "insufficient_scope", "insufficient_scope", reason)
+def forbidden(name: str, build: Build, reason: str) -> Case:
+    return Case(name, build, PERMISSION_DENIED, 403, "insufficient_scope", "insufficient_scope", reason)
 
 
-def misconfigured(id: str, build: Build) -> Case:
+def misconfigured(name: str, build: Build) -> Case:
     return Case(
-        id, build, PERMISSION_DENIED, 403, None, "route_misconfigured", "route_misconfigured", challenge="absent"
+        name, build, PERMISSION_DENIED, 403, None, "route_misconfigured", "route_misconfigured", challenge="absent"
     )
 
 
-def missing(id: str, build: Build) -> Case:
-    return Case(id, build, UNAUTHENTICATED, 401, None, "missing_token", "missing_token")
+def missing(name: str, build: Build) -> Case:
+    return Case(name, build, UNAUTHENTICATED, 401, None, "missing_token", "missing_token")
 
 
-def allowed(id: str, build: Build) -> Case:
-    return Case(id, build, OK, None, None, None, "ok", challenge="absent")
+def allowed(name: str, build: Build) -> Case:
+    return Case(name, build, OK, None, None, None, "ok", challenge="absent")
 
 
 ID_ROUTE = {"token_use": "id"}
@@ -322,7 +322,7 @@ CASES: list[Case] = [
     invalid("percent_encoded_dot", bearer(lambda a: VALID_TOKEN.replace(".", "%2E", 1)), "malformed_token"),
     invalid("nul_byte_in_token", bearer(lambda a: VALID_TOKEN + "\u0000"), "malformed_token"),
     invalid("newline_in_token", bearer(lambda a: replace_char(VALID_TOKEN, 1, "\n")), "malformed_token"),
-    invalid("payload_segment_of_impossible_length", bearer(lambda a: "{0}.{1}A.{2}".format(*VALID_TOKEN.split("."))), "malformed_token"),
+    invalid("payload_segment_of_impossible_length", bearer(lambda a: "{}.{}A.{}".format(*VALID_TOKEN.split("."))), "malformed_token"),
     invalid("signature_non_canonical_base64url", bearer(lambda a: with_non_canonical_signature(VALID_TOKEN)), "malformed_token"),
     invalid("header_not_json", bearer(lambda a: forge(b"RS256 please")), "malformed_token"),
     invalid("payload_not_json", bearer(lambda a: forge(rs256(), b"sub=admin")), "malformed_token"),
@@ -335,7 +335,7 @@ CASES: list[Case] = [
     invalid("payload_utf16", bearer(lambda a: forge(rs256(), json.dumps(access_claims()).encode("utf-16"))), "malformed_token"),
     invalid("payload_utf8_bom", bearer(lambda a: forge(rs256(), b"\xef\xbb\xbf" + json.dumps(access_claims()).encode())), "malformed_token"),
     invalid("header_duplicate_alg", bearer(lambda a: forge(b'{"alg":"none","alg":"RS256","kid":"kid-2026-1"}')), "malformed_token"),
-    invalid("payload_duplicate_iss", bearer(lambda a: forge(rs256(), ('{"iss":"https://evil.example","iss":"%s","sub":"x","exp":1900000000,"token_use":"access","client_id":"%s"}' % (ISSUER, CLIENT_ID)).encode())), "malformed_token"),
+    invalid("payload_duplicate_iss", bearer(lambda a: forge(rs256(), ('{"iss":"https://evil.example","iss":"%s","sub":"x","exp":1900000000,"token_use":"access","client_id":"%s"}' % (ISSUER, CLIENT_ID)).encode())), "malformed_token"),  # noqa: UP031 - JSON's braces read better around %s
     invalid("payload_nan_exp", bearer(lambda a: forge(rs256(), json.dumps(access_claims(exp=float("nan"))).encode())), "malformed_token"),
     invalid("payload_deeply_nested", bearer(lambda a: forge(rs256(), b'{"x":' + b"[" * 5000 + b"]" * 5000 + b"}")), "malformed_token"),
     invalid("payload_integer_of_5000_digits", bearer(lambda a: forge(rs256(), ('{"exp":1%s}' % ("0" * 5000)).encode())), "malformed_token"),
@@ -391,7 +391,7 @@ CASES: list[Case] = [
     invalid("payload_edited_under_old_signature", bearer(lambda a: payload_swapped(VALID_TOKEN, access_claims(sub="someone-else"))), "bad_signature"),
     invalid("payload_groups_added_under_old_signature", bearer(lambda a: payload_swapped(VALID_TOKEN, access_claims(**{"cognito:groups": ["admins"]})), context=ADMINS_ROUTE), "bad_signature"),
     invalid("header_edited_under_old_signature", bearer(lambda a: header_swapped(VALID_TOKEN, rs256(typ="JWT"))), "bad_signature"),
-    invalid("id_token_signature_on_access_payload", bearer(lambda a: "{0}.{1}.".format(*VALID_TOKEN.split(".")) + mint(id_claims()).split(".")[2]), "bad_signature"),
+    invalid("id_token_signature_on_access_payload", bearer(lambda a: "{}.{}.".format(*VALID_TOKEN.split(".")) + mint(id_claims()).split(".")[2]), "bad_signature"),
     # size
     invalid("token_64_kib", bearer(lambda a: mint(access_claims(padding="A" * KIB_64))), "token_too_large"),
     invalid("token_1_mib", bearer("A" * 1024 * 1024), "token_too_large"),

@@ -15,7 +15,8 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -83,7 +84,7 @@ class SwitchableJwks(JwksServer):
         if self.listening:
             return
         # The same handler class keeps reading this object's status, body and delay, and counting requests.
-        self._serve(self._httpd.RequestHandlerClass, self.port)
+        self._serve(cast(type[BaseHTTPRequestHandler], self._httpd.RequestHandlerClass), self.port)
         self.listening = True
 
     def heal(self, body: bytes | None = None) -> None:
@@ -160,9 +161,12 @@ def fetches(server: RunningServer, outcome: str | None = None) -> float:
     total = 0.0
     for metric in server.metrics.jwks_fetches.collect():
         for sample in metric.samples:
-            if sample.name.endswith("_total") and sample.labels["pool"] == POOL_ID:
-                if outcome is None or sample.labels["outcome"] == outcome:
-                    total += sample.value
+            if (
+                sample.name.endswith("_total")
+                and sample.labels["pool"] == POOL_ID
+                and (outcome is None or sample.labels["outcome"] == outcome)
+            ):
+                total += sample.value
     return total
 
 
@@ -295,8 +299,8 @@ class RedirectingJwks:
             conn.sendall(head + b"Connection: close\r\n\r\n")
             return
         body = self._target.body
-        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        conn.sendall(head.encode() + b"Connection: close\r\n\r\n" + body)
+        status = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        conn.sendall(status.encode() + b"Connection: close\r\n\r\n" + body)
 
 
 def test_redirect_at_start_is_not_followed_and_the_server_recovers(

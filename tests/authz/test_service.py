@@ -21,6 +21,7 @@ from authz.service import AuthorizationService
 from authz.tokens import TokenVerifier, VerifiedToken
 from tests.conftest import (
     CLIENT_ID,
+    IDENTITY_HEADERS,
     ISSUER,
     POOL_ID,
     FakeClock,
@@ -33,14 +34,6 @@ from tests.conftest import (
 
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
 CHECK = SERVICE.methods_by_name["Check"]
-IDENTITY_HEADERS = {
-    "x-user-sub",
-    "x-user-name",
-    "x-user-groups",
-    "x-user-scopes",
-    "x-user-client-id",
-    "x-user-token-use",
-}
 
 
 class Harness:
@@ -212,7 +205,7 @@ def test_unexpected_failure_fails_closed(clock):
         def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
             raise RuntimeError("boom")
 
-    harness = Harness(BrokenVerifier())  # type: ignore[arg-type]
+    harness = Harness(BrokenVerifier())  # type: ignore[arg-type]  # a stand-in with only verify()
     response, code = harness.check(check_request(token=mint()))
     assert code is grpc.StatusCode.OK
     assert response.status.code == grpc.StatusCode.INTERNAL.value[0]
@@ -236,7 +229,7 @@ def test_response_that_cannot_be_built_fails_closed(clock):
                 expires_at=2e9,
             )
 
-    response, code = Harness(OddVerifier()).check(check_request(token=mint()))  # type: ignore[arg-type]
+    response, code = Harness(OddVerifier()).check(check_request(token=mint()))  # type: ignore[arg-type]  # a stand-in
     assert code is grpc.StatusCode.OK
     assert (response.status.code, response.denied_response.status.code) == (grpc.StatusCode.INTERNAL.value[0], 500)
 

@@ -181,7 +181,12 @@ def test_a_repeated_caller_on_a_route_gets_the_remembered_decision(parts, monkey
     part = parts()
     decided: list[Any] = []
     original = part.policy.decide
-    monkeypatch.setattr(part.policy, "decide", lambda verdict, route: decided.append(route) or original(verdict, route))
+
+    def decide(verdict: Any, route: Any) -> Any:
+        decided.append(route)
+        return original(verdict, route)
+
+    monkeypatch.setattr(part.policy, "decide", decide)
     token = mint()
     first = part.authorizer.decide(facts(token))
     assert part.authorizer.decide(facts(token)) is first

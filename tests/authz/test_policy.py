@@ -1,11 +1,14 @@
-"""The decision and the HTTP contract, without gRPC: route settings, allow headers, deny responses."""
+"""authz/policy.py: the rules and the HTTP contract, without gRPC: allow headers, deny responses, and what
+revocation's confirmation makes of an allow."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
+import identity_headers
 from authz import errors
 from authz.config import RevocationOnError
 from authz.policy import Policy
@@ -13,20 +16,20 @@ from authz.revocation import Confirmation
 from authz.routes import RouteSettings, route_settings
 from authz.tokens import VerifiedToken
 
-PREFIX_HEADERS = ("x-user-sub", "x-user-name", "x-user-groups", "x-user-scopes", "x-user-client-id", "x-user-token-use")
+PREFIX_HEADERS = identity_headers.header_names()
 
 
 def token(**overrides) -> VerifiedToken:
-    values = dict(
-        sub="sub-1",
-        token_use="access",
-        client_id="client-1",
-        pool_id="ca-central-1_AbC123",
-        username="andrew",
-        groups=("admins", "staff"),
-        scopes=("aws.cognito.signin.user.admin", "feed/read"),
-        expires_at=2e9,
-    )
+    values: dict[str, Any] = {
+        "sub": "sub-1",
+        "token_use": "access",
+        "client_id": "client-1",
+        "pool_id": "ca-central-1_AbC123",
+        "username": "andrew",
+        "groups": ("admins", "staff"),
+        "scopes": ("aws.cognito.signin.user.admin", "feed/read"),
+        "expires_at": 2e9,
+    }
     values.update(overrides)
     return VerifiedToken(**values)
 
@@ -34,46 +37,6 @@ def token(**overrides) -> VerifiedToken:
 @pytest.fixture
 def policy() -> Policy:
     return Policy(header_prefix="x-user-", realm="cruddur")
-
-
-def test_routes_require_an_access_token_by_default():
-    """With no context_extensions a route requires auth and accepts access tokens only."""
-    assert route_settings({}) == RouteSettings(auth_required=True, token_uses=frozenset({"access"}))
-
-
-def test_route_settings_parse_every_key():
-    """auth, token_use, groups (comma list) and scopes (space or comma list) are read from context_extensions."""
-    settings = route_settings({"auth": "required", "token_use": "any", "groups": "admins, staff", "scopes": "a b,c"})
-    assert settings == RouteSettings(
-        auth_required=True,
-        token_uses=frozenset({"access", "id"}),
-        groups=frozenset({"admins", "staff"}),
-        scopes=frozenset({"a", "b", "c"}),
-    )
-    assert route_settings({"auth": "optional"}).auth_required is False
-    assert route_settings({"token_use": "id"}).token_uses == frozenset({"id"})
-
-
-@pytest.mark.parametrize(
-    "extensions, key",
-    [
-        ({"auth": "maybe"}, "auth"),
-        ({"auth": ""}, "auth"),
-        ({"token_use": "refresh"}, "token_use"),
-        ({"groups": ""}, "groups"),
-        ({"groups": " , "}, "groups"),
-        ({"scopes": "  "}, "scopes"),
-        ({"group": "admins"}, "group"),  # a typo must not silently open the route
-        ({"auth": "optional", "groups": "admins"}, "groups"),
-        ({"auth": "optional", "scopes": "feed/read"}, "scopes"),
-        ({"token_use": "id", "scopes": "feed/read"}, "scopes"),
-    ],
-)
-def test_unknown_or_contradictory_route_settings_are_a_configuration_error(extensions, key):
-    """A key or value the server does not understand raises RouteMisconfigured naming the key."""
-    with pytest.raises(errors.RouteMisconfigured) as caught:
-        route_settings(extensions)
-    assert caught.value.key == key
 
 
 def test_allow_sets_every_identity_header_with_a_value(policy):

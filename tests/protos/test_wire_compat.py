@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any
+from typing import Any, cast
 
 import betterproto2
 import grpc
@@ -145,7 +145,7 @@ def model_check_request() -> model_auth.CheckRequest:
 
 
 def _stub_header(
-    key: str, value: str, action: base_pb2.HeaderValueOption.HeaderAppendAction.ValueType
+    key: str, value: str, action: base_pb2.HeaderValueOption.HeaderAppendAction
 ) -> base_pb2.HeaderValueOption:
     # append=false is set explicitly as well: Envoy lets the deprecated BoolValue override
     # append_action, so its presence (not just its value) has to survive the wire.
@@ -390,10 +390,15 @@ def _model_full_name(cls: type) -> str:
     return default_message_pool.type_to_url[cls].removeprefix("type.googleapis.com/")
 
 
+def _betterproto(model_cls: type[betterproto2.Message]) -> Any:
+    """A model class's field metadata (a class property the library's type hints do not describe)."""
+    return cast(Any, model_cls)._betterproto
+
+
 def _describe_model_field(model_cls: type[betterproto2.Message], name: str) -> tuple[Any, ...]:
     """(number, type, repeated, oneof, referenced type) for one envoy-data-plane field."""
-    meta = model_cls._betterproto.meta_by_field_name[name]
-    cls_by_field = model_cls._betterproto.cls_by_field
+    meta = _betterproto(model_cls).meta_by_field_name[name]
+    cls_by_field = _betterproto(model_cls).cls_by_field
     if meta.proto_type == betterproto2.TYPE_MAP:
         assert meta.map_meta is not None
         key_meta, value_meta = meta.map_meta
@@ -433,7 +438,7 @@ def test_every_kept_field_matches_upstream_number_and_type() -> None:
     checked = 0
     for desc in _our_messages():
         model_cls = _model_class(desc.full_name)
-        model_fields = set(model_cls._betterproto.meta_by_field_name)
+        model_fields = set(_betterproto(model_cls).meta_by_field_name)
         assert set(desc.fields_by_name) == model_fields, desc.full_name
         for field in desc.fields:
             assert _describe_our_field(field) == _describe_model_field(model_cls, field.name), (

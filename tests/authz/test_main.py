@@ -1,4 +1,4 @@
-"""The command line as a user runs it: serve, verify and check as subprocesses."""
+"""authz/__main__.py: the command line as a user runs it, serve, verify and check as subprocesses."""
 
 from __future__ import annotations
 

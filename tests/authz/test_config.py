@@ -5,6 +5,8 @@ Every test passes its own dict; os.environ is never read or changed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from authz.config import ConfigError, Pool, Settings, make_pool
@@ -337,3 +339,84 @@ def test_make_pool_rejects_a_pool_id_with_anything_around_it(pool_id: str) -> No
     """make_pool takes the whole string as the pool id, so a trailing newline or extra text is rejected."""
     with pytest.raises(ValueError, match="malformed user pool id"):
         make_pool(pool_id)
+
+
+# ------------------------------------------------------------------------------------------ revocation
+
+
+def revocation_settings(settings: Settings) -> tuple[Any, ...]:
+    """Mode, TTL, error policy, timeout, cache size and Cognito endpoint, in that order."""
+    return (
+        settings.revocation,
+        settings.revocation_ttl_seconds,
+        settings.revocation_on_error,
+        settings.revocation_timeout_seconds,
+        settings.revocation_cache_size,
+        settings.cognito_endpoint_url,
+    )
+
+
+def test_revocation_settings_default_to_off_allow_and_no_endpoint():
+    """Without the variables revocation is off, 30 s TTL, allow on error, 0.5 s timeout, 100k cache, real Cognito."""
+    settings = Settings.from_env(env())
+    assert revocation_settings(settings) == ("off", 30.0, "allow", 0.5, 100_000, None)
+
+
+def test_revocation_settings_are_read_from_the_environment():
+    """Each variable sets its setting; off/cognito and allow/deny are matched without regard to case."""
+    settings = Settings.from_env(
+        env(
+            AUTHZ_REVOCATION=" COGNITO ",
+            AUTHZ_REVOCATION_TTL="120",
+            AUTHZ_REVOCATION_ON_ERROR="Deny",
+            AUTHZ_REVOCATION_TIMEOUT_SECONDS="0.25",
+            AUTHZ_REVOCATION_CACHE_SIZE="5",
+            AWS_ENDPOINT_URL_COGNITO_IDP="http://localhost:9229",
+        )
+    )
+    assert revocation_settings(settings) == ("cognito", 120.0, "deny", 0.25, 5, "http://localhost:9229")
+    assert Settings.from_env(env(AUTHZ_REVOCATION="OFF")).revocation == "off"
+    assert Settings.from_env(env(AUTHZ_REVOCATION="")).revocation == "off"
+    assert Settings.from_env(env(AUTHZ_REVOCATION_ON_ERROR="ALLOW")).revocation_on_error == "allow"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost:9229", "https://cognito-idp.ca-central-1.amazonaws.com", "http://127.0.0.1:9229/"]
+)
+def test_cognito_endpoint_accepts_an_http_url_without_a_path(url):
+    """A local emulator or a regional endpoint may be named by scheme, host and port."""
+    assert Settings.from_env(env(AWS_ENDPOINT_URL_COGNITO_IDP=url)).cognito_endpoint_url == url
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("AUTHZ_REVOCATION", "on"),
+        ("AUTHZ_REVOCATION", "true"),
+        ("AUTHZ_REVOCATION", "cognito-idp"),
+        ("AUTHZ_REVOCATION_TTL", "0.5"),
+        ("AUTHZ_REVOCATION_TTL", "3601"),
+        ("AUTHZ_REVOCATION_TTL", "-1"),
+        ("AUTHZ_REVOCATION_TTL", "thirty"),
+        ("AUTHZ_REVOCATION_TTL", "nan"),
+        ("AUTHZ_REVOCATION_TTL", "inf"),
+        ("AUTHZ_REVOCATION_ON_ERROR", "fail"),
+        ("AUTHZ_REVOCATION_ON_ERROR", "open"),
+        ("AUTHZ_REVOCATION_TIMEOUT_SECONDS", "0.01"),
+        ("AUTHZ_REVOCATION_TIMEOUT_SECONDS", "10.5"),
+        ("AUTHZ_REVOCATION_TIMEOUT_SECONDS", "fast"),
+        ("AUTHZ_REVOCATION_CACHE_SIZE", "0"),
+        ("AUTHZ_REVOCATION_CACHE_SIZE", "10000001"),
+        ("AUTHZ_REVOCATION_CACHE_SIZE", "1.5"),
+        ("AWS_ENDPOINT_URL_COGNITO_IDP", "http://localhost:9229/cognito"),
+        ("AWS_ENDPOINT_URL_COGNITO_IDP", "http://localhost:9229?x=1"),
+        ("AWS_ENDPOINT_URL_COGNITO_IDP", "ftp://localhost:9229"),
+        ("AWS_ENDPOINT_URL_COGNITO_IDP", "localhost:9229"),
+        ("AWS_ENDPOINT_URL_COGNITO_IDP", "http://"),
+    ],
+)
+def test_bad_revocation_settings_name_their_variable(variable, value):
+    """An out-of-range number, an unknown choice or a URL with a path or another scheme stops the server at start."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env(**{variable: value}))
+    assert caught.value.variable == variable

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
 import hmac
 import json
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -863,6 +865,28 @@ def test_bad_signature_verdict_is_cached(harness: Harness) -> None:
     with pytest.raises(BadSignature):
         harness.verify(token)
     assert harness.keys.calls == 1
+
+
+def test_a_cached_rejection_is_raised_afresh_with_its_cause_and_holds_no_traceback(harness: Harness) -> None:
+    """A replayed bad token is refused from the cache with the same reason and claim, as a new exception each time;
+    nothing the cache keeps holds a traceback, whose frames would keep the token alive in memory."""
+    token = mint(access_claims(sub=""))
+    raised: list[InvalidClaim] = []
+    for _ in range(3):
+        with pytest.raises(InvalidClaim) as caught:
+            harness.verify(token)
+        raised.append(caught.value)
+    assert [error.claim for error in raised] == ["sub"] * 3
+    assert harness.keys.calls == 1
+    assert len({id(error) for error in raised}) == 3
+    del raised, caught
+    gc.collect()
+    held = [
+        tb
+        for tb in gc.get_objects()
+        if isinstance(tb, types.TracebackType) and tb.tb_frame.f_code.co_filename.endswith("authz/tokens.py")
+    ]
+    assert held == []
 
 
 def test_unknown_kid_verdict_is_not_cached() -> None:

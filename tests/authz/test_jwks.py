@@ -298,7 +298,10 @@ def _unfit_jwks() -> dict[str, Callable[[], Any]]:
         "no-n": lambda: public_jwk(key, "unfit", n=None),
         "no-e": lambda: public_jwk(key, "unfit", e=None),
         "n-not-base64url": lambda: public_jwk(key, "unfit", n="!!!"),
-        "1024-bit-modulus": lambda: public_jwk(rsa.generate_private_key(public_exponent=65537, key_size=1024), "unfit"),
+        "1024-bit-modulus": lambda: public_jwk(
+            rsa.generate_private_key(public_exponent=65537, key_size=1024),  # noqa: S505 - the weak key the test refuses
+            "unfit",
+        ),
         "no-kid": lambda: public_jwk(key, None),
         "empty-kid": lambda: public_jwk(key, ""),
         "not-an-object": lambda: "a string",
@@ -533,7 +536,7 @@ def test_concurrent_misses_share_one_fetch(jwks_server: JwksServer, clock: FakeC
     def lookup() -> None:
         try:
             results.append(cache.get_key(KID))
-        except Exception as exc:  # recorded so the assertion shows it
+        except Exception as exc:  # noqa: BLE001 - recorded, so the assertion shows whatever it was
             results.append(exc)
 
     threads = [threading.Thread(target=lookup) for _ in range(20)]

@@ -1,9 +1,8 @@
-"""Revocation: confirming a verified Cognito access token with GetUser before it is allowed.
+"""authz/revocation.py: confirming a verified Cognito access token with GetUser before it is allowed.
 
-The checker (cache, single flight, bounded wait), which tokens can be confirmed, the per-route rule, the
-settings and route keys that turn it on, and what a client sees through a real gRPC server when Cognito says
-a token is active, revoked, or says nothing in time. Cognito itself is replaced by a scripted lookup; the
-boto3 lookup is checked against a loopback endpoint that speaks GetUser's JSON protocol.
+The checker (cache, single flight, bounded wait), which tokens can be confirmed, and the rule's Confirmation for
+a route. Cognito itself is replaced by a scripted lookup; the boto3 lookup is checked against a loopback endpoint
+that speaks GetUser's JSON protocol. What a client sees through a real server is in test_server.py.
 """
 
 from __future__ import annotations
@@ -11,49 +10,27 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
-import requests
 from botocore.exceptions import ClientError
 
 from authz.cache import token_digest
-from authz.client import check
-from authz.config import ConfigError, Settings
-from authz.errors import RevocationUnavailable, RouteMisconfigured, TokenRevoked
 from authz.revocation import Confirmation, Revocation, Status, cognito_lookup, confirmable
-from authz.routes import route_settings
-from authz.server import RunningServer, run_server
 from authz.tokens import VerifiedToken
 from tests.conftest import (
     CLIENT_ID,
     NOW,
     POOL_ID,
-    FakeClock,
     LoopbackHttp,
-    ScriptedLookup,
     access_claims,
-    id_claims,
-    jwks_document,
-    mint,
-    settings_for,
-    static_fetcher,
+    throttled,
     wait_for,
 )
 
 ADMIN = "aws.cognito.signin.user.admin"
 SUB = access_claims()["sub"]
-IDENTITY_HEADERS = {
-    "x-user-sub",
-    "x-user-name",
-    "x-user-groups",
-    "x-user-scopes",
-    "x-user-client-id",
-    "x-user-token-use",
-}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -61,22 +38,18 @@ IDENTITY_HEADERS = {
 
 def identity(**overrides: Any) -> VerifiedToken:
     """A verified Cognito access token with the admin scope, expiring an hour after NOW."""
-    values: dict[str, Any] = dict(
-        sub=SUB,
-        token_use="access",
-        client_id=CLIENT_ID,
-        pool_id=POOL_ID,
-        username="andrew",
-        groups=(),
-        scopes=(ADMIN,),
-        expires_at=NOW + 3600,
-    )
+    values: dict[str, Any] = {
+        "sub": SUB,
+        "token_use": "access",
+        "client_id": CLIENT_ID,
+        "pool_id": POOL_ID,
+        "username": "andrew",
+        "groups": (),
+        "scopes": (ADMIN,),
+        "expires_at": NOW + 3600,
+    }
     values.update(overrides)
     return VerifiedToken(**values)
-
-
-def throttled() -> ClientError:
-    return ClientError({"Error": {"Code": "TooManyRequestsException", "Message": "Rate exceeded"}}, "GetUser")
 
 
 # ------------------------------------------------------------------------------------ checker: caching
@@ -459,292 +432,6 @@ def test_a_server_without_a_checker_cannot_confirm_what_a_route_demands(route_sa
 
     assert confirm(rule, "token-a", identity(), route_says) is expected
     assert confirm(rule, "token-a", identity(token_use="id", scopes=()), route_says) is expected
-
-
-def test_refusals_tell_the_client_the_right_thing():
-    """A revoked token is a 401 invalid_token (refresh or sign in again); Cognito's silence is a 503, not the client's fault."""
-    assert (TokenRevoked.http_status, TokenRevoked.bearer_error, TokenRevoked.reason, TokenRevoked.description) == (
-        401,
-        "invalid_token",
-        "token_revoked",
-        "token revoked",
-    )
-    assert (RevocationUnavailable.http_status, RevocationUnavailable.bearer_error, RevocationUnavailable.reason) == (
-        503,
-        None,
-        "revocation_unavailable",
-    )
-    assert RevocationUnavailable.permanent is False
-
-
-# ----------------------------------------------------------------------------------------------- config
-
-
-def env(**overrides: str) -> dict[str, str]:
-    values = {"AWS_COGNITO_USER_POOLS_ID": POOL_ID, "AWS_COGNITO_CLIENT_ID": CLIENT_ID}
-    values.update(overrides)
-    return values
-
-
-def revocation_settings(settings: Settings) -> tuple[Any, ...]:
-    """Mode, TTL, error policy, timeout, cache size and Cognito endpoint, in that order."""
-    return (
-        settings.revocation,
-        settings.revocation_ttl_seconds,
-        settings.revocation_on_error,
-        settings.revocation_timeout_seconds,
-        settings.revocation_cache_size,
-        settings.cognito_endpoint_url,
-    )
-
-
-def test_revocation_settings_default_to_off_allow_and_no_endpoint():
-    """Without the variables revocation is off, 30 s TTL, allow on error, 0.5 s timeout, 100k cache, real Cognito."""
-    settings = Settings.from_env(env())
-    assert revocation_settings(settings) == ("off", 30.0, "allow", 0.5, 100_000, None)
-
-
-def test_revocation_settings_are_read_from_the_environment():
-    """Each variable sets its setting; off/cognito and allow/deny are matched without regard to case."""
-    settings = Settings.from_env(
-        env(
-            AUTHZ_REVOCATION=" COGNITO ",
-            AUTHZ_REVOCATION_TTL="120",
-            AUTHZ_REVOCATION_ON_ERROR="Deny",
-            AUTHZ_REVOCATION_TIMEOUT_SECONDS="0.25",
-            AUTHZ_REVOCATION_CACHE_SIZE="5",
-            AWS_ENDPOINT_URL_COGNITO_IDP="http://localhost:9229",
-        )
-    )
-    assert revocation_settings(settings) == ("cognito", 120.0, "deny", 0.25, 5, "http://localhost:9229")
-    assert Settings.from_env(env(AUTHZ_REVOCATION="OFF")).revocation == "off"
-    assert Settings.from_env(env(AUTHZ_REVOCATION="")).revocation == "off"
-    assert Settings.from_env(env(AUTHZ_REVOCATION_ON_ERROR="ALLOW")).revocation_on_error == "allow"
-
-
-@pytest.mark.parametrize(
-    "url", ["http://localhost:9229", "https://cognito-idp.ca-central-1.amazonaws.com", "http://127.0.0.1:9229/"]
-)
-def test_cognito_endpoint_accepts_an_http_url_without_a_path(url):
-    """A local emulator or a regional endpoint may be named by scheme, host and port."""
-    assert Settings.from_env(env(AWS_ENDPOINT_URL_COGNITO_IDP=url)).cognito_endpoint_url == url
-
-
-@pytest.mark.parametrize(
-    "variable, value",
-    [
-        ("AUTHZ_REVOCATION", "on"),
-        ("AUTHZ_REVOCATION", "true"),
-        ("AUTHZ_REVOCATION", "cognito-idp"),
-        ("AUTHZ_REVOCATION_TTL", "0.5"),
-        ("AUTHZ_REVOCATION_TTL", "3601"),
-        ("AUTHZ_REVOCATION_TTL", "-1"),
-        ("AUTHZ_REVOCATION_TTL", "thirty"),
-        ("AUTHZ_REVOCATION_TTL", "nan"),
-        ("AUTHZ_REVOCATION_TTL", "inf"),
-        ("AUTHZ_REVOCATION_ON_ERROR", "fail"),
-        ("AUTHZ_REVOCATION_ON_ERROR", "open"),
-        ("AUTHZ_REVOCATION_TIMEOUT_SECONDS", "0.01"),
-        ("AUTHZ_REVOCATION_TIMEOUT_SECONDS", "10.5"),
-        ("AUTHZ_REVOCATION_TIMEOUT_SECONDS", "fast"),
-        ("AUTHZ_REVOCATION_CACHE_SIZE", "0"),
-        ("AUTHZ_REVOCATION_CACHE_SIZE", "10000001"),
-        ("AUTHZ_REVOCATION_CACHE_SIZE", "1.5"),
-        ("AWS_ENDPOINT_URL_COGNITO_IDP", "http://localhost:9229/cognito"),
-        ("AWS_ENDPOINT_URL_COGNITO_IDP", "http://localhost:9229?x=1"),
-        ("AWS_ENDPOINT_URL_COGNITO_IDP", "ftp://localhost:9229"),
-        ("AWS_ENDPOINT_URL_COGNITO_IDP", "localhost:9229"),
-        ("AWS_ENDPOINT_URL_COGNITO_IDP", "http://"),
-    ],
-)
-def test_bad_revocation_settings_name_their_variable(variable, value):
-    """An out-of-range number, an unknown choice or a URL with a path or another scheme stops the server at start."""
-    with pytest.raises(ConfigError) as caught:
-        Settings.from_env(env(**{variable: value}))
-    assert caught.value.variable == variable
-
-
-# ------------------------------------------------------------------------------------------------ routes
-
-
-def test_route_revocation_check_skip_or_default():
-    """revocation=check and revocation=skip are read from context_extensions; absent means the server default."""
-    assert route_settings({"revocation": "check"}).revocation is True
-    assert route_settings({"revocation": "skip"}).revocation is False
-    assert route_settings({}).revocation is None
-    assert route_settings({"token_use": "any", "revocation": "skip"}).revocation is False
-
-
-@pytest.mark.parametrize("value", ["yes", "", "CHECK", " check", "off", "true"])
-def test_unknown_route_revocation_values_are_misconfigured(value):
-    """Any other revocation value (including empty) is a misconfigured route naming the key."""
-    with pytest.raises(RouteMisconfigured) as caught:
-        route_settings({"revocation": value})
-    assert caught.value.key == "revocation"
-
-
-# ---------------------------------------------------------------------------------- through the server
-
-
-@contextmanager
-def serving(lookup: ScriptedLookup, **overrides: Any) -> Iterator[RunningServer]:
-    """A real server on loopback ports whose pool keys come from memory and whose GetUser is `lookup`."""
-    settings = settings_for("https://jwks.invalid/{pool}/.well-known/jwks.json", **overrides)
-    with run_server(
-        settings, fetcher=static_fetcher(jwks_document()), clock=FakeClock(), revocation_lookup=lookup
-    ) as server:
-        assert wait_for(lambda: server.refresher.ready)
-        yield server
-
-
-def addr(server: RunningServer) -> str:
-    return f"127.0.0.1:{server.port}"
-
-
-def sample(server: RunningServer, name: str, **labels: str) -> float:
-    return server.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-def test_server_allows_a_token_cognito_says_is_active(lookups):
-    """With AUTHZ_REVOCATION=cognito, a token GetUser accepts is allowed with its identity headers, asked once."""
-    lookup = lookups(Status.ACTIVE)
-    token = mint()
-    with serving(lookup, revocation="cognito") as server:
-        first = check(addr(server), token=token, path="/api/me")
-        second = check(addr(server), token=token, path="/api/me")
-        assert sample(server, "authz_revocation_lookups_total", outcome="active") == 1.0
-
-    assert first["allowed"] and first["upstream_headers"]["x-user-sub"] == SUB
-    assert second == first
-    assert lookup.calls == [(POOL_ID, token)]
-
-
-def test_server_denies_a_revoked_token_401_and_counts_it(lookups):
-    """A token Cognito no longer honours is a 401 invalid_token "token revoked", with no identity for the
-    upstream, and the metrics endpoint shows the revoked lookup and the token_revoked decision."""
-    lookup = lookups(Status.REVOKED)
-    with serving(lookup, revocation="cognito", realm="cruddur") as server:
-        denied = check(addr(server), token=mint(), path="/api/me")
-        text = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).text
-
-    assert (denied["allowed"], denied["grpc_code"], denied["http_status"]) == (False, 16, 401)
-    assert denied["response_headers"] == {
-        "www-authenticate": 'Bearer realm="cruddur", error="invalid_token", error_description="token revoked"',
-        "content-type": "application/json",
-    }
-    assert json.loads(denied["body"]) == {"error": "invalid_token", "message": "token revoked"}
-    assert "upstream_headers" not in denied and not IDENTITY_HEADERS & set(denied["response_headers"])
-    assert 'authz_revocation_lookups_total{outcome="revoked"} 1.0' in text
-    assert (
-        f'authz_decisions_total{{client="{CLIENT_ID}",pool="{POOL_ID}",reason="token_revoked",result="deny"}} 1.0'
-        in text
-    )
-    assert "authz_revocation_cache_entries 1.0" in text
-
-
-@pytest.mark.parametrize("on_error", ["allow", "deny"])
-def test_server_applies_the_error_policy_when_cognito_fails(lookups, on_error):
-    """Cognito throttling: AUTHZ_REVOCATION_ON_ERROR=allow lets the token through, deny answers 503
-    revocation_unavailable with no invalid_token challenge (the client's token is not at fault)."""
-    with serving(lookups(throttled()), revocation="cognito", revocation_on_error=on_error) as server:
-        answer = check(addr(server), token=mint())
-        assert sample(server, "authz_revocation_lookups_total", outcome="unknown") == 1.0
-        assert sample(server, "authz_revocation_unconfirmed_total", action=on_error) == 1.0
-        if on_error == "allow":  # the decision says it was made on the JWT alone
-            labels = {"result": "allow", "reason": "ok_unconfirmed", "pool": POOL_ID, "client": CLIENT_ID}
-            assert sample(server, "authz_decisions_total", **labels) == 1.0
-
-    if on_error == "allow":
-        assert answer["allowed"] and answer["upstream_headers"]["x-user-sub"] == SUB
-    else:
-        assert (answer["allowed"], answer["grpc_code"], answer["http_status"]) == (False, 14, 503)
-        assert answer["response_headers"] == {"content-type": "application/json"}
-        assert json.loads(answer["body"]) == {
-            "error": "revocation_unavailable",
-            "message": "cannot confirm the token with the identity provider",
-        }
-
-
-@pytest.mark.parametrize("on_error", ["allow", "deny"])
-def test_server_answers_in_time_when_cognito_never_does(lookups, on_error):
-    """A GetUser that hangs forever does not hang the Check: it is decided by the error policy within the
-    revocation timeout (plus a generous margin)."""
-    lookup = lookups(Status.ACTIVE, blocked=True)  # released at teardown
-    with serving(lookup, revocation="cognito", revocation_on_error=on_error, revocation_timeout_seconds=0.1) as server:
-        started = time.monotonic()
-        answer = check(addr(server), token=mint())
-        elapsed = time.monotonic() - started
-
-    assert elapsed < 0.1 + 0.5
-    assert lookup.count == 1
-    if on_error == "allow":
-        assert answer["allowed"]
-    else:
-        assert (answer["allowed"], answer["http_status"]) == (False, 503)
-
-
-def test_server_never_asks_about_tokens_cognito_cannot_confirm(lookups):
-    """An id token (on a token_use=any route) and an access token without the admin scope are allowed on the
-    JWT alone, even though GetUser would call them revoked."""
-    lookup = lookups(Status.REVOKED)
-    with serving(lookup, revocation="cognito") as server:
-        id_token = check(addr(server), token=mint(id_claims()), context={"token_use": "any"})
-        client_token = check(addr(server), token=mint(access_claims(scope="api/read")))
-
-    assert id_token["allowed"] and id_token["upstream_headers"]["x-user-token-use"] == "id"
-    assert client_token["allowed"] and client_token["upstream_headers"]["x-user-scopes"] == "api/read"
-    assert lookup.calls == []
-
-
-def test_server_route_skip_overrides_cognito_mode(lookups):
-    """revocation=skip on a route makes no GetUser call there, while other routes still check."""
-    lookup = lookups(Status.REVOKED)
-    token = mint()
-    with serving(lookup, revocation="cognito") as server:
-        skipped = check(addr(server), token=token, context={"revocation": "skip"})
-        assert lookup.calls == []
-        checked = check(addr(server), token=token)
-
-    assert skipped["allowed"]
-    assert (checked["allowed"], checked["http_status"]) == (False, 401)
-    assert lookup.count == 1
-
-
-def test_server_route_check_works_with_revocation_off(lookups):
-    """With AUTHZ_REVOCATION=off nothing is confirmed, except on routes that say revocation=check."""
-    lookup = lookups(Status.REVOKED)
-    token = mint()
-    with serving(lookup, revocation="off") as server:
-        default = check(addr(server), token=token)
-        assert lookup.calls == []
-        checked = check(addr(server), token=token, context={"revocation": "check"})
-
-    assert default["allowed"]
-    assert (checked["allowed"], checked["http_status"]) == (False, 401)
-    assert 'error_description="token revoked"' in checked["response_headers"]["www-authenticate"]
-    assert lookup.calls == [(POOL_ID, token)]
-
-
-def test_server_remembers_answers_through_the_leeway_window(lookups):
-    """A token past exp but within AUTHZ_LEEWAY_SECONDS is confirmed once, not once per Check."""
-    lookup = lookups(Status.REVOKED)
-    just_expired = mint(access_claims(exp=int(NOW) - 5))
-    with serving(lookup, revocation="cognito", leeway_seconds=30) as server:
-        answers = [check(addr(server), token=just_expired) for _ in range(3)]
-
-    assert [answer["http_status"] for answer in answers] == [401, 401, 401]
-    assert lookup.count == 1
-
-
-def test_server_rejects_a_bad_route_revocation_value(lookups):
-    """A route with revocation=yes is denied 403 route_misconfigured, and Cognito is not asked."""
-    lookup = lookups(Status.ACTIVE)
-    with serving(lookup, revocation="cognito") as server:
-        denied = check(addr(server), token=mint(), context={"revocation": "yes"})
-
-    assert (denied["allowed"], denied["http_status"]) == (False, 403)
-    assert json.loads(denied["body"])["error"] == "route_misconfigured"
-    assert lookup.calls == []
 
 
 # ------------------------------------------------------------------------------- the boto3 GetUser lookup
