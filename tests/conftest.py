@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -23,6 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import identity_headers
 from authz.config import Settings, make_pool
 from authz.revocation import RevocationChecker, Status
+
+if TYPE_CHECKING:
+    from stack.cognito import Provisioned
 
 REGION = "ca-central-1"
 POOL_ID = "ca-central-1_AbC123"
@@ -305,6 +308,37 @@ def scripted_http() -> Iterator[Callable[[Script], ScriptedHttp]]:
     yield start
     for server in servers:
         server.close()
+
+
+# ----------------------------------------------------------------------------------- the Cognito emulator
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The local Cognito emulator (stack/emulator.py: moto's server and our additions), one per test module: its
+    endpoint URL. Each module starts its own, so no module sees another's users."""
+    from stack.local import cognito_emulator, emulator_url
+    from stack.processes import free_port
+
+    port = free_port()
+    with cognito_emulator(port, tmp_path_factory.mktemp("cognito"), REGION):
+        yield emulator_url(port)
+
+
+@pytest.fixture(scope="module")
+def cognito(emulator: str) -> Any:
+    """A boto3 cognito-idp client of the module's emulator (the stack suites override it with their stack's)."""
+    from stack.cognito import cognito_client
+
+    return cognito_client(REGION, emulator)
+
+
+@pytest.fixture(scope="module")
+def pool(cognito: Any) -> Provisioned:
+    """The seed's pool and app client, provisioned in the module's emulator."""
+    from stack.cognito import provision
+
+    return provision(cognito, REGION)
 
 
 # ------------------------------------------------------------------------------ Cognito's GetUser, scripted

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from authz.client import check
 from authz.config import Settings
 from authz.server import run_server
 from stack.cognito import cognito_client, ensure_user, provision, sign_in
-from stack.local import cognito_emulator, emulator_url
-from stack.processes import free_port
+from tests.conftest import REGION
 
-REGION = "ca-central-1"
 USER = {"email": "andrew@cruddur.local", "password": "Sup3r-secret!", "name": "Andrew Brown", "handle": "andrewbrown"}
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    with cognito_emulator(port, tmp_path_factory.mktemp("cognito"), REGION):
-        yield emulator_url(port)
 
 
 def test_provisioning_creates_the_seed_pool_once(emulator):

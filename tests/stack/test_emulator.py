@@ -6,32 +6,10 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
-from stack.cognito import cognito_client, provision, register
-from stack.local import cognito_emulator, emulator_url
-from stack.processes import free_port
-
-REGION = "ca-central-1"
-
-
-@pytest.fixture(scope="module")
-def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    with cognito_emulator(port, tmp_path_factory.mktemp("emulator"), REGION):
-        yield emulator_url(port)
-
-
-@pytest.fixture(scope="module")
-def cognito(endpoint: str):
-    return cognito_client(REGION, endpoint)
-
-
-@pytest.fixture(scope="module")
-def pool(cognito):
-    return provision(cognito, REGION)
+from stack.cognito import register
 
 
 def _sign_up(cognito, pool, email: str) -> None:
@@ -69,10 +47,10 @@ def test_resend_code_to_nobody_or_for_no_client_is_refused(cognito, pool):
         cognito.resend_confirmation_code(ClientId="no-such-client", Username="nobody@cruddur.local")
 
 
-def test_a_browser_can_read_the_answer_and_bad_bodies_are_400(endpoint: str, pool):
+def test_a_browser_can_read_the_answer_and_bad_bodies_are_400(emulator: str, pool):
     """The pages call it cross-origin, so the answer carries CORS; a body that is not JSON is Cognito's 400."""
     request = urllib.request.Request(
-        endpoint + "/",
+        emulator + "/",
         data=json.dumps({"ClientId": pool.client_id, "Username": "nobody@cruddur.local"}).encode(),
         headers={
             "Content-Type": "application/x-amz-json-1.1",
