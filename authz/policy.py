@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import assert_never
 
 import identity_headers
@@ -50,6 +50,19 @@ class Decision:
     # Denied: what the client receives.
     response_headers: tuple[tuple[str, str], ...] = ()
     body: str = ""
+    # Computed once: a transport looks its reply up by Decision on every Check, and hashing every field anew (the
+    # identity's included) cost more than the rest of that lookup.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, name) for name in _DECISION_FIELDS)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+# Every field a Decision is compared by, so that equal Decisions hash alike.
+_DECISION_FIELDS = tuple(field.name for field in dataclasses.fields(Decision) if field.compare)
 
 
 class Policy:

@@ -1,7 +1,8 @@
 """Envoy's gRPC ext_authz transport: CheckRequest -> RequestFacts -> Authorizer.decide -> CheckResponse.
 
-The only module that knows the v3 wire types (the generated stubs). It reads the request's facts, asks the
-authorizer for the Decision, and translates the Decision into a CheckResponse; any failure of its own is a deny.
+The server's only module that knows the v3 wire types (the generated stubs; client.py, the CLI's stand-in for
+Envoy, is the other side of the wire). It reads the request's facts, asks the authorizer for the Decision, and
+translates the Decision into a CheckResponse; any failure of its own is a deny.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ revocation's confirmation makes of an allow."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -229,3 +230,13 @@ def test_a_route_demanding_a_check_the_server_cannot_make_is_misconfigured(polic
         policy.decide(token(), RouteSettings(revocation=True)), Confirmation.NOT_CONFIGURED
     )
     assert (decision.allowed, decision.http_status, decision.reason) == (False, 403, "route_misconfigured")
+
+
+def test_equal_decisions_hash_alike_and_any_field_tells_them_apart(policy):
+    """A transport looks its reply up by Decision: two equal Decisions (the same caller, route and outcome) hash
+    alike, and a Decision that differs in any one field is another key."""
+    first, again = policy.decide(token(), RouteSettings()), policy.decide(token(), RouteSettings())
+    assert first is not again and first == again and hash(first) == hash(again)
+    replies = {first: "reply"}
+    for name, value in (("reason", "ok_unconfirmed"), ("identity", token(sub="sub-2")), ("body", "x")):
+        assert dataclasses.replace(first, **{name: value}) not in replies, name
