@@ -160,6 +160,8 @@ class JwksCache:
         self._ttl = ttl
         self._cooldown = cooldown
         self._on_fetch = on_fetch
+        # The pool's usable keys by kid, replaced whole by each good fetch and never dropped by a failed one; None
+        # until the first fetch succeeds.
         self._keys: Mapping[str, Key] | None = None
         self._lock = threading.Lock()
         self._inflight: threading.Event | None = None

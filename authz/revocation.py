@@ -109,6 +109,7 @@ class RevocationChecker:
         # Cognito's answers by token digest, until each answer's deadline (ttl, error_ttl, or exp + leeway for a
         # revoked token): one GetUser per token per ttl. Bounded by cache_size (LRU).
         self._answers: TokenCache[Status] = TokenCache(cache_size, clock)
+        # GetUser calls in flight by token digest: concurrent Checks of one token share one call (at most max_pending).
         self._pending: dict[bytes, futures.Future[Status]] = {}
         self._lock = threading.Lock()
         self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")

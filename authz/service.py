@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from authz._proto.envoy.config.core.v3 import base_pb2
-from authz._proto.envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz._proto.envoy.type.v3 import http_status_pb2
 from authz._proto.google.rpc import status_pb2
 from authz.authorizer import MEMO_SIZE, Authorizer, RequestFacts
@@ -29,8 +29,6 @@ _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _NO_APPEND = BoolValue(value=False)
 
 log = logging.getLogger("authz.service")
-
-HttpRequest = attribute_context_pb2.AttributeContext.HttpRequest
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
@@ -67,28 +65,29 @@ def register(server: grpc.Server, authorizer: Authorizer) -> None:
 
 
 def request_facts(request: external_auth_pb2.CheckRequest) -> RequestFacts:
-    http = request.attributes.request.http
-    return RequestFacts(
-        method=http.method,
-        host=http.host,
-        path=http.path,
-        authorization=_header_values(http, "authorization"),
-        route=request.attributes.context_extensions,
-        request_id=next(iter(_header_values(http, "x-request-id")), None),
+    """What the authorizer needs of a CheckRequest. Headers come from Envoy's raw header_map when it sends one
+    (encode_raw_headers: every header as sent, repeats apart), else from the headers map (where Envoy has already
+    comma-joined repeats)."""
+    attributes = request.attributes
+    http = attributes.request.http
+    raw = http.header_map.headers
+    if raw:
+        authorization = _raw_values(raw, "authorization")
+        request_id = next(iter(_raw_values(raw, "x-request-id")), None)
+    else:
+        headers = http.headers
+        value = headers.get("authorization")
+        authorization = () if value is None else (value,)
+        request_id = headers.get("x-request-id")
+    return RequestFacts(http.method, http.host, http.path, authorization, attributes.context_extensions, request_id)
+
+
+def _raw_values(headers: Iterable[base_pb2.HeaderValue], name: str) -> tuple[str, ...]:
+    return tuple(
+        header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
+        for header in headers
+        if header.key.lower() == name
     )
-
-
-def _header_values(http: HttpRequest, name: str) -> tuple[str, ...]:
-    """A header's values from Envoy's raw header_map when it sends one (encode_raw_headers), else the headers map
-    (where Envoy has already comma-joined repeats)."""
-    if http.header_map.headers:
-        return tuple(
-            header.raw_value.decode("utf-8", "replace") if header.raw_value else header.value
-            for header in http.header_map.headers
-            if header.key.lower() == name
-        )
-    value = http.headers.get(name)
-    return () if value is None else (value,)
 
 
 def _response(decision: Decision) -> external_auth_pb2.CheckResponse:
