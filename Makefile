@@ -97,4 +97,4 @@ envoy-config: $(STAMP_DEPS)
 	$(PY) -m envoy.bootstrap compose
 
 clean:
-	rm -rf $(VENV) authz/_proto .pytest_cache .run .tools
+	rm -rf $(VENV) authz/_proto .pytest_cache .mypy_cache .ruff_cache .run .tools
