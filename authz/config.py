@@ -11,18 +11,25 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import identity_headers
 
 # Matched with fullmatch: `$` would also accept a trailing newline.
 _POOL_ID = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2})_[0-9A-Za-z]{1,55}")
 _ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-_LOG_LEVELS: tuple[LogLevel, ...] = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 ISSUER_TEMPLATE = "https://cognito-idp.{region}.amazonaws.com/{pool}"
 JWKS_URL_TEMPLATE = ISSUER_TEMPLATE + "/.well-known/jwks.json"
+
+
+class LogLevel(enum.StrEnum):
+    """AUTHZ_LOG_LEVEL: logging's own level names, so a member is what logging.setLevel takes."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 class RevocationMode(enum.StrEnum):
@@ -68,7 +75,7 @@ class Settings:
     cache_size: int = 100_000
     header_prefix: str = identity_headers.DEFAULT_PREFIX
     realm: str = "api"
-    log_level: LogLevel = "INFO"
+    log_level: LogLevel = LogLevel.INFO
     max_token_bytes: int = 16_384
     jwks_ttl_seconds: float = 900.0
     jwks_cooldown_seconds: float = 10.0
@@ -90,6 +97,7 @@ class Settings:
         # Modes given by value ("cognito") become their members, so every reader can compare members with `is`.
         object.__setattr__(self, "revocation", RevocationMode(self.revocation))
         object.__setattr__(self, "revocation_on_error", RevocationOnError(self.revocation_on_error))
+        object.__setattr__(self, "log_level", LogLevel(self.log_level))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -105,7 +113,7 @@ class Settings:
             cache_size=_number(env, "AUTHZ_CACHE_SIZE", cls.cache_size, int, 0, 10_000_000),
             header_prefix=_header_prefix(env),
             realm=_realm(env),
-            log_level=_log_level(env),
+            log_level=_choice(env, "AUTHZ_LOG_LEVEL", cls.log_level),
             max_token_bytes=_number(env, "AUTHZ_MAX_TOKEN_BYTES", cls.max_token_bytes, int, 512, 1_048_576),
             jwks_ttl_seconds=_number(env, "AUTHZ_JWKS_TTL_SECONDS", cls.jwks_ttl_seconds, float, 1, 86_400),
             jwks_cooldown_seconds=_number(
@@ -251,11 +259,3 @@ def _choice(env: Mapping[str, str], name: str, default: Mode) -> Mode:
         if raw.lower() == member.value.lower():
             return member
     raise ConfigError(name, f"expected one of {', '.join(member.value for member in type(default))}, got {raw!r}")
-
-
-def _log_level(env: Mapping[str, str]) -> LogLevel:
-    raw = env.get("AUTHZ_LOG_LEVEL", "").strip() or Settings.log_level
-    for level in _LOG_LEVELS:
-        if raw.upper() == level:
-            return level
-    raise ConfigError("AUTHZ_LOG_LEVEL", f"expected one of {', '.join(_LOG_LEVELS)}, got {raw!r}")
