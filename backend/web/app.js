@@ -266,12 +266,21 @@ function reset(params) {
   element.email.value = params.get("email") || "";
 }
 
-const PAGES = { "/": home, "/signup": signUp, "/confirm": confirm, "/signin": signIn, "/forgot": forgot, "/reset": reset };
+// A Map, not an object literal: the path comes from the URL, and an object would also answer for the names every
+// object inherits (#constructor, #__proto__), which are no pages.
+const PAGES = new Map([
+  ["/", home],
+  ["/signup", signUp],
+  ["/confirm", confirm],
+  ["/signin", signIn],
+  ["/forgot", forgot],
+  ["/reset", reset],
+]);
 
 function route() {
   renderNav();
   const { path, params } = parseHash();
-  (PAGES[path] || home)(params);
+  (PAGES.get(path) ?? home)(params);
   const heading = view.querySelector("h1");
   if (heading) document.title = `${heading.textContent} · Cruddur`;
 }

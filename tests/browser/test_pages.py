@@ -283,3 +283,21 @@ def test_form_fields_are_labelled_and_errors_announced(app: App, page: str) -> N
     assert app.driver.execute_script(_UNLABELLED_JS) == []
     error = app.find(f"#{page}-error")
     assert error.get_dom_attribute("role") == "alert"
+
+
+# Route names an object inherits from Object.prototype (and one that is a path on no page): none of them is a page.
+INHERITED_NAMES = ["constructor", "__proto__", "toString", "hasOwnProperty", "/constructor", "/nowhere"]
+
+
+@pytest.mark.parametrize("route", INHERITED_NAMES)
+def test_a_route_named_after_an_inherited_property_is_an_unknown_route(app: App, route: str) -> None:
+    """A hash route that names a property every object inherits (#constructor, #__proto__, ...) is no page: the
+    user sees home with the public feed, as on any other unknown route, both on loading the app there and on
+    navigating there from a page."""
+    app.open(route)
+    app.wait_signed_out_home()
+
+    app.open("/signin")
+    app.wait_page("signin")
+    app.driver.execute_script("location.hash = arguments[0]", route)
+    app.wait_signed_out_home()
