@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from authz.revocation import Status
+    from authz.revocation import Deferral, Status
 
 # Checks take tens of microseconds when cached and a few milliseconds at worst (a JWKS refetch aside).
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
@@ -55,12 +55,23 @@ class Metrics:
         )
         self.revocation_unconfirmed = Counter(
             "authz_revocation_unconfirmed",
-            "Checks Cognito did not confirm in time, by what AUTHZ_REVOCATION_ON_ERROR made of them.",
+            "Checks Cognito did not confirm in time, one per Check, by what AUTHZ_REVOCATION_ON_ERROR made of them: "
+            'action="allow" counts every allow made on the JWT alone.',
             ["action"],
+            registry=self.registry,
+        )
+        self.revocation_deferred = Counter(
+            "authz_revocation_deferred",
+            "Lookups that found every revocation worker busy: queued (made when a worker frees; once per token) or "
+            "dropped (the queue was full: no call; once per Check, the token is offered again at its next Check).",
+            ["result"],
             registry=self.registry,
         )
         self.revocation_cache_entries = Gauge(
             "authz_revocation_cache_entries", "Tokens whose Cognito answer is cached now.", registry=self.registry
+        )
+        self.revocation_queue_entries = Gauge(
+            "authz_revocation_queue_entries", "Tokens waiting for a revocation worker now.", registry=self.registry
         )
 
     def watch_cache(self, cached: Callable[[], tuple[int, int]]) -> None:
@@ -68,11 +79,17 @@ class Metrics:
         self.cache_entries.labels("verified").set_function(lambda: cached()[0])
         self.cache_entries.labels("rejected").set_function(lambda: cached()[1])
 
-    def watch_revocation(self, cached: Callable[[], int]) -> None:
+    def watch_revocation(self, cached: Callable[[], int], queued: Callable[[], int] | None = None) -> None:
+        """Report the revocation cache's and queue's sizes at scrape time."""
         self.revocation_cache_entries.set_function(cached)
+        if queued is not None:
+            self.revocation_queue_entries.set_function(queued)
 
     def record_revocation_lookup(self, status: Status) -> None:
         self.revocation_lookups.labels(status.value).inc()
+
+    def record_revocation_deferred(self, deferral: Deferral) -> None:
+        self.revocation_deferred.labels(deferral.value).inc()
 
     def record_unconfirmed(self, denied: bool) -> None:
         self.revocation_unconfirmed.labels("deny" if denied else "allow").inc()

@@ -6,15 +6,20 @@ access token itself (no AWS credentials), tells whether Cognito still honours th
 
 Bounded staleness and bounded cost:
 - each token's answer is cached for `ttl` seconds (a revoked token is denied at most `ttl` after Cognito
-  revokes it; a revoked answer is kept for as long as the verifier would accept the token, exp + leeway, since a
-  revocation is never undone);
-- concurrent Checks of one token share one GetUser call;
-- a Check waits at most `timeout` seconds for Cognito, however slow it is; at most `max_pending` calls run at
-  once (one per worker thread, so no call waits in a queue), and at most `max_waiters` Checks wait at once, so a
-  slow Cognito can never hold every gRPC worker (cached, anonymous and skipped Checks keep their answer time).
-  Beyond either bound a Check does not wait at all. Cognito not answering is Status.UNKNOWN, and the caller's
-  policy (AUTHZ_REVOCATION_ON_ERROR) decides; an UNKNOWN is remembered for `error_ttl` so a Cognito outage costs
-  one call per token per `error_ttl`, not one per Check.
+  revokes it, plus the time its next lookup waits for a worker; a revoked answer is kept for as long as the
+  verifier would accept the token, exp + leeway, since a revocation is never undone);
+- concurrent Checks of one token share one GetUser call, and at most `workers` calls run at once;
+- a Check waits at most `timeout` seconds for Cognito, however slow it is, and at most `max_waiters` Checks wait
+  at once, so a slow Cognito can never hold every gRPC worker (cached, anonymous and skipped Checks keep their
+  answer time). Beyond that bound a Check does not wait, but its token's call still goes out;
+- a token with no answer that finds every worker busy is queued (one place per token, oldest first, at most
+  `max_queued`) and its Check answers at once: no Check ever waits on the queue. A queued token keeps its place
+  until a worker asks about it, so it is looked up within ceil(max_queued / workers) + 1 lookups' time, and its
+  answer is cached for its next Check. Only when the queue is full is a lookup dropped (no call; the token is
+  offered again at its next Check); `on_deferred` counts every queued and every dropped lookup.
+Cognito not answering is Status.UNKNOWN, and the caller's policy (AUTHZ_REVOCATION_ON_ERROR) decides; an UNKNOWN
+is remembered for `error_ttl` and then asked again, so a Cognito outage costs one call per token per `error_ttl`,
+not one per Check.
 
 Only access tokens carrying the aws.cognito.signin.user.admin scope can be asked about (GetUser refuses others):
 id tokens and, for example, client-credentials tokens are decided on the JWT alone (`confirmable`).
@@ -26,9 +31,10 @@ import enum
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from concurrent import futures
-from typing import Any
+from typing import Any, NamedTuple
 
 from authz.cache import TokenCache, token_digest
 from authz.tokens import VerifiedToken
@@ -79,6 +85,21 @@ def confirmable(token: VerifiedToken) -> bool:
     return token.token_use == "access" and ADMIN_SCOPE in token.scopes
 
 
+class Deferral(enum.Enum):
+    """What became of a lookup that found every revocation worker busy."""
+
+    QUEUED = "queued"  # it waits for a worker; its answer will be cached for a later Check
+    DROPPED = "dropped"  # the queue was full: no call now; the token is offered again at its next Check
+
+
+class _Question(NamedTuple):
+    """What one GetUser call asks about: the token itself (the call's only credential), and its identity (its pool,
+    and until when the verifier accepts it)."""
+
+    token: str
+    identity: VerifiedToken
+
+
 class RevocationChecker:
     """Asks `lookup` whether a verified token is still honoured, with a bounded cache and one call per token."""
 
@@ -92,30 +113,48 @@ class RevocationChecker:
         leeway: float,
         error_ttl: float = 1.0,
         workers: int = 8,
-        max_pending: int | None = None,
+        max_queued: int | None = None,
         max_waiters: int | None = None,
         clock: Callable[[], float] = time.time,
         on_lookup: Callable[[Status], None] | None = None,
+        on_deferred: Callable[[Deferral], None] | None = None,
     ) -> None:
+        """workers: GetUser calls at once; max_queued: tokens waiting for a worker (default 4 x workers, so a
+        queued token is looked up within five lookups' time); max_waiters: Checks waiting on a call at once."""
         self._lookup = lookup
         self._ttl = ttl
         self._leeway = leeway
         self._timeout = timeout
         self._error_ttl = min(error_ttl, ttl)
-        self._max_pending = workers if max_pending is None else max_pending
+        self._workers = workers
+        self._max_queued = 4 * workers if max_queued is None else max_queued
         self._waiters = threading.BoundedSemaphore(max_waiters) if max_waiters else None
         self._clock = clock
         self._on_lookup = on_lookup
+        self._on_deferred = on_deferred
         # Cognito's answers by token digest, until each answer's deadline (ttl, error_ttl, or exp + leeway for a
         # revoked token): one GetUser per token per ttl. Bounded by cache_size (LRU).
         self._answers: TokenCache[Status] = TokenCache(cache_size, clock)
-        # GetUser calls in flight by token digest: concurrent Checks of one token share one call (at most max_pending).
-        self._pending: dict[bytes, futures.Future[Status]] = {}
+        # GetUser calls in flight by token digest, one per busy worker (at most `workers`, so no call ever waits
+        # in the executor's own queue): concurrent Checks of one token share its call.
+        self._calls: dict[bytes, futures.Future[Status]] = {}
+        self._busy = 0  # workers running a call
+        # Tokens waiting for a worker, by digest, oldest first: at most max_queued, one place per token; it holds
+        # the tokens themselves (the call needs them) until their call starts. A worker that finishes a call takes
+        # the oldest, so the queue is only ever non-empty while every worker is busy. A lookup that finds it full
+        # is the one dropped, never one already queued: a queued token keeps its place, which is what bounds its
+        # wait (a flood of new tokens that evicted the oldest could keep any one token from ever being asked
+        # about), and the dropped one loses nothing it had, since its next Check offers it again.
+        self._queue: OrderedDict[bytes, _Question] = OrderedDict()
+        self._closed = False
         self._lock = threading.Lock()
         self._executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="revocation")
 
     def cached(self) -> int:
         return len(self._answers)
+
+    def queued(self) -> int:
+        return len(self._queue)
 
     def status(self, token: str, identity: VerifiedToken, *, digest: bytes | None = None) -> Status:
         """Cognito's answer for a token verify() accepted: from the cache, a shared call, or UNKNOWN in time.
@@ -125,55 +164,104 @@ class RevocationChecker:
         answer = self._answers.get(digest)
         if answer is not None:
             return answer
+        deferral: Deferral | None = None
         with self._lock:
-            pending = self._pending.get(digest)
-            if pending is None:
+            call = self._calls.get(digest)
+            if call is None:
                 answer = self._answers.get(digest)  # a call may have finished since the first look
                 if answer is not None:
                     return answer
-                if len(self._pending) >= self._max_pending:
-                    return Status.UNKNOWN  # Cognito is not keeping up: no Check queues behind it
-                pending = self._executor.submit(self._ask, digest, token, identity)
-                self._pending[digest] = pending
+                if self._closed:
+                    return Status.UNKNOWN
+                if self._busy < self._workers:
+                    call = self._calls[digest] = futures.Future()
+                    self._busy += 1
+                    self._executor.submit(self._work, digest, _Question(token, identity), call)
+                elif digest not in self._queue:  # a token already queued keeps its place (and is counted once)
+                    deferral = self._enqueue(digest, token, identity)
+        if call is None:
+            # Every worker is busy: answer now (never wait on the queue); a queued token's answer is cached later.
+            if deferral is not None and self._on_deferred is not None:
+                self._on_deferred(deferral)
+            return Status.UNKNOWN
         # Enough Checks already wait on Cognito: answer now (the call goes on, and its answer is cached).
         if self._waiters is not None and not self._waiters.acquire(blocking=False):
             return Status.UNKNOWN
         try:
-            return pending.result(timeout=self._timeout)
+            return call.result(timeout=self._timeout)
         except futures.TimeoutError:
             return Status.UNKNOWN
         finally:
             if self._waiters is not None:
                 self._waiters.release()
 
+    def _enqueue(self, digest: bytes, token: str, identity: VerifiedToken) -> Deferral:
+        if len(self._queue) >= self._max_queued:
+            return Deferral.DROPPED
+        self._queue[digest] = _Question(token, identity)
+        return Deferral.QUEUED
+
+    def _work(self, digest: bytes, question: _Question, call: futures.Future[Status]) -> None:
+        """One worker's run: this call, then the queue's oldest token while there is one."""
+        while True:
+            # A bug in _ask must strand neither the Checks sharing this call nor the worker (and the queue behind it).
+            try:
+                answer = self._ask(digest, question.token, question.identity)
+            except Exception:
+                log.exception("revocation lookup crashed")
+                answer = Status.UNKNOWN
+            # The call leaves _calls before its Checks hear the answer: a Check arriving after that reads the cache
+            # (or starts a new call once the answer has expired), never a finished call's old answer.
+            with self._lock:
+                del self._calls[digest]
+                following = self._start_next()
+                if following is None:
+                    self._busy -= 1
+            call.set_result(answer)
+            if following is None:
+                return
+            digest, question, call = following
+
+    def _start_next(self) -> tuple[bytes, _Question, futures.Future[Status]] | None:
+        """The oldest queued token the verifier still accepts, its call registered (called with the lock held)."""
+        if self._closed:
+            self._queue.clear()
+            return None
+        now = self._clock()
+        while self._queue:
+            digest, question = self._queue.popitem(last=False)
+            if now < question.identity.expires_at + self._leeway:  # an expired token's answer would never be read
+                call = self._calls[digest] = futures.Future()
+                return digest, question, call
+        return None
+
     def _ask(self, digest: bytes, token: str, identity: VerifiedToken) -> Status:
         try:
-            try:
-                answer = self._lookup(identity.pool_id, token)
-            except Exception as error:  # noqa: BLE001 - any failure to answer is UNKNOWN, never an exception
-                log.warning(
-                    "revocation lookup failed", extra={"fields": {"error": _describe(error), "pool": identity.pool_id}}
-                )
-                answer = Status.UNKNOWN
-            now = self._clock()
-            # The verifier accepts a token until exp + leeway, so an answer is worth keeping that long (past exp,
-            # Cognito calls the token invalid: without this each Check in the leeway window made its own call).
-            accepted_until = identity.expires_at + self._leeway
-            if answer is Status.REVOKED:
-                deadline = accepted_until  # a revoked token never comes back
-            elif answer is Status.ACTIVE:
-                deadline = min(now + self._ttl, accepted_until)
-            else:
-                deadline = now + self._error_ttl
-            self._answers.put(digest, answer, deadline)
-            if self._on_lookup is not None:
-                self._on_lookup(answer)
-            return answer
-        finally:
-            with self._lock:
-                self._pending.pop(digest, None)
+            answer = self._lookup(identity.pool_id, token)
+        except Exception as error:  # noqa: BLE001 - any failure to answer is UNKNOWN, never an exception
+            log.warning(
+                "revocation lookup failed", extra={"fields": {"error": _describe(error), "pool": identity.pool_id}}
+            )
+            answer = Status.UNKNOWN
+        now = self._clock()
+        # The verifier accepts a token until exp + leeway, so an answer is worth keeping that long (past exp,
+        # Cognito calls the token invalid: without this each Check in the leeway window made its own call).
+        accepted_until = identity.expires_at + self._leeway
+        if answer is Status.REVOKED:
+            deadline = accepted_until  # a revoked token never comes back
+        elif answer is Status.ACTIVE:
+            deadline = min(now + self._ttl, accepted_until)
+        else:
+            deadline = now + self._error_ttl
+        self._answers.put(digest, answer, deadline)
+        if self._on_lookup is not None:
+            self._on_lookup(answer)
+        return answer
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._queue.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

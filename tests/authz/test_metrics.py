@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from authz.metrics import Metrics
-from authz.revocation import Status
+from authz.revocation import Deferral, Status
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -62,3 +62,18 @@ def test_revocation_lookups_and_unconfirmed_checks_are_counted_by_what_happened(
         sample(metrics, "authz_token_cache_total", result="hit"),
         sample(metrics, "authz_token_cache_total", result="miss"),
     ) == (2, 1)
+
+
+def test_deferred_lookups_are_counted_and_the_queue_is_read_at_scrape_time():
+    """Lookups that found every worker busy are counted by what became of them (queued or dropped); the queue gauge
+    reports the checker's queue when scraped."""
+    metrics = Metrics()
+    queue = [0]
+    metrics.watch_revocation(lambda: 7, lambda: queue[-1])
+    for deferral in (Deferral.QUEUED, Deferral.QUEUED, Deferral.DROPPED):
+        metrics.record_revocation_deferred(deferral)
+    queue.append(3)
+    assert sample(metrics, "authz_revocation_deferred_total", result="queued") == 2
+    assert sample(metrics, "authz_revocation_deferred_total", result="dropped") == 1
+    assert sample(metrics, "authz_revocation_queue_entries") == 3
+    assert sample(metrics, "authz_revocation_cache_entries") == 7

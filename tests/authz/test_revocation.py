@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -17,7 +18,15 @@ import pytest
 from botocore.exceptions import ClientError
 
 from authz.cache import token_digest
-from authz.revocation import Confirmation, Revocation, Status, cognito_lookup, confirmable
+from authz.revocation import (
+    Confirmation,
+    Deferral,
+    Revocation,
+    RevocationChecker,
+    Status,
+    cognito_lookup,
+    confirmable,
+)
 from authz.tokens import VerifiedToken
 from tests.conftest import (
     CLIENT_ID,
@@ -28,6 +37,7 @@ from tests.conftest import (
     throttled,
     wait_for,
 )
+from tests.held_lookup import HeldLookup
 
 ADMIN = "aws.cognito.signin.user.admin"
 SUB = access_claims()["sub"]
@@ -259,28 +269,6 @@ def test_a_lookup_that_never_answers_is_unknown_within_the_timeout(checkers, loo
     assert lookup.count == 1
 
 
-def test_beyond_max_pending_a_new_token_does_not_wait_or_call(checkers, lookups):
-    """With max_pending calls stuck at Cognito, a new token is UNKNOWN at once with no new call; once they
-    finish, that token is asked about normally (the overflow UNKNOWN was not remembered)."""
-    lookup = lookups(Status.ACTIVE, blocked=True)
-    checker = checkers(lookup, timeout=5.0, max_pending=2)
-    waiting = [threading.Thread(target=checker.status, args=(token, identity())) for token in ("token-a", "token-b")]
-    for thread in waiting:
-        thread.start()
-    assert wait_for(lambda: lookup.count == 2, timeout=5)
-
-    started = time.monotonic()
-    assert checker.status("token-c", identity()) is Status.UNKNOWN
-    assert time.monotonic() - started < 1.0  # far below the 5 s timeout: it did not wait
-    assert lookup.count == 2
-
-    lookup.release()
-    for thread in waiting:
-        thread.join(timeout=5)
-    assert checker.status("token-c", identity()) is Status.ACTIVE
-    assert lookup.count == 3
-
-
 def test_beyond_max_waiters_a_check_answers_at_once_and_the_call_still_happens(checkers, lookups):
     """With max_waiters Checks already waiting on a slow Cognito, the next Check is UNKNOWN at once (it must not
     take another gRPC worker hostage), yet its token's call is made, so the answer is cached for next time."""
@@ -301,18 +289,173 @@ def test_beyond_max_waiters_a_check_answers_at_once_and_the_call_still_happens(c
     assert lookup.count == 2
 
 
-def test_calls_run_at_once_or_not_at_all_never_queued(checkers, lookups):
-    """By default at most one call per worker is pending: a token beyond that is UNKNOWN at once rather than
-    waiting in the executor's queue behind calls to a slow Cognito."""
-    lookup = lookups(Status.ACTIVE, blocked=True)
-    checker = checkers(lookup, timeout=5.0, workers=2)
-    for token in ("token-a", "token-b"):
+# ------------------------------------------------------------------------ checker: every worker busy
+
+
+@pytest.fixture
+def held_lookups() -> Iterator[Any]:
+    """Makes HeldLookups and releases every held call at teardown, so no worker thread outlives its test."""
+    made: list[HeldLookup] = []
+
+    def make(*args: Any, **kwargs: Any) -> HeldLookup:
+        lookup = HeldLookup(*args, **kwargs)
+        made.append(lookup)
+        return lookup
+
+    yield make
+    for lookup in made:
+        lookup.release_all()
+
+
+def occupy(checker: RevocationChecker, lookup: HeldLookup, *tokens: str) -> None:
+    """Start a held call for each token (one worker each) and wait until all are at Cognito."""
+    lookup.hold(*tokens)
+    for token in tokens:
         threading.Thread(target=checker.status, args=(token, identity()), daemon=True).start()
-    assert wait_for(lambda: lookup.count == 2, timeout=5)
+        assert lookup.wait_asked(token)
+
+
+def test_a_token_finding_every_worker_busy_is_queued_and_answered_for_its_next_check(checkers, held_lookups):
+    """With every worker held by a slow Cognito, a new token is UNKNOWN at once, as often as it is asked, with no
+    call beyond one per worker; when a worker frees it asks about that token without another Check, and the
+    token's next Check has Cognito's answer from the cache."""
+    lookup = held_lookups(answers={"token-r": Status.REVOKED})
+    checker = checkers(lookup, timeout=5.0, workers=2)
+    occupy(checker, lookup, "token-a", "token-b")
 
     started = time.monotonic()
+    for _ in range(3):
+        assert checker.status("token-r", identity()) is Status.UNKNOWN
+    assert time.monotonic() - started < 1.0  # far below the 5 s timeout: no Check waits on the queue
+    assert lookup.tokens() == ["token-a", "token-b"]  # one call per worker, never more
+
+    lookup.release("token-a")
+    assert lookup.wait_asked("token-r", timeout=2)
+    assert checker.status("token-r", identity()) is Status.REVOKED
+    assert lookup.asked("token-r") == 1
+
+
+def test_queued_tokens_are_asked_about_oldest_first_once_each(checkers, held_lookups):
+    """Tokens queued behind a busy worker are asked about in the order they first came, each once however often
+    it is asked for meanwhile, and each is reported queued once."""
+    lookup = held_lookups()
+    deferred: list[Deferral] = []
+    checker = checkers(lookup, workers=1, on_deferred=deferred.append)
+    occupy(checker, lookup, "token-a")
+
+    for token in ("token-b", "token-c", "token-b", "token-d", "token-c"):
+        assert checker.status(token, identity()) is Status.UNKNOWN
+    assert checker.queued() == 3
+    assert deferred == [Deferral.QUEUED] * 3
+
+    lookup.release("token-a")
+    assert lookup.wait_calls(4, timeout=2)
+    assert lookup.tokens() == ["token-a", "token-b", "token-c", "token-d"]
+    assert wait_for(lambda: checker.queued() == 0, timeout=2)
+
+
+def test_a_full_queue_drops_the_new_lookup_never_a_queued_one(checkers, held_lookups):
+    """With max_queued tokens waiting, a further token's lookup is dropped (reported at each of its Checks, each
+    answered at once) and the queued tokens keep their places; the dropped token is asked about at its next Check
+    once a worker is free."""
+    lookup = held_lookups()
+    deferred: list[Deferral] = []
+    checker = checkers(lookup, timeout=5.0, workers=1, max_queued=2, on_deferred=deferred.append)
+    occupy(checker, lookup, "token-a")
+
+    started = time.monotonic()
+    for token in ("token-b", "token-c", "token-d", "token-e", "token-d"):
+        assert checker.status(token, identity()) is Status.UNKNOWN
+    assert time.monotonic() - started < 1.0
+    assert deferred == [Deferral.QUEUED, Deferral.QUEUED, Deferral.DROPPED, Deferral.DROPPED, Deferral.DROPPED]
+    assert checker.queued() == 2
+
+    lookup.release("token-a")
+    assert wait_for(lambda: checker.queued() == 0 and len(lookup.tokens()) == 3, timeout=2)
+    assert lookup.tokens() == ["token-a", "token-b", "token-c"]
+    assert wait_for(lambda: checker.status("token-d", identity()) is Status.ACTIVE, timeout=2)
+    assert lookup.tokens() == ["token-a", "token-b", "token-c", "token-d"]
+
+
+def test_a_queued_token_is_asked_about_within_workers_plus_max_queued_calls_whatever_else_arrives(
+    checkers, held_lookups
+):
+    """The guarantee under a flood: a token queued behind busy workers is asked about among the first
+    workers + max_queued calls, however many new tokens are Checked between calls (a flood fills the queue the
+    moment a place frees, and is dropped after that), so a revoked token is refused, not allowed on every Check."""
+    lookup = held_lookups(answers={"token-r": Status.REVOKED})
+    checker = checkers(lookup, timeout=0.05, workers=2)  # max_queued defaults to 4 x workers: 8
+    flood = (f"flood-{index}" for index in range(1_000))
+    lookup.hold(*(f"flood-{index}" for index in range(1_000)))
+
+    for token in (next(flood), next(flood)):  # each worker held at Cognito
+        checker.status(token, identity())
+    for _ in range(7):  # seven flood tokens queued first, then the revoked one
+        checker.status(next(flood), identity())
+    assert checker.status("token-r", identity()) is Status.UNKNOWN
+    assert lookup.tokens() == ["flood-0", "flood-1"]
+
+    released = 0
+    while lookup.asked("token-r") == 0 and released < 20:
+        # One held call finishes; before the revoked token's next Check, the flood offers ten new tokens.
+        lookup.release(lookup.tokens()[released])
+        released += 1
+        assert lookup.wait_calls(released + 2, timeout=2)  # its worker has taken the queue's oldest
+        for _ in range(10):
+            checker.status(next(flood), identity())
+        checker.status("token-r", identity())
+
+    assert "token-r" in lookup.tokens()[: 2 + 8]
+    assert wait_for(lambda: checker.status("token-r", identity()) is Status.REVOKED, timeout=2)
+
+
+def test_a_token_cognito_did_not_answer_is_asked_again_after_error_ttl_even_with_every_worker_busy(
+    checkers, held_lookups, clock
+):
+    """A token whose lookup failed is UNKNOWN for error_ttl only: its next Check after that, though every worker is
+    busy, queues it, and Cognito's answer when it comes is cached for the Check after."""
+    lookup = held_lookups(answers={"token-r": throttled()})
+    checker = checkers(lookup, timeout=5.0, workers=1, error_ttl=1.0)
+    assert checker.status("token-r", identity()) is Status.UNKNOWN
+    assert lookup.asked("token-r") == 1
+
+    clock.advance(1.0)
+    occupy(checker, lookup, "token-a")
+    lookup.answers["token-r"] = Status.REVOKED  # Cognito answers again: the user signed out meanwhile
+    assert checker.status("token-r", identity()) is Status.UNKNOWN
+    lookup.release("token-a")
+    assert lookup.wait_asked("token-r", times=2, timeout=2)
+    assert wait_for(lambda: checker.status("token-r", identity()) is Status.REVOKED, timeout=2)
+    assert lookup.asked("token-r") == 2
+
+
+def test_a_queued_token_the_verifier_no_longer_accepts_is_not_asked_about(checkers, held_lookups, clock):
+    """A token that expires (exp + leeway) while it waits in the queue is skipped: its answer could never be read."""
+    lookup = held_lookups()
+    checker = checkers(lookup, workers=1, leeway=5.0)
+    occupy(checker, lookup, "token-a")
+    checker.status("token-soon", identity(expires_at=NOW + 10))
+    checker.status("token-later", identity())
+
+    clock.advance(15.0)
+    lookup.release("token-a")
+    assert lookup.wait_asked("token-later", timeout=2)
+    assert lookup.tokens() == ["token-a", "token-later"]
+
+
+def test_close_forgets_the_queue(checkers, held_lookups):
+    """After close() no queued token is asked about, and a Check answers UNKNOWN without a call."""
+    lookup = held_lookups()
+    checker = checkers(lookup, workers=1)
+    occupy(checker, lookup, "token-a")
+    checker.status("token-b", identity())
+
+    checker.close()
+    lookup.release("token-a")
     assert checker.status("token-c", identity()) is Status.UNKNOWN
-    assert time.monotonic() - started < 1.0 and lookup.count == 2
+    time.sleep(0.1)  # a queued call, were there one, would have started by now
+    assert lookup.tokens() == ["token-a"]
+    assert checker.queued() == 0
 
 
 def test_on_lookup_reports_each_answer_once(checkers, lookups):
