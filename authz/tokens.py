@@ -40,6 +40,7 @@ from authz.errors import (
     WrongClient,
     WrongTokenUse,
 )
+from identity_headers import GROUPS_SEPARATOR, MAX_VALUE_BYTES, SCOPES_SEPARATOR
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # Header parameters that would let a token pick its own key or demand semantics we do not implement.
@@ -53,8 +54,11 @@ _UNUSED_BITS = {0: 0, 2: 0x0F, 3: 0x03}
 _HEADER_MEMO_SIZE = 256
 _MAX_KID_LENGTH = 256
 # Claim values we forward as HTTP header values: no C0/C1 controls, line or paragraph separators, or lone
-# surrogates (which cannot even be encoded). fullmatch, not ^...$: `$` also matches before a trailing newline.
-_HEADER_SAFE = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+")
+# surrogates (which cannot even be encoded), and no whitespace at either end (\s: every Unicode space, the no-break
+# and ideographic ones included). Envoy and gunicorn trim a header value's edges, so a sub " <victim-sub>" would
+# reach the backend as another caller's "<victim-sub>". fullmatch, not ^...$: `$` also matches before a trailing
+# newline.
+_HEADER_SAFE = re.compile(r"(?!\s)[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]+(?<!\s)")
 # Caps absurd exp values so they still fit a float (year ~146 billion is far enough).
 _FAR_FUTURE = 2**62
 # How long a permanent failure is remembered for a given token.
@@ -316,7 +320,7 @@ def _validate_client(claims: dict[str, Any], token_use: str, allowed: frozenset[
     """Access tokens name their app client in client_id, id tokens in aud."""
     if token_use == "access":
         client_id = claims.get("client_id")
-        if not isinstance(client_id, str):
+        if not isinstance(client_id, str) or not _HEADER_SAFE.fullmatch(client_id):
             raise InvalidClaim(claim="client_id")
         if client_id not in allowed:
             raise WrongClient()
@@ -339,14 +343,25 @@ def _header_safe_string(claims: dict[str, Any], name: str) -> str | None:
 
 
 def _header_safe(value: object, name: str) -> str:
-    if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value):
+    if not isinstance(value, str) or not _HEADER_SAFE.fullmatch(value) or not _fits_a_header(value):
         raise InvalidClaim(claim=name)
     return value
+
+
+def _fits_a_header(value: str) -> bool:
+    """Whether value (header-safe, so encodable) is no longer in UTF-8 than an identity header value may be: the
+    largest identity Cognito itself can issue fits (identity_headers.MAX_VALUE_BYTES says why), and a longer one,
+    which only a pre-token-generation trigger can make, is refused here rather than by a server on its way."""
+    # At most 4 bytes a character: most values are short enough to need no encoding to tell.
+    return len(value) * 4 <= MAX_VALUE_BYTES or len(value.encode()) <= MAX_VALUE_BYTES
 
 
 def _validate_groups(claims: dict[str, Any]) -> tuple[str, ...]:
     groups = claims.get("cognito:groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) and _HEADER_SAFE.fullmatch(g) for g in groups):
+        raise InvalidClaim(claim="cognito:groups")
+    # The header carries them joined (less any name holding the separator), so the joined list must fit.
+    if not _fits_a_header(GROUPS_SEPARATOR.join(groups)):
         raise InvalidClaim(claim="cognito:groups")
     return tuple(groups)
 
@@ -355,6 +370,14 @@ def _validate_scopes(claims: dict[str, Any], token_use: str) -> tuple[str, ...]:
     if "scope" not in claims:
         return ()
     scope = claims["scope"]
-    if token_use != "access" or not isinstance(scope, str) or not (scope == "" or _HEADER_SAFE.fullmatch(scope)):
+    if token_use != "access" or not isinstance(scope, str):
         raise InvalidClaim(claim="scope")
-    return tuple(scope.split())
+    if scope == "":
+        return ()
+    # Scope tokens separated by single ASCII spaces (RFC 6749 section 3.3). str.split() would also split at a no-break
+    # or any other Unicode space, so "a\u00a0admin:write" would grant admin:write; here it is one scope, and an empty
+    # or space-edged item (two spaces in a row, "a \u00a0b") makes the claim invalid.
+    scopes = scope.split(SCOPES_SEPARATOR)
+    if not _fits_a_header(scope) or not all(_HEADER_SAFE.fullmatch(item) for item in scopes):
+        raise InvalidClaim(claim="scope")
+    return tuple(scopes)

@@ -34,6 +34,7 @@ from authz.errors import (
 )
 from authz.jwks import JwksCache
 from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
+from identity_headers import MAX_VALUE_BYTES
 from tests.conftest import (
     CLIENT_ID,
     ISSUER,
@@ -791,6 +792,114 @@ def test_control_characters_in_header_bound_claims_are_invalid(
     """A claim forwarded as a header value must hold no control character anywhere, the last position included."""
     with pytest.raises(InvalidClaim):
         harness.verify(mint(edited(claims(), **{name: shape(value)})))
+
+
+EDGE_WHITESPACE_VALUES = [
+    pytest.param(" victim", id="leading-space"),
+    pytest.param("victim ", id="trailing-space"),
+    pytest.param("\u00a0victim", id="leading-no-break-space"),
+    pytest.param("victim\u3000", id="trailing-ideographic-space"),
+    pytest.param("\u2003victim\u2003", id="em-spaces-both-ends"),
+    pytest.param("\u205fvictim", id="leading-math-space"),
+    pytest.param(" ", id="space-only"),
+]
+
+
+@pytest.mark.parametrize(("claims", "name", "shape"), HEADER_BOUND_CLAIMS)
+@pytest.mark.parametrize("value", EDGE_WHITESPACE_VALUES)
+def test_edge_whitespace_in_header_bound_claims_is_invalid(
+    harness: Harness, claims: Any, name: str, shape: Any, value: str
+) -> None:
+    """A claim forwarded as a header value may not start or end with whitespace, ASCII or Unicode: Envoy and gunicorn
+    trim header values, so " <victim-sub>" would reach the backend as the victim's sub."""
+    with pytest.raises(InvalidClaim) as raised:
+        harness.verify(mint(edited(claims(), **{name: shape(value)})))
+    assert raised.value.claim == name
+
+
+@pytest.mark.parametrize("client_id", [f" {CLIENT_ID}", f"{CLIENT_ID}\u00a0"], ids=["leading-space", "trailing-nbsp"])
+def test_edge_whitespace_in_client_id_is_invalid(harness: Harness, client_id: str) -> None:
+    """An access token's client_id, forwarded as x-user-client-id, may not carry edge whitespace either."""
+    with pytest.raises(InvalidClaim) as raised:
+        harness.verify(mint(access_claims(client_id=client_id)))
+    assert raised.value.claim == "client_id"
+
+
+def test_inner_whitespace_in_header_bound_claims_is_kept(harness: Harness) -> None:
+    """Whitespace inside a value is no edge: nothing trims it on the way, so the value arrives as it is."""
+    verified = harness.verify(mint(access_claims(username="andrew brown", **{"cognito:groups": ["a\u00a0team"]})))
+    assert (verified.username, verified.groups) == ("andrew brown", ("a\u00a0team",))
+
+
+@pytest.mark.parametrize(
+    ("scope", "scopes"),
+    [
+        pytest.param("a\u00a0admin:write", ("a\u00a0admin:write",), id="no-break-space"),
+        pytest.param("a\u2003admin:write feed/read", ("a\u2003admin:write", "feed/read"), id="em-space"),
+        pytest.param("a\u3000admin:write", ("a\u3000admin:write",), id="ideographic-space"),
+        pytest.param("feed/read admin:write", ("feed/read", "admin:write"), id="ascii-space"),
+    ],
+)
+def test_scope_is_split_on_the_ascii_space_only(harness: Harness, scope: str, scopes: tuple[str, ...]) -> None:
+    """scope is scope tokens separated by the ASCII space (RFC 6749 section 3.3): another Unicode space is part of
+    a token, so "a\u00a0admin:write" is one scope and grants no admin:write."""
+    assert harness.verify(mint(access_claims(scope=scope))).scopes == scopes
+
+
+@pytest.mark.parametrize(
+    "scope",
+    ["feed/read  admin:write", "feed/read \u00a0admin:write", "feed/read\u00a0 admin:write", " ", "a  "],
+    ids=["two-spaces", "space-then-nbsp", "nbsp-then-space", "space-only", "trailing-spaces"],
+)
+def test_scope_with_an_empty_or_space_edged_item_is_invalid(harness: Harness, scope: str) -> None:
+    """Between two ASCII spaces there is exactly one scope token, with no whitespace at its edges."""
+    with pytest.raises(InvalidClaim) as raised:
+        harness.verify(mint(access_claims(scope=scope)))
+    assert raised.value.claim == "scope"
+
+
+# The largest identity Cognito can give a user (identity_headers says where each limit is documented): 100 groups
+# of 128 characters, each 4 bytes of UTF-8, 50 scopes of 256 ASCII characters, a username of 128 such characters.
+LARGEST_GROUPS = [chr(0x1F600 + index) + "\U0001f600" * 127 for index in range(100)]
+LARGEST_SCOPE = " ".join(f"{index:02}" + "s" * 254 for index in range(50))
+LARGEST_USERNAME = "\U0001f600" * 128
+
+
+def two_byte_text(length: int) -> str:
+    """Text of exactly `length` bytes of UTF-8, two-byte characters but for at most one ASCII one."""
+    return "\u00e9" * (length // 2) + "x" * (length % 2)
+
+
+def test_the_largest_identity_cognito_can_issue_is_verified_intact() -> None:
+    """Groups, scopes and username at Cognito's own maxima (MAX_VALUE_BYTES of groups) verify exactly as issued."""
+    claims = access_claims(username=LARGEST_USERNAME, scope=LARGEST_SCOPE, **{"cognito:groups": LARGEST_GROUPS})
+    token = mint(claims)
+    assert len(",".join(LARGEST_GROUPS).encode()) == MAX_VALUE_BYTES
+    verified = build_harness(max_token_bytes=len(token)).verify(token)
+    assert verified.groups == tuple(LARGEST_GROUPS)
+    assert verified.scopes == tuple(LARGEST_SCOPE.split(" "))
+    assert verified.username == LARGEST_USERNAME
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        pytest.param("cognito:groups", [*LARGEST_GROUPS[:-1], LARGEST_GROUPS[-1] + "x"], id="groups-one-byte-over"),
+        pytest.param("cognito:groups", [*LARGEST_GROUPS, "admins"], id="groups-101"),
+        pytest.param("cognito:groups", ["g" * (MAX_VALUE_BYTES + 1)], id="one-group-over"),
+        pytest.param("username", two_byte_text(MAX_VALUE_BYTES + 1), id="username-one-byte-over"),
+        pytest.param("sub", "s" * (MAX_VALUE_BYTES + 1), id="sub-one-byte-over"),
+        pytest.param("scope", "s" * (MAX_VALUE_BYTES + 1), id="scope-one-byte-over"),
+    ],
+)
+def test_an_identity_longer_than_a_header_value_may_be_is_invalid(name: str, value: Any) -> None:
+    """A claim whose header value would exceed MAX_VALUE_BYTES of UTF-8 (more than Cognito's own limits allow:
+    only a pre-token-generation trigger can issue it) is an invalid claim, answered as any other, never a header
+    a server on the way refuses."""
+    token = mint(access_claims(**{name: value}))
+    with pytest.raises(InvalidClaim) as raised:
+        build_harness(max_token_bytes=len(token)).verify(token)
+    assert raised.value.claim == name
 
 
 # --- the verified identity --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from authz.errors import AuthzError
 from authz.routes import route_settings
+from identity_headers import MAX_VALUE_BYTES
 from tests.conftest import (
     CLIENT_ID,
     IDENTITY_HEADERS,
@@ -114,7 +115,8 @@ def _number(value: Any) -> bool:
 
 
 def _header_safe(value: Any) -> bool:
-    """A non-empty string with no control, line-separator or lone-surrogate character (it may become a header)."""
+    """A non-empty string with no control, line-separator or lone-surrogate character, no whitespace (of any kind)
+    at either end, and no longer in UTF-8 than an identity header value may be (it may become a header)."""
     return (
         isinstance(value, str)
         and value != ""
@@ -122,7 +124,14 @@ def _header_safe(value: Any) -> bool:
             ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029" or 0xD800 <= ord(ch) <= 0xDFFF
             for ch in value
         )
+        and value.strip() == value
+        and len(value.encode()) <= MAX_VALUE_BYTES
     )
+
+
+def _scope_tokens(scope: str) -> list[str]:
+    """An access token's scope as its scope tokens: separated by the ASCII space only (RFC 6749 section 3.3)."""
+    return scope.split(" ") if scope else []
 
 
 def _names_an_allowed_client(claims: dict[str, Any]) -> bool:
@@ -160,7 +169,15 @@ def accepted_claims(token: str) -> dict[str, Any] | None:
         and (username not in claims or _header_safe(claims[username]))
         and isinstance(groups, list)
         and all(_header_safe(group) for group in groups)
-        and ("scope" not in claims or (token_use == "access" and (scope == "" or _header_safe(scope))))
+        and (not groups or _header_safe(",".join(groups)))
+        and (
+            "scope" not in claims
+            or (
+                token_use == "access"
+                and isinstance(scope, str)
+                and (scope == "" or (_header_safe(scope) and all(_header_safe(item) for item in _scope_tokens(scope))))
+            )
+        )
     )
     return claims if valid else None
 
@@ -192,7 +209,7 @@ def contract_decision(request: CheckRequest) -> tuple[bool, str | None]:
     allowed = (
         claims["token_use"] in route.token_uses
         and (not route.groups or not route.groups.isdisjoint(claims.get("cognito:groups", [])))
-        and route.scopes <= set(claims.get("scope", "").split())
+        and route.scopes <= set(_scope_tokens(claims.get("scope", "")))
     )
     return (True, claims["sub"]) if allowed else (False, None)
 
@@ -289,7 +306,7 @@ CLAIM_EDGES: dict[str, list[Any]] = {
     ],
     "nbf": [int(NOW), NOW + 0.5, int(NOW) + 1, int(NOW) - 60, "0", None],
     "iat": [int(NOW), NOW + 0.5, int(NOW) + 1, int(NOW) - 60, "0", None],
-    "sub": ["someone-else", "\u00fc", "", "x\r\ny", "\u2028", 7, None],
+    "sub": ["someone-else", "\u00fc", "", "x\r\ny", "\u2028", " someone-else", "someone-else\u00a0", 7, None],
     "token_use": ["access", "id", "refresh", "Access", None],
     "client_id": [CLIENT_ID, OTHER_CLIENT_ID, [CLIENT_ID], "", None],
     "aud": [
@@ -302,10 +319,34 @@ CLAIM_EDGES: dict[str, list[Any]] = {
         [CLIENT_ID, 1],
         None,
     ],
-    "username": ["someone-else", "", "a\nb", 7, None],
-    "cognito:username": ["someone-else", "", "a\nb", 7, None],
-    "cognito:groups": [["admins"], ["users", "admins"], ["a,b"], [], "admins", ["x\ny"], [1], None],
-    "scope": ["aws.cognito.signin.user.admin", "", "openid email", "a\x00b", ["openid"], None],
+    "username": ["someone-else", "", "a\nb", "a b", "someone-else ", "\u3000someone-else", 7, None],
+    "cognito:username": ["someone-else", "", "a\nb", "a b", "someone-else ", "\u3000someone-else", 7, None],
+    "cognito:groups": [
+        ["admins"],
+        ["users", "admins"],
+        ["a,b"],
+        [],
+        "admins",
+        ["x\ny"],
+        [" admins"],
+        ["users", "admins\u00a0"],
+        ["a\u00a0admins"],
+        [1],
+        None,
+    ],
+    "scope": [
+        "aws.cognito.signin.user.admin",
+        "",
+        "openid email",
+        "a\x00b",
+        "openid\u00a0aws.cognito.signin.user.admin",
+        "openid\u2003aws.cognito.signin.user.admin email",
+        "openid  aws.cognito.signin.user.admin",
+        " aws.cognito.signin.user.admin",
+        "aws.cognito.signin.user.admin\u00a0",
+        ["openid"],
+        None,
+    ],
 }
 # The claims each kind of token is judged by (the other kind's client and username claims are merely extra).
 OWN_CLAIMS = {
