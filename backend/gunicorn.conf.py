@@ -5,6 +5,8 @@ gunicorn --config backend/gunicorn.conf.py --bind 127.0.0.1:4567 'backend:create
 
 from __future__ import annotations
 
+from identity_headers import MAX_VALUE_BYTES
+
 workers = 2
 # threads > 1 runs the gthread worker: the views are I/O-light, so threads are cheaper than more processes.
 threads = 4
@@ -19,6 +21,12 @@ accesslog = "-"
 # a credential, in a header or a query parameter, must never reach the log. Envoy's x-request-id ties a line
 # to the proxy's own log.
 access_log_format = '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms "%(a)s" %({x-request-id}i)s'
+
+# The longest header line gunicorn reads: an identity header with the longest value authz sets (the largest group
+# list Cognito can give a user), its name and the separator. gunicorn's default (8190) answered a valid identity
+# with 64 long group names with its own 431 HTML page, before the app ran. 1 KiB is room for any sane prefix; Envoy
+# bounds the request's headers as a whole (max_request_headers_kb in envoy/bootstrap.py).
+limit_request_field_size = MAX_VALUE_BYTES + 1024
 
 # gunicorn's default, stated so that changing it is a visible edit: a header whose name has an underscore is
 # dropped. Otherwise a client's `x_user_sub: evil` would become HTTP_X_USER_SUB, the same environ key as the

@@ -25,12 +25,17 @@ from identity_headers import (
     SCOPES_SEPARATOR,
     SUB,
     TOKEN_USE,
+    decode_wsgi,
 )
 
 # Values that are one token each (a Cognito sub is a UUID, a client id is alphanumeric, token use is a word).
 # A WSGI server joins a repeated header with ",", so a comma in one of these means the header came more than
 # once and we cannot tell which copy Envoy set: the request is treated as anonymous.
 _SINGLE_VALUED = (SUB, CLIENT_ID, TOKEN_USE)
+# HTTP's optional whitespace around a value and a list item (RFC 9110 section 5.6.1): the only whitespace trimmed
+# here. str.strip() would also take a no-break space (or, before decoding, the \x85 and \xa0 bytes that end many a
+# UTF-8 character, `管理者` among them) off a value, and authz never sets a value with whitespace at its edges.
+_OWS = " \t"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +61,13 @@ class Identity:
 
 
 def read_identity(headers: Headers | Mapping[str, str], prefix: str) -> Identity | None:
-    """The identity carried by `headers`, or None when the request is anonymous or its identity is ambiguous."""
-    values = {field: (headers.get(prefix + field) or "").strip() for field in FIELDS}
+    """The identity carried by `headers` (as a WSGI server hands them over), or None when the request is anonymous
+    or its identity is ambiguous. Values are UTF-8 (identity_headers.ENCODING) and come back exactly as authz set
+    them; a value that is not UTF-8 was not set by authz, so the request is anonymous."""
+    try:
+        values = {field: decode_wsgi(headers.get(prefix + field) or "").strip(_OWS) for field in FIELDS}
+    except UnicodeError:
+        return None
     if not values[SUB] or any("," in values[field] for field in _SINGLE_VALUED):
         return None
     return Identity(
@@ -71,7 +81,7 @@ def read_identity(headers: Headers | Mapping[str, str], prefix: str) -> Identity
 
 
 def _split(value: str, separator: str) -> tuple[str, ...]:
-    return tuple(item for item in (part.strip() for part in value.split(separator)) if item)
+    return tuple(item for item in (part.strip(_OWS) for part in value.split(separator)) if item)
 
 
 def init_identity(app: Flask, prefix: str) -> None:

@@ -118,6 +118,13 @@ REQUEST_HEADERS_TIMEOUT = datetime.timedelta(seconds=10)
 STREAM_IDLE_TIMEOUT = datetime.timedelta(seconds=300)
 # An edge proxy bounds its open connections (Envoy's edge best practice; it warns at start without one).
 MAX_DOWNSTREAM_CONNECTIONS = 50_000
+# The most request headers Envoy holds: a client's beyond it get Envoy's own text/plain 431, and headers that
+# ext_authz's changes take beyond it a 500 (ext_authz_invalid). Envoy's default, 60 KiB, refused the largest token
+# Cognito issues for the largest identity (identity_headers.MAX_TOKEN_BYTES, 128 KiB) before authz could judge it.
+# While ext_authz adds the identity headers the request still holds the token (the router removes it later), and
+# their values come out of the token's payload, at most 3/4 of its length: so a token at that size and the identity
+# it carries, 1 KiB for those headers' names, and 32 KiB for the request's other headers.
+MAX_REQUEST_HEADERS_KB = identity_headers.MAX_TOKEN_BYTES * 7 // 4 // 1024 + 1 + 32
 # The access log: what happened, never the Authorization header or the query string (it may carry a token).
 # RESPONSE_CODE_DETAILS says who answered: via_upstream, ext_authz_denied, ext_authz_error, ...
 ACCESS_LOG_FORMAT = {
@@ -276,6 +283,7 @@ def _listener(topology: Topology) -> Listener:
         ),
         request_headers_timeout=REQUEST_HEADERS_TIMEOUT,
         stream_idle_timeout=STREAM_IDLE_TIMEOUT,
+        max_request_headers_kb=MAX_REQUEST_HEADERS_KB,
         route_config=_route_config(topology),
         http_filters=[
             HttpFilter(

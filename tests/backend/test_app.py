@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 
 from backend import create_app
 from backend.activities import home_activities
+from identity_headers import MAX_VALUE_BYTES
 from stack.processes import ManagedProcess, StartupError, free_port, http_ok
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,8 +209,9 @@ class Gunicorn:
         self.port = port
         self.log = log
 
-    def request(self, path: str, headers: list[tuple[str, str]]) -> tuple[int, bytes]:
-        """Send headers literally (names as given, underscores kept) and return (status, body)."""
+    def request(self, path: str, headers: Sequence[tuple[str, str | bytes]]) -> tuple[int, bytes]:
+        """Send headers literally (names as given, underscores kept, bytes values as they are) and return
+        (status, body)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
         try:
             conn.putrequest("GET", path)
@@ -280,3 +282,50 @@ def test_gunicorn_access_log_omits_credentials(gunicorn: Gunicorn) -> None:
     lines = [line for line in gunicorn.log.read_text().splitlines() if probe in line]
     assert len(lines) == 1 and '"GET /api/health HTTP/1.1" 200' in lines[0], gunicorn.log.read_text()
     assert secret not in gunicorn.log.read_text()
+
+
+# Names Cognito allows (any letter, mark, symbol, number or punctuation), as authz sends them: UTF-8 bytes. `管理者`
+# and `voilà` end in the bytes \x85 and \xa0, which read as ISO-8859-1 are whitespace to str.strip().
+UTF8_NAMES = ["管理者", "café", "voilà", "Ünïcödé-Ω", "😀"]
+
+
+def test_gunicorn_reads_utf8_identity_values_exactly(gunicorn: Gunicorn) -> None:
+    """Under gunicorn, identity values in UTF-8 (the contract's encoding) reach the app exactly as authz set them:
+    `管理者` and `café`, not `ç®¡ç` and `cafÃ©`."""
+    headers: list[tuple[str, str | bytes]] = [
+        ("x-user-sub", SUB),
+        ("x-user-name", "café-管理者".encode()),
+        ("x-user-groups", ",".join(UTF8_NAMES).encode()),
+    ]
+    status, body = gunicorn.request("/api/me", headers)
+    assert status == 200, body
+    identity = json.loads(body)
+    assert (identity["username"], identity["groups"]) == ("café-管理者", UTF8_NAMES)
+
+
+def test_gunicorn_treats_an_identity_value_that_is_not_utf8_as_anonymous(gunicorn: Gunicorn) -> None:
+    """A value that is not UTF-8 was not set by authz: the request is anonymous, never a garbled identity."""
+    status, _ = gunicorn.request("/api/me", [("x-user-sub", b"caf\xe9")])
+    assert status == 401
+    status, _ = gunicorn.request("/api/me", [("x-user-sub", SUB), ("x-user-name", b"\xff\xfe")])
+    assert status == 401
+
+
+def test_gunicorn_accepts_the_largest_identity_cognito_can_issue(gunicorn: Gunicorn) -> None:
+    """Under gunicorn, the largest identity Cognito can issue (100 groups of 128 four-byte characters: a groups value
+    of MAX_VALUE_BYTES; 50 scopes of 256 characters; a username of 128 four-byte characters) reaches the app intact
+    and is answered in JSON, not refused with gunicorn's 431 HTML page."""
+    groups = [chr(0x1F600 + index) + "\U0001f600" * 127 for index in range(100)]
+    scopes = [f"{index:02}" + "s" * 254 for index in range(50)]
+    username = "\U0001f600" * 128
+    assert len(",".join(groups).encode()) == MAX_VALUE_BYTES
+    headers: list[tuple[str, str | bytes]] = [
+        ("x-user-sub", SUB),
+        ("x-user-name", username.encode()),
+        ("x-user-groups", ",".join(groups).encode()),
+        ("x-user-scopes", " ".join(scopes)),
+    ]
+    status, body = gunicorn.request("/api/me", headers)
+    assert status == 200, body[:200]
+    identity = json.loads(body)
+    assert (identity["username"], identity["groups"], identity["scopes"]) == (username, groups, scopes)
