@@ -4,6 +4,10 @@
 verification, the policy, revocation. A transport (service.py for Envoy's gRPC ext_authz) reads its request into
 `RequestFacts`, calls `decide`, turns the Decision into its wire reply, and hands the Decision to `record`, which
 counts and logs it. Nothing here knows a wire type, and nothing below this module calls back up into it.
+
+A transport on an event loop calls `decide_now` first: the same decision, except that where a step would wait on
+the network (a key refetch, Cognito's GetUser) it stops and returns None, having started that call; `decide` in a
+thread then finishes the Check, and finds the work already done (the verified token cached, the call in flight).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from authz.cache import remember, token_digest
-from authz.errors import AuthzError, InternalError, MalformedAuthorization, RouteMisconfigured
+from authz.errors import AuthzError, InternalError, MalformedAuthorization, MustWait, RouteMisconfigured
 from authz.metrics import Metrics
 from authz.policy import Decision, Policy, Verdict
 from authz.revocation import Confirmation, Revocation
@@ -71,14 +75,26 @@ class Authorizer:
         self._counters: dict[tuple[str, str, str, str], Any] = {}
 
     def decide(self, facts: RequestFacts) -> Decision:
-        """The Decision for a request. Never raises: a failure inside is the internal_error Decision (fail closed)."""
+        """The Decision for a request, waiting on the network where a step needs it. Never raises: a failure inside
+        is the internal_error Decision (fail closed)."""
         try:
-            return self._decide(facts)
+            return self._decide(facts, wait=True)
         except Exception:  # noqa: BLE001 - a bug must deny, never allow or leave the transport without an answer
             _failures.exception("decision failed")
             return self.internal_error
 
-    def _decide(self, facts: RequestFacts) -> Decision:
+    def decide_now(self, facts: RequestFacts) -> Decision | None:
+        """The Decision for a request if it can be made without waiting on the network; None when it cannot (then
+        call `decide` where waiting is fine). Never raises."""
+        try:
+            return self._decide(facts, wait=False)
+        except MustWait:
+            return None
+        except Exception:  # noqa: BLE001 - a bug must deny, never allow or leave the transport without an answer
+            _failures.exception("decision failed")
+            return self.internal_error
+
+    def _decide(self, facts: RequestFacts, *, wait: bool) -> Decision:
         # 1. The route's settings.
         try:
             route = route_settings(facts.route)
@@ -101,7 +117,7 @@ class Authorizer:
             else:
                 token = bearer_token(facts.authorization[0], self._max_token_bytes)
                 digest = token_digest(token)
-                verdict = self._verifier.verify(token, digest=digest)
+                verdict = self._verifier.verify(token, digest=digest, wait=wait)
         except AuthzError as error:
             verdict = error
         # 4. The policy.
@@ -113,7 +129,7 @@ class Authorizer:
         if not decision.allowed:
             return decision
         # 5. Revocation, last: only a token that would otherwise be allowed is worth asking Cognito about.
-        confirmation = self._revocation.confirm(token, verdict, route.revocation, digest=digest)
+        confirmation = self._revocation.confirm(token, verdict, route.revocation, digest=digest, wait=wait)
         decision = self._policy.with_revocation(decision, confirmation)
         if confirmation is Confirmation.UNCONFIRMED:
             self._metrics.record_unconfirmed(denied=not decision.allowed)

@@ -17,6 +17,11 @@ UNAVAILABLE = 14
 INTERNAL = 13
 
 
+class MustWait(Exception):
+    """Not a deny: raised, when asked not to wait, by a part whose answer needs the network first (a key refetch,
+    Cognito's GetUser). The transport then decides the Check again where waiting is fine."""
+
+
 class AuthzError(Exception):
     """Root of every deny reason."""
 

@@ -26,7 +26,7 @@ from jose.backends.base import Key
 from jose.exceptions import JOSEError
 from urllib3.exceptions import HTTPError, ReadTimeoutError
 
-from authz.errors import KeysUnavailable, UnknownSigningKey
+from authz.errors import KeysUnavailable, MustWait, UnknownSigningKey
 
 log = logging.getLogger("authz.jwks")
 
@@ -177,13 +177,16 @@ class JwksCache:
     def kids(self) -> frozenset[str]:
         return frozenset(self._keys or ())
 
-    def get_key(self, kid: str) -> Key:
-        """The key for kid; on a miss, refetch unless a fetch happened within the cooldown."""
+    def get_key(self, kid: str, *, wait: bool = True) -> Key:
+        """The key for kid; on a miss, refetch unless a fetch happened within the cooldown. With wait False, a miss
+        that would fetch or join a fetch raises MustWait instead (a miss within the cooldown answers at once)."""
         keys = self._keys
         if keys is not None:
             key = keys.get(kid)
             if key is not None:
                 return key
+        if not wait and self._fetch_would_wait():
+            raise MustWait()
         self._fetch(respect_cooldown=True)
         keys = self._keys
         if keys is None:
@@ -202,12 +205,19 @@ class JwksCache:
         self._fetch(respect_cooldown=False)
         return self.loaded
 
+    def _fetch_would_wait(self) -> bool:
+        with self._lock:
+            return self._inflight is not None or not self._cooling_down(self._clock())
+
+    def _cooling_down(self, now: float) -> bool:
+        return self._last_attempt is not None and now - self._last_attempt < self._cooldown
+
     def _fetch(self, *, respect_cooldown: bool) -> None:
         with self._lock:
             inflight = self._inflight
             if inflight is None:
                 now = self._clock()
-                if respect_cooldown and self._last_attempt is not None and now - self._last_attempt < self._cooldown:
+                if respect_cooldown and self._cooling_down(now):
                     return
                 self._last_attempt = now
                 inflight = self._inflight = threading.Event()

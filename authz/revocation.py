@@ -37,6 +37,7 @@ from concurrent import futures
 from typing import Any, NamedTuple
 
 from authz.cache import TokenCache, token_digest
+from authz.errors import MustWait
 from authz.tokens import VerifiedToken
 
 ADMIN_SCOPE = "aws.cognito.signin.user.admin"
@@ -156,9 +157,11 @@ class RevocationChecker:
     def queued(self) -> int:
         return len(self._queue)
 
-    def status(self, token: str, identity: VerifiedToken, *, digest: bytes | None = None) -> Status:
+    def status(self, token: str, identity: VerifiedToken, *, digest: bytes | None = None, wait: bool = True) -> Status:
         """Cognito's answer for a token verify() accepted: from the cache, a shared call, or UNKNOWN in time.
-        digest is the token's token_digest() when the caller has it already."""
+        digest is the token's token_digest() when the caller has it already. With wait False, where the answer
+        needs a call to finish, the call is started and MustWait raised instead of waiting: a later status() finds
+        it in flight or answered."""
         if digest is None:
             digest = token_digest(token)
         answer = self._answers.get(digest)
@@ -187,6 +190,10 @@ class RevocationChecker:
         # Enough Checks already wait on Cognito: answer now (the call goes on, and its answer is cached).
         if self._waiters is not None and not self._waiters.acquire(blocking=False):
             return Status.UNKNOWN
+        if not wait and not call.done():
+            if self._waiters is not None:
+                self._waiters.release()
+            raise MustWait()
         try:
             return call.result(timeout=self._timeout)
         except futures.TimeoutError:
@@ -334,9 +341,12 @@ class Revocation:
         self._by_default = by_default
         self._clock = clock
 
-    def confirm(self, token: str, identity: VerifiedToken, route_says: bool | None, *, digest: bytes) -> Confirmation:
+    def confirm(
+        self, token: str, identity: VerifiedToken, route_says: bool | None, *, digest: bytes, wait: bool = True
+    ) -> Confirmation:
         """What revocation says about a verified token on a route whose `revocation` setting is route_says: True
-        (check), False (skip) or None (the server default). digest is the token's token_digest()."""
+        (check), False (skip) or None (the server default). digest is the token's token_digest(). wait False:
+        MustWait where the answer needs a GetUser call to finish (RevocationChecker.status)."""
         wanted = self._by_default if route_says is None else route_says
         if not wanted:
             return Confirmation.NOT_APPLICABLE
@@ -344,7 +354,7 @@ class Revocation:
             return Confirmation.NOT_CONFIGURED
         if not confirmable(identity):
             return Confirmation.NOT_APPLICABLE
-        status = self.checker.status(token, identity, digest=digest)
+        status = self.checker.status(token, identity, digest=digest, wait=wait)
         if status is Status.ACTIVE:
             return Confirmation.CONFIRMED
         if status is Status.REVOKED:

@@ -66,7 +66,7 @@ NEGATIVE_TTL_SECONDS = 60.0
 
 
 class KeySource(Protocol):
-    def get_key(self, kid: str) -> Key: ...
+    def get_key(self, kid: str, *, wait: bool = True) -> Key: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +132,10 @@ class TokenVerifier:
         """How many verified and rejected tokens the caches hold now (each bounded by its size)."""
         return len(self._verified), len(self._rejected)
 
-    def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
+    def verify(self, token: str, *, digest: bytes | None = None, wait: bool = True) -> VerifiedToken:
         """The verified identity, or raises the AuthzError saying why not. A repeated token costs no crypto.
-        digest is the token's token_digest() when the caller has it already."""
+        digest is the token's token_digest() when the caller has it already. With wait False, a token whose key
+        must first be fetched raises MustWait (the key source's) instead of waiting for it."""
         if len(token) > self._max_token_bytes:
             raise TokenTooLarge()
         if digest is None:
@@ -150,7 +151,7 @@ class TokenVerifier:
             raise copy.copy(rejected)
         self._report_cache(False)
         try:
-            verified = self._verify_uncached(token)
+            verified = self._verify_uncached(token, wait=wait)
         except AuthzError as error:
             if error.permanent:
                 # A copy: the raised instance's traceback would keep the token alive in the cache.
@@ -164,7 +165,7 @@ class TokenVerifier:
         if self._on_cache is not None:
             self._on_cache(hit)
 
-    def _verify_uncached(self, token: str) -> VerifiedToken:
+    def _verify_uncached(self, token: str, *, wait: bool) -> VerifiedToken:
         encoded_header, encoded_payload, encoded_signature = _split(token)
         kid = _header_kids.get(encoded_header)
         if kid is None:
@@ -175,7 +176,7 @@ class TokenVerifier:
         issuer = payload.get("iss")
         if not isinstance(issuer, str) or issuer not in self._issuers:
             raise UntrustedIssuer()
-        key = self._key_sources[issuer].get_key(kid)
+        key = self._key_sources[issuer].get_key(kid, wait=wait)
         signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
         if not key.verify(signing_input, _b64decode(encoded_signature)):
             raise BadSignature()

@@ -40,9 +40,9 @@ class CountingVerifier(TokenVerifier):
 
     calls = 0
 
-    def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
+    def verify(self, token: str, *, digest: bytes | None = None, wait: bool = True) -> VerifiedToken:
         self.calls += 1
-        return super().verify(token, digest=digest)
+        return super().verify(token, digest=digest, wait=wait)
 
 
 def facts(
@@ -78,9 +78,11 @@ class Parts:
         with_revocation: bool = True,
     ) -> None:
         self.metrics = Metrics()
+        keys = JwksCache("memory://jwks", fetcher=static_fetcher(jwks_document()))
+        keys.refresh()  # loaded, as a serving server's are
         self.verifier = CountingVerifier(
             issuers={ISSUER: POOL_ID},
-            key_sources={ISSUER: JwksCache("memory://jwks", fetcher=static_fetcher(jwks_document()))},
+            key_sources={ISSUER: keys},
             client_ids={CLIENT_ID},
             clock=clock,
             cache_size=100,
@@ -208,6 +210,58 @@ def test_revocation_comes_last_and_is_never_remembered_with_the_decision(parts, 
     decision = part.authorizer.decide(facts(token))
     assert (decision.allowed, decision.http_status, decision.reason) == (False, 401, "token_revoked")
     assert lookup.count == 2
+
+
+def test_decide_now_answers_what_needs_no_network_exactly_as_decide(parts):
+    """Without waiting, a known caller, an anonymous one and a bad token get the very Decision decide() gives."""
+    part = parts()
+    token = mint()
+    part.authorizer.decide(facts(token))
+    for request in (facts(token), facts(), facts("not.a.token"), facts(token, route={"groups": "admins"})):
+        assert part.authorizer.decide_now(request) == part.authorizer.decide(request)
+
+
+def test_decide_now_starts_cognitos_call_and_leaves_the_wait_to_decide(parts):
+    """A new token to confirm with Cognito: decide_now returns None at once with the GetUser call already started,
+    and decide then answers from that same call (one call for the Check)."""
+    lookup = ScriptedLookup(Status.ACTIVE, blocked=True)
+    part = parts(lookup=lookup, revocation_by_default=True)
+    token = mint()
+    assert part.authorizer.decide_now(facts(token)) is None
+    assert lookup.entered.wait(5), "the call was not started"
+    lookup.release()
+    assert part.authorizer.decide(facts(token)).allowed
+    assert lookup.count == 1
+    assert part.authorizer.decide_now(facts(token)).allowed  # answered now, from the cache
+
+
+def test_decide_now_leaves_a_key_refetch_to_decide_but_answers_within_the_cooldown(clock):
+    """An unknown kid that would refetch the JWKS is left to decide(); once that fetch was made, the next unknown
+    kid within the cooldown is answered at once (401 unknown key), without waiting."""
+    fetches: list[str] = []
+
+    def fetcher(url: str, timeout: float, max_bytes: int) -> bytes:
+        fetches.append(url)
+        return static_fetcher(jwks_document())(url, timeout, max_bytes)
+
+    monotonic = FakeClock(1000.0)
+    keys = JwksCache("memory://jwks", fetcher=fetcher, clock=monotonic, cooldown=10.0)
+    keys.refresh()
+    verifier = TokenVerifier(
+        issuers={ISSUER: POOL_ID}, key_sources={ISSUER: keys}, client_ids={CLIENT_ID}, clock=clock, cache_size=100
+    )
+    authorizer = Authorizer(
+        verifier=verifier, policy=Policy(realm="cruddur"), metrics=Metrics(), max_token_bytes=16_384
+    )
+    monotonic.advance(11)
+    unknown = facts(mint(kid="rotated-1"))
+    assert authorizer.decide_now(unknown) is None
+    assert len(fetches) == 1
+    assert authorizer.decide(unknown).reason == "unknown_kid"
+    assert len(fetches) == 2
+    decision = authorizer.decide_now(facts(mint(kid="rotated-2")))
+    assert decision is not None and decision.reason == "unknown_kid"
+    assert len(fetches) == 2
 
 
 def test_the_token_is_hashed_once_per_check(parts, monkeypatch):

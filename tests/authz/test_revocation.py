@@ -18,6 +18,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from authz.cache import token_digest
+from authz.errors import MustWait
 from authz.revocation import (
     Confirmation,
     Deferral,
@@ -456,6 +457,32 @@ def test_close_forgets_the_queue(checkers, held_lookups):
     time.sleep(0.1)  # a queued call, were there one, would have started by now
     assert lookup.tokens() == ["token-a"]
     assert checker.queued() == 0
+
+
+def test_without_waiting_a_token_with_no_answer_starts_its_call_and_must_wait(checkers, held_lookups):
+    """status(wait=False) (a Check on the event loop) never waits: a token with no answer has its call started and
+    MustWait raised, for the status() that may wait to share that call; an answered token answers, and a queued or
+    dropped one is UNKNOWN at once, as when waiting is allowed. Revocation.confirm passes wait on."""
+    lookup = held_lookups(answers={"token-a": Status.REVOKED}, held=("token-a", "token-d"))
+    checker = checkers(lookup, timeout=5.0, workers=1, max_queued=1)
+
+    with pytest.raises(MustWait):
+        checker.status("token-a", identity(), wait=False)
+    assert lookup.wait_asked("token-a")
+    with pytest.raises(MustWait):  # in flight: still an answer to wait for
+        checker.status("token-a", identity(), wait=False)
+    assert checker.status("token-b", identity(), wait=False) is Status.UNKNOWN  # queued
+    assert checker.status("token-c", identity(), wait=False) is Status.UNKNOWN  # dropped: the queue is full
+
+    lookup.release("token-a")
+    assert checker.status("token-a", identity()) is Status.REVOKED
+    assert checker.status("token-a", identity(), wait=False) is Status.REVOKED
+    assert lookup.asked("token-a") == 1
+    assert lookup.wait_asked("token-b")  # the worker went on to the queue
+    rule = Revocation(checker, by_default=True)
+    with pytest.raises(MustWait):
+        rule.confirm("token-d", identity(), None, digest=token_digest("token-d"), wait=False)
+    assert rule.confirm("token-a", identity(), None, digest=token_digest("token-a"), wait=False) is Confirmation.REVOKED
 
 
 def test_on_lookup_reports_each_answer_once(checkers, lookups):

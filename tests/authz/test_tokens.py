@@ -79,9 +79,9 @@ class CountingKeySource:
         self.inner = inner
         self.calls = 0
 
-    def get_key(self, kid: str) -> Key:
+    def get_key(self, kid: str, *, wait: bool = True) -> Key:
         self.calls += 1
-        return self.inner.get_key(kid)
+        return self.inner.get_key(kid, wait=wait)
 
 
 @dataclass
