@@ -69,19 +69,25 @@ class Pool:
 class Settings:
     pools: tuple[Pool, ...]
     client_ids: frozenset[str]
-    addr: str = "0.0.0.0:9191"
-    metrics_addr: str = "0.0.0.0:9192"
+    # Loopback by default: only the Envoy in front may reach the gRPC port (README, Security), and only a scraper
+    # the metrics port. A container or a pod, where Envoy comes over the network, sets its own (compose does).
+    addr: str = "127.0.0.1:9191"
+    metrics_addr: str = "127.0.0.1:9192"
     leeway_seconds: int = 30
     cache_size: int = 100_000
     header_prefix: str = identity_headers.DEFAULT_PREFIX
     realm: str = "api"
     log_level: LogLevel = LogLevel.INFO
-    max_token_bytes: int = 16_384
+    # The largest token Cognito can issue for the largest identity it can give a user (identity_headers).
+    max_token_bytes: int = identity_headers.MAX_TOKEN_BYTES
     jwks_ttl_seconds: float = 900.0
     jwks_cooldown_seconds: float = 10.0
     jwks_timeout_seconds: float = 3.0
     jwks_max_bytes: int = 65_536
     grpc_workers: int = 16
+    # Envoy's connections to the gRPC port are closed gracefully after this long (Envoy opens new ones): a call held
+    # open without its request ends with its connection, and new replicas get their share of Envoy's connections.
+    grpc_connection_age_seconds: float = 30.0
     shutdown_grace_seconds: float = 5.0
     # Off by default: confirming a token is a network call to Cognito for every new token and again every TTL,
     # counted against the account's GetUser quota, and needs egress to Cognito. `make run` turns it on.
@@ -122,6 +128,9 @@ class Settings:
             jwks_timeout_seconds=_number(env, "AUTHZ_JWKS_TIMEOUT_SECONDS", cls.jwks_timeout_seconds, float, 0.1, 60),
             jwks_max_bytes=_number(env, "AUTHZ_JWKS_MAX_BYTES", cls.jwks_max_bytes, int, 1_024, 10_485_760),
             grpc_workers=_number(env, "AUTHZ_GRPC_WORKERS", cls.grpc_workers, int, 1, 1_024),
+            grpc_connection_age_seconds=_number(
+                env, "AUTHZ_GRPC_CONNECTION_AGE_SECONDS", cls.grpc_connection_age_seconds, float, 1, 86_400
+            ),
             shutdown_grace_seconds=_number(
                 env, "AUTHZ_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds, float, 0, 300
             ),

@@ -1,32 +1,34 @@
 """run_server(settings): the gRPC server with Authorization, health and reflection, plus the metrics endpoint.
 
+Who may reach each port is in README's Security section: the gRPC port only the Envoy in front (a held-open call
+costs no thread, but the port is unauthenticated), the metrics port only a scraper.
+
 Used by `python -m authz serve` and by the tests (port 0). Health is NOT_SERVING until every pool's keys
 are loaded, so Envoy's health checks keep traffic away from a replica that could only deny.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent import futures
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from authz import service
 from authz.authorizer import Authorizer
 from authz.config import RevocationMode, Settings
 from authz.jwks import Fetcher, JwksCache, JwksRefresher, fetch_jwks
 from authz.metrics import Metrics
+from authz.metrics_endpoint import MetricsEndpoint
 from authz.policy import Policy
 from authz.revocation import Lookup, Revocation, RevocationChecker, cognito_lookup
 from authz.tokens import TokenVerifier
@@ -36,10 +38,8 @@ log = logging.getLogger("authz.server")
 
 @dataclass(frozen=True)
 class RunningServer:
-    server: grpc.Server
     port: int
     metrics_port: int
-    health: health.HealthServicer
     refresher: JwksRefresher
     metrics: Metrics
 
@@ -102,14 +102,16 @@ def build_revocation(
         timeout=settings.revocation_timeout_seconds,
         cache_size=settings.revocation_cache_size,
         leeway=settings.leeway_seconds,
-        # At most half the gRPC workers ever wait on Cognito, one call per revocation worker, none queued.
+        # At most half the waiting threads ever wait on Cognito, one call per revocation worker; tokens beyond
+        # them queue (bounded) for a later Check's answer.
         workers=max(1, settings.grpc_workers // 2),
         max_waiters=max(1, settings.grpc_workers // 2),
         clock=clock,
         on_lookup=metrics.record_revocation_lookup if metrics else None,
+        on_deferred=metrics.record_revocation_deferred if metrics else None,
     )
     if metrics:
-        metrics.watch_revocation(checker.cached)
+        metrics.watch_revocation(checker.cached, checker.queued)
     return Revocation(checker, by_default=settings.revocation is RevocationMode.COGNITO, clock=clock)
 
 
@@ -138,31 +140,98 @@ def build_authorizer(
     return authorizer, caches, revocation
 
 
-class _MetricsHttpServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+# Calls one connection to the gRPC port may have open (its SETTINGS_MAX_CONCURRENT_STREAMS): what a connection
+# holding calls open can pin (about 20 KB a call). Envoy opens more connections when it needs more streams, but a
+# burst on a connection whose SETTINGS it has not yet read may overshoot the bound (the excess is refused), so the
+# bound sits far above any Envoy worker's concurrent Checks.
+MAX_STREAMS_PER_CONNECTION = 1000
+# In-flight Checks on a connection being closed for its age get this long to finish (far above Envoy's timeout),
+# or the age itself when that is shorter.
+CONNECTION_AGE_GRACE_SECONDS = 10.0
+# A connection must finish its HTTP/2 preface within this.
+HANDSHAKE_SECONDS = 5.0
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's signature
-        pass
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server's channel options."""
+    age = settings.grpc_connection_age_seconds
+    return [
+        # Refuse to share a port: a second server silently splitting traffic would be a nasty surprise.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+        ("grpc.max_connection_age_ms", int(age * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(min(CONNECTION_AGE_GRACE_SECONDS, age) * 1000)),
+        ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000)),
+    ]
 
 
-def _start_metrics_http(host: str, port: int, registry: CollectorRegistry) -> tuple[WSGIServer, threading.Thread]:
-    """prometheus_client's start_http_server, except that the serving loop polls for shutdown every 50 ms.
+class _Serving:
+    """The servers on the event loop: gRPC (Authorization, health, reflection) and the metrics endpoint."""
 
-    start_http_server's thread uses serve_forever's default 0.5 s poll, so every stop (SIGTERM, and each test's
-    run_server teardown) waited up to half a second on an idle metrics endpoint.
-    """
-    family, _, _, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    server_class = type("_MetricsHttpServer", (_MetricsHttpServer,), {"address_family": family})
-    httpd: WSGIServer = make_server(
-        str(sockaddr[0]), port, make_wsgi_app(registry), server_class, handler_class=_QuietHandler
-    )
-    thread = threading.Thread(
-        target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics-http", daemon=True
-    )
+    def __init__(self, settings: Settings, authorizer: Authorizer, metrics: Metrics, waiting: futures.Executor) -> None:
+        self._settings = settings
+        self._authorizer = authorizer
+        self._waiting = waiting
+        self.metrics = MetricsEndpoint(metrics.registry)
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+
+    async def start(self) -> None:
+        """Listen and serve, health NOT_SERVING until `serve`; OSError when a port cannot be had."""
+        settings = self._settings
+        # grpc.aio objects belong to the loop they are made on: this one.
+        server = self._server = grpc.aio.server(options=grpc_options(settings))
+        service.register(server, self._authorizer, self._waiting)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (service.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        for name in ("", service.SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            self.port = server.add_insecure_port(settings.addr)
+        except RuntimeError as exc:  # grpcio raises RuntimeError when the port is taken
+            raise OSError(f"cannot listen on {settings.addr}: {exc}") from None
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.addr}")
+        metrics_host, _, metrics_port = settings.metrics_addr.rpartition(":")
+        try:
+            await self.metrics.start(metrics_host.strip("[]"), int(metrics_port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {settings.metrics_addr}: {exc}") from None
+        await server.start()
+
+    async def serve(self) -> None:
+        """Health SERVING: every pool has keys (called after start)."""
+        if self._health is None:
+            return
+        for name in ("", service.SERVICE_NAME):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        # Tell health checkers first, then let in-flight Checks finish within the grace period.
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        await self.metrics.close()
+
+
+@contextmanager
+def _event_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """An event loop running in a thread of its own until exit."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="authz-loop", daemon=True)
     thread.start()
-    return httpd, thread
+    try:
+        yield loop
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10.0)
+        if not thread.is_alive():
+            loop.close()
 
 
 @contextmanager
@@ -176,8 +245,10 @@ def run_server(
 ) -> Iterator[RunningServer]:
     """Start serving on settings.addr (port 0 picks a free port); stop gracefully on exit.
 
-    clock is wall time for token claims and revocation answers, monotonic drives JWKS TTLs and cooldowns;
-    tests may replace both, and revocation_lookup replaces Cognito's GetUser.
+    The gRPC server is grpcio's asyncio server on an event loop in a thread of its own, so a call costs no thread
+    until it has its request (service.py); the metrics endpoint runs on the same loop. clock is wall time for token
+    claims and revocation answers, monotonic drives JWKS TTLs and cooldowns; tests may replace both, and
+    revocation_lookup replaces Cognito's GetUser.
     """
     metrics = Metrics()
     authorizer, caches, revocation = build_authorizer(
@@ -188,62 +259,39 @@ def run_server(
         monotonic=monotonic,
         revocation_lookup=revocation_lookup,
     )
-    health_servicer = health.HealthServicer()
-    for name in ("", service.SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    # The threads that decide Checks which must wait on the network (a key refetch, Cognito's GetUser).
+    waiting = futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="check")
+    with ExitStack() as stack:
+        stack.callback(revocation.close)
+        stack.callback(waiting.shutdown, wait=False, cancel_futures=True)
+        loop = stack.enter_context(_event_loop())
 
-    def on_ready() -> None:
-        log.info("signing keys loaded for every pool; serving")
-        for name in ("", service.SERVICE_NAME):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        def on_loop(coroutine: Coroutine[Any, Any, None]) -> None:
+            asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60.0)
 
-    refresher = JwksRefresher(caches, on_ready=on_ready)
+        serving = _Serving(settings, authorizer, metrics, waiting)
+        try:
+            on_loop(serving.start())
+        except BaseException:
+            on_loop(serving.stop(0))
+            raise
+        stack.callback(log.info, "authz stopped")
+        stack.callback(on_loop, serving.stop(settings.shutdown_grace_seconds))
 
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=settings.grpc_workers, thread_name_prefix="check"),
-        # Refuse to share a port: a second server silently splitting traffic would be a nasty surprise.
-        options=[("grpc.so_reuseport", 0)],
-    )
-    service.register(server, authorizer)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((service.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(settings.addr)
-    except RuntimeError as exc:  # grpcio raises RuntimeError when the port is taken
-        raise OSError(f"cannot listen on {settings.addr}: {exc}") from None
-    if port == 0:
-        raise OSError(f"cannot listen on {settings.addr}")
+        def on_ready() -> None:
+            log.info("signing keys loaded for every pool; serving")
+            on_loop(serving.serve())
 
-    metrics_host, _, metrics_port = settings.metrics_addr.rpartition(":")
-    try:
-        metrics_http, metrics_thread = _start_metrics_http(
-            metrics_host.strip("[]"), int(metrics_port), metrics.registry
+        refresher = JwksRefresher(caches, on_ready=on_ready)
+        refresher.start()
+        stack.callback(refresher.stop)
+        log.info(
+            "authz listening",
+            extra={"fields": {"addr": settings.addr, "port": serving.port, "metrics_port": serving.metrics.port}},
         )
-    except OSError as exc:
-        server.stop(None)
-        raise OSError(f"cannot listen on {settings.metrics_addr}: {exc}") from None
-    server.start()
-    refresher.start()
-    log.info(
-        "authz listening",
-        extra={"fields": {"addr": settings.addr, "port": port, "metrics_port": metrics_http.server_port}},
-    )
-    try:
         yield RunningServer(
-            server=server,
-            port=port,
-            metrics_port=metrics_http.server_port,
-            health=health_servicer,
+            port=serving.port,
+            metrics_port=serving.metrics.port,
             refresher=refresher,
             metrics=metrics,
         )
-    finally:
-        # Tell health checkers first, then let in-flight Checks finish within the grace period.
-        health_servicer.enter_graceful_shutdown()
-        server.stop(settings.shutdown_grace_seconds).wait()
-        refresher.stop()
-        revocation.close()
-        metrics_http.shutdown()
-        metrics_http.server_close()
-        metrics_thread.join(timeout=5.0)
-        log.info("authz stopped")

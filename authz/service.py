@@ -3,13 +3,20 @@
 The server's only module that knows the v3 wire types (the generated stubs; client.py, the CLI's stand-in for
 Envoy, is the other side of the wire). It reads the request's facts, asks the authorizer for the Decision, and
 translates the Decision into a CheckResponse; any failure of its own is a deny.
+
+Check is a coroutine on the grpc.aio server's event loop: a Check the authorizer can decide at once (a known
+token, any deny, a new token whose keys are loaded) is decided right there, with no thread handoff; one that must
+wait on the network (a key refetch, Cognito's GetUser) is decided again in the `waiting` thread pool, so no Check
+ever blocks the loop. A call whose request has not arrived yet costs no thread at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent import futures
 from typing import cast
 
 import grpc
@@ -32,8 +39,16 @@ log = logging.getLogger("authz.service")
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
-    def __init__(self, authorizer: Authorizer, *, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        *,
+        waiting: futures.Executor | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """waiting: the threads that decide Checks which must wait on the network (None: the loop's default)."""
         self._authorizer = authorizer
+        self._waiting = waiting
         self._clock = clock
         # Built once here, so failing closed cannot itself fail.
         self._internal_error_response = _response(authorizer.internal_error)
@@ -41,14 +56,18 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         # route, like every deny of one kind, gets an equal Decision.
         self._responses: dict[Decision, external_auth_pb2.CheckResponse] = {}
 
-    def Check(  # noqa: N802 - the gRPC method's name
-        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
+    async def Check(  # noqa: N802 - the gRPC method's name
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[object, object] | None
     ) -> external_auth_pb2.CheckResponse:
         started = self._clock()
         facts = None
         try:
             facts = request_facts(request)
-            decision = self._authorizer.decide(facts)
+            decision = self._authorizer.decide_now(facts)
+            if decision is None:  # it must wait on the network: off the event loop
+                decision = await asyncio.get_running_loop().run_in_executor(
+                    self._waiting, self._authorizer.decide, facts
+                )
             response = self._responses.get(decision)
             if response is None:
                 response = remember(self._responses, decision, _response(decision), limit=MEMO_SIZE)
@@ -59,9 +78,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         return response
 
 
-def register(server: grpc.Server, authorizer: Authorizer) -> None:
-    """Serve Envoy's Authorization service on `server`, deciding with `authorizer`."""
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationService(authorizer), server)
+def register(server: grpc.aio.Server, authorizer: Authorizer, waiting: futures.Executor) -> None:
+    """Serve Envoy's Authorization service on `server`, deciding with `authorizer`; Checks that must wait on the
+    network are decided on `waiting`'s threads."""
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+        AuthorizationService(authorizer, waiting=waiting), server
+    )
 
 
 def request_facts(request: external_auth_pb2.CheckRequest) -> RequestFacts:

@@ -3,6 +3,8 @@ as what Envoy would do with the request."""
 
 from __future__ import annotations
 
+import asyncio
+
 from authz.authorizer import Authorizer
 from authz.client import check_request, describe
 from authz.metrics import Metrics
@@ -34,14 +36,14 @@ def test_describe_reads_an_allow_and_a_deny_as_envoy_would():
     verifier = TokenVerifier(issuers={}, key_sources={}, client_ids=())
     service = AuthorizationService(Authorizer(verifier=verifier, policy=policy, metrics=Metrics(), max_token_bytes=512))
     # Check never reads its gRPC context, so none is made up here.
-    anonymous = describe(service.Check(check_request(context={"auth": "optional"}), None))  # type: ignore[arg-type]
+    anonymous = describe(asyncio.run(service.Check(check_request(context={"auth": "optional"}), None)))
     assert anonymous == {
         "allowed": True,
         "grpc_code": 0,
         "upstream_headers": {},
         "headers_to_remove": list(policy.identity_headers),
     }
-    denied = describe(service.Check(check_request(), None))  # type: ignore[arg-type]  # no context, as above
+    denied = describe(asyncio.run(service.Check(check_request(), None)))
     assert {key: denied[key] for key in ("allowed", "grpc_code", "http_status")} == {
         "allowed": False,
         "grpc_code": 16,

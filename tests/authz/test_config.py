@@ -45,14 +45,14 @@ def test_minimal_environment_yields_the_cognito_pool_and_defaults() -> None:
         ),
     )
     assert settings.client_ids == frozenset({"abc"})
-    assert settings.addr == "0.0.0.0:9191"
-    assert settings.metrics_addr == "0.0.0.0:9192"
+    assert settings.addr == "127.0.0.1:9191"
+    assert settings.metrics_addr == "127.0.0.1:9192"
     assert settings.header_prefix == "x-user-"
     assert settings.leeway_seconds == 30
     assert settings.cache_size == 100_000
     assert settings.realm == "api"
     assert settings.log_level == "INFO"
-    assert settings.max_token_bytes == 16_384
+    assert settings.max_token_bytes == 131_072
     assert settings.jwks_ttl_seconds == 900.0
     assert settings.jwks_cooldown_seconds == 10.0
     assert settings.jwks_timeout_seconds == 3.0
@@ -169,7 +169,7 @@ def test_numbers_addresses_and_names_are_read_from_the_environment() -> None:
 def test_blank_optional_variables_take_their_defaults() -> None:
     """An optional variable set to blanks counts as unset."""
     settings = Settings.from_env(env(AUTHZ_ADDR=" ", AUTHZ_CACHE_SIZE="", AUTHZ_LOG_LEVEL="  ", AUTHZ_JWKS_URL=" "))
-    assert settings.addr == "0.0.0.0:9191"
+    assert settings.addr == "127.0.0.1:9191"
     assert settings.cache_size == 100_000
     assert settings.log_level == "INFO"
     assert settings.pools[0].jwks_url.startswith("https://cognito-idp.ca-central-1.amazonaws.com/")

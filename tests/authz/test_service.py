@@ -1,23 +1,28 @@
-"""The Authorization servicer through grpc_testing: what Envoy receives for each kind of Check."""
+"""The Authorization servicer on a real grpc.aio server, asked over a real channel: what Envoy receives for each
+kind of Check."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import closing
 
 import grpc
-import grpc_testing
 import pytest
 
 from authz._proto.envoy.config.core.v3 import base_pb2
-from authz._proto.envoy.service.auth.v3 import external_auth_pb2
+from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz.authorizer import Authorizer
 from authz.client import check_request, describe
 from authz.jwks import JwksCache
 from authz.logs import JsonFormatter
 from authz.metrics import Metrics
 from authz.policy import Policy
-from authz.service import AuthorizationService
+from authz.service import register
 from authz.tokens import TokenVerifier, VerifiedToken
 from tests.conftest import (
     CLIENT_ID,
@@ -32,22 +37,41 @@ from tests.conftest import (
     static_fetcher,
 )
 
-SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
-CHECK = SERVICE.methods_by_name["Check"]
-
 
 class Harness:
+    """The servicer registered on a grpc.aio server on an event loop in a thread, and a channel to it."""
+
     def __init__(self, verifier: TokenVerifier) -> None:
         self.metrics = Metrics()
-        self.servicer = AuthorizationService(
-            Authorizer(verifier=verifier, policy=Policy(realm="cruddur"), metrics=self.metrics, max_token_bytes=16_384)
+        authorizer = Authorizer(
+            verifier=verifier, policy=Policy(realm="cruddur"), metrics=self.metrics, max_token_bytes=16_384
         )
-        self.server = grpc_testing.server_from_dictionary({SERVICE: self.servicer}, grpc_testing.strict_real_time())
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._waiting = futures.ThreadPoolExecutor(2)
+
+        async def start() -> int:
+            self._server = grpc.aio.server()  # on its loop
+            register(self._server, authorizer, self._waiting)
+            port = self._server.add_insecure_port("127.0.0.1:0")
+            await self._server.start()
+            return port
+
+        port = asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=10)
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._stub = external_auth_pb2_grpc.AuthorizationStub(self._channel)
 
     def check(self, request: external_auth_pb2.CheckRequest) -> tuple[external_auth_pb2.CheckResponse, grpc.StatusCode]:
-        rpc = self.server.invoke_unary_unary(CHECK, (), request, None)
-        response, _, code, _ = rpc.termination()
-        return response, code
+        response, call = self._stub.Check.with_call(request, timeout=10)
+        return response, call.code()
+
+    def close(self) -> None:
+        self._channel.close()
+        asyncio.run_coroutine_threadsafe(self._server.stop(None), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._waiting.shutdown()
 
     def decisions(self, result: str, reason: str) -> float:
         value = self.metrics.registry.get_sample_value(
@@ -73,8 +97,10 @@ def make_verifier(clock: FakeClock) -> TokenVerifier:
 
 
 @pytest.fixture
-def harness(clock: FakeClock) -> Harness:
-    return Harness(make_verifier(clock))
+def harness(clock: FakeClock) -> Iterator[Harness]:
+    harness = Harness(make_verifier(clock))
+    yield harness
+    harness.close()
 
 
 def test_valid_access_token_is_allowed_with_overwriting_identity_headers(harness):
@@ -202,11 +228,11 @@ def test_unexpected_failure_fails_closed(clock):
     """A bug inside verification denies the request with a 500, never allows it or breaks the RPC."""
 
     class BrokenVerifier:
-        def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
+        def verify(self, token: str, *, digest: bytes | None = None, wait: bool = True) -> VerifiedToken:
             raise RuntimeError("boom")
 
-    harness = Harness(BrokenVerifier())  # type: ignore[arg-type]  # a stand-in with only verify()
-    response, code = harness.check(check_request(token=mint()))
+    with closing(Harness(BrokenVerifier())) as harness:  # type: ignore[arg-type]  # a stand-in with only verify()
+        response, code = harness.check(check_request(token=mint()))
     assert code is grpc.StatusCode.OK
     assert response.status.code == grpc.StatusCode.INTERNAL.value[0]
     assert response.denied_response.status.code == 500
@@ -217,7 +243,7 @@ def test_response_that_cannot_be_built_fails_closed(clock):
     """If building the response fails (a value protobuf cannot encode), Envoy still gets an explicit 500 deny."""
 
     class OddVerifier:
-        def verify(self, token: str, *, digest: bytes | None = None) -> VerifiedToken:
+        def verify(self, token: str, *, digest: bytes | None = None, wait: bool = True) -> VerifiedToken:
             return VerifiedToken(
                 sub="sub-\ud800",
                 token_use="access",
@@ -229,7 +255,8 @@ def test_response_that_cannot_be_built_fails_closed(clock):
                 expires_at=2e9,
             )
 
-    response, code = Harness(OddVerifier()).check(check_request(token=mint()))  # type: ignore[arg-type]  # a stand-in
+    with closing(Harness(OddVerifier())) as harness:  # type: ignore[arg-type]  # a stand-in with only verify()
+        response, code = harness.check(check_request(token=mint()))
     assert code is grpc.StatusCode.OK
     assert (response.status.code, response.denied_response.status.code) == (grpc.StatusCode.INTERNAL.value[0], 500)
 

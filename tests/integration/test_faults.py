@@ -1,4 +1,5 @@
-"""Faults under load through a real Envoy: authz killed, restarted, and one of two replicas lost."""
+"""Faults under load through a real Envoy: authz killed, restarted, frozen, held open by a hostile client, and one
+of two replicas lost."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 
 import pytest
 
 from bench.load import Report, Request, run
 from stack.local import LocalStack, Ports
 from stack.processes import free_ports
+from tests.held_streams import HeldStreams
 from tests.integration.cruddur_api import User, bearer, envoy_stat, resign
 
 LOAD_KIND = "x-load-kind"
@@ -162,3 +165,25 @@ def test_second_replica_takes_over_when_one_is_killed(replicas: LocalStack, user
     # Both mechanisms did their part: refused Checks were retried elsewhere, and the dead replica was ejected.
     assert envoy_stat(replicas, "cluster.authz.upstream_rq_retry_success") > 0
     assert envoy_stat(replicas, "cluster.authz.outlier_detection.ejections_enforced_total") >= 1
+
+
+def test_calls_held_open_at_the_authz_port_do_not_stop_checks_from_envoy(
+    recording_envoy, stack: LocalStack, user: User
+):
+    """While a client that reached the authz port holds hundreds of Check calls open without their request (and
+    trickles bytes into more), every request through Envoy is still answered as usual: 200 for the valid caller,
+    401 for the rest, never a 503."""
+    proxy, upstream = recording_envoy
+    upstream.requests.clear()
+    host, port = "127.0.0.1", stack.ports.authz[0]
+    with ExitStack() as held:
+        connections = [held.enter_context(HeldStreams(host, port, streams=100)) for _ in range(4)]
+        connections.append(held.enter_context(HeldStreams(host, port, streams=100, trickle=0.2)))
+        # More calls held than the server has threads of any kind (AUTHZ_GRPC_WORKERS, 16).
+        assert sum(connection.opened for connection in connections) >= 400
+        report = run(proxy.envoy_url, _plan(user), seconds=3.0, workers=6, verdict=_allowed_only_for_callers)
+        assert not any(connection.closed_by_server.is_set() for connection in connections[:4]), "nothing was held"
+    assert report.total > 50
+    assert report.wrong == []
+    assert set(report.statuses()) == {200, 401}
+    assert {request.headers[LOAD_KIND] for request in upstream.requests} == {"valid"}
