@@ -400,3 +400,35 @@ def test_authz_killed_fails_closed(stack: LocalStack, user: User):
     while get(stack, "/api/me", headers=bearer(user.access_token)).status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+@pytest.mark.parametrize("extra", [b"Authorization:", b"Authorization: ", b"authorization:\t"])
+def test_an_empty_authorization_line_beside_a_token_does_not_count(recording_envoy, user: User, extra: bytes):
+    """Envoy's parser folds a repeated Authorization header into the first, and an empty repeat folds into nothing:
+    authz is asked about exactly one value, the token, and the caller is allowed as themselves (README: how a
+    token is verified, step 1). Two non-empty values are refused (test_two_authorization_headers_are_401)."""
+    proxy, upstream = recording_envoy
+    upstream.requests.clear()
+    reply = _raw_request(
+        proxy.ports.envoy,
+        b"GET /api/me HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+        + user.access_token.encode()
+        + b"\r\n"
+        + extra
+        + b"\r\nConnection: close\r\n\r\n",
+    )
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    (received,) = upstream.requests
+    assert received.headers["x-user-sub"] == user.sub
+
+
+def test_two_authorization_headers_are_401(stack: LocalStack, user: User):
+    """A token plus a second, non-empty Authorization header is malformed, never first-wins."""
+    reply = _raw_request(
+        stack.ports.envoy,
+        b"GET /api/me HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+        + user.access_token.encode()
+        + b"\r\nAuthorization: Bearer x\r\nConnection: close\r\n\r\n",
+    )
+    assert reply.startswith(b"HTTP/1.1 401"), reply[:200]
+    assert b"authorization header must be a single" in reply
