@@ -13,6 +13,7 @@ thread then finishes the Check, and finds the work already done (the verified to
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -175,5 +176,12 @@ class Authorizer:
 
 
 def loggable_path(path: str) -> str:
-    """The path as logs may show it: the query string is dropped, since it may carry credentials."""
-    return path.partition("?")[0]
+    """The path as logs may show it: cut before its query (?), parameters (;) or fragment (#), and "-" if what is
+    left is shaped like a JWT, since each of those may carry a token (Envoy's access log withholds the same paths)."""
+    head = _PATH_TAIL.split(path, maxsplit=1)[0]
+    return "-" if _JWT_SHAPED.search(head) else head
+
+
+_PATH_TAIL = re.compile(r"[?;#]")
+# A JWT's header is base64url JSON, so it starts with `eyJ` ('{"'), and a dot follows it.
+_JWT_SHAPED = re.compile(r"eyJ[A-Za-z0-9_-]*\.")

@@ -31,6 +31,8 @@ from authz.cache import remember
 from authz.policy import Decision
 
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+# The key of the caller's sub in an allow's dynamic_metadata (Envoy: %DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%).
+CALLER_METADATA_KEY = "sub"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # Older Envoys honour only the deprecated `append` flag (envoyproxy/envoy#42857): set both so all agree.
 _NO_APPEND = BoolValue(value=False)
@@ -147,6 +149,10 @@ def _allow_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     response.CopyFrom(template)
     for option, (_, value) in zip(response.ok_response.headers, decision.upstream_headers, strict=True):
         option.header.value = value
+    if decision.identity is not None:
+        # The caller for Envoy's access log (`user`): the ext_authz filter emits this as its dynamic metadata, which
+        # only authz can write, where a request header is whatever the client sent until ext_authz replaced it.
+        response.dynamic_metadata.fields[CALLER_METADATA_KEY].string_value = decision.identity.sub
     return response
 
 

@@ -17,6 +17,8 @@ threads = 4
 keepalive = 75
 
 accesslog = "-"
+# Paths are logged cut before any ?, ; or #, and withheld when shaped like a JWT (backend/access_log.py).
+logger_class = "backend.access_log.AccessLogger"
 # Request line without the query string and without %(u)s (a Basic Authorization user) or any {authorization}i:
 # a credential, in a header or a query parameter, must never reach the log. Envoy's x-request-id ties a line
 # to the proxy's own log.

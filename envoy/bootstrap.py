@@ -62,7 +62,6 @@ from envoy_data_plane.envoy.config.core.v3 import (
     RetryPolicyRetryHostPredicate,
     SocketAddress,
     SubstitutionFormatString,
-    TypedExtensionConfig,
 )
 from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
@@ -86,7 +85,6 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpConnectionManagerPathWithEscapedSlashesAction,
     HttpFilter,
 )
-from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
 from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
     DownstreamConnectionsConfig,
 )
@@ -125,26 +123,35 @@ MAX_DOWNSTREAM_CONNECTIONS = 50_000
 # their values come out of the token's payload, at most 3/4 of its length: so a token at that size and the identity
 # it carries, 1 KiB for those headers' names, and 32 KiB for the request's other headers.
 MAX_REQUEST_HEADERS_KB = identity_headers.MAX_TOKEN_BYTES * 7 // 4 // 1024 + 1 + 32
-# The access log: what happened, never the Authorization header or the query string (it may carry a token).
-# RESPONSE_CODE_DETAILS says who answered: via_upstream, ext_authz_denied, ext_authz_error, ...
-ACCESS_LOG_FORMAT = {
-    "time": "%START_TIME%",
-    "method": "%REQ(:METHOD)%",
-    "path": "%REQ_WITHOUT_QUERY(:PATH)%",
-    "status": "%RESPONSE_CODE%",
-    "authz": "%RESPONSE_CODE_DETAILS%",
-    "flags": "%RESPONSE_FLAGS%",
-    "request_id": "%REQ(X-REQUEST-ID)%",
-    "user": "%REQ({prefix}SUB)%",
-    "user_agent": "%REQ(USER-AGENT)%",
-    "duration_ms": "%DURATION%",
-    "upstream": "%UPSTREAM_HOST%",
-}
-
 # The HTTP filters, in the order a request passes them (2, 3, then the router).
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
 ROUTER = "envoy.filters.http.router"
+
+# The path as the access log shows it: without its query (url_path), and "-" for a path with parameters (;) or a
+# fragment (#, which Envoy refuses with a 400 after reading it) or anything shaped like a JWT, since any of them may
+# carry a token. (Envoy's CEL has no string functions by default, so the path cannot be cut, only withheld.) authz's
+# own log and the backend's cut paths by the same rule (authz.authorizer.loggable_path, backend/logs.py).
+LOGGABLE_PATH = (
+    "request.url_path.matches('^[^;#]*$') && !request.url_path.matches('eyJ[A-Za-z0-9_-]*[.]') ? request.url_path : '-'"
+)
+# The access log: what happened, never the Authorization header, the query string or any other place a token may
+# ride in (LOGGABLE_PATH). The caller (`user`) is the sub authz allowed, from the ext_authz filter's dynamic metadata:
+# a request rejected before the filters run (an Upgrade, a %2F in the path, a fragment) has none, whatever
+# x-user-sub it sent. RESPONSE_CODE_DETAILS says who answered: via_upstream, ext_authz_denied, ext_authz_error, ...
+ACCESS_LOG_FORMAT = {
+    "time": "%START_TIME%",
+    "method": "%REQ(:METHOD)%",
+    "path": f"%CEL({LOGGABLE_PATH})%",
+    "status": "%RESPONSE_CODE%",
+    "authz": "%RESPONSE_CODE_DETAILS%",
+    "flags": "%RESPONSE_FLAGS%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "user": f"%DYNAMIC_METADATA({EXT_AUTHZ}:sub)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+    "duration_ms": "%DURATION%",
+    "upstream": "%UPSTREAM_HOST%",
+}
 
 # 3. ext_authz.
 # What a client sees when the authz server cannot answer (down, overloaded, timed out): 503 says "try again",
@@ -293,7 +300,7 @@ def _listener(topology: Topology) -> Listener:
             HttpFilter(name=EXT_AUTHZ, typed_config=AnyMessage.pack(ext_authz())),
             HttpFilter(name=ROUTER, typed_config=AnyMessage.pack(Router())),
         ],
-        access_log=[_stdout_json_access_log(topology.identity_header_prefix)],
+        access_log=[_stdout_json_access_log()],
     )
     return Listener(
         name="ingress",
@@ -308,23 +315,15 @@ def _listener(topology: Topology) -> Listener:
     )
 
 
-def _stdout_json_access_log(identity_header_prefix: str) -> AccessLog:
-    """One JSON line per request on stdout, in ACCESS_LOG_FORMAT; req_without_query keeps query strings out."""
+def _stdout_json_access_log() -> AccessLog:
+    """One JSON line per request on stdout, in ACCESS_LOG_FORMAT (the CEL formatter, which Envoy always enables,
+    writes its path)."""
     log_format = SubstitutionFormatString(
-        json_format=Struct.from_dict(_access_log_format(identity_header_prefix)),
-        formatters=[
-            TypedExtensionConfig(
-                name="envoy.formatter.req_without_query", typed_config=AnyMessage.pack(ReqWithoutQuery())
-            )
-        ],
+        json_format=Struct.from_dict(ACCESS_LOG_FORMAT),
     )
     return AccessLog(
         name="envoy.access_loggers.stdout", typed_config=AnyMessage.pack(StdoutAccessLog(log_format=log_format))
     )
-
-
-def _access_log_format(identity_header_prefix: str) -> dict[str, str]:
-    return {name: value.format(prefix=identity_header_prefix.upper()) for name, value in ACCESS_LOG_FORMAT.items()}
 
 
 # 2. header_mutation: no client-sent identity header gets past it.

@@ -14,11 +14,14 @@ import pytest
 import yaml
 
 import identity_headers
+from authz.authorizer import loggable_path as authz_loggable_path
 from authz.config import ConfigError, Settings
 from authz.policy import Policy
 from authz.routes import RouteSettings
+from authz.service import CALLER_METADATA_KEY
 from authz.tokens import VerifiedToken
 from backend import create_app
+from backend.access_log import loggable_path as backend_loggable_path
 from backend.identity import read_identity
 from bench.floor import IDENTITY_HEADERS as FLOOR_HEADERS
 from envoy import bootstrap
@@ -118,16 +121,16 @@ def test_backend_accepts_exactly_the_defined_pattern():
     ],
     ids=["local", "compose-file", "other-prefix"],
 )
-def test_envoy_strips_and_logs_the_defined_prefix(rendered: Any, prefix: str):
-    """Envoy strips client headers by the prefix (any case) and logs the caller from the prefix's sub header: the
-    defined one by default (also in the committed compose config), another when the topology names it."""
+def test_envoy_strips_the_defined_prefix_and_logs_the_caller_authz_names(rendered: Any, prefix: str):
+    """Envoy strips client headers by the prefix (any case): the defined one by default (also in the committed
+    compose config), another when the topology names it. It logs the caller from the key authz writes into the
+    allow's dynamic metadata, never from a header a client could send."""
     manager = rendered()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     [strip] = [f for f in manager["http_filters"] if f["name"] == bootstrap.HEADER_MUTATION]
     matcher = strip["typed_config"]["mutations"]["request_mutations"][0]["remove_on_match"]["key_matcher"]
     assert matcher == {"prefix": prefix, "ignore_case": True}
     access_log = manager["access_log"][0]["typed_config"]["log_format"]["json_format"]
-    sub_header = identity_headers.header_names(prefix)[identity_headers.FIELDS.index(identity_headers.SUB)]
-    assert access_log["user"] == f"%REQ({sub_header.upper()})%"
+    assert access_log["user"] == f"%DYNAMIC_METADATA({bootstrap.EXT_AUTHZ}:{CALLER_METADATA_KEY})%"
 
 
 # ---------------------------------------------------------------------------------------------- stack, bench
@@ -168,3 +171,26 @@ def _accepts(build: Any, refusal: type[Exception]) -> bool:
     except refusal:
         return False
     return True
+
+
+# ------------------------------------------------------------------------------------------------ logged paths
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+LOGGED_PATHS = {
+    "/api/me": "/api/me",
+    "/api/me?access_token=" + JWT: "/api/me",
+    "/api/me;access_token=" + JWT: "/api/me",
+    "/api/me;jsessionid=1?x=2": "/api/me",
+    "/api/me#access_token=" + JWT: "/api/me",
+    "/api/" + JWT: "-",
+    "/api/" + JWT + "/x?y=1": "-",
+    "/api/activities/home": "/api/activities/home",
+    "": "",
+}
+
+
+@pytest.mark.parametrize("path", LOGGED_PATHS)
+def test_authz_and_the_backend_log_a_path_alike_and_never_a_token(path: str):
+    """authz's decision log and the backend's access log cut a path before its query, parameters or fragment and
+    withhold one shaped like a JWT, by the same rule (Envoy's access log withholds what they cut)."""
+    assert authz_loggable_path(path) == backend_loggable_path(path) == LOGGED_PATHS[path]

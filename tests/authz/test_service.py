@@ -299,3 +299,12 @@ def test_route_demanding_revocation_on_a_server_without_it_is_denied(harness):
     assert json.loads(result["body"])["error"] == "route_misconfigured"
     # revocation=skip needs nothing from the server: allowed as usual.
     assert describe(harness.check(check_request(token=mint(), context={"revocation": "skip"}))[0])["allowed"]
+
+
+def test_an_allow_names_the_caller_in_dynamic_metadata_and_an_anonymous_one_does_not(harness):
+    """Envoy's access log takes the caller from the allow's dynamic metadata (only authz writes it): the sub of a
+    verified caller, nothing for an anonymous one."""
+    response, _ = harness.check(check_request(token=mint()))
+    assert dict(response.dynamic_metadata) == {"sub": access_claims()["sub"]}
+    anonymous, _ = harness.check(check_request(context={"auth": "optional"}))
+    assert anonymous.status.code == 0 and not anonymous.HasField("dynamic_metadata")

@@ -89,12 +89,10 @@ def test_only_the_token_is_removed_after_ext_authz():
 
 
 def test_identity_header_prefix_follows_the_topology():
-    """A topology with another identity header prefix strips that prefix and logs the caller from it."""
+    """A topology with another identity header prefix strips that prefix."""
     document = bootstrap.render(bootstrap.local(identity_header_prefix="x-caller-"))
     [mutation] = _filters(document)[bootstrap.HEADER_MUTATION]["mutations"]["request_mutations"]
     assert mutation["remove_on_match"]["key_matcher"]["prefix"] == "x-caller-"
-    [log] = _manager(document)["access_log"]
-    assert log["typed_config"]["log_format"]["json_format"]["user"] == "%REQ(X-CALLER-SUB)%"
 
 
 def test_ext_authz_fails_closed_with_503_and_a_short_timeout():
@@ -188,12 +186,15 @@ def test_paths_are_normalized_and_edge_headers_hardened():
 
 
 def test_access_log_never_names_the_authorization_header_or_the_query():
-    """The access log format has status, path without query, request id and authz outcome, and no Authorization."""
+    """The access log format has status, the loggable path, request id, authz outcome and the caller authz allowed,
+    and no Authorization."""
     [log] = _manager(bootstrap.render(bootstrap.local()))["access_log"]
     text = json.dumps(log).lower()
     assert "authorization" not in text
     fields = log["typed_config"]["log_format"]["json_format"]
-    assert fields["path"] == "%REQ_WITHOUT_QUERY(:PATH)%"
+    assert fields["path"] == f"%CEL({bootstrap.LOGGABLE_PATH})%"
+    # The caller comes from authz alone (the ext_authz filter's dynamic metadata), never from a request header.
+    assert fields["user"] == "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%"
     assert {"status", "request_id", "authz"} <= set(fields)
 
 

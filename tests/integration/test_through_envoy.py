@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -315,6 +316,71 @@ def test_access_log_records_outcome_and_never_the_token(stack: LocalStack, user:
     log_text = Path(stack.process("envoy").log_path).read_text()
     assert user.access_token.split(".")[1] not in log_text
     assert user.access_token.split(".")[2] not in log_text
+
+
+# Anything shaped like a JWT: a base64url JSON header ('{"' is eyJ), a dot, more base64url.
+JWT_SHAPED = re.compile(rb"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def test_a_hostile_run_leaves_no_token_in_any_log_and_no_caller_a_client_wrote(stack: LocalStack, user: User):
+    """Tokens in a fragment, in path parameters, in the query and as a path segment, with a spoofed x-user-sub on
+    requests Envoy refuses before its filters run (an encoded slash, a fragment, a websocket Upgrade): no line of
+    Envoy's, authz's or the backend's log holds a JWT, a refused request logs no caller, and an allowed one logs
+    the caller authz verified."""
+    token = user.access_token.encode()
+    agent = f"hostile-log-test-{time.monotonic_ns()}".encode()
+    spoof = b"x-user-sub: spoofed-sub\r\n"
+    targets = [
+        b"/api/me#access_token=" + token,
+        b"/api%2Fme",
+        b"/api/me;access_token=" + token,
+        b"/api/activities/home;access_token=" + token,
+        b"/api/me?access_token=" + token,
+        b"/api/" + token,
+        b"/api/activities/" + token + b"/x",
+    ]
+    for target in targets:
+        _raw_request(
+            stack.ports.envoy,
+            b"GET "
+            + target
+            + b" HTTP/1.1\r\nHost: localhost\r\nUser-Agent: "
+            + agent
+            + b"\r\n"
+            + spoof
+            + b"Authorization: Bearer "
+            + token
+            + b"\r\nConnection: close\r\n\r\n",
+        )
+    upgrade = _raw_request(
+        stack.ports.envoy,
+        b"GET /api/me HTTP/1.1\r\nHost: localhost\r\nUser-Agent: "
+        + agent
+        + b"\r\n"
+        + spoof
+        + b"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        + b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    assert upgrade.startswith(b"HTTP/1.1 403")
+    allowed = get(stack, "/api/me", headers={**bearer(user.access_token), "User-Agent": agent.decode()})
+    assert allowed.status_code == 200
+
+    def ours() -> list[dict]:
+        return [entry for entry in access_log(stack) if entry.get("user_agent") == agent.decode()]
+
+    deadline = time.monotonic() + 10
+    while len(ours()) < len(targets) + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    entries = ours()
+    assert len(entries) == len(targets) + 2
+    refused = [entry for entry in entries if entry["status"] in (400, 403)]
+    assert len(refused) >= 3, "the encoded slash, the fragment and the Upgrade are refused before the filters"
+    assert all(entry["user"] is None for entry in refused)
+    assert {entry["user"] for entry in entries} <= {None, user.sub}
+    assert entries[-1]["user"] == user.sub and entries[-1]["path"] == "/api/me"
+    for name in ("envoy", "authz", "backend"):
+        text = Path(stack.process(name).log_path).read_bytes()
+        assert not JWT_SHAPED.search(text), f"a JWT in {name}'s log"
 
 
 # -- grpcurl against the authz server -------------------------------------------------------------------------
