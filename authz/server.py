@@ -152,9 +152,9 @@ CONNECTION_AGE_GRACE_SECONDS = 10.0
 HANDSHAKE_SECONDS = 5.0
 
 
-def grpc_options(settings: Settings) -> list[tuple[str, int]]:
-    """The gRPC server's channel options."""
-    age = settings.grpc_connection_age_seconds
+def grpc_options(connection_age_seconds: float) -> list[tuple[str, int]]:
+    """The gRPC server's channel options (connection_age_seconds: AUTHZ_GRPC_CONNECTION_AGE_SECONDS)."""
+    age = connection_age_seconds
     return [
         # Refuse to share a port: a second server silently splitting traffic would be a nasty surprise.
         ("grpc.so_reuseport", 0),
@@ -181,7 +181,7 @@ class _Serving:
         """Listen and serve, health NOT_SERVING until `serve`; OSError when a port cannot be had."""
         settings = self._settings
         # grpc.aio objects belong to the loop they are made on: this one.
-        server = self._server = grpc.aio.server(options=grpc_options(settings))
+        server = self._server = grpc.aio.server(options=grpc_options(settings.grpc_connection_age_seconds))
         service.register(server, self._authorizer, self._waiting)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -220,7 +220,7 @@ class _Serving:
 
 
 @contextmanager
-def _event_loop() -> Iterator[asyncio.AbstractEventLoop]:
+def event_loop_thread() -> Iterator[asyncio.AbstractEventLoop]:
     """An event loop running in a thread of its own until exit."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="authz-loop", daemon=True)
@@ -264,7 +264,7 @@ def run_server(
     with ExitStack() as stack:
         stack.callback(revocation.close)
         stack.callback(waiting.shutdown, wait=False, cancel_futures=True)
-        loop = stack.enter_context(_event_loop())
+        loop = stack.enter_context(event_loop_thread())
 
         def on_loop(coroutine: Coroutine[Any, Any, None]) -> None:
             asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60.0)

@@ -1,14 +1,15 @@
 """The Python floor: an ext_authz server that allows every Check with one prebuilt answer and verifies nothing.
 
-    python -m bench.floor [--addr 127.0.0.1:9393] [--workers 16]
+    python -m bench.floor [--addr 127.0.0.1:9393]
 
 Envoy in front of it measures what grpcio, protobuf and Envoy cost on their own, so the bench can say how much
 of authz's latency is token verification and how much is the stack it stands on.
 
 Deliberately identical to authz/server.py, so the difference between the two is only the work inside Check:
 - the same grpcio (the project's pinned version, from the same venv) and the same generated stubs (authz._proto);
-- `grpc.server` over a `ThreadPoolExecutor` with the same default size (AUTHZ_GRPC_WORKERS=16), the same
-  thread name prefix and the same server options;
+- grpcio's asyncio server on an event loop in a thread of its own (authz.server.event_loop_thread), with the
+  same server options (authz.server.grpc_options), and a coroutine Check answering on the loop, as authz's does
+  for every Check that needs no network;
 - the same services: Authorization, grpc.health.v1 (Envoy health-checks the authz cluster; SERVING from the
   start here, as there are no keys to wait for) and reflection;
 - an allow of the same shape as a real one: status OK and six x-user-* headers, each with
@@ -22,12 +23,13 @@ verdict cache, the policy, and the per-Check metrics and decision log.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
-from concurrent import futures
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import grpc
 from google.protobuf.wrappers_pb2 import BoolValue
@@ -37,10 +39,11 @@ from grpc_reflection.v1alpha import reflection
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz._proto.google.rpc import status_pb2
+from authz.config import Settings
+from authz.server import event_loop_thread, grpc_options
 from identity_headers import header_names
 
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
-DEFAULT_WORKERS = 16  # authz's AUTHZ_GRPC_WORKERS default
 _GRACE_SECONDS = 1.0
 
 # What a real allow of a Cognito access token in one group carries: the identity headers, in the order authz sets them.
@@ -82,38 +85,47 @@ class ConstantAllow(external_auth_pb2_grpc.AuthorizationServicer):
     def __init__(self) -> None:
         self._response = _allow_response()
 
-    def Check(  # noqa: N802 - the gRPC method's name, fixed by the generated servicer
-        self, request: external_auth_pb2.CheckRequest, context: grpc.ServicerContext
+    async def Check(  # noqa: N802 - the gRPC method's name, fixed by the generated servicer
+        self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> external_auth_pb2.CheckResponse:
         return self._response
 
 
 @contextmanager
-def serve_floor(addr: str, workers: int = DEFAULT_WORKERS) -> Iterator[int]:
+def serve_floor(addr: str) -> Iterator[int]:
     """Serve the floor on addr (port 0 picks a free port), yielding the bound port; stop gracefully on exit."""
-    health_servicer = health.HealthServicer()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    # Built exactly as authz.server.run_server builds its server.
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check"),
-        options=[("grpc.so_reuseport", 0)],
-    )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ConstantAllow(), server)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    try:
-        port = server.add_insecure_port(addr)
-    except RuntimeError as exc:  # grpcio raises RuntimeError when the port is taken
-        raise OSError(f"cannot listen on {addr}: {exc}") from None
-    if port == 0:
-        raise OSError(f"cannot listen on {addr}")
-    server.start()
-    try:
-        yield port
-    finally:
-        health_servicer.enter_graceful_shutdown()
-        server.stop(_GRACE_SECONDS).wait()
+    with event_loop_thread() as loop:
+
+        def on_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
+            return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60.0)
+
+        async def start() -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+            # Built as authz.server builds its server, on the loop it serves from.
+            server = grpc.aio.server(options=grpc_options(Settings.grpc_connection_age_seconds))
+            external_auth_pb2_grpc.add_AuthorizationServicer_to_server(ConstantAllow(), server)
+            health_servicer = health.aio.HealthServicer()
+            for name in ("", SERVICE_NAME):
+                await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+            reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            try:
+                port = server.add_insecure_port(addr)
+            except RuntimeError as exc:  # grpcio raises RuntimeError when the port is taken
+                raise OSError(f"cannot listen on {addr}: {exc}") from None
+            if port == 0:
+                raise OSError(f"cannot listen on {addr}")
+            await server.start()
+            return server, health_servicer, port
+
+        async def stop(server: grpc.aio.Server, health_servicer: health.aio.HealthServicer) -> None:
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(_GRACE_SECONDS)
+
+        server, health_servicer, port = on_loop(start())
+        try:
+            yield port
+        finally:
+            on_loop(stop(server, health_servicer))
 
 
 def _address(value: str) -> str:
@@ -129,15 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--addr", type=_address, default="127.0.0.1:9393", help="HOST:PORT to listen on (default %(default)s)"
     )
-    parser.add_argument(
-        "--workers", type=int, default=DEFAULT_WORKERS, help="gRPC thread pool size (default %(default)s)"
-    )
     args = parser.parse_args(argv)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        with serve_floor(args.addr, args.workers) as port:
+        with serve_floor(args.addr) as port:
             print(f"bench.floor: listening on port {port}", file=sys.stderr, flush=True)
             stop.wait()
     except OSError as exc:
