@@ -90,11 +90,15 @@ def build_revocation(
 ) -> Revocation:
     """The revocation rule: always built, since a route may ask for `revocation=check` whatever the default;
     Cognito is contacted only when a Check needs it. lookup replaces Cognito's GetUser in tests."""
+    # At most half the waiting threads ever wait on Cognito, one call per revocation worker (and one pooled
+    # connection each); tokens beyond them queue (bounded) for a later Check's answer.
+    workers = max(1, settings.grpc_workers // 2)
     checker = RevocationChecker(
         lookup
         or cognito_lookup(
             endpoint_url=settings.cognito_endpoint_url,
             timeout=settings.revocation_timeout_seconds,
+            workers=workers,
             # Ready before the first Check when every token is confirmed; built on demand for routes that ask.
             regions={pool.region for pool in settings.pools} if settings.revocation is RevocationMode.COGNITO else (),
         ),
@@ -102,10 +106,8 @@ def build_revocation(
         timeout=settings.revocation_timeout_seconds,
         cache_size=settings.revocation_cache_size,
         leeway=settings.leeway_seconds,
-        # At most half the waiting threads ever wait on Cognito, one call per revocation worker; tokens beyond
-        # them queue (bounded) for a later Check's answer.
-        workers=max(1, settings.grpc_workers // 2),
-        max_waiters=max(1, settings.grpc_workers // 2),
+        workers=workers,
+        max_waiters=workers,
         clock=clock,
         on_lookup=metrics.record_revocation_lookup if metrics else None,
         on_deferred=metrics.record_revocation_deferred if metrics else None,
