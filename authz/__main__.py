@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    from authz.routes import RoutesError
     from authz.server import run_server
 
     configure_logging(settings.log_level)
@@ -58,6 +59,9 @@ def _serve(settings: Settings) -> int:
     try:
         with run_server(settings):
             stop.wait()
+    except RoutesError as exc:
+        print(f"authz: configuration error: AUTHZ_ROUTES: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as exc:
         print(f"authz: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG

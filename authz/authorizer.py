@@ -18,11 +18,11 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from authz.cache import remember, token_digest
-from authz.errors import AuthzError, InternalError, MalformedAuthorization, MustWait, RouteMisconfigured
+from authz.errors import AuthzError, BadPath, InternalError, MalformedAuthorization, MustWait, RouteMisconfigured
 from authz.metrics import Metrics
 from authz.policy import Decision, Policy, Verdict
 from authz.revocation import Confirmation, Revocation
-from authz.routes import RouteSettings, route_settings
+from authz.routes import Auth, RouteSettings, RouteTableFile, normal_path, route_settings
 from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
 
 log = logging.getLogger("authz.decision")
@@ -59,9 +59,13 @@ class Authorizer:
         metrics: Metrics,
         max_token_bytes: int,
         revocation: Revocation | None = None,
+        routes: RouteTableFile | None = None,
     ) -> None:
-        """revocation: None on a server that cannot ask Cognito (a route demanding it is then misconfigured)."""
+        """revocation: None on a server that cannot ask Cognito (a route demanding it is then misconfigured);
+        routes: the route table in force for Checks without context_extensions (None: every such route requires an
+        access token)."""
         self._verifier = verifier
+        self._routes = routes
         self._policy = policy
         self._metrics = metrics
         self._max_token_bytes = max_token_bytes
@@ -96,15 +100,23 @@ class Authorizer:
             return self.internal_error
 
     def _decide(self, facts: RequestFacts, *, wait: bool) -> Decision:
-        # 1. The route's settings.
+        # 1. The route's settings: from context_extensions when Envoy sends them, else from the route table, for a
+        # path in normal form only.
+        if not normal_path(facts.path):
+            return self._policy.deny(BadPath())
         try:
-            route = route_settings(facts.route)
+            if facts.route or self._routes is None:
+                route = route_settings(facts.route)
+            else:
+                route = self._routes.table.settings_for(facts.method, facts.host, facts.path)
         except RouteMisconfigured as error:
             log.error(
                 "route misconfigured",
                 extra={"fields": {"reason": error.reason, "key": error.key, "path": loggable_path(facts.path)}},
             )
             return self._policy.deny(error)
+        if route.auth is Auth.NONE:  # public: the token is not even read
+            return self._policy.decide(None, route)
         # 2. The bearer token, 3. verification. The digest is computed once and serves the verifier's cache and
         # revocation's alike.
         token = ""

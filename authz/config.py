@@ -98,6 +98,10 @@ class Settings:
     revocation_timeout_seconds: float = 0.5
     revocation_cache_size: int = 100_000
     cognito_endpoint_url: str | None = None
+    # The route table for Checks without context_extensions (authz/routes.py); None: every such route requires an
+    # access token. Re-read when it changes, checked every routes_reload_seconds.
+    routes_file: str | None = None
+    routes_reload_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         # Modes given by value ("cognito") become their members, so every reader can compare members with `is`.
@@ -144,6 +148,10 @@ class Settings:
                 env, "AUTHZ_REVOCATION_CACHE_SIZE", cls.revocation_cache_size, int, 1, 10_000_000
             ),
             cognito_endpoint_url=_url(env, "AWS_ENDPOINT_URL_COGNITO_IDP"),
+            routes_file=env.get("AUTHZ_ROUTES", "").strip() or None,
+            routes_reload_seconds=_number(
+                env, "AUTHZ_ROUTES_RELOAD_SECONDS", cls.routes_reload_seconds, float, 0.1, 3_600
+            ),
         )
 
 

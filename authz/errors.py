@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import ClassVar, Self
 
 # google.rpc.Code values, kept here so policy and errors need no gRPC import.
+INVALID_ARGUMENT = 3
 UNAUTHENTICATED = 16
 PERMISSION_DENIED = 7
 UNAVAILABLE = 14
@@ -182,6 +183,17 @@ class RouteMisconfigured(AuthzError):
     def __init__(self, key: str) -> None:
         super().__init__()
         self.key = key
+
+
+class BadPath(AuthzError):
+    """The request's path is not in normal form (a dot segment, //, a backslash, an encoded /, \\ or .): no rule is
+    applied to it, since a front proxy that forgot to normalize could otherwise open a protected route."""
+
+    reason = "bad_path"
+    description = "request path is not in normal form"
+    http_status = 400
+    grpc_code = INVALID_ARGUMENT
+    bearer_error = None
 
 
 class KeysUnavailable(AuthzError):

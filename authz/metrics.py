@@ -73,6 +73,28 @@ class Metrics:
         self.revocation_queue_entries = Gauge(
             "authz_revocation_queue_entries", "Tokens waiting for a revocation worker now.", registry=self.registry
         )
+        self.routes_reloads = Counter(
+            "authz_routes_reloads",
+            "Route table files read after start: ok (now in force) or error (refused; the last good table stays).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.routes_info = Gauge(
+            "authz_routes_info",
+            "The route table in force (1): its file's sha256 (first 12 hex digits) and its number of rules.",
+            ["sha256", "rules"],
+            registry=self.registry,
+        )
+
+    def record_routes(self, sha256: str, rules: int, *, reloaded: bool) -> None:
+        """A route table is now in force (reloaded: replacing another, after start)."""
+        self.routes_info.clear()
+        self.routes_info.labels(sha256[:12], str(rules)).set(1)
+        if reloaded:
+            self.routes_reloads.labels("ok").inc()
+
+    def record_routes_refused(self) -> None:
+        self.routes_reloads.labels("error").inc()
 
     def watch_cache(self, cached: Callable[[], tuple[int, int]]) -> None:
         """Report the caches' sizes at scrape time (nothing on the Check path)."""

@@ -1,34 +1,106 @@
-"""What a route demands of its callers (RouteSettings), and reading it from where Envoy states it.
+"""What a route demands of its callers (RouteSettings), and the two places it can come from.
 
-Today the one source is the route's `context_extensions` in Envoy's per-route ext_authz config. Whatever the
-source, a key or value we do not understand is RouteMisconfigured, never ignored: a typo such as `group=admins`
-must not silently open a route to every caller.
+1. The route's `context_extensions` in Envoy's per-route ext_authz config (`route_settings`): a CheckRequest that
+   carries them is decided by them, so Envoy configs written for them keep working.
+2. The route table (`RouteTable`, from `AUTHZ_ROUTES`, a YAML file checked against routes.schema.json): rules tried
+   in order, the first whose match fits the request decides, none means the table's default. This is the source
+   wherever Envoy sends no context_extensions (Istio's CUSTOM action, Envoy Gateway's extAuth, HTTP ext_authz).
+   `RouteTableFile` keeps the table in force and replaces it, whole, when the file changes and is valid.
+
+Whatever the source, a key or value we do not understand is an error, never ignored: a typo such as `group=admins`
+must not silently open a route to every caller (context_extensions: RouteMisconfigured, a deny; the table: a
+RoutesError, which refuses the file).
+
+A path must be in normal form before any rule is applied to it (`normal_path`): a front proxy that forgot to
+normalize must never turn /api/health/../admin into a public route.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
 
 from authz.errors import RouteMisconfigured
+
+log = logging.getLogger("authz.routes")
 
 _TOKEN_USES = {"access": frozenset({"access"}), "id": frozenset({"id"}), "any": frozenset({"access", "id"})}
 _REVOCATION = {"check": True, "skip": False}
 _KEYS = frozenset({"auth", "token_use", "groups", "scopes", "revocation"})
 
 
+class Auth(enum.StrEnum):
+    REQUIRED = "required"  # a valid token, or 401
+    OPTIONAL = "optional"  # anonymous allowed; a token that is sent must be valid
+    NONE = "none"  # public: the token is not even read
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSettings:
     """What a route demands."""
 
-    auth_required: bool = True
+    auth: Auth = Auth.REQUIRED
     token_uses: frozenset[str] = frozenset({"access"})
     # Any of these groups (cognito:groups); all of these scopes (scope).
     groups: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
     # Confirm the token with Cognito (revocation=check), never (skip), or as the server is configured (None).
     revocation: bool | None = None
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth is Auth.REQUIRED
+
+
+class _BadSetting(Exception):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def _settings(
+    auth: str, token_use: str, groups: frozenset[str], scopes: frozenset[str], revocation: str | None
+) -> RouteSettings:
+    """Settings from their values as either source gives them; _BadSetting names the key at fault."""
+    try:
+        auth_value = Auth(auth)
+    except ValueError:
+        raise _BadSetting("auth", f"auth must be required, optional or none, not {auth!r}") from None
+    token_uses = _TOKEN_USES.get(token_use)
+    if token_uses is None:
+        raise _BadSetting("token_use", f"token_use must be access, id or any, not {token_use!r}")
+    if (groups or scopes) and auth_value is not Auth.REQUIRED:
+        # A route that lets anonymous callers in would give a group or scope rule no meaning.
+        key = "groups" if groups else "scopes"
+        raise _BadSetting(key, f"{key} need auth: required (an anonymous caller has none)")
+    if scopes and "access" not in token_uses:
+        raise _BadSetting("scopes", "scopes need access tokens (id tokens carry no scope)")
+    revocation_value = None
+    if revocation is not None:
+        revocation_value = _REVOCATION.get(revocation)
+        if revocation_value is None:
+            raise _BadSetting("revocation", f"revocation must be check or skip, not {revocation!r}")
+    return RouteSettings(
+        auth=auth_value, token_uses=token_uses, groups=groups, scopes=scopes, revocation=revocation_value
+    )
+
+
+# ------------------------------------------------------------------------------------------ context_extensions
 
 
 def route_settings(context_extensions: Mapping[str, str]) -> RouteSettings:
@@ -45,27 +117,16 @@ def _parsed_settings(items: tuple[tuple[str, str], ...]) -> RouteSettings:
     unknown = set(values) - _KEYS
     if unknown:
         raise RouteMisconfigured(key=sorted(unknown)[0])
-    auth = values.get("auth", "required")
-    if auth not in ("required", "optional"):
-        raise RouteMisconfigured(key="auth")
-    token_uses = _TOKEN_USES.get(values.get("token_use", "access"))
-    if token_uses is None:
-        raise RouteMisconfigured(key="token_use")
-    groups = _names(values, "groups", ",")
-    scopes = _names(values, "scopes", ", ")
-    if (groups or scopes) and auth != "required":
-        # An optional route lets anonymous callers in, so a group or scope rule there would mean nothing.
-        raise RouteMisconfigured(key="groups" if groups else "scopes")
-    if scopes and "access" not in token_uses:
-        raise RouteMisconfigured(key="scopes")
-    revocation = None
-    if "revocation" in values:
-        revocation = _REVOCATION.get(values["revocation"])
-        if revocation is None:
-            raise RouteMisconfigured(key="revocation")
-    return RouteSettings(
-        auth_required=auth == "required", token_uses=token_uses, groups=groups, scopes=scopes, revocation=revocation
-    )
+    try:
+        return _settings(
+            values.get("auth", "required"),
+            values.get("token_use", "access"),
+            _names(values, "groups", ","),
+            _names(values, "scopes", ", "),
+            values.get("revocation"),
+        )
+    except _BadSetting as error:
+        raise RouteMisconfigured(key=error.key) from None
 
 
 def _names(values: Mapping[str, str], key: str, separators: str) -> frozenset[str]:
@@ -79,3 +140,333 @@ def _names(values: Mapping[str, str], key: str, separators: str) -> frozenset[st
     if not names:
         raise RouteMisconfigured(key=key)
     return names
+
+
+# ------------------------------------------------------------------------------------------------ normal form
+
+# Each is a way to name one path by another: a dot segment, an empty segment, a backslash some servers read as a
+# slash, or an encoded slash, backslash or dot a later decoder would turn into one of those.
+_NOT_NORMAL = re.compile(r"(?:^|/)\.\.?(?:/|$)|//|\\|%2[fFeE]|%5[cC]")
+
+
+def normal_path(path: str) -> bool:
+    """Whether a request path (its query string aside) is in normal form."""
+    return _NOT_NORMAL.search(path.partition("?")[0]) is None
+
+
+# ------------------------------------------------------------------------------------------------- the table
+
+SCHEMA_RESOURCE = "routes.schema.json"
+
+
+def schema() -> dict[str, Any]:
+    """The route table's JSON Schema (authz/routes.schema.json), which editors can check a file against too."""
+    loaded: dict[str, Any] = json.loads(resources.files("authz").joinpath(SCHEMA_RESOURCE).read_text("utf-8"))
+    return loaded
+
+
+@functools.cache
+def _validator() -> jsonschema.protocols.Validator:
+    document = schema()
+    validator_class = jsonschema.validators.validator_for(document)
+    validator_class.check_schema(document)
+    validator: jsonschema.protocols.Validator = validator_class(document)
+    return validator
+
+
+class RoutesError(Exception):
+    """A route table that cannot be used: `source` (the file), `line` (1-based, 0 when unknown) and `problem`."""
+
+    def __init__(self, source: str, line: int, problem: str) -> None:
+        where = f"{source}:{line}" if line else source
+        super().__init__(f"{where}: {problem}")
+        self.source = source
+        self.line = line
+        self.problem = problem
+
+
+_METHOD = re.compile(r"[A-Z]+")
+_HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    """Which requests a rule is about: an exact path or a segment prefix, and optionally methods and hosts."""
+
+    path: str | None = None
+    prefix: str | None = None
+    methods: frozenset[str] = frozenset()  # empty: any method
+    hosts: frozenset[str] = frozenset()  # exact names, lower-case
+    host_suffixes: tuple[str, ...] = ()  # ".example.com" for "*.example.com"
+
+    def fits(self, method: str, host: str, path: str) -> bool:
+        """Whether the request fits; host is lower-case without its port, path without its query."""
+        if self.path is not None and path != self.path:
+            return False
+        if self.prefix is not None and not _under(path, self.prefix):
+            return False
+        if self.methods and method not in self.methods:
+            return False
+        return not (self.hosts or self.host_suffixes) or _host_fits(host, self.hosts, self.host_suffixes)
+
+
+def _under(path: str, prefix: str) -> bool:
+    """A segment prefix: /web holds /web and /web/..., never /website; / holds every path."""
+    if prefix == "/":
+        return True
+    return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
+
+
+def _host_fits(host: str, names: frozenset[str], suffixes: tuple[str, ...]) -> bool:
+    return host in names or any(host.endswith(suffix) and len(host) > len(suffix) for suffix in suffixes)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRule:
+    """One rule of a table: its match, its settings, and where it was written (for explain and logs)."""
+
+    index: int  # 1-based, in the order rules are tried
+    line: int
+    match: RouteMatch
+    settings: RouteSettings
+    text: str  # the rule as written, one line of JSON
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Rules tried in order; the first that fits decides; none that fits means `default`."""
+
+    source: str
+    sha256: str
+    default: RouteSettings
+    rules: tuple[RouteRule, ...]
+    _memo: dict[tuple[str, str, str], RouteRule | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def rule_for(self, method: str, host: str, path: str) -> RouteRule | None:
+        """The rule that decides a request (None: the default), matching the path without its query and the host
+        without its port, case-insensitively."""
+        key = (method, host, path)
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
+        path = path.partition("?")[0]
+        host = _host_name(host)
+        found = next((rule for rule in self.rules if rule.match.fits(method, host, path)), None)
+        # Requests by method, host and path: a service's callers repeat a few (bounded; a full memo starts over).
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = found
+        return found
+
+    def settings_for(self, method: str, host: str, path: str) -> RouteSettings:
+        rule = self.rule_for(method, host, path)
+        return self.default if rule is None else rule.settings
+
+
+_MEMO_SIZE = 4096
+
+
+def _host_name(host: str) -> str:
+    """A Host or :authority without its port, lower-case ("[::1]:8080" -> "[::1]")."""
+    host = host.lower()
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
+
+
+def parse_table(text: str, source: str) -> RouteTable:
+    """A route table from its YAML; RoutesError names the line and the problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        problem = getattr(error, "problem", None) or "not valid YAML"
+        raise RoutesError(source, mark.line + 1 if mark else 0, f"not valid YAML: {problem}") from None
+    if document is None:
+        raise RoutesError(source, 0, "empty: expected a mapping with `routes` (and optionally `default`)")
+    failures = list(_validator().iter_errors(document))
+    if failures:
+        # The first in the file: the one a person reading from the top meets first.
+        failure = _most_specific(min(failures, key=lambda failure: _line(node, list(failure.absolute_path))))
+        raise RoutesError(source, _line(node, list(failure.absolute_path)), _describe(failure))
+    default = _table_settings(document.get("default", {}), source, _line(node, ["default"]))
+    rules = tuple(
+        RouteRule(
+            index=index + 1,
+            line=_line(node, ["routes", index]),
+            match=_match(entry["match"], source, _line(node, ["routes", index, "match"])),
+            settings=_table_settings(entry, source, _line(node, ["routes", index])),
+            text=json.dumps(entry, separators=(", ", ": ")),
+        )
+        for index, entry in enumerate(document["routes"])
+    )
+    return RouteTable(
+        source=source, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), default=default, rules=rules
+    )
+
+
+def load_table(path: str | os.PathLike[str]) -> RouteTable:
+    """The route table in a file; RoutesError when it cannot be read or used."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise RoutesError(source, 0, f"cannot read: {error.strerror or type(error).__name__}") from None
+    except UnicodeDecodeError:
+        raise RoutesError(source, 0, "cannot read: not UTF-8") from None
+    return parse_table(text, source)
+
+
+def _table_settings(entry: Mapping[str, Any], source: str, line: int) -> RouteSettings:
+    try:
+        return _settings(
+            entry.get("auth", "required"),
+            entry.get("token_use", "access"),
+            frozenset(entry.get("groups", ())),
+            frozenset(entry.get("scopes", ())),
+            entry.get("revocation"),
+        )
+    except _BadSetting as error:
+        raise RoutesError(source, line, error.problem) from None
+
+
+def _match(entry: Mapping[str, Any], source: str, line: int) -> RouteMatch:
+    path, prefix = entry.get("path"), entry.get("prefix")
+    for value in (path, prefix):
+        if value is not None and not normal_path(value):
+            raise RoutesError(source, line, f"{value!r} is not a path in normal form (no query, dot segments, //)")
+        if value is not None and "?" in value:
+            raise RoutesError(source, line, f"{value!r}: match on the path alone, without a query string")
+    if prefix is not None and prefix != "/" and prefix.endswith("/"):
+        raise RoutesError(
+            source, line, f"prefix {prefix!r} ends with /: a prefix is whole segments (/web matches /web/x)"
+        )
+    hosts = [host.lower() for host in entry.get("hosts", ())]
+    for host in hosts:
+        if not _HOST.fullmatch(host):
+            raise RoutesError(source, line, f"host {host!r} is not a host name, or *. and one (no port, no scheme)")
+    return RouteMatch(
+        path=path,
+        prefix=prefix,
+        methods=frozenset(entry.get("methods", ())),
+        hosts=frozenset(host for host in hosts if not host.startswith("*.")),
+        host_suffixes=tuple(host[1:] for host in hosts if host.startswith("*.")),
+    )
+
+
+def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For an error under oneOf/anyOf, the branch error deepest in the document (the one a person can act on)."""
+    best = error
+    for child in error.context or ():
+        candidate = _most_specific(child)
+        if len(candidate.absolute_path) > len(best.absolute_path):
+            best = candidate
+    return best
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = "/".join(str(part) for part in error.absolute_path) or "the file"
+    message = error.message
+    if error.validator == "additionalProperties":
+        message = message.replace("Additional properties are not allowed", "unknown key")
+    return f"{where}: {message}"
+
+
+def _line(node: yaml.Node | None, path: Sequence[str | int]) -> int:
+    """The 1-based line of the node at `path` in a composed YAML document (the nearest found ancestor's)."""
+    line = node.start_mark.line + 1 if node is not None else 0
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+# ------------------------------------------------------------------------------------------------- live reload
+
+
+class RouteTableFile:
+    """The table in a file, kept in force: `table` is the one every Check reads (replaced whole, never mutated, so
+    no Check sees half of two tables); `check()` re-reads the file when its mtime or size changed, and a file that
+    is invalid is refused, the last good table staying in force. `start()` checks every `interval` seconds in a
+    daemon thread."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        interval: float = 2.0,
+        on_reload: Callable[[RouteTable | None, RoutesError | None], None] | None = None,
+    ) -> None:
+        """Loads the table now: RoutesError if the file is missing or invalid. on_reload(table, error) hears each
+        later reload, good (table) or refused (error)."""
+        self.path = Path(path)
+        self._interval = interval
+        self._on_reload = on_reload
+        self._seen = self._stamp()
+        self.table = load_table(self.path)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return stat.st_mtime_ns, stat.st_size
+
+    def check(self) -> bool:
+        """Re-read the file if it changed; True when a new table is now in force."""
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        try:
+            table = load_table(self.path)
+        except RoutesError as error:
+            log.error(
+                "route table refused; the last good one stays in force",
+                extra={"fields": {"file": error.source, "line": error.line, "problem": error.problem}},
+            )
+            self._report(None, error)
+            return False
+        if table.sha256 == self.table.sha256:
+            return False
+        self.table = table
+        log.info(
+            "route table loaded",
+            extra={"fields": {"file": str(self.path), "sha256": table.sha256[:12], "rules": len(table.rules)}},
+        )
+        self._report(table, None)
+        return True
+
+    def _report(self, table: RouteTable | None, error: RoutesError | None) -> None:
+        if self._on_reload is not None:
+            try:
+                self._on_reload(table, error)
+            except Exception:  # observing a reload must never stop the reloading
+                log.exception("route table reload observer failed")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="routes-reload", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.check()
+            except Exception:  # a bug here must not end reloading for good
+                log.exception("route table check failed")

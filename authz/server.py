@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from concurrent import futures
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -31,6 +31,7 @@ from authz.metrics import Metrics
 from authz.metrics_endpoint import MetricsEndpoint
 from authz.policy import Policy
 from authz.revocation import Lookup, Revocation, RevocationChecker, cognito_lookup
+from authz.routes import RoutesError, RouteTable, RouteTableFile
 from authz.tokens import TokenVerifier
 
 log = logging.getLogger("authz.server")
@@ -117,6 +118,39 @@ def build_revocation(
     return Revocation(checker, by_default=settings.revocation is RevocationMode.COGNITO, clock=clock)
 
 
+class AuthorizerParts(NamedTuple):
+    """The decision of a Check as settings configure it, and the parts a server keeps running beside it."""
+
+    authorizer: Authorizer
+    key_caches: list[JwksCache]  # to keep loaded (JwksRefresher)
+    revocation: Revocation  # to close at shutdown
+    routes: RouteTableFile | None  # to keep reloading (None: no AUTHZ_ROUTES)
+
+
+def build_routes(settings: Settings, *, metrics: Metrics | None = None) -> RouteTableFile | None:
+    """The route table of AUTHZ_ROUTES, loaded now (RoutesError when the file is missing or invalid), or None."""
+    if settings.routes_file is None:
+        return None
+
+    def on_reload(table: RouteTable | None, error: RoutesError | None) -> None:
+        if metrics is None:
+            return
+        if table is not None:
+            metrics.record_routes(table.sha256, len(table.rules), reloaded=True)
+        else:
+            metrics.record_routes_refused()
+
+    routes = RouteTableFile(settings.routes_file, interval=settings.routes_reload_seconds, on_reload=on_reload)
+    table = routes.table
+    if metrics is not None:
+        metrics.record_routes(table.sha256, len(table.rules), reloaded=False)
+    log.info(
+        "route table loaded",
+        extra={"fields": {"file": table.source, "sha256": table.sha256[:12], "rules": len(table.rules)}},
+    )
+    return routes
+
+
 def build_authorizer(
     settings: Settings,
     *,
@@ -125,9 +159,9 @@ def build_authorizer(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
     revocation_lookup: Lookup | None = None,
-) -> tuple[Authorizer, list[JwksCache], Revocation]:
-    """The decision of a Check as settings configure it, with the key caches to keep loaded and the revocation
-    rule to close at shutdown."""
+) -> AuthorizerParts:
+    """The decision of a Check as settings configure it; RoutesError when AUTHZ_ROUTES cannot be used."""
+    routes = build_routes(settings, metrics=metrics)
     verifier, caches = build_verifier(settings, fetcher=fetcher, clock=clock, monotonic=monotonic, metrics=metrics)
     revocation = build_revocation(settings, lookup=revocation_lookup, metrics=metrics, clock=clock)
     authorizer = Authorizer(
@@ -138,8 +172,9 @@ def build_authorizer(
         metrics=metrics,
         max_token_bytes=settings.max_token_bytes,
         revocation=revocation,
+        routes=routes,
     )
-    return authorizer, caches, revocation
+    return AuthorizerParts(authorizer, caches, revocation, routes)
 
 
 # Calls one connection to the gRPC port may have open (its SETTINGS_MAX_CONCURRENT_STREAMS): what a connection
@@ -253,7 +288,7 @@ def run_server(
     revocation_lookup replaces Cognito's GetUser.
     """
     metrics = Metrics()
-    authorizer, caches, revocation = build_authorizer(
+    authorizer, caches, revocation, routes = build_authorizer(
         settings,
         metrics=metrics,
         fetcher=fetcher,
@@ -287,6 +322,9 @@ def run_server(
         refresher = JwksRefresher(caches, on_ready=on_ready)
         refresher.start()
         stack.callback(refresher.stop)
+        if routes is not None:
+            routes.start()
+            stack.callback(routes.stop)
         log.info(
             "authz listening",
             extra={"fields": {"addr": settings.addr, "port": serving.port, "metrics_port": serving.metrics.port}},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from authz.logs import JsonFormatter
 from authz.metrics import Metrics
 from authz.policy import Policy
 from authz.revocation import Revocation, Status
+from authz.routes import RouteTableFile
 from authz.tokens import TokenVerifier, VerifiedToken
 from tests.conftest import (
     CLIENT_ID,
@@ -345,3 +347,76 @@ def test_record_without_facts_and_with_broken_metrics_never_raises(parts, monkey
     assert part.metric("authz_decisions_total", result="deny", reason="internal_error", pool="", client="") == 1
     monkeypatch.setattr(part.metrics.check_seconds, "observe", lambda seconds: 1 / 0)
     part.authorizer.record(part.authorizer.internal_error, None, 0.0)
+
+
+ROUTES = """\
+default: {auth: required}
+routes:
+  - match: {path: /api/health}
+    auth: none
+  - match: {path: /api/activities/home}
+    auth: optional
+  - match: {prefix: /api/admin}
+    groups: [admins]
+"""
+
+
+@pytest.fixture
+def routed(clock: FakeClock, tmp_path: Any) -> Iterator[tuple[Parts, RouteTableFile]]:
+    path = tmp_path / "routes.yaml"
+    path.write_text(ROUTES)
+    routes = RouteTableFile(path)
+    part = Parts(clock)
+    part.authorizer = Authorizer(
+        verifier=part.verifier, policy=part.policy, metrics=part.metrics, max_token_bytes=16_384, routes=routes
+    )
+    yield part, routes
+    part.close()
+
+
+def test_without_context_extensions_the_route_table_decides(routed):
+    """No context_extensions: the table's first fitting rule decides, and its default where none fits."""
+    part, _ = routed
+    token = mint()
+    assert not part.authorizer.decide(facts(token, path="/api/admin/users")).allowed  # groups: [admins]
+    assert part.authorizer.decide(facts(token, path="/api/me")).allowed  # the default: a valid token
+    assert part.authorizer.decide(facts(None, path="/api/activities/home")).reason == "anonymous"
+    assert part.authorizer.decide(facts(None, path="/api/me")).http_status == 401
+
+
+def test_context_extensions_win_over_the_table(routed):
+    """A Check that carries context_extensions is decided by them alone, as before the table existed."""
+    part, _ = routed
+    decision = part.authorizer.decide(facts(None, path="/api/activities/home", route={"auth": "required"}))
+    assert decision.http_status == 401
+    decision = part.authorizer.decide(facts(mint(), path="/api/admin/x", route={"auth": "required"}))
+    assert decision.allowed
+
+
+def test_a_public_route_never_reads_the_token(routed):
+    """auth: none allows without verifying: a garbage token is not even looked at, and no identity is passed on."""
+    part, _ = routed
+    decision = part.authorizer.decide(facts("not-a-token", path="/api/health"))
+    assert decision.allowed and decision.reason == "anonymous" and part.verifier.calls == 0
+    assert set(decision.removed_headers) == set(identity_headers.header_names())
+
+
+@pytest.mark.parametrize("path", ["/api/health/../admin", "//api/health", "/api/health/%2e%2e/admin", "/a\\b"])
+def test_a_path_not_in_normal_form_is_400_on_every_rule(routed, path):
+    """Whatever the rules (here a public one) or context_extensions say, a non-normal path is 400 bad_path."""
+    part, _ = routed
+    for request in (facts(mint(), path=path), facts(None, path=path, route={"auth": "none"})):
+        decision = part.authorizer.decide(request)
+        assert (decision.allowed, decision.http_status, decision.reason) == (False, 400, "bad_path")
+        assert json.loads(decision.body) == {"error": "bad_path", "message": "request path is not in normal form"}
+
+
+def test_a_new_table_is_used_by_the_next_check(routed):
+    """Once the file's new table is in force, the next Check is decided by it."""
+    part, routes = routed
+    assert part.authorizer.decide(facts(None, path="/api/activities/home")).allowed
+    routes.path.write_text(ROUTES.replace("auth: optional", "auth: required"))
+    stamp = routes.path.stat().st_mtime_ns + 1_000_000
+    os.utime(routes.path, ns=(stamp, stamp))
+    assert routes.check()
+    assert part.authorizer.decide(facts(None, path="/api/activities/home")).http_status == 401

@@ -14,7 +14,7 @@ from authz import errors
 from authz.config import RevocationOnError
 from authz.policy import Policy
 from authz.revocation import Confirmation
-from authz.routes import RouteSettings, route_settings
+from authz.routes import Auth, RouteSettings, route_settings
 from authz.tokens import VerifiedToken
 
 PREFIX_HEADERS = identity_headers.header_names()
@@ -71,7 +71,7 @@ def test_header_prefix_is_configurable():
 
 def test_anonymous_allow_on_optional_route_removes_every_identity_header(policy):
     """No token on an optional route is allowed as anonymous, stripping all identity headers."""
-    decision = policy.decide(None, RouteSettings(auth_required=False))
+    decision = policy.decide(None, RouteSettings(auth=Auth.OPTIONAL))
     assert decision.allowed and decision.reason == "anonymous"
     assert decision.upstream_headers == ()
     assert decision.removed_headers == PREFIX_HEADERS
@@ -91,7 +91,7 @@ def test_missing_token_on_required_route_is_401_without_error_attribute(policy):
 
 def test_invalid_token_on_optional_route_is_still_401(policy):
     """A present but invalid token is never downgraded to anonymous, so clients know to refresh."""
-    decision = policy.decide(errors.TokenExpired(exp=1, now=2), RouteSettings(auth_required=False))
+    decision = policy.decide(errors.TokenExpired(exp=1, now=2), RouteSettings(auth=Auth.OPTIONAL))
     assert not decision.allowed and decision.http_status == 401
     assert dict(decision.response_headers)["www-authenticate"] == (
         'Bearer realm="cruddur", error="invalid_token", error_description="token expired"'

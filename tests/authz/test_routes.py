@@ -1,25 +1,42 @@
-"""authz/routes.py: what a route demands, read from its context_extensions; anything not understood is
-misconfigured."""
+"""authz/routes.py: what a route demands, from its context_extensions or the route table (matching, every
+configuration error, live reload), and the normal-form rule for paths; anything not understood is an error."""
 
 from __future__ import annotations
 
+import logging
+import os
+
+import jsonschema
 import pytest
+import yaml
 
 from authz import errors
 from authz.errors import RouteMisconfigured
-from authz.routes import RouteSettings, route_settings
+from authz.routes import (
+    Auth,
+    RoutesError,
+    RouteSettings,
+    RouteTable,
+    RouteTableFile,
+    load_table,
+    normal_path,
+    parse_table,
+    route_settings,
+    schema,
+)
+from tests.conftest import wait_for
 
 
 def test_routes_require_an_access_token_by_default():
     """With no context_extensions a route requires auth and accepts access tokens only."""
-    assert route_settings({}) == RouteSettings(auth_required=True, token_uses=frozenset({"access"}))
+    assert route_settings({}) == RouteSettings(auth=Auth.REQUIRED, token_uses=frozenset({"access"}))
 
 
 def test_route_settings_parse_every_key():
     """auth, token_use, groups (comma list) and scopes (space or comma list) are read from context_extensions."""
     settings = route_settings({"auth": "required", "token_use": "any", "groups": "admins, staff", "scopes": "a b,c"})
     assert settings == RouteSettings(
-        auth_required=True,
+        auth=Auth.REQUIRED,
         token_uses=frozenset({"access", "id"}),
         groups=frozenset({"admins", "staff"}),
         scopes=frozenset({"a", "b", "c"}),
@@ -64,3 +81,277 @@ def test_unknown_route_revocation_values_are_misconfigured(value):
     with pytest.raises(RouteMisconfigured) as caught:
         route_settings({"revocation": value})
     assert caught.value.key == "revocation"
+
+
+def test_auth_none_is_a_public_route_from_context_extensions_too():
+    """auth=none (public: the token is not even read) is understood from context_extensions as from the table."""
+    assert route_settings({"auth": "none"}).auth is Auth.NONE
+    with pytest.raises(RouteMisconfigured):
+        route_settings({"auth": "none", "groups": "admins"})
+
+
+# ------------------------------------------------------------------------------------------------- the table
+
+ISSUE_EXAMPLE = """\
+default: {auth: required}
+routes:
+  - match: {path: /api/health}
+    auth: none
+  - match: {prefix: /web}
+    auth: none
+  - match: {path: /api/activities/home, methods: [GET, HEAD]}
+    auth: optional
+  - match: {prefix: /api/admin}
+    groups: [admins]
+  - match: {prefix: /api/reports, methods: [GET]}
+    scopes: [reports/read]
+  - match: {prefix: /api/tenants, hosts: ["api.example.com", "*.example.com"]}
+    token_use: access
+    revocation: check
+"""
+
+
+def table(text: str = ISSUE_EXAMPLE) -> RouteTable:
+    return parse_table(text, "routes.yaml")
+
+
+def rule_index(method: str, path: str, host: str = "api.example.com", text: str = ISSUE_EXAMPLE) -> int | None:
+    rule = table(text).rule_for(method, host, path)
+    return None if rule is None else rule.index
+
+
+@pytest.mark.parametrize(
+    "method, path, host, index",
+    [
+        ("GET", "/api/health", "x", 1),  # exact path
+        ("GET", "/api/health/x", "x", None),  # an exact path is not a prefix
+        ("GET", "/api/health?probe=1", "x", 1),  # the query is not part of the path
+        ("GET", "/API/health", "x", None),  # paths are case-sensitive
+        ("GET", "/web", "x", 2),  # a segment prefix holds the prefix itself
+        ("GET", "/web/app.js", "x", 2),  # and what is under it
+        ("GET", "/website", "x", None),  # never a longer segment
+        ("GET", "/api/activities/home", "x", 3),
+        ("HEAD", "/api/activities/home", "x", 3),
+        ("POST", "/api/activities/home", "x", None),  # methods narrow a rule
+        ("DELETE", "/api/admin/users/7", "x", 4),
+        ("GET", "/api/reports/q3", "x", 5),
+        ("PUT", "/api/reports/q3", "x", None),
+        ("GET", "/api/tenants/1", "api.example.com", 6),  # an exact host
+        ("GET", "/api/tenants/1", "API.Example.COM:8443", 6),  # case-insensitive, port ignored
+        ("GET", "/api/tenants/1", "eu.api.example.com", 6),  # *.example.com: any labels before it
+        ("GET", "/api/tenants/1", "example.com", None),  # but at least one
+        ("GET", "/api/tenants/1", "example.com.evil.net", None),
+        ("GET", "/api/tenants/1", "notexample.com", None),
+        ("GET", "/", "x", None),  # nothing matched: the default
+    ],
+)
+def test_the_first_rule_that_fits_decides(method, path, host, index):
+    """Rules are tried in order; exact paths, segment prefixes, methods and hosts (wildcard, port, case) narrow them."""
+    assert rule_index(method, path, host) == index
+
+
+def test_order_decides_between_rules_that_both_fit_and_the_default_applies_to_the_rest():
+    """An earlier rule wins over a later one that also fits; an unmatched request gets the default's settings."""
+    text = """\
+default: {auth: optional}
+routes:
+  - match: {prefix: /api}
+    groups: [staff]
+  - match: {prefix: /api/admin}
+    groups: [admins]
+"""
+    routes = table(text)
+    assert routes.settings_for("GET", "h", "/api/admin/x").groups == frozenset({"staff"})
+    assert routes.settings_for("GET", "h", "/other") == RouteSettings(auth=Auth.OPTIONAL)
+    assert parse_table("routes: []", "r.yaml").settings_for("GET", "h", "/x") == RouteSettings()
+
+
+def test_a_prefix_of_slash_holds_every_path():
+    routes = table("routes:\n  - match: {prefix: /}\n    auth: none\n")
+    assert routes.settings_for("GET", "h", "/anything/at/all").auth is Auth.NONE
+
+
+def test_rules_carry_their_settings_as_context_extensions_would():
+    """A table rule means what the same settings in context_extensions mean."""
+    routes = table()
+    assert routes.settings_for("GET", "h", "/api/admin/x") == route_settings({"groups": "admins"})
+    assert routes.settings_for("GET", "h", "/api/reports/x") == route_settings({"scopes": "reports/read"})
+    tenants = routes.settings_for("GET", "a.example.com", "/api/tenants")
+    assert tenants == route_settings({"token_use": "access", "revocation": "check"})
+
+
+@pytest.mark.parametrize(
+    "text, line, problem",
+    [
+        ("routes: [", 1, "not valid YAML"),
+        ("default: {auth: required}\n", 1, "'routes' is a required property"),
+        ("routes:\n  - match: {path: /x}\n    group: [admins]\n", 2, "unknown key"),  # a typo never opens a route
+        ("routes:\n  - match: {path: /x}\n    auth: maybe\n", 3, "auth"),
+        ("routes:\n  - match: {path: /x}\n    token_use: refresh\n", 3, "token_use"),
+        ("routes:\n  - match: {path: /x}\n    groups: admins\n", 3, "not of type 'array'"),
+        ("routes:\n  - match: {path: /x}\n    groups: []\n", 3, "groups"),
+        ("routes:\n  - match: {path: /x}\n    revocation: true\n", 3, "revocation"),
+        ("routes:\n  - match: {path: /x}\n    auth: optional\n    groups: [admins]\n", 2, "need auth: required"),
+        ("routes:\n  - match: {path: /x}\n    auth: none\n    scopes: [a]\n", 2, "need auth: required"),
+        ("routes:\n  - match: {path: /x}\n    token_use: id\n    scopes: [a]\n", 2, "scopes need access tokens"),
+        ("routes:\n  - match: {path: /x, prefix: /y}\n", 2, "match"),  # one of path or prefix
+        ("routes:\n  - match: {methods: [GET]}\n", 2, "match"),
+        ("routes:\n  - match: {path: x}\n", 2, "path"),
+        ("routes:\n  - match: {prefix: /web/}\n", 2, "ends with /"),
+        ("routes:\n  - match: {path: /a/../b}\n", 2, "normal form"),
+        ("routes:\n  - match: {path: '/a?b=1'}\n", 2, "without a query"),
+        ("routes:\n  - match: {path: /x, methods: [get]}\n", 2, "methods"),
+        ("routes:\n  - match: {path: /x, hosts: ['api.example.com:443']}\n", 2, "not a host name"),
+        ("routes:\n  - match: {path: /x, hosts: ['*']}\n", 2, "not a host name"),
+        ("routes:\n  - match: {path: /x, hosts: ['a.*.com']}\n", 2, "not a host name"),
+        ("routes:\n  - match: {path: /x}\n  - match: {path: /y}\n    surprise: 1\n", 3, "unknown key"),
+        ("routes: {}\n", 1, "not of type 'array'"),
+        ("unexpected: 1\nroutes: []\n", 1, "unknown key"),
+    ],
+)
+def test_a_table_that_cannot_be_used_is_refused_naming_the_line_and_the_problem(text, line, problem):
+    """Unknown keys, wrong types and combinations that cannot work are errors with the file, line and problem."""
+    with pytest.raises(RoutesError) as caught:
+        parse_table(text, "routes.yaml")
+    assert (caught.value.source, caught.value.line) == ("routes.yaml", line)
+    assert problem in caught.value.problem
+    assert str(caught.value).startswith(f"routes.yaml:{line}: ")
+
+
+def test_the_schema_ships_with_the_package_and_accepts_the_issue_example():
+    """authz/routes.schema.json is readable from the installed package and is itself a valid JSON Schema."""
+    document = schema()
+    jsonschema.validators.validator_for(document).check_schema(document)
+    jsonschema.validate(yaml.safe_load(ISSUE_EXAMPLE), document)
+
+
+def test_a_missing_or_unreadable_file_is_a_routes_error(tmp_path):
+    with pytest.raises(RoutesError) as caught:
+        load_table(tmp_path / "missing.yaml")
+    assert "cannot read" in caught.value.problem
+
+
+# ------------------------------------------------------------------------------------------------ normal form
+
+TRICKS = [
+    "/api/health/../admin",
+    "/api/./admin",
+    "/api/..",
+    "/..",
+    "/.",
+    "//api/admin",
+    "/api//admin",
+    "/api\\admin",
+    "/api%2fadmin",
+    "/api%2Fadmin",
+    "/api%5cadmin",
+    "/api%5Cadmin",
+    "/api/%2e%2e/admin",
+    "/api/%2E%2E/admin",
+    "/api/%2e/admin",
+    "/api/.%2e/admin",
+]
+
+
+@pytest.mark.parametrize("path", TRICKS)
+def test_paths_not_in_normal_form_are_recognized(path):
+    """Dot segments, empty segments, backslashes and encoded /, \\ or . (any case) are not normal form."""
+    assert not normal_path(path)
+    assert not normal_path(path + "?q=1")
+
+
+@pytest.mark.parametrize("path", ["/", "/api/admin", "/api/admin/", "/web/app.js", "/a/.well-known/x", "/a/..b", ""])
+def test_ordinary_paths_are_normal(path):
+    """Dots inside a segment, a trailing slash, and an empty path are fine; so is anything in the query."""
+    assert normal_path(path)
+    assert normal_path(path + "?next=/a/../b//c%2F")
+
+
+# ------------------------------------------------------------------------------------------------- live reload
+
+
+def write(path, text: str) -> None:
+    path.write_text(text)
+    # A later write within the same mtime tick must still be seen: move mtime on explicitly.
+    stamp = path.stat().st_mtime_ns + 1_000_000
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_a_valid_new_table_replaces_the_old_one_whole(tmp_path):
+    """A changed, valid file is in force after check(); the observer hears it."""
+    path = tmp_path / "routes.yaml"
+    write(path, ISSUE_EXAMPLE)
+    heard: list[tuple[object, object]] = []
+    source = RouteTableFile(path, on_reload=lambda table, error: heard.append((table, error)))
+    first = source.table
+    assert first.settings_for("GET", "h", "/api/health").auth is Auth.NONE
+    write(path, ISSUE_EXAMPLE.replace("    auth: none\n", "    auth: optional\n", 1))
+    assert source.check() is True
+    assert source.table is not first
+    assert source.table.settings_for("GET", "h", "/api/health").auth is Auth.OPTIONAL
+    assert first.settings_for("GET", "h", "/api/health").auth is Auth.NONE  # the old table was never mutated
+    assert heard == [(source.table, None)]
+    assert source.check() is False  # unchanged: nothing to do
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "routes:\n  - match: {path: /x}\n    group: [admins]\n",  # unknown key
+        ISSUE_EXAMPLE[: len(ISSUE_EXAMPLE) // 2],  # written halfway
+        "routes: [",  # not YAML
+        "",  # truncated to nothing
+    ],
+)
+def test_an_invalid_file_is_refused_and_the_last_good_table_stays(tmp_path, broken, caplog):
+    """An invalid or half-written file changes nothing in force; it is logged with the line and problem, counted,
+    and the next valid write is taken."""
+    path = tmp_path / "routes.yaml"
+    write(path, ISSUE_EXAMPLE)
+    heard: list[tuple[object, object]] = []
+    source = RouteTableFile(path, on_reload=lambda table, error: heard.append((table, error)))
+    good = source.table
+    write(path, broken)
+    with caplog.at_level(logging.ERROR, logger="authz.routes"):
+        assert source.check() is False
+    assert source.table is good
+    [(table, error)] = heard
+    assert table is None and isinstance(error, RoutesError)
+    [record] = [r for r in caplog.records if r.name == "authz.routes"]
+    assert record.fields["file"] == str(path) and record.fields["problem"]
+    write(path, ISSUE_EXAMPLE.replace("admins", "staff"))
+    assert source.check() is True
+    assert source.table.settings_for("GET", "h", "/api/admin").groups == frozenset({"staff"})
+
+
+def test_a_removed_file_keeps_the_table_and_a_restored_one_is_read_again(tmp_path):
+    path = tmp_path / "routes.yaml"
+    write(path, ISSUE_EXAMPLE)
+    source = RouteTableFile(path)
+    good = source.table
+    path.unlink()
+    assert source.check() is False and source.table is good
+    write(path, ISSUE_EXAMPLE.replace("reports/read", "reports/all"))
+    assert source.check() is True
+    assert source.table.settings_for("GET", "h", "/api/reports").scopes == frozenset({"reports/all"})
+
+
+def test_at_start_a_missing_or_invalid_file_raises(tmp_path):
+    with pytest.raises(RoutesError):
+        RouteTableFile(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("routes: [")
+    with pytest.raises(RoutesError):
+        RouteTableFile(tmp_path / "bad.yaml")
+
+
+def test_the_reload_thread_takes_a_change_within_its_interval(tmp_path):
+    """start() checks every interval seconds in the background."""
+    path = tmp_path / "routes.yaml"
+    write(path, ISSUE_EXAMPLE)
+    source = RouteTableFile(path, interval=0.05)
+    source.start()
+    try:
+        write(path, "routes: []\n")
+        assert wait_for(lambda: source.table.rules == (), timeout=5.0)
+    finally:
+        source.stop()
