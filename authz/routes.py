@@ -240,20 +240,41 @@ class RouteTable:
     sha256: str
     default: RouteSettings
     rules: tuple[RouteRule, ...]
+    # Rules by the first path segment they can match, in table order, with the rules every path can match (prefix
+    # /) in their places; a path whose first segment no rule names gets only those. A segment prefix or an exact
+    # path fits only paths with its own first segment, so this skips only rules that could never fit.
+    _by_segment: dict[str, tuple[RouteRule, ...]] = field(init=False, compare=False, repr=False)
+    _everywhere: tuple[RouteRule, ...] = field(init=False, compare=False, repr=False)
+    # The rule by (method, host, path without query): a service's callers repeat a few requests (bounded; a full
+    # memo starts over).
     _memo: dict[tuple[str, str, str], RouteRule | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        segments = {_first_segment(rule.match.path or rule.match.prefix or "/") for rule in self.rules}
+        everywhere = tuple(rule for rule in self.rules if rule.match.prefix == "/")
+        by_segment = {
+            segment: tuple(
+                rule
+                for rule in self.rules
+                if rule.match.prefix == "/" or _first_segment(rule.match.path or rule.match.prefix or "/") == segment
+            )
+            for segment in segments
+        }
+        object.__setattr__(self, "_by_segment", by_segment)
+        object.__setattr__(self, "_everywhere", everywhere)
 
     def rule_for(self, method: str, host: str, path: str) -> RouteRule | None:
         """The rule that decides a request (None: the default), matching the path without its query and the host
         without its port, case-insensitively."""
+        path = path.partition("?")[0]
         key = (method, host, path)
         try:
             return self._memo[key]
         except KeyError:
             pass
-        path = path.partition("?")[0]
-        host = _host_name(host)
-        found = next((rule for rule in self.rules if rule.match.fits(method, host, path)), None)
-        # Requests by method, host and path: a service's callers repeat a few (bounded; a full memo starts over).
+        name = _host_name(host)
+        candidates = self._by_segment.get(_first_segment(path), self._everywhere)
+        found = next((rule for rule in candidates if rule.match.fits(method, name, path)), None)
         if len(self._memo) >= _MEMO_SIZE:
             self._memo.clear()
         self._memo[key] = found
@@ -265,6 +286,10 @@ class RouteTable:
 
 
 _MEMO_SIZE = 4096
+
+
+def _first_segment(path: str) -> str:
+    return path[1:].partition("/")[0]
 
 
 def _host_name(host: str) -> str:

@@ -8,8 +8,8 @@ direct_response, loaded with wrk:
   d. our ext_authz, one token repeated  e. our ext_authz, a new token per request  f. constant-reply ext_authz (floor)
   g, h. d and e with AUTHZ_REVOCATION=cognito, against a loopback GetUser that always answers "active" (so
         the figures are authz's own cost of confirming a token: botocore's call, the cache; not Cognito's latency)
-plus the per-token verification cost (ours, raw RS256, the seed's per-call key rebuild) and the authz server's
-RSS after caching --rss-tokens distinct tokens. Prints a table and writes bench/results.json. --smoke runs each
+plus the per-token verification cost (ours, raw RS256, the seed's per-call key rebuild), what the route table
+costs a Check (bench/route_cost.py) and the authz server's RSS after caching --rss-tokens distinct tokens. Prints a table and writes bench/results.json. --smoke runs each
 step for a second at 4 connections with few tokens and judges no target: tests/bench/test_bench_smoke.py runs it
 so the harness cannot rot.
 """
@@ -32,7 +32,7 @@ import grpc
 import requests
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from bench import envoy_variants, verify_cost, wrk
+from bench import envoy_variants, route_cost, verify_cost, wrk
 from bench.pool import ISSUER, BenchPool
 from stack.local import envoy_command
 from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok, rss_mb
@@ -219,6 +219,7 @@ def run_bench(args: argparse.Namespace) -> dict:
         # GetUser calls per configuration: one per distinct token per AUTHZ_REVOCATION_TTL, none without the mode.
         results["get_user_calls"] = get_user_calls
         costs = verify_cost.measure(tokens=200 if args.smoke else 2000, rounds=1 if args.smoke else 5)
+        costs |= route_cost.measure(checks=500 if args.smoke else 20_000, rounds=1 if args.smoke else 5)
         results.update({key: round(value, 1) for key, value in costs.items()})
         results["rss_tokens"] = args.rss_tokens
         results["rss_mb_100k" if args.rss_tokens == 100_000 else "rss_mb"] = bench.rss_after(args.rss_tokens)
@@ -249,6 +250,14 @@ def table(results: dict) -> str:
     lines.append(
         f"{'verify us: ours/floor/seed':<28}{results['verify_us_ours']:>8.1f} / {results['verify_us_floor']:.1f} / "
         f"{results['verify_us_seed']:.1f}   (target ours <= 1.5 x floor)"
+    )
+    lines.append(
+        f"{'check us: context/table':<28}{results['check_us_context_extensions']:>8.1f} / "
+        f"{results['check_us_table_seen']:.1f} (seen) / {results['check_us_table_new_path']:.1f} (new path)"
+    )
+    lines.append(
+        f"{'match us, 50 rules':<28}{results['match_us_50_rules_new_path']:>8.1f} / "
+        f"{results['match_us_50_rules_new_path_one_segment']:.1f} (all under one first segment)"
     )
     rss_key = "rss_mb_100k" if "rss_mb_100k" in results else "rss_mb"
     lines.append(

@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import identity_headers
 from authz.client import check
 from authz.tokens import TokenVerifier
-from bench import verify_cost
+from bench import route_cost, verify_cost
 from bench.floor import SERVICE_NAME, serve_floor
 
 
@@ -58,3 +58,20 @@ def test_measure_fails_when_a_verifier_rejects_valid_tokens(monkeypatch):
     monkeypatch.setattr(TokenVerifier, "verify", reject)
     with pytest.raises(verify_cost.VerificationFailed, match="ours rejected"):
         verify_cost.measure(tokens=4, rounds=1)
+
+
+def test_route_cost_measures_every_way_and_refuses_a_table_whose_last_rule_does_not_decide(monkeypatch):
+    """bench.route_cost reports each way in microseconds, and aborts when its measured requests would not be
+    decided by the table's last rule (a table that matched early would pass for a cheap one)."""
+    result = route_cost.measure(checks=50, rounds=1)
+    assert set(result) == {
+        "check_us_context_extensions",
+        "check_us_table_seen",
+        "check_us_table_new_path",
+        "match_us_50_rules_new_path",
+        "match_us_50_rules_new_path_one_segment",
+    }
+    assert all(value > 0 for value in result.values())
+    monkeypatch.setattr(route_cost, "table_text", lambda **_: "routes:\n  - match: {prefix: /api}\n")
+    with pytest.raises(route_cost.CheckFailed):
+        route_cost.measure(checks=5, rounds=1)
