@@ -420,3 +420,12 @@ def test_bad_revocation_settings_name_their_variable(variable, value):
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env(**{variable: value}))
     assert caught.value.variable == variable
+
+
+def test_the_route_table_file_and_its_reload_interval_are_read():
+    """AUTHZ_ROUTES names the table (unset or blank: none) and AUTHZ_ROUTES_RELOAD_SECONDS how often it is checked."""
+    assert (Settings.from_env(env()).routes_file, Settings.from_env(env()).routes_reload_seconds) == (None, 2.0)
+    assert Settings.from_env(env(AUTHZ_ROUTES="  ")).routes_file is None
+    settings = Settings.from_env(env(AUTHZ_ROUTES="/etc/authz/routes.yaml", AUTHZ_ROUTES_RELOAD_SECONDS="0.5"))
+    assert (settings.routes_file, settings.routes_reload_seconds) == ("/etc/authz/routes.yaml", 0.5)
+    assert config_error(env(AUTHZ_ROUTES_RELOAD_SECONDS="0")).variable == "AUTHZ_ROUTES_RELOAD_SECONDS"

@@ -4,6 +4,7 @@ and what a client sees when Cognito says a token is active, revoked, or says not
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from grpc_health.v1 import health_pb2
 
 from authz.client import check
 from authz.revocation import Status
+from authz.routes import RoutesError
 from authz.server import RunningServer, run_server
 from tests.conftest import (
     CLIENT_ID,
@@ -346,3 +348,63 @@ def test_server_rejects_a_bad_route_revocation_value(lookups):
     assert (denied["allowed"], denied["http_status"]) == (False, 403)
     assert json.loads(denied["body"])["error"] == "route_misconfigured"
     assert lookup.calls == []
+
+
+# ------------------------------------------------------------------------------------------------ route table
+
+ROUTES = """\
+routes:
+  - match: {path: /api/health}
+    auth: none
+  - match: {prefix: /api/admin}
+    groups: [admins]
+"""
+
+
+def _rewrite(path: Path, text: str) -> None:
+    path.write_text(text)
+    stamp = path.stat().st_mtime_ns + 1_000_000
+    os.utime(path, ns=(stamp, stamp))
+
+
+def test_a_server_with_a_route_table_decides_checks_without_context_extensions_by_it(jwks_server, tmp_path):
+    """AUTHZ_ROUTES: Checks without context_extensions follow the table, which is reloaded within the interval when
+    the file changes (and a broken file changes nothing); the table in force and the reloads are in the metrics."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(ROUTES)
+    settings = settings_for(jwks_server.url, routes_file=str(routes), routes_reload_seconds=0.1)
+    with run_server(settings, clock=FakeClock()) as server:
+        assert wait_for(lambda: server.refresher.ready)
+        target = f"127.0.0.1:{server.port}"
+        assert check(target, path="/api/health")["allowed"]  # public
+        assert check(target, path="/api/me")["http_status"] == 401  # the default: a token required
+        assert check(target, token=mint(), path="/api/admin/x")["http_status"] == 403  # not in admins
+        assert check(target, token=mint(), path="/api/admin/x", context={"auth": "required"})["allowed"]
+        [(info_labels, _)] = [
+            (sample.labels, sample.value)
+            for metric in server.metrics.routes_info.collect()
+            for sample in metric.samples
+            if sample.value == 1
+        ]
+        assert info_labels["rules"] == "2"
+
+        _rewrite(routes, ROUTES.replace("groups: [admins]", "auth: optional"))
+        assert wait_for(lambda: check(target, path="/api/admin/x")["allowed"], timeout=5)
+        assert sample(server, "authz_routes_reloads_total", result="ok") == 1
+
+        _rewrite(routes, "routes:\n  - match: {path: /api/health}\n    auth: nonsense\n")
+        assert wait_for(lambda: sample(server, "authz_routes_reloads_total", result="error") == 1, timeout=5)
+        assert check(target, path="/api/admin/x")["allowed"]  # the last good table stays in force
+        assert check(target, path="/api/health")["allowed"]
+
+
+def test_a_route_table_that_cannot_be_used_stops_the_server_from_starting(jwks_server, tmp_path):
+    """A missing or invalid AUTHZ_ROUTES file raises RoutesError at start (the CLI exits 2 with it)."""
+    broken = tmp_path / "routes.yaml"
+    broken.write_text("routes:\n  - match: {path: /x}\n    group: [admins]\n")
+    for path in (broken, tmp_path / "missing.yaml"):
+        with (
+            pytest.raises(RoutesError),
+            run_server(settings_for(jwks_server.url, routes_file=str(path)), clock=FakeClock()),
+        ):
+            pass
