@@ -1,4 +1,6 @@
-"""Command line: `serve` runs the server, `verify` checks a token offline, `check` asks a running server.
+"""Command line: `serve` runs the server, `verify` checks a token offline, `check` asks a running server,
+`routes check` validates a route table file (AUTHZ_ROUTES) offline and `routes explain` tells which of its rules
+decides a request.
 
 Exit codes: 0 allowed/valid, 1 denied/invalid, 2 bad configuration or usage, 3 server unreachable.
 """
@@ -12,9 +14,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 from authz.config import ConfigError, Settings
 from authz.logs import configure_logging
+
+if TYPE_CHECKING:
+    from authz.routes import RouteMatch, RouteSettings, RouteTable
 
 EXIT_DENIED = 1
 EXIT_CONFIG = 2
@@ -34,10 +40,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--method", default="GET")
     check.add_argument("--context", action="append", default=[], metavar="KEY=VALUE", help="a context_extensions entry")
     check.add_argument("--timeout", type=float, default=5.0)
+    routes = commands.add_parser(
+        "routes", help="check a route table file (AUTHZ_ROUTES) offline; no environment needed"
+    )
+    routes_commands = routes.add_subparsers(dest="routes_command", required=True)
+    routes_check = routes_commands.add_parser(
+        "check", help="validate FILE and print its rules in the order they are tried, then the default"
+    )
+    routes_check.add_argument("file", metavar="FILE")
+    explain = routes_commands.add_parser(
+        "explain", help="print which rule of FILE decides a request, and what it demands"
+    )
+    explain.add_argument("file", metavar="FILE")
+    explain.add_argument("--method", required=True, help="the request's method, as sent (case-sensitive: GET, POST...)")
+    explain.add_argument("--path", required=True, help="the request's path, as sent (a query string is ignored)")
+    explain.add_argument("--host", default="", help="the request's Host or :authority (a port is ignored)")
     args = parser.parse_args(argv)
 
     if args.command == "check":
         return _check(args, parser)
+    if args.command == "routes":
+        return _routes(args)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -106,6 +129,127 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_UNREACHABLE
     print(json.dumps(result, indent=2))
     return 0 if result["allowed"] else EXIT_DENIED
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+
+def _routes(args: argparse.Namespace) -> int:
+    """`routes check` and `routes explain`: the file alone decides, never the environment (they run in CI)."""
+    from authz.routes import RoutesError, load_table
+
+    try:
+        table = load_table(args.file)
+    except RoutesError as error:
+        print(f"authz: {error}", file=sys.stderr)  # <file>:<line>: <problem>
+        return EXIT_CONFIG
+    if args.routes_command == "check":
+        lines = _routes_check(table)
+    else:
+        lines = _routes_explain(table, args.method, args.host, args.path)
+    print("\n".join(lines))
+    return 0
+
+
+def _routes_check(table: RouteTable) -> list[str]:
+    """The rules in the order they are tried, one a line (number, line in the file, match, demands), then the
+    default."""
+    count = len(table.rules)
+    lines = [f"{table.source}: ok, {count} rule{'' if count == 1 else 's'}, sha256 {table.sha256[:12]}"]
+    if not table.rules:
+        lines.append("no rules: every request gets the default")
+    else:
+        lines.append("rules in the order they are tried (the first that matches decides):")
+    rows = [
+        (
+            f"{rule.index:>{len(str(count))}}  line {rule.line}",
+            _describe_match(rule.match),
+            _describe_settings(rule.settings),
+        )
+        for rule in table.rules
+    ]
+    rows.append(("default", "(no rule matches)" if rows else "(every request)", _describe_settings(table.default)))
+    where_width = max(len(where) for where, _, _ in rows)
+    match_width = max(len(match) for _, match, _ in rows)
+    lines += [f"  {where:<{where_width}}  {match:<{match_width}}  {demands}" for where, match, demands in rows]
+    return lines
+
+
+def _routes_explain(table: RouteTable, method: str, host: str, path: str) -> list[str]:
+    """Which rule decides a request (or the default, or no rule at all for a path not in normal form), and what it
+    demands, field by field."""
+    from authz.routes import normal_path
+
+    request = f"{method} {path}" + (f" (host {host})" if host else " (no host: no rule with hosts matches)")
+    lines = [f"request:     {request}"]
+    if not normal_path(path):
+        return [
+            *lines,
+            "decided by:  no rule: the path is not in normal form (a dot segment, //, \\, or an encoded /, \\ or .)",
+            "result:      denied 400 bad_path, whatever the rules say",
+        ]
+    rule = table.rule_for(method, host, path)
+    if rule is None:
+        lines.append("decided by:  no rule matches: the default")
+        settings = table.default
+    else:
+        lines.append(f"decided by:  rule {rule.index}, line {rule.line}: {rule.text}")
+        settings = rule.settings
+    return lines + [f"{name + ':':<12} {value}" for name, value in _explain_settings(settings)]
+
+
+def _names(names: frozenset[str]) -> str:
+    """A set as operators read it: sorted, comma-separated."""
+    return ",".join(sorted(names))
+
+
+def _describe_match(match: RouteMatch) -> str:
+    parts = [f"path {match.path}" if match.path is not None else f"prefix {match.prefix}"]
+    if match.methods:
+        parts.append(f"methods {_names(match.methods)}")
+    if match.hosts or match.host_suffixes:
+        parts.append(f"hosts {_names(match.hosts | {'*' + suffix for suffix in match.host_suffixes})}")
+    return "  ".join(parts)
+
+
+def _describe_settings(settings: RouteSettings) -> str:
+    """What a rule demands, on one line: what applies only (auth none reads no token, so nothing else does)."""
+    from authz.routes import Auth
+
+    parts = [f"auth {settings.auth.value}"]
+    if settings.auth is not Auth.NONE:
+        parts.append(f"token_use {_names(settings.token_uses)}")
+        if settings.groups:
+            parts.append(f"groups any of {_names(settings.groups)}")
+        if settings.scopes:
+            parts.append(f"scopes all of {_names(settings.scopes)}")
+        if settings.revocation is not None:
+            parts.append(f"revocation {'check' if settings.revocation else 'skip'}")
+    return "; ".join(parts)
+
+
+def _explain_settings(settings: RouteSettings) -> list[tuple[str, str]]:
+    """What a rule demands, a field a line, with what each means for a caller."""
+    from authz.routes import Auth
+
+    if settings.auth is Auth.NONE:
+        return [("auth", "none (public: the token is not even read)")]
+    if settings.auth is Auth.REQUIRED:
+        auth = "required (no valid token: 401)"
+    else:
+        auth = "optional (no token: allowed as anonymous; a token that is sent must be valid, else 401)"
+    revocation = {
+        True: "check (the token is confirmed with Cognito's GetUser)",
+        False: "skip (never asked of Cognito)",
+        None: "as the server is configured (AUTHZ_REVOCATION)",
+    }[settings.revocation]
+    return [
+        ("auth", auth),
+        ("token_use", f"{_names(settings.token_uses)} (another token: 401)"),
+        ("groups", f"any of {_names(settings.groups)} (in none of them: 403)" if settings.groups else "none demanded"),
+        ("scopes", f"all of {_names(settings.scopes)} (one missing: 403)" if settings.scopes else "none demanded"),
+        ("revocation", revocation),
+    ]
 
 
 if __name__ == "__main__":

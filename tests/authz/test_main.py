@@ -1,7 +1,8 @@
-"""authz/__main__.py: the command line as a user runs it, serve, verify and check as subprocesses."""
+"""authz/__main__.py: the command line as a user runs it, serve, verify, check and routes as subprocesses."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -159,3 +160,230 @@ def test_serve_on_a_busy_port_exits_2_with_one_line(jwks_server):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(f"authz: cannot start: cannot listen on 127.0.0.1:{busy}")
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+# The issue's table, and a last rule that only the order of the rules keeps from GET /api/reports/public/...
+TABLE = """\
+default: {auth: required}
+routes:
+  - match: {path: /api/health}                       # exact path
+    auth: none
+  - match: {prefix: /web}                            # segment prefix: /web and /web/..., never /website
+    auth: none
+  - match: {path: /api/activities/home, methods: [GET, HEAD]}
+    auth: optional
+  - match: {prefix: /api/admin}
+    groups: [admins, ops]
+  - match: {prefix: /api/reports, methods: [GET]}
+    scopes: [reports/read]
+  - match: {prefix: /api/tenants, hosts: ["api.example.com", "*.example.com"]}
+    token_use: any
+    revocation: check
+  - match: {prefix: /api/reports/public}
+    auth: none
+"""
+
+
+@pytest.fixture
+def table_file(tmp_path):
+    path = tmp_path / "routes.yaml"
+    path.write_text(TABLE)
+    return path
+
+
+def test_routes_check_lists_the_rules_in_the_order_they_are_tried_then_the_default(table_file):
+    """`routes check FILE` with no environment at all (no AWS_COGNITO_*) prints each rule on one line, numbered
+    in the order they are tried with its line in the file, its match and what it demands (sets as sorted comma
+    lists), then the default; exit 0."""
+    result = authz("routes", "check", str(table_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    sha = hashlib.sha256(TABLE.encode()).hexdigest()[:12]
+    assert result.stdout.splitlines() == [
+        f"{table_file}: ok, 7 rules, sha256 {sha}",
+        "rules in the order they are tried (the first that matches decides):",
+        "  1  line 3   path /api/health                                          auth none",
+        "  2  line 5   prefix /web                                               auth none",
+        "  3  line 7   path /api/activities/home  methods GET,HEAD               auth optional; token_use access",
+        "  4  line 9   prefix /api/admin                                         auth required; token_use access; groups any of admins,ops",
+        "  5  line 11  prefix /api/reports  methods GET                          auth required; token_use access; scopes all of reports/read",
+        "  6  line 13  prefix /api/tenants  hosts *.example.com,api.example.com  auth required; token_use access,id; revocation check",
+        "  7  line 16  prefix /api/reports/public                                auth none",
+        "  default     (no rule matches)                                         auth required; token_use access",
+    ]
+
+
+def test_routes_check_of_a_table_without_rules_shows_the_default_alone(tmp_path):
+    """A table with no rules is valid: every request gets the default (here omitted: auth required, access)."""
+    path = tmp_path / "routes.yaml"
+    path.write_text("routes: []\n")
+    result = authz("routes", "check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        "no rules: every request gets the default",
+        "  default  (every request)  auth required; token_use access",
+    ]
+
+
+def test_routes_check_accepts_the_stacks_own_table():
+    """The table the stack ships passes the check operators run in CI."""
+    result = authz("routes", "check", "stack/routes/routes.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "  default " in result.stdout
+
+
+VALID_RULE = "routes:\n  - match: {path: /api/health}\n    auth: none\n"
+
+
+@pytest.mark.parametrize(
+    "text, line, problem",
+    [
+        pytest.param(VALID_RULE + "  - match: {prefix: /api\n", 5, "not valid YAML", id="bad-yaml"),
+        pytest.param(
+            VALID_RULE + "  - match: {prefix: /api}\n    group: [admins]\n", 4, "unknown key", id="unknown-key"
+        ),
+        pytest.param(
+            VALID_RULE + "  - match: {prefix: /api}\n    groups: admins\n", 5, "routes/1/groups", id="wrong-type"
+        ),
+        pytest.param(
+            VALID_RULE + "  - match: {prefix: /api}\n    auth: optional\n    groups: [admins]\n",
+            4,
+            "groups need auth: required",
+            id="groups-with-auth-optional",
+        ),
+        pytest.param(VALID_RULE + "  - match: {prefix: /api/}\n", 4, "ends with /", id="prefix-ending-in-slash"),
+        pytest.param(
+            VALID_RULE + "  - match: {prefix: /api, hosts: [api.example.com:8443]}\n",
+            4,
+            "is not a host name",
+            id="host-with-port",
+        ),
+        pytest.param(
+            VALID_RULE + "  - match: {prefix: /api, hosts: [https://api.example.com]}\n",
+            4,
+            "is not a host name",
+            id="host-with-scheme",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "explain"])
+def test_an_invalid_table_exits_2_with_one_line_naming_the_file_and_line(tmp_path, command, text, line, problem):
+    """Each kind of invalid file: nothing on stdout, one line `authz: <file>:<line>: <problem>` on stderr, exit 2,
+    for `check` and `explain` alike."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    extra = ["--method", "GET", "--path", "/api/health"] if command == "explain" else []
+    result = authz("routes", command, str(path), *extra)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"authz: {path}:{line}: "), lines[0]
+    assert problem in lines[0]
+
+
+def test_a_missing_table_exits_2_naming_the_file(tmp_path):
+    """A file that cannot be read has no line to name: `authz: <file>: cannot read: ...`, exit 2."""
+    path = tmp_path / "absent.yaml"
+    result = authz("routes", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"authz: {path}: cannot read: No such file or directory"]
+
+
+def explain(table_file, method: str, path: str, host: str | None = None) -> list[str]:
+    args = ["routes", "explain", str(table_file), "--method", method, "--path", path]
+    result = authz(*args, *(["--host", host] if host is not None else []))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize(
+    "method, path, host, rule",
+    [
+        pytest.param("GET", "/api/health", None, 1, id="exact"),
+        pytest.param("GET", "/api/health/x", None, None, id="exact-is-not-a-prefix"),
+        pytest.param("GET", "/web", None, 2, id="segment-prefix-itself"),
+        pytest.param("GET", "/web/app.js", None, 2, id="segment-prefix-below"),
+        pytest.param("GET", "/website", None, None, id="segment-prefix-not-website"),
+        pytest.param("HEAD", "/api/activities/home", None, 3, id="method-listed"),
+        pytest.param("POST", "/api/activities/home", None, None, id="method-not-listed"),
+        pytest.param("GET", "/api/reports/public/x", None, 5, id="first-match-wins"),
+        pytest.param("POST", "/api/reports/public/x", None, 7, id="later-rule-when-earlier-method-differs"),
+        pytest.param("GET", "/api/tenants/7", "api.example.com", 6, id="host-exact"),
+        pytest.param("GET", "/api/tenants/7", "EU.API.Example.com:8443", 6, id="host-wildcard-with-port-any-case"),
+        pytest.param("GET", "/api/tenants/7?page=2", "eu.example.com", 6, id="query-ignored"),
+        pytest.param("GET", "/api/tenants/7", "example.com", None, id="wildcard-needs-a-label"),
+        pytest.param("GET", "/api/tenants/7", "api.example.org", None, id="host-not-listed"),
+        pytest.param("GET", "/api/tenants/7", None, None, id="no-host"),
+        pytest.param("GET", "/api/me", None, None, id="default"),
+    ],
+)
+def test_routes_explain_names_the_first_rule_that_matches_or_the_default(table_file, method, path, host, rule):
+    """`routes explain` tries the rules in order as the server does (exact path, segment prefix, methods, hosts
+    without port and case-insensitive, the path without its query) and names the rule that decides, by number and
+    line and as written, or the default."""
+    lines = explain(table_file, method, path, host)
+    assert lines[0] == f"request:     {method} {path} " + (
+        f"(host {host})" if host else "(no host: no rule with hosts matches)"
+    )
+    if rule is None:
+        assert lines[1] == "decided by:  no rule matches: the default"
+    else:
+        written = {1: 3, 2: 5, 3: 7, 5: 11, 6: 13, 7: 16}[rule]
+        assert lines[1].startswith(f'decided by:  rule {rule}, line {written}: {{"match": ')
+
+
+def test_routes_explain_prints_what_the_rule_demands(table_file):
+    """Each demand on its own line (auth, token_use, groups, scopes, revocation), with what it means for a caller."""
+    assert explain(table_file, "GET", "/api/admin/users", "api.example.com") == [
+        "request:     GET /api/admin/users (host api.example.com)",
+        'decided by:  rule 4, line 9: {"match": {"prefix": "/api/admin"}, "groups": ["admins", "ops"]}',
+        "auth:        required (no valid token: 401)",
+        "token_use:   access (another token: 401)",
+        "groups:      any of admins,ops (in none of them: 403)",
+        "scopes:      none demanded",
+        "revocation:  as the server is configured (AUTHZ_REVOCATION)",
+    ]
+    assert explain(table_file, "GET", "/api/tenants/7", "x.example.com:443")[2:] == [
+        "auth:        required (no valid token: 401)",
+        "token_use:   access,id (another token: 401)",
+        "groups:      none demanded",
+        "scopes:      none demanded",
+        "revocation:  check (the token is confirmed with Cognito's GetUser)",
+    ]
+    assert explain(table_file, "GET", "/api/reports/q3")[5] == "scopes:      all of reports/read (one missing: 403)"
+    assert explain(table_file, "GET", "/api/activities/home")[2] == (
+        "auth:        optional (no token: allowed as anonymous; a token that is sent must be valid, else 401)"
+    )
+    assert explain(table_file, "GET", "/web/index.html")[2:] == [
+        "auth:        none (public: the token is not even read)"
+    ]
+
+
+def test_routes_explain_falls_to_the_default(table_file):
+    """No rule matching: the default decides, and its demands are printed the same way."""
+    assert explain(table_file, "DELETE", "/website") == [
+        "request:     DELETE /website (no host: no rule with hosts matches)",
+        "decided by:  no rule matches: the default",
+        "auth:        required (no valid token: 401)",
+        "token_use:   access (another token: 401)",
+        "groups:      none demanded",
+        "scopes:      none demanded",
+        "revocation:  as the server is configured (AUTHZ_REVOCATION)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/health/../admin", "/api/health/./x", "/web//x", "/web\\..\\api", "/web/%2e%2E/api", "/api%2Fadmin", "/a%5c"],
+)
+def test_routes_explain_of_a_path_not_in_normal_form_is_bad_path_whatever_the_rules(table_file, path):
+    """A path with a dot segment, //, a backslash or an encoded /, \\ or . is denied 400 bad_path before any rule
+    (even under a public prefix): explain says so, and exits 0 since that is its answer."""
+    lines = explain(table_file, "GET", path, "api.example.com")
+    assert lines[0] == f"request:     GET {path} (host api.example.com)"
+    assert lines[1].startswith("decided by:  no rule: the path is not in normal form")
+    assert lines[2:] == ["result:      denied 400 bad_path, whatever the rules say"]
