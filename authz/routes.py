@@ -316,13 +316,14 @@ def parse_table(text: str, source: str) -> RouteTable:
         # The first in the file: the one a person reading from the top meets first.
         failure = _most_specific(min(failures, key=lambda failure: _line(node, list(failure.absolute_path))))
         raise RoutesError(source, _line(node, list(failure.absolute_path)), _describe(failure))
-    default = _table_settings(document.get("default", {}), source, _line(node, ["default"]))
+    _refuse_duplicate_keys(node, source)
+    default = _table_settings(document.get("default", {}), source, _key_lines(node, ["default"]))
     rules = tuple(
         RouteRule(
             index=index + 1,
             line=_line(node, ["routes", index]),
             match=_match(entry["match"], source, _line(node, ["routes", index, "match"])),
-            settings=_table_settings(entry, source, _line(node, ["routes", index])),
+            settings=_table_settings(entry, source, _key_lines(node, ["routes", index])),
             text=json.dumps(entry, separators=(", ", ": ")),
         )
         for index, entry in enumerate(document["routes"])
@@ -344,7 +345,17 @@ def load_table(path: str | os.PathLike[str]) -> RouteTable:
     return parse_table(text, source)
 
 
-def _table_settings(entry: Mapping[str, Any], source: str, line: int) -> RouteSettings:
+def _key_lines(node: yaml.Node | None, path: list[str | int]) -> Callable[[str], int]:
+    """The line each key of the mapping at `path` is written on."""
+
+    def line(key: str) -> int:
+        return _line(node, [*path, key])
+
+    return line
+
+
+def _table_settings(entry: Mapping[str, Any], source: str, line: Callable[[str], int]) -> RouteSettings:
+    """The settings of a rule (or the default); line(key) is the line a key is written on."""
     try:
         return _settings(
             entry.get("auth", "required"),
@@ -354,7 +365,22 @@ def _table_settings(entry: Mapping[str, Any], source: str, line: int) -> RouteSe
             entry.get("revocation"),
         )
     except _BadSetting as error:
-        raise RoutesError(source, line, error.problem) from None
+        raise RoutesError(source, line(error.key), error.problem) from None
+
+
+def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
+    """A key written twice in one mapping is an error: YAML would keep the last, and a copy-paste or merge slip
+    (auth: none, then auth: required further down) must not quietly decide a route."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[object] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                raise RoutesError(source, key.start_mark.line + 1, f"{key.value!s} is written twice in one mapping")
+            seen.add(key.value)
+            _refuse_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, source)
 
 
 def _match(entry: Mapping[str, Any], source: str, line: int) -> RouteMatch:
@@ -391,12 +417,51 @@ def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationEr
     return best
 
 
+_TYPE_NAMES = {"array": "a list", "object": "a mapping", "string": "a string"}
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
+    """The schema's complaint in a table author's words: where, then what is wrong, without Python reprs."""
     where = "/".join(str(part) for part in error.absolute_path) or "the file"
-    message = error.message
-    if error.validator == "additionalProperties":
-        message = message.replace("Additional properties are not allowed", "unknown key")
-    return f"{where}: {message}"
+    schema_value: Any = error.validator_value
+    instance: Any = error.instance
+    match error.validator:
+        case "additionalProperties":
+            rule_schema: Any = error.schema
+            known = sorted(rule_schema.get("properties", {}))
+            unknown = sorted(set(instance) - set(known)) if isinstance(instance, dict) else []
+            return f"{where}: unknown key {', '.join(unknown)} (expected {', '.join(known)})"
+        case "required":
+            missing = [key for key in schema_value if key not in instance]
+            return f"{where}: {', '.join(missing)} is required"
+        case "oneOf" if error.absolute_path and error.absolute_path[-1] == "match":
+            return f"{where}: a match needs exactly one of path or prefix"
+        case "type":
+            return f"{where}: must be {_TYPE_NAMES.get(str(schema_value), str(schema_value))}, not {_shown(error.instance)}"
+        case "enum":
+            choices = ", ".join(str(choice) for choice in schema_value)
+            return f"{where}: must be one of {choices}, not {_shown(error.instance)}"
+        case "pattern":
+            return f"{where}: {_shown(error.instance)} is not {_PATTERN_NAMES.get(str(schema_value), 'allowed here')}"
+        case "minItems":
+            return f"{where}: must list at least one"
+        case "uniqueItems":
+            return f"{where}: lists an item twice"
+        case "minLength":
+            return f"{where}: must not be empty"
+    return f"{where}: {error.message}"
+
+
+_PATTERN_NAMES = {
+    "^/[^\\s\\u0000-\\u001f\\u007f]*$": "a path (starting with /, no spaces or control characters)",
+    "^[A-Z]+$": "an upper-case method name",
+    "^[!#-\\[\\]-~]+$": "a scope (printable ASCII, no space, quote or backslash)",
+}
+
+
+def _shown(value: object) -> str:
+    """A value as the table author wrote it (JSON), not as Python prints it."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _line(node: yaml.Node | None, path: Sequence[str | int]) -> int:
@@ -420,49 +485,65 @@ def _line(node: yaml.Node | None, path: Sequence[str | int]) -> int:
 
 class RouteTableFile:
     """The table in a file, kept in force: `table` is the one every Check reads (replaced whole, never mutated, so
-    no Check sees half of two tables); `check()` re-reads the file when its mtime or size changed, and a file that
-    is invalid is refused, the last good table staying in force. `start()` checks every `interval` seconds in a
-    daemon thread."""
+    no Check sees half of two tables); `check()` re-reads the file when its mtime, size or inode changed, and a
+    file that is invalid is refused, the last good table staying in force. `start()` checks every `interval`
+    seconds in a daemon thread.
+
+    A file caught halfway through being written in place must not pass for a shorter table (a dropped rule would
+    put its paths under the default): a change is read only once the file has stayed the same for `settle`
+    seconds, and a read during which it changed is thrown away (the next check reads it again). Writing the file
+    atomically (a new file renamed over it, as Kubernetes does for a mounted ConfigMap) avoids the question."""
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         *,
         interval: float = 2.0,
+        settle: float = 0.2,
         on_reload: Callable[[RouteTable | None, RoutesError | None], None] | None = None,
     ) -> None:
         """Loads the table now: RoutesError if the file is missing or invalid. on_reload(table, error) hears each
         later reload, good (table) or refused (error)."""
         self.path = Path(path)
         self._interval = interval
+        self._settle = settle
         self._on_reload = on_reload
-        self._seen = self._stamp()
-        self.table = load_table(self.path)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._seen = self._stamp()
+        self.table = load_table(self.path)
 
-    def _stamp(self) -> tuple[int, int] | None:
+    def _stamp(self) -> tuple[int, int, int] | None:
         try:
             stat = self.path.stat()
         except OSError:
             return None
-        return stat.st_mtime_ns, stat.st_size
+        return stat.st_mtime_ns, stat.st_size, stat.st_ino
 
     def check(self) -> bool:
-        """Re-read the file if it changed; True when a new table is now in force."""
+        """Re-read the file if it changed (and has settled); True when a new table is now in force."""
         stamp = self._stamp()
         if stamp == self._seen:
             return False
-        self._seen = stamp
+        if self._settle:
+            self._stop.wait(self._settle)
+            if self._stamp() != stamp:
+                return False  # still being written: the next check looks again
         try:
             table = load_table(self.path)
         except RoutesError as error:
+            if self._stamp() != stamp:
+                return False  # changed while it was read: the next check reads it again
+            self._seen = stamp
             log.error(
                 "route table refused; the last good one stays in force",
                 extra={"fields": {"file": error.source, "line": error.line, "problem": error.problem}},
             )
             self._report(None, error)
             return False
+        if self._stamp() != stamp:
+            return False  # changed while it was read: the next check reads it again
+        self._seen = stamp
         if table.sha256 == self.table.sha256:
             return False
         self.table = table

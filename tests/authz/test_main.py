@@ -249,7 +249,7 @@ VALID_RULE = "routes:\n  - match: {path: /api/health}\n    auth: none\n"
         ),
         pytest.param(
             VALID_RULE + "  - match: {prefix: /api}\n    auth: optional\n    groups: [admins]\n",
-            4,
+            6,  # the line of the key at fault
             "groups need auth: required",
             id="groups-with-auth-optional",
         ),
