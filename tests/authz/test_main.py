@@ -162,6 +162,23 @@ def test_serve_on_a_busy_port_exits_2_with_one_line(jwks_server):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("content", [None, "routes:\n  - match: {path: /x}\n    group: [admins]\n"])
+def test_serve_with_a_route_table_it_cannot_use_exits_2_naming_the_file_and_line(jwks_server, tmp_path, content):
+    """A missing or invalid AUTHZ_ROUTES file stops `serve` at start: one line naming the file (and line), exit 2."""
+    routes = tmp_path / "routes.yaml"
+    if content is not None:
+        routes.write_text(content)
+    env = pool_env(
+        jwks_server.url, AUTHZ_ROUTES=str(routes), AUTHZ_ADDR="127.0.0.1:0", AUTHZ_METRICS_ADDR="127.0.0.1:0"
+    )
+    result = authz("serve", env=env)
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.strip().splitlines() if line.startswith("authz:")]
+    expected = f"{routes}:2: " if content else f"{routes}: cannot read"
+    assert line.startswith(f"authz: configuration error: AUTHZ_ROUTES: {expected}"), line
+    assert "Traceback" not in result.stderr
+
+
 # ------------------------------------------------------------------------------------------------ routes
 
 # The issue's table, and a last rule that only the order of the rules keeps from GET /api/reports/public/...
