@@ -199,6 +199,11 @@ class RouteMatch:
     hosts: frozenset[str] = frozenset()  # exact names, lower-case
     host_suffixes: tuple[str, ...] = ()  # ".example.com" for "*.example.com"
 
+    @property
+    def segment(self) -> str | None:
+        """The first path segment of every path this match fits (None: it fits paths under any)."""
+        return None if self.prefix == "/" else _first_segment(self.path or self.prefix or "/")
+
     def fits(self, method: str, host: str, path: str) -> bool:
         """Whether the request fits; host is lower-case without its port, path without its query."""
         if self.path is not None and path != self.path:
@@ -250,18 +255,12 @@ class RouteTable:
     _memo: dict[tuple[str, str, str], RouteRule | None] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        segments = {_first_segment(rule.match.path or rule.match.prefix or "/") for rule in self.rules}
-        everywhere = tuple(rule for rule in self.rules if rule.match.prefix == "/")
+        segments = {rule.match.segment for rule in self.rules} - {None}
         by_segment = {
-            segment: tuple(
-                rule
-                for rule in self.rules
-                if rule.match.prefix == "/" or _first_segment(rule.match.path or rule.match.prefix or "/") == segment
-            )
-            for segment in segments
+            segment: tuple(rule for rule in self.rules if rule.match.segment in (None, segment)) for segment in segments
         }
         object.__setattr__(self, "_by_segment", by_segment)
-        object.__setattr__(self, "_everywhere", everywhere)
+        object.__setattr__(self, "_everywhere", tuple(rule for rule in self.rules if rule.match.segment is None))
 
     def rule_for(self, method: str, host: str, path: str) -> RouteRule | None:
         """The rule that decides a request (None: the default), matching the path without its query and the host
