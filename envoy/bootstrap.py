@@ -1,6 +1,7 @@
 """The front proxy's configuration, written once as typed models (envoy-data-plane) and rendered per topology.
 
     python -m envoy.bootstrap local  [--envoy-port 8080 --admin-port 9901 --authz-port 9191 --backend-port 4567]
+                                     [--route-rules table|context_extensions]
     python -m envoy.bootstrap compose            (regenerates envoy/envoy.compose.yaml, the docker-compose variant)
 
 What every variant does, in request order:
@@ -11,8 +12,9 @@ What every variant does, in request order:
    request_headers_to_remove would run after ext_authz and delete the authz server's own headers.)
 3. ext_authz asks the authz cluster (gRPC, HTTP/2, health-checked with grpc.health.v1) with a short timeout;
    failure_mode_allow is off and an unreachable or failing authz server means STATUS_ON_ERROR for the client.
-   Routes pass their rules as context_extensions; /api/health, CORS preflights and the pages (/, /web/) skip
-   the check.
+   /api/health, CORS preflights and the pages (/, /web) skip the check. Every other route is checked, and its
+   rules come from the authz server's route table (the stack's is stack/routes/routes.yaml) or, in the variant
+   that sends them (RuleSource.CONTEXT_EXTENSIONS), from each route's context_extensions.
 4. The router sends allowed requests to the backend, which trusts only the identity headers set in step 3.
 5. The clusters behind steps 3 and 4: the authz replicas (outliers ejected at once) and the backend, whose idle
    connections Envoy closes before the backend would.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import enum
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -201,6 +204,17 @@ def address(host: HostPort) -> Address:
     return Address(socket_address=SocketAddress(address=host.host, port_value=host.port))
 
 
+class RuleSource(enum.StrEnum):
+    """Where the authz server finds the rules of a route Envoy checks."""
+
+    # The server's own route table (AUTHZ_ROUTES; the stack's is stack/routes/routes.yaml): Envoy sends no rules,
+    # as with Istio's CUSTOM action or Envoy Gateway's extAuth, and the table can change without touching Envoy.
+    TABLE = "table"
+    # Each checked route sends its rules as context_extensions, as Envoy configurations written for them do; the
+    # server decides such a Check by them alone, whatever its table says.
+    CONTEXT_EXTENSIONS = "context_extensions"
+
+
 @dataclass(frozen=True)
 class Topology:
     """Where Envoy listens and where its upstreams are; the only thing that differs between variants."""
@@ -215,6 +229,7 @@ class Topology:
     # Must equal the authz server's AUTHZ_HEADER_PREFIX and the backend's IDENTITY_HEADER_PREFIX: Envoy strips
     # exactly these headers from clients.
     identity_header_prefix: str = DEFAULT_IDENTITY_HEADER_PREFIX
+    route_rules: RuleSource = RuleSource.TABLE
 
 
 def local(
@@ -224,6 +239,7 @@ def local(
     authz_ports: Sequence[int] = (9191,),
     backend_port: int = 4567,
     identity_header_prefix: str = DEFAULT_IDENTITY_HEADER_PREFIX,
+    route_rules: RuleSource = RuleSource.TABLE,
 ) -> Topology:
     """Everything on loopback, as `make run` and the integration tests start it."""
     return Topology(
@@ -232,6 +248,7 @@ def local(
         authz=tuple(HostPort("127.0.0.1", port) for port in authz_ports),
         backend=HostPort("127.0.0.1", backend_port),
         identity_header_prefix=identity_header_prefix,
+        route_rules=route_rules,
     )
 
 
@@ -376,22 +393,28 @@ def ext_authz() -> ExtAuthz:
     )
 
 
-# 4. The routes: which rule the authz server applies to a path, and the backend behind every one.
+# 4. The routes: where ext_authz is off, what the authz server demands elsewhere, and the backend behind every one.
 
 
 @dataclass(frozen=True)
 class ApiRoute:
-    """One row of the route table: a path, and what the authz server demands there (None: no check)."""
+    """One row of the route table: a path, and what the authz server demands there, as context_extensions (None:
+    ext_authz is off, no Check at all)."""
 
     name: str
     match: RouteMatch
     context_extensions: Mapping[str, str] | None
 
 
-# First match wins. Everything not listed needs a valid access token (default deny).
+# First match wins. ext_authz is off only where no Check is wanted at all: liveness must not depend on authz, a
+# CORS preflight carries no credentials by design, and the pages are public static files. Everything else is
+# checked. The rules below are the ones Envoy sends under RuleSource.CONTEXT_EXTENSIONS; under RuleSource.TABLE it
+# sends none, and the authz server's table (stack/routes/routes.yaml, held to these rows by
+# tests/stack/test_routes_file.py) states the same rules.
 ROUTES = (
     ApiRoute("health", RouteMatch(path=BACKEND_HEALTH_PATH), None),
-    # A CORS preflight carries no credentials by design; the backend answers it (and only it) anonymously.
+    # A CORS preflight carries no credentials by design; the backend answers it (and only it) anonymously. A route
+    # table matches on method, host and path, so it cannot tell a preflight from another OPTIONS: Envoy does.
     ApiRoute(
         "cors-preflight",
         RouteMatch(
@@ -404,12 +427,22 @@ ROUTES = (
         None,
     ),
     # The web pages (backend/web/): public static files; they call the API with the user's token themselves.
+    # /web and /web/..., never /website: the segment prefix the route table's `prefix` means.
     ApiRoute("pages", RouteMatch(path="/"), None),
-    ApiRoute("page-assets", RouteMatch(prefix="/web/"), None),
+    ApiRoute("page-assets", RouteMatch(path_separated_prefix="/web"), None),
     ApiRoute("home-feed", RouteMatch(path="/api/activities/home"), {"auth": "optional"}),
     ApiRoute("api", RouteMatch(prefix="/api/"), {"auth": "required"}),
+    # Everything not listed needs a valid access token (default deny).
     ApiRoute("default", RouteMatch(prefix="/"), {"auth": "required"}),
 )
+
+
+def routes(rules: RuleSource) -> tuple[ApiRoute, ...]:
+    """The rows Envoy renders: all of them when it sends the rules; otherwise the unchecked ones and the catch-all,
+    since checked routes that send no rules differ in nothing but their match."""
+    if rules is RuleSource.CONTEXT_EXTENSIONS:
+        return ROUTES
+    return (*(row for row in ROUTES if row.context_extensions is None), ROUTES[-1])
 
 
 def _route_config(topology: Topology) -> RouteConfiguration:
@@ -419,7 +452,7 @@ def _route_config(topology: Topology) -> RouteConfiguration:
             VirtualHost(
                 name="cruddur",
                 domains=["*"],
-                routes=[_route(api_route) for api_route in ROUTES],
+                routes=[_route(api_route, topology.route_rules) for api_route in routes(topology.route_rules)],
                 # The upstream gets the caller's identity from the authz server, so it never needs the token
                 # (as jwt_authn's default `forward: false`): a backend log or a leak cannot hand it on. Route and
                 # virtual-host header removal runs in the router, after ext_authz has read it.
@@ -429,18 +462,20 @@ def _route_config(topology: Topology) -> RouteConfiguration:
     )
 
 
-def _route(api_route: ApiRoute) -> Route:
+def _route(api_route: ApiRoute, rules: RuleSource) -> Route:
+    per_filter: dict[str, AnyMessage] = {}
     if api_route.context_extensions is None:
-        per_route = ExtAuthzPerRoute(disabled=True)
-    else:
+        per_filter[EXT_AUTHZ] = AnyMessage.pack(ExtAuthzPerRoute(disabled=True))
+    elif rules is RuleSource.CONTEXT_EXTENSIONS:
         per_route = ExtAuthzPerRoute(
             check_settings=CheckSettings(context_extensions=dict(api_route.context_extensions))
         )
+        per_filter[EXT_AUTHZ] = AnyMessage.pack(per_route)
     return Route(
         name=api_route.name,
         match=api_route.match,
         route=RouteAction(cluster=BACKEND_CLUSTER),
-        typed_per_filter_config={EXT_AUTHZ: AnyMessage.pack(per_route)},
+        typed_per_filter_config=per_filter,
     )
 
 
@@ -561,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     local_parser.add_argument("--authz-port", type=int, action="append", help="repeat for several replicas")
     local_parser.add_argument("--backend-port", type=int, default=4567)
     local_parser.add_argument("--identity-header-prefix", default=DEFAULT_IDENTITY_HEADER_PREFIX)
+    local_parser.add_argument(
+        "--route-rules", type=RuleSource, choices=list(RuleSource), default=RuleSource.TABLE, help=RuleSource.__doc__
+    )
     compose_parser = sub.add_parser("compose", help="write envoy/envoy.compose.yaml")
     compose_parser.add_argument("--stdout", action="store_true", help="print instead of writing the file")
     args = parser.parse_args(argv)
@@ -571,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             authz_ports=args.authz_port or (9191,),
             backend_port=args.backend_port,
             identity_header_prefix=args.identity_header_prefix,
+            route_rules=args.route_rules,
         )
         print(json.dumps(render(topology), indent=2))
     elif args.stdout:

@@ -23,6 +23,10 @@ from stack.provision import emulator_answers, provision_local
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DEFAULT_REGION = "ca-central-1"
+# The stack's route table: what authz demands on each route Envoy checks (AUTHZ_ROUTES). In a folder of its own,
+# so docker compose can mount the folder and still see a file an editor replaced (a single-file bind mount keeps
+# the old one).
+ROUTES_FILE = ROOT / "stack" / "routes" / "routes.yaml"
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,11 @@ class LocalStack:
     # The origin the backend's CORS allows besides Envoy's own (a front end served elsewhere).
     frontend_url: str | None = None
     envoy_concurrency: int | None = None
+    # The authz server's route table (AUTHZ_ROUTES; None: whatever the environment says), and where Envoy's checked
+    # routes take their rules from: that table (Envoy sends none), or context_extensions Envoy sends, which the
+    # server prefers to its table.
+    routes_file: Path | None = ROUTES_FILE
+    route_rules: bootstrap.RuleSource = bootstrap.RuleSource.TABLE
     cognito_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
@@ -157,6 +166,7 @@ class LocalStack:
             "AUTHZ_ADDR": self.authz_addr(replica),
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{self.ports.metrics[replica]}",
             "AUTHZ_HEADER_PREFIX": self.identity_header_prefix,
+            **({"AUTHZ_ROUTES": str(self.routes_file)} if self.routes_file else {}),
             **self.authz_env,
         }
         endpoint = self.cognito_env.get("AWS_ENDPOINT_URL_COGNITO_IDP")
@@ -178,6 +188,7 @@ class LocalStack:
             authz_ports=self.ports.authz,
             backend_port=self.ports.backend,
             identity_header_prefix=self.identity_header_prefix,
+            route_rules=self.route_rules,
         )
         self.envoy_config_path.write_text(json.dumps(bootstrap.render(topology), indent=2))
         argv = envoy_command(self.envoy_config_path, concurrency=self.envoy_concurrency)

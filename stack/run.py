@@ -2,8 +2,9 @@
 
 Starts moto's Cognito emulator on 127.0.0.1:9229 (unless AWS_COGNITO_USER_POOLS_ID points at a real pool) with
 the seed's pool, client and a confirmed demo user, writes .run/cognito.env, then the backend, the authz server
-and Envoy, each once the one before is healthy, and prints how to talk to them. Ctrl-C stops everything; pid
-files in .run/ let the next run clean up after a crash.
+(with the route table stack/routes/routes.yaml, or $AUTHZ_ROUTES) and Envoy, each once the one before is healthy,
+and prints how to talk to them. Ctrl-C stops everything; pid files in .run/ let the next run clean up after a
+crash.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from identity_headers import DEFAULT_PREFIX
 from stack.cognito import cognito_client_for, sign_in
-from stack.local import ROOT, LocalStack, Ports
+from stack.local import ROOT, ROUTES_FILE, LocalStack, Ports
 from stack.processes import StartupError, stop_stale
 from stack.provision import write_env_file
 
@@ -37,6 +39,8 @@ def main() -> int:
         frontend_url=os.environ.get("FRONTEND_URL"),
         # Sign-out cuts a token off within AUTHZ_REVOCATION_TTL seconds (`make sign-out` shows it).
         authz_env={"AUTHZ_REVOCATION": os.environ.get("AUTHZ_REVOCATION", "cognito")},
+        # What authz demands on each route; edits take effect within AUTHZ_ROUTES_RELOAD_SECONDS, no restart.
+        routes_file=Path(os.environ.get("AUTHZ_ROUTES") or ROUTES_FILE),
     )
     try:
         env_file = RUN_DIR / "cognito.env"
@@ -70,6 +74,13 @@ def main() -> int:
         stack.stop()
 
 
+def _shown(path: Path | None) -> str:
+    """A path as the banner shows it: relative to the checkout when it is inside it."""
+    if path is None:
+        return "none"
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
@@ -81,6 +92,7 @@ def _step(name: str, start: Callable[[], object]) -> None:
 
 def _banner(stack: LocalStack) -> None:
     env = stack.cognito_env
+    reload_seconds = os.environ.get("AUTHZ_ROUTES_RELOAD_SECONDS") or "2"
     token = None
     if "DEMO_USERNAME" in env:
         client = cognito_client_for(env)
@@ -91,6 +103,7 @@ def _banner(stack: LocalStack) -> None:
   Envoy (the API)   {stack.envoy_url}          every request goes through ext_authz
   Envoy admin       {stack.admin_url}
   authz (gRPC)      {stack.authz_addr()}            metrics {stack.metrics_url()}
+  route table       {_shown(stack.routes_file)}   edit it: authz reloads it within {reload_seconds} s
   backend           {stack.backend_url}          loopback only; reach it through Envoy
   Cognito (local)   {env.get("AWS_ENDPOINT_URL_COGNITO_IDP", "real AWS")}   pool {env["AWS_COGNITO_USER_POOLS_ID"]}
   ids and demo credentials: .run/cognito.env     a fresh token: make token

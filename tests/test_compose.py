@@ -14,12 +14,14 @@ import shutil
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from stack.local import ROUTES_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -460,6 +462,19 @@ def test_authz_fetches_signing_keys_from_the_cognito_emulator_service():
     assert url.path == "/{pool}/.well-known/jwks.json"
     # Issuers must stay the real Cognito ones, which the emulator also puts in its tokens.
     assert "AUTHZ_ISSUER" not in _environment("authz")
+
+
+def test_authz_reads_the_stacks_route_table_from_a_read_only_folder_mount():
+    """AUTHZ_ROUTES names the stack's route table (stack/routes/routes.yaml, as `make run` uses it) inside a
+    read-only mount of its folder: a mounted folder, unlike a mounted file, shows a file an editor replaced."""
+    routes = PurePosixPath(_environment("authz")["AUTHZ_ROUTES"])
+    holding = [mount for mount in _mounts("authz") if routes.is_relative_to(mount[1])]
+    assert len(holding) == 1, f"no one mount holds {routes}"
+    [(source, target, read_only)] = holding
+    assert read_only
+    assert routes.parent == PurePosixPath(target), "mount the table's folder, not the file"
+    on_host = (REPO / source / routes.relative_to(target)).resolve()
+    assert on_host == ROUTES_FILE and on_host.is_file()
 
 
 def test_docker_compose_accepts_the_file():

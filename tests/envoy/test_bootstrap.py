@@ -48,7 +48,14 @@ def _cluster(document: dict, name: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    "variant", [bootstrap.local(), bootstrap.local(authz_ports=(9191, 9193)), bootstrap.compose()], ids=str
+    "variant",
+    [
+        bootstrap.local(),
+        bootstrap.local(authz_ports=(9191, 9193)),
+        bootstrap.local(route_rules=bootstrap.RuleSource.CONTEXT_EXTENSIONS),
+        bootstrap.compose(),
+    ],
+    ids=str,
 )
 def test_every_variant_passes_envoy_validate(tmp_path: Path, variant: bootstrap.Topology):
     """The pinned Envoy accepts each rendered variant (`envoy --mode validate` says OK)."""
@@ -150,21 +157,55 @@ def test_a_check_a_replica_refused_is_retried_on_another_and_the_replica_ejected
     assert cluster["outlier_detection"]["split_external_local_origin_errors"] is True
 
 
-def test_route_table_opens_only_health_preflight_and_pages_and_makes_the_feed_optional():
-    """/api/health, CORS preflights and the pages (exactly `/`, and `/web/...`) skip ext_authz, the home feed is
-    auth-optional, everything else required."""
-    routes = _routes(bootstrap.render(bootstrap.local()))
-    per_route = {name: route["typed_per_filter_config"][bootstrap.EXT_AUTHZ] for name, route in routes.items()}
-    opened = {name for name, config in per_route.items() if config.get("disabled")}
+def _ext_authz_per_route(document: dict) -> dict[str, dict | None]:
+    """Each route's ext_authz per-route config by route name (None: it has none, the filter's own settings apply)."""
+    return {
+        name: route.get("typed_per_filter_config", {}).get(bootstrap.EXT_AUTHZ)
+        for name, route in _routes(document).items()
+    }
+
+
+@pytest.mark.parametrize("rules", list(bootstrap.RuleSource))
+def test_only_health_preflight_and_pages_skip_ext_authz(rules: bootstrap.RuleSource):
+    """/api/health, CORS preflights and the pages (exactly `/`, and the segment prefix `/web`) skip ext_authz,
+    whichever way the rules reach the server; every other route is checked, with `/` the last, catch-all route."""
+    document = bootstrap.render(bootstrap.local(route_rules=rules))
+    routes = _routes(document)
+    opened = {name for name, config in _ext_authz_per_route(document).items() if config and config.get("disabled")}
     assert opened == {"health", "cors-preflight", "pages", "page-assets"}
-    assert routes["pages"]["match"] == {"path": "/"} and routes["page-assets"]["match"] == {"prefix": "/web/"}
-    assert per_route["home-feed"]["check_settings"]["context_extensions"] == {"auth": "optional"}
-    assert per_route["api"]["check_settings"]["context_extensions"] == {"auth": "required"}
+    assert routes["health"]["match"] == {"path": bootstrap.BACKEND_HEALTH_PATH}
+    assert routes["pages"]["match"] == {"path": "/"}
+    assert routes["page-assets"]["match"] == {"path_separated_prefix": "/web"}
     assert list(routes)[-1] == "default" and routes["default"]["match"] == {"prefix": "/"}
-    assert per_route["default"]["check_settings"]["context_extensions"] == {"auth": "required"}
     preflight = routes["cors-preflight"]["match"]["headers"]
     assert {"name": ":method", "string_match": {"exact": "OPTIONS"}} in preflight
     assert {"name": "access-control-request-method", "present_match": True} in preflight
+
+
+@pytest.mark.parametrize("variant", [bootstrap.local(), bootstrap.compose()], ids=["local", "compose"])
+def test_the_stacks_envoy_sends_no_rules_the_route_table_decides(variant: bootstrap.Topology):
+    """By default (`make run`, compose, the integration suite) Envoy sends no context_extensions: the checked routes
+    are one catch-all with the filter's own settings, and the authz server's route table decides."""
+    document = bootstrap.render(variant)
+    per_route = _ext_authz_per_route(document)
+    assert list(per_route) == ["health", "cors-preflight", "pages", "page-assets", "default"]
+    assert per_route["default"] is None
+    assert "context_extensions" not in json.dumps(document)
+
+
+def test_the_context_extensions_variant_sends_each_routes_rules():
+    """RuleSource.CONTEXT_EXTENSIONS renders every row of ROUTES with its rules: the home feed auth-optional, the
+    rest of /api/ and everything else required."""
+    per_route = _ext_authz_per_route(
+        bootstrap.render(bootstrap.local(route_rules=bootstrap.RuleSource.CONTEXT_EXTENSIONS))
+    )
+    assert list(per_route) == [route.name for route in bootstrap.ROUTES]
+    sent = {
+        name: config["check_settings"]["context_extensions"]
+        for name, config in per_route.items()
+        if config and "check_settings" in config
+    }
+    assert sent == {"home-feed": {"auth": "optional"}, "api": {"auth": "required"}, "default": {"auth": "required"}}
 
 
 def test_every_route_rule_is_one_the_authz_server_understands():

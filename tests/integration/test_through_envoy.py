@@ -68,8 +68,8 @@ def test_me_without_token_is_401_with_bearer_challenge(stack: LocalStack):
 
 def test_unlisted_paths_require_a_token(stack: LocalStack):
     """Any path the route table does not open, inside /api/ or not, needs a token (default deny); only exactly `/`
-    and `/web/...` (the pages) are open, so neighbours of them are not."""
-    for path in ("/api/activities/other", "/api/", "/admin", "/index.html", "/webx", "/web", "/static/app.js"):
+    and the segment prefix `/web` (the pages) are open, so neighbours of them are not."""
+    for path in ("/api/activities/other", "/api/", "/admin", "/index.html", "/webx", "/website", "/static/app.js"):
         assert get(stack, path).status_code == 401, path
 
 
