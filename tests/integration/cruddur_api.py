@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,14 @@ def bearer(token: str) -> dict[str, str]:
 
 def get(stack: LocalStack, path: str, **kwargs: Any) -> requests.Response:
     return requests.get(stack.envoy_url + path, timeout=10, allow_redirects=False, **kwargs)
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    """Send bytes exactly as given (no client library normalizing the path or header names) to 127.0.0.1:port and
+    read the reply's first 64 KiB."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(request)
+        return connection.recv(65536)
 
 
 class Received(NamedTuple):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,9 @@ import pytest
 import requests
 
 from stack.local import LocalStack
-from tests.integration.cruddur_api import User, access_log, bearer, envoy_stat, get, resign, sign_up
+from tests.integration.cruddur_api import User, access_log, bearer, envoy_stat, get, raw_request, resign, sign_up
 
 GRPCURL = Path(sys.executable).parent / "grpcurl"
-
-
-def _raw_request(port: int, request: bytes) -> bytes:
-    """Send bytes exactly as given (no client library normalizing header names) and read the reply head."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-        connection.sendall(request)
-        return connection.recv(65536)
 
 
 # -- allowed ------------------------------------------------------------------------------------------------
@@ -218,7 +210,7 @@ def test_client_identity_headers_never_reach_the_backend(
 
 def test_underscore_identity_header_is_rejected(stack: LocalStack):
     """`x_user_sub` (which a WSGI server could read as X-User-Sub) is refused by Envoy with 400, never forwarded."""
-    reply = _raw_request(
+    reply = raw_request(
         stack.ports.envoy,
         b"GET /api/health HTTP/1.1\r\nHost: localhost\r\nx_user_sub: evil\r\nConnection: close\r\n\r\n",
     )
@@ -231,7 +223,7 @@ def test_underscore_identity_header_is_rejected(stack: LocalStack):
 @pytest.mark.parametrize("path", ["/api/health/../me", "/api/./me", "//api//me", "/api/activities/home/../../me"])
 def test_normalized_paths_pick_the_protected_route(stack: LocalStack, path: str):
     """Dot segments and doubled slashes are normalized before routing, so they land on /api/me and need a token."""
-    reply = _raw_request(
+    reply = raw_request(
         stack.ports.envoy, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     )
     assert reply.startswith(b"HTTP/1.1 401"), reply[:100]
@@ -243,7 +235,7 @@ def test_routing_and_backend_see_the_same_normalized_path(recording_envoy, path:
     the rule for the path the backend serves: these reach the open /api/health, and arrive as /api/health."""
     proxy, upstream = recording_envoy
     upstream.requests.clear()
-    reply = _raw_request(
+    reply = raw_request(
         proxy.ports.envoy, f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     )
     assert reply.startswith(b"HTTP/1.1 200"), reply[:100]
@@ -252,7 +244,7 @@ def test_routing_and_backend_see_the_same_normalized_path(recording_envoy, path:
 
 def test_escaped_slashes_are_rejected(stack: LocalStack):
     """An encoded slash (`%2F`) cannot smuggle a path past the route table: Envoy answers 400."""
-    reply = _raw_request(
+    reply = raw_request(
         stack.ports.envoy,
         b"GET /api/health%2F..%2Fme HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
@@ -340,7 +332,7 @@ def test_a_hostile_run_leaves_no_token_in_any_log_and_no_caller_a_client_wrote(s
         b"/api/activities/" + token + b"/x",
     ]
     for target in targets:
-        _raw_request(
+        raw_request(
             stack.ports.envoy,
             b"GET "
             + target
@@ -352,7 +344,7 @@ def test_a_hostile_run_leaves_no_token_in_any_log_and_no_caller_a_client_wrote(s
             + token
             + b"\r\nConnection: close\r\n\r\n",
         )
-    upgrade = _raw_request(
+    upgrade = raw_request(
         stack.ports.envoy,
         b"GET /api/me HTTP/1.1\r\nHost: localhost\r\nUser-Agent: "
         + agent
@@ -475,7 +467,7 @@ def test_an_empty_authorization_line_beside_a_token_does_not_count(recording_env
     token is verified, step 1). Two non-empty values are refused (test_two_authorization_headers_are_401)."""
     proxy, upstream = recording_envoy
     upstream.requests.clear()
-    reply = _raw_request(
+    reply = raw_request(
         proxy.ports.envoy,
         b"GET /api/me HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
         + user.access_token.encode()
@@ -490,7 +482,7 @@ def test_an_empty_authorization_line_beside_a_token_does_not_count(recording_env
 
 def test_two_authorization_headers_are_401(stack: LocalStack, user: User):
     """A token plus a second, non-empty Authorization header is malformed, never first-wins."""
-    reply = _raw_request(
+    reply = raw_request(
         stack.ports.envoy,
         b"GET /api/me HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
         + user.access_token.encode()
