@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m authz", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the ext_authz gRPC server (configured from the environment)")
+    commands.add_parser(
+        "serve-http", help="run the ext_authz server for Envoy's HTTP mode on AUTHZ_HTTP_ADDR (configured likewise)"
+    )
     verify = commands.add_parser("verify", help="verify a token against the configured pools and print its claims")
     verify.add_argument("token")
     check = commands.add_parser("check", help="send one Check to a running server and print the decision")
@@ -66,21 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"authz: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.command == "serve":
-        return _serve(settings)
+    if args.command in ("serve", "serve-http"):
+        return _serve(settings, http=args.command == "serve-http")
     return _verify(settings, args.token)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, *, http: bool = False) -> int:
     from authz.routes import RoutesError
-    from authz.server import run_server
+    from authz.server import Transport, run_server
 
     configure_logging(settings.log_level)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        with run_server(settings):
+        with run_server(settings, transport=Transport.HTTP if http else Transport.GRPC):
             stop.wait()
     except RoutesError as exc:
         print(f"authz: configuration error: AUTHZ_ROUTES: {exc}", file=sys.stderr)

@@ -73,6 +73,8 @@ class Settings:
     # the metrics port. A container or a pod, where Envoy comes over the network, sets its own (compose does).
     addr: str = "127.0.0.1:9191"
     metrics_addr: str = "127.0.0.1:9192"
+    # The HTTP transport's port (`serve-http`, Envoy's HTTP ext_authz), loopback like the gRPC one.
+    http_addr: str = "127.0.0.1:9193"
     leeway_seconds: int = 30
     cache_size: int = 100_000
     header_prefix: str = identity_headers.DEFAULT_PREFIX
@@ -119,6 +121,7 @@ class Settings:
             client_ids=frozenset(_required_list(env, "AWS_COGNITO_CLIENT_ID")),
             addr=_address(env, "AUTHZ_ADDR", cls.addr),
             metrics_addr=_address(env, "AUTHZ_METRICS_ADDR", cls.metrics_addr),
+            http_addr=_address(env, "AUTHZ_HTTP_ADDR", cls.http_addr),
             leeway_seconds=_number(env, "AUTHZ_LEEWAY_SECONDS", cls.leeway_seconds, int, 0, 300),
             cache_size=_number(env, "AUTHZ_CACHE_SIZE", cls.cache_size, int, 0, 10_000_000),
             header_prefix=_header_prefix(env),

@@ -27,6 +27,8 @@ log = logging.getLogger("authz.metrics")
 READ_SECONDS = 5.0
 WRITE_SECONDS = 10.0
 MAX_HEAD_BYTES = 16_384
+# Health for HTTP checkers (the HTTP transport's, where gRPC health is not there): 200 once every pool has keys.
+HEALTH_PATH = "/healthz"
 # Far more than any set of scrapers needs, few enough that held connections cost little.
 MAX_READING = 64
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -37,8 +39,10 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class MetricsEndpoint:
     """Serves `registry` over HTTP on the running event loop; `start` it, then `close` it."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, healthy: Callable[[], bool] = lambda: True) -> None:
+        """healthy: whether /healthz answers 200 (serving) or 503 (not yet: keys not loaded, or shutting down)."""
         self._app: WsgiApp = make_wsgi_app(registry)
+        self._healthy = healthy
         # Connections still waiting for their request, oldest first (a dict keeps insertion order).
         self._reading: dict[asyncio.StreamWriter, None] = {}
         self._server: asyncio.Server | None = None
@@ -87,6 +91,12 @@ class MetricsEndpoint:
         if not version.startswith("HTTP/1."):
             return _BAD_REQUEST
         path, _, query = target.partition("?")
+        if path == HEALTH_PATH:
+            status, text = ("200 OK", "serving") if self._healthy() else ("503 Service Unavailable", "not serving")
+            return (
+                f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(text)}\r\n"
+                f"Connection: close\r\n\r\n{text}"
+            ).encode("latin-1")
         environ = {
             "REQUEST_METHOD": method,
             "PATH_INFO": unquote(path, encoding="latin-1"),

@@ -10,6 +10,7 @@ are loaded, so Envoy's health checks keep traffic away from a replica that could
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import threading
 import time
@@ -20,12 +21,16 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import grpc
+from granian.constants import Interfaces
+from granian.server.common import HTTP1Settings
+from granian.server.embed import Server as EmbeddedHttpServer
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from authz import service
 from authz.authorizer import Authorizer
 from authz.config import RevocationMode, Settings
+from authz.http import HttpAuthorization
 from authz.jwks import Fetcher, JwksCache, JwksRefresher, fetch_jwks
 from authz.metrics import Metrics
 from authz.metrics_endpoint import MetricsEndpoint
@@ -187,6 +192,11 @@ MAX_STREAMS_PER_CONNECTION = 1000
 CONNECTION_AGE_GRACE_SECONDS = 10.0
 # A connection must finish its HTTP/2 preface within this.
 HANDSHAKE_SECONDS = 5.0
+# The HTTP transport: connections waiting to be accepted, connections served at once, and how long a request head
+# may take to arrive.
+HTTP_BACKLOG = 1024
+HTTP_MAX_CONNECTIONS = 4096
+HTTP_HEAD_SECONDS = 5.0
 
 
 def grpc_options(connection_age_seconds: float) -> list[tuple[str, int]]:
@@ -202,20 +212,51 @@ def grpc_options(connection_age_seconds: float) -> list[tuple[str, int]]:
     ]
 
 
-class _Serving:
-    """The servers on the event loop: gRPC (Authorization, health, reflection) and the metrics endpoint."""
+class Transport(enum.StrEnum):
+    """How Envoy asks: its gRPC ext_authz (service.py) or its HTTP ext_authz (http.py)."""
 
-    def __init__(self, settings: Settings, authorizer: Authorizer, metrics: Metrics, waiting: futures.Executor) -> None:
+    GRPC = "grpc"
+    HTTP = "http"
+
+
+class _Serving:
+    """The servers on the event loop: the authorization port (gRPC with health and reflection, or HTTP) and the
+    metrics endpoint (with /healthz)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        authorizer: Authorizer,
+        metrics: Metrics,
+        waiting: futures.Executor,
+        transport: Transport,
+    ) -> None:
         self._settings = settings
         self._authorizer = authorizer
         self._waiting = waiting
-        self.metrics = MetricsEndpoint(metrics.registry)
+        self._transport = transport
+        self.serving = False
+        self.metrics = MetricsEndpoint(metrics.registry, healthy=lambda: self.serving)
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
+        self._http: EmbeddedHttpServer | None = None
+        self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Listen and serve, health NOT_SERVING until `serve`; OSError when a port cannot be had."""
+        settings = self._settings
+        metrics_host, _, metrics_port = settings.metrics_addr.rpartition(":")
+        try:
+            await self.metrics.start(metrics_host.strip("[]"), int(metrics_port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {settings.metrics_addr}: {exc}") from None
+        if self._transport is Transport.HTTP:
+            await self._start_http()
+        else:
+            await self._start_grpc()
+
+    async def _start_grpc(self) -> None:
         settings = self._settings
         # grpc.aio objects belong to the loop they are made on: this one.
         server = self._server = grpc.aio.server(options=grpc_options(settings.grpc_connection_age_seconds))
@@ -233,27 +274,68 @@ class _Serving:
             raise OSError(f"cannot listen on {settings.addr}: {exc}") from None
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.addr}")
-        metrics_host, _, metrics_port = settings.metrics_addr.rpartition(":")
-        try:
-            await self.metrics.start(metrics_host.strip("[]"), int(metrics_port))
-        except OSError as exc:
-            raise OSError(f"cannot listen on {settings.metrics_addr}: {exc}") from None
         await server.start()
+
+    async def _start_http(self) -> None:
+        addr = self._settings.http_addr
+        host, _, port_text = addr.rpartition(":")
+        host, port = host.strip("[]"), int(port_text)
+        if port == 0:
+            raise OSError(f"cannot listen on {addr}: the HTTP transport needs a port, not 0")
+        app = HttpAuthorization(self._authorizer, waiting=self._waiting)
+        self._http = EmbeddedHttpServer(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.RSGI,
+            runtime_threads=1,
+            log_enabled=False,
+            backlog=HTTP_BACKLOG,
+            # granian admits this many connections at once (its default, the backlog, is 128): connections held
+            # open without a whole request head must not use up the room of Envoy's, so the bound is far above
+            # them, and a head must arrive within HTTP_HEAD_SECONDS.
+            backpressure=HTTP_MAX_CONNECTIONS,
+            http1_settings=HTTP1Settings(header_read_timeout=int(HTTP_HEAD_SECONDS * 1000)),
+        )
+        self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
+        # granian binds in its own time and says nothing when it cannot: listening is proven by a connection.
+        deadline = time.monotonic() + 5.0
+        while not await _accepts(host, port):
+            if self._http_task.done() or time.monotonic() > deadline:
+                raise OSError(f"cannot listen on {addr}")
+            await asyncio.sleep(0.02)
+        self.port = port
 
     async def serve(self) -> None:
         """Health SERVING: every pool has keys (called after start)."""
-        if self._health is None:
-            return
-        for name in ("", service.SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.serving = True
+        if self._health is not None:
+            for name in ("", service.SERVICE_NAME):
+                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
         # Tell health checkers first, then let in-flight Checks finish within the grace period.
+        self.serving = False
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._http is not None and self._http_task is not None:
+            self._http.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
+            try:
+                await asyncio.wait_for(self._http_task, timeout=grace + 5.0)
+            except (TimeoutError, Exception):  # noqa: BLE001 - stopping must go on whatever granian says
+                log.warning("the HTTP server did not stop cleanly")
         await self.metrics.close()
+
+
+async def _accepts(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except OSError:
+        return False
+    writer.close()
+    return True
 
 
 @contextmanager
@@ -279,13 +361,15 @@ def run_server(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
     revocation_lookup: Lookup | None = None,
+    transport: Transport = Transport.GRPC,
 ) -> Iterator[RunningServer]:
-    """Start serving on settings.addr (port 0 picks a free port); stop gracefully on exit.
+    """Start serving on settings.addr (gRPC; port 0 picks a free port) or settings.http_addr (HTTP; a port of its
+    own); stop gracefully on exit.
 
-    The gRPC server is grpcio's asyncio server on an event loop in a thread of its own, so a call costs no thread
-    until it has its request (service.py); the metrics endpoint runs on the same loop. clock is wall time for token
-    claims and revocation answers, monotonic drives JWKS TTLs and cooldowns; tests may replace both, and
-    revocation_lookup replaces Cognito's GetUser.
+    Either server runs on an event loop in a thread of its own: the gRPC one is grpcio's asyncio server, so a call
+    costs no thread until it has its request (service.py), the HTTP one granian embedded (http.py); the metrics
+    endpoint runs on the same loop. clock is wall time for token claims and revocation answers, monotonic drives
+    JWKS TTLs and cooldowns; tests may replace both, and revocation_lookup replaces Cognito's GetUser.
     """
     metrics = Metrics()
     authorizer, caches, revocation, routes = build_authorizer(
@@ -306,7 +390,7 @@ def run_server(
         def on_loop(coroutine: Coroutine[Any, Any, None]) -> None:
             asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60.0)
 
-        serving = _Serving(settings, authorizer, metrics, waiting)
+        serving = _Serving(settings, authorizer, metrics, waiting, transport)
         try:
             on_loop(serving.start())
         except BaseException:
@@ -325,9 +409,17 @@ def run_server(
         if routes is not None:
             routes.start()
             stack.callback(routes.stop)
+        addr = settings.http_addr if transport is Transport.HTTP else settings.addr
         log.info(
             "authz listening",
-            extra={"fields": {"addr": settings.addr, "port": serving.port, "metrics_port": serving.metrics.port}},
+            extra={
+                "fields": {
+                    "transport": transport.value,
+                    "addr": addr,
+                    "port": serving.port,
+                    "metrics_port": serving.metrics.port,
+                }
+            },
         )
         yield RunningServer(
             port=serving.port,

@@ -429,3 +429,10 @@ def test_the_route_table_file_and_its_reload_interval_are_read():
     settings = Settings.from_env(env(AUTHZ_ROUTES="/etc/authz/routes.yaml", AUTHZ_ROUTES_RELOAD_SECONDS="0.5"))
     assert (settings.routes_file, settings.routes_reload_seconds) == ("/etc/authz/routes.yaml", 0.5)
     assert config_error(env(AUTHZ_ROUTES_RELOAD_SECONDS="0")).variable == "AUTHZ_ROUTES_RELOAD_SECONDS"
+
+
+def test_the_http_transport_listens_on_loopback_unless_told():
+    """AUTHZ_HTTP_ADDR (serve-http) defaults to loopback like the gRPC port, and is checked like it."""
+    assert Settings.from_env(env()).http_addr == "127.0.0.1:9193"
+    assert Settings.from_env(env(AUTHZ_HTTP_ADDR="0.0.0.0:9999")).http_addr == "0.0.0.0:9999"
+    assert config_error(env(AUTHZ_HTTP_ADDR="nope")).variable == "AUTHZ_HTTP_ADDR"
