@@ -12,9 +12,10 @@ import sys
 import time
 
 import pytest
+import requests
 
 from authz.server import run_server
-from tests.conftest import CLIENT_ID, POOL_ID, FakeClock, access_claims, mint, settings_for
+from tests.conftest import CLIENT_ID, POOL_ID, FakeClock, access_claims, mint, settings_for, wait_for
 
 
 def free_port() -> int:
@@ -146,6 +147,45 @@ def test_serve_answers_checks_and_stops_cleanly_on_sigterm(jwks_server):
     decisions = [r for r in records if r.get("logger") == "authz.decision"]
     assert decisions and decisions[-1]["result"] == "allow" and decisions[-1]["sub"] == access_claims()["sub"]
     assert any(r.get("msg") == "authz stopped" for r in records)
+
+
+def test_serve_http_answers_envoys_http_questions_and_stops_cleanly_on_sigterm(jwks_server):
+    """`serve-http` answers on AUTHZ_HTTP_ADDR (an allow 200 with the caller's sub, a deny 401), reports health on
+    the metrics port, and exits 0 on SIGTERM."""
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_COGNITO_", "AUTHZ_"))},
+        **pool_env(
+            jwks_server.url, AUTHZ_HTTP_ADDR=f"127.0.0.1:{port}", AUTHZ_METRICS_ADDR=f"127.0.0.1:{metrics_port}"
+        ),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "authz", "serve-http"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        health = f"http://127.0.0.1:{metrics_port}/healthz"
+
+        def healthy() -> bool:
+            try:
+                return requests.get(health, timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+
+        assert wait_for(healthy, timeout=20)
+        allowed = requests.get(
+            f"http://127.0.0.1:{port}/api/me", headers={"Authorization": f"Bearer {mint(live_claims())}"}, timeout=5
+        )
+        assert (allowed.status_code, allowed.headers["x-user-sub"]) == (200, access_claims()["sub"])
+        assert requests.get(f"http://127.0.0.1:{port}/api/me", timeout=5).status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr
+    assert any(json.loads(line).get("msg") == "authz stopped" for line in stderr.splitlines() if line.startswith("{"))
 
 
 def test_serve_on_a_busy_port_exits_2_with_one_line(jwks_server):
