@@ -1,17 +1,24 @@
 """`make bench`: what our ext_authz costs next to Envoy's native jwt_authn and next to the Python gRPC floor.
 
-    python -m bench.run [--seconds 10] [--connections 32] [--threads 2] [--rss-tokens 100000] [--smoke]
+    python -m bench.run [--rounds 3] [--seconds 10] [--connections 32] [--threads 2] [--rss-tokens 100000] [--smoke]
 
-In one run, on loopback, each configuration behind a real Envoy (the pinned wheel) answering from a
-direct_response, loaded with wrk:
+On loopback, each configuration behind a real Envoy (the pinned wheel) answering from a direct_response, loaded
+with wrk:
   a. Envoy, no auth                     b. jwt_authn, same JWKS, jwt_cache on     c. jwt_authn, jwt_cache off
   d. our ext_authz, one token repeated  e. our ext_authz, a new token per request  f. constant-reply ext_authz (floor)
   g, h. d and e with AUTHZ_REVOCATION=cognito, against a loopback GetUser that always answers "active" (so
         the figures are authz's own cost of confirming a token: botocore's call, the cache; not Cognito's latency)
-plus the per-token verification cost (ours, raw RS256, the seed's per-call key rebuild), what the route table
-costs a Check (bench/route_cost.py) and the authz server's RSS after caching --rss-tokens distinct tokens. Prints a table and writes bench/results.json. --smoke runs each
-step for a second at 4 connections with few tokens and judges no target: tests/bench/test_bench_smoke.py runs it
-so the harness cannot rot.
+A neighbour's load on a shared machine lands on some runs and not others, so every configuration runs in
+--rounds interleaved rounds (default $BENCH_ROUNDS, else 3: a b c ... h, then again), each run with its own fresh
+Envoy and server; a configuration's figure is the median of its rounds, with min and max beside it, and the ratios
+are taken from the medians. For d to h the Check server's CPU time per Check (µs, from /proc: its process tree's
+CPU over the measured run divided by the requests Envoy answered) is reported too: capacity per core, on any
+machine, whatever the neighbours do to req/s.
+
+Then the per-token verification cost (ours, raw RS256, the seed's per-call key rebuild), what the route table
+costs a Check (bench/route_cost.py) and the authz server's RSS after caching --rss-tokens distinct tokens. Prints
+a table and writes bench/results.json. --smoke runs one round, each step for a second at 4 connections with few
+tokens, and judges no target: tests/bench/test_bench_smoke.py runs it so the harness cannot rot.
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +40,7 @@ import grpc
 import requests
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
-from bench import envoy_variants, route_cost, verify_cost, wrk
+from bench import envoy_variants, proc_cpu, route_cost, verify_cost, wrk
 from bench.pool import ISSUER, BenchPool
 from stack.local import envoy_command
 from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok, rss_mb
@@ -56,6 +64,10 @@ CONFIGS = {
 }
 OURS = ("d_", "e_", "g_", "h_")
 WITH_REVOCATION = ("g_", "h_")
+# A new token per request: each run reads the round-shared token file (see run_bench).
+COLD = ("e_", "h_")
+# The configurations whose Check server's CPU per Check is measured: authz's and the floor's.
+SERVER_CPU = ("d_", "e_", "f_", "g_", "h_")
 # Envoy's own account of a configuration's answers (its admin stats, counted from the measured run only): a 4xx is a
 # token jwt_authn or authz refused, a 5xx is Envoy failing closed because a Check errored or overran its 1 s budget.
 ENVOY_COUNTERS = {
@@ -66,6 +78,15 @@ ENVOY_COUNTERS = {
     "ext_authz_denied": "http.bench.ext_authz.denied",
     "ext_authz_error": "http.bench.ext_authz.error",
 }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One configuration's measured run in one round."""
+
+    wrk: wrk.WrkResult
+    envoy: dict[str, int]
+    cpu_us_per_check: float | None
 
 
 class Bench:
@@ -94,25 +115,26 @@ class Bench:
         argv = [sys.executable, "-m", "authz", "serve"]
         return self._process("authz", argv, env, grpc_serving(f"127.0.0.1:{port}"), (port, metrics_port))
 
-    def measure(
-        self, config: str, *, token: str | None = None, tokens_file: Path | None = None
-    ) -> tuple[wrk.WrkResult, dict[str, int]]:
-        """wrk's report of the configuration's run, and Envoy's counters (ENVOY_COUNTERS) for the same run."""
+    def measure(self, config: str, *, token: str | None = None, tokens_file: Path | None = None) -> Measurement:
+        """One measured run of the configuration: wrk's report, Envoy's counters (ENVOY_COUNTERS) for the same run
+        and, for a configuration with a Check server (SERVER_CPU), that server's CPU per Check in µs: its
+        process tree's CPU time over the measured run (bench/proc_cpu.py) over the requests Envoy answered."""
         variant = CONFIGS[config]
         port, admin_port, authz_port, metrics_port = free_ports(4)
         with ExitStack() as stack:
+            server: ManagedProcess | None = None
             if config.startswith(OURS):
-                stack.enter_context(self.authz(authz_port, metrics_port, revocation=config.startswith(WITH_REVOCATION)))
+                server = self.authz(authz_port, metrics_port, revocation=config.startswith(WITH_REVOCATION))
             elif config.startswith("f_"):
-                stack.enter_context(
-                    self._process(
-                        "floor",
-                        [sys.executable, "-m", "bench.floor", "--addr", f"127.0.0.1:{authz_port}"],
-                        {},
-                        grpc_serving(f"127.0.0.1:{authz_port}"),
-                        (authz_port,),
-                    )
+                server = self._process(
+                    "floor",
+                    [sys.executable, "-m", "bench.floor", "--addr", f"127.0.0.1:{authz_port}"],
+                    {},
+                    grpc_serving(f"127.0.0.1:{authz_port}"),
+                    (authz_port,),
                 )
+            if server is not None:
+                stack.enter_context(server)
             document = envoy_variants.render(
                 variant,
                 port=port,
@@ -139,8 +161,14 @@ class Bench:
                 # Warm-up: connections, caches, the JIT-free Python's first-call costs.
                 wrk.run(url, seconds=1, token=token, **common)
                 requests.post(f"{admin}/reset_counters", timeout=5).raise_for_status()
+            pid = server.pid if server is not None and config.startswith(SERVER_CPU) else None
+            cpu_before = proc_cpu.cpu_seconds(pid) if pid is not None else 0.0
             result = wrk.run(url, seconds=self.args.seconds, token=token, tokens_file=tokens_file, **common)
-            return result, envoy_counters(admin)
+            cpu_used = proc_cpu.cpu_seconds(pid) - cpu_before if pid is not None else 0.0
+            counters = envoy_counters(admin)
+            answered = counters["rq_2xx"] + counters["rq_4xx"] + counters["rq_5xx"]
+            cpu_us = round(cpu_used * 1e6 / answered, 1) if pid is not None and answered else None
+            return Measurement(result, counters, cpu_us)
 
     def rss_after(self, count: int) -> float:
         """RSS (MiB) of an authz server that has verified and cached `count` distinct tokens."""
@@ -175,55 +203,108 @@ def _ratio(numerator: float, denominator: float) -> float:
     return round(numerator / denominator, 3) if denominator else 0.0
 
 
+def _median(values: list[Any]) -> Any:
+    """The median of a configuration's rounds: for counts the lower middle one (a count that happened), so a
+    relation every round holds (2xx >= requests) holds for the medians too."""
+    if all(isinstance(value, int) for value in values):
+        return statistics.median_low(values)
+    return round(statistics.median(values), 3)
+
+
+def summarize(rounds: list[Measurement]) -> dict[str, Any]:
+    """A configuration's entry in results.json from its rounds: wrk's figures and Envoy's counters as the median of
+    the rounds (the keys one run used to write), req/s min and max beside them, the CPU per Check (median, min,
+    max) where measured, 4xx and 5xx summed over every round (a failure in any round stays visible), and each
+    round's own figures under per_round."""
+    runs = [asdict(measurement.wrk) for measurement in rounds]
+    entry: dict[str, Any] = {key: _median([run[key] for run in runs]) for key in runs[0]}
+    entry["envoy"] = {key: _median([m.envoy[key] for m in rounds]) for key in rounds[0].envoy}
+    entry["rps_min"] = min(run["rps"] for run in runs)
+    entry["rps_max"] = max(run["rps"] for run in runs)
+    cpu = [m.cpu_us_per_check for m in rounds if m.cpu_us_per_check is not None]
+    if cpu:
+        entry["cpu_us_per_check"] = _median(cpu)
+        entry["cpu_us_per_check_min"] = min(cpu)
+        entry["cpu_us_per_check_max"] = max(cpu)
+    entry["envoy_total"] = {key: sum(m.envoy[key] for m in rounds) for key in ("rq_4xx", "rq_5xx")}
+    entry["per_round"] = [
+        {key: run[key] for key in ("requests", "rps", "p50_ms", "p99_ms")}
+        | {"rq_4xx": m.envoy["rq_4xx"], "rq_5xx": m.envoy["rq_5xx"], "cpu_us_per_check": m.cpu_us_per_check}
+        for run, m in zip(runs, rounds, strict=True)
+    ]
+    return entry
+
+
 def run_bench(args: argparse.Namespace) -> dict:
     if not wrk.available():
         raise SystemExit("bench: wrk is not installed (make bench installs it: apt-get install wrk)")
+    if not proc_cpu.available():
+        raise SystemExit("bench: no /proc here; the CPU per Check is read from /proc/<pid>/stat (Linux only)")
     pool = BenchPool()
-    results: dict = {"seconds": args.seconds, "connections": args.connections, "wrk_threads": args.threads}
+    results: dict = {
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "wrk_threads": args.threads,
+        "rounds": args.rounds,
+    }
     with tempfile.TemporaryDirectory(prefix="bench-") as work_dir, pool.serve() as endpoint:
         work = Path(work_dir)
         bench = Bench(args, work, pool, endpoint)
-        runs: dict[str, wrk.WrkResult] = {}
-        counters: dict[str, dict[str, int]] = {}
-        get_user_calls: dict[str, int] = {}
-
-        def measure(config: str, **load: Any) -> None:
-            calls_before = pool.get_user_calls
-            runs[config], counters[config] = bench.measure(config, **load)
-            get_user_calls[config] = pool.get_user_calls - calls_before
-            print(f"bench: {config}: {runs[config].rps:.0f} req/s", flush=True)
-
-        for config in (
-            "a_no_auth",
-            "b_jwt_authn_cache",
-            "c_jwt_authn_nocache",
-            "d_ext_authz_hot",
-            "f_ext_authz_floor",
-            "g_revocation_hot",
-        ):
-            measure(config, token=None if config == "a_no_auth" else bench.hot_token)
-        # Enough distinct tokens that none repeats: the hot rate bounds the cold one.
-        cold_count = max(500, int(runs["d_ext_authz_hot"].rps * args.seconds * 1.2))
-        started = time.monotonic()
+        measured: dict[str, list[Measurement]] = {config: [] for config in CONFIGS}
+        get_user_calls: dict[str, list[int]] = {config: [] for config in CONFIGS}
+        # The cold configurations (COLD) read one token file, shared by every round: each of their runs starts a
+        # fresh authz process (measure() starts one per run), so a token in it was never seen by the server that
+        # answers it, in any round, and minting (seconds of both cores) stays out of the rounds but for a top-up.
         tokens_file = work / "tokens.txt"
-        tokens_file.write_text("\n".join(pool.mint(cold_count)) + "\n")
+        tokens_file.write_text("")
+        cold_count = 0
+        mint_seconds = 0.0
+        for round_number in range(1, args.rounds + 1):
+            for config in CONFIGS:
+                load: dict[str, Any]
+                if config.startswith(COLD):
+                    # Enough distinct tokens that none repeats within a run: the fastest hot run so far (d comes
+                    # first in every round) bounds a cold one; a later, faster round gets more appended.
+                    hot_rps = max(m.wrk.rps for m in measured["d_ext_authz_hot"])
+                    needed = max(500, int(hot_rps * args.seconds * 1.2))
+                    if needed > cold_count:
+                        started = time.monotonic()
+                        with tokens_file.open("a") as tokens:
+                            tokens.write("\n".join(pool.mint(needed - cold_count)) + "\n")
+                        mint_seconds += time.monotonic() - started
+                        cold_count = needed
+                    load = {"tokens_file": tokens_file}
+                else:
+                    load = {"token": None if config == "a_no_auth" else bench.hot_token}
+                calls_before = pool.get_user_calls
+                measurement = bench.measure(config, **load)
+                measured[config].append(measurement)
+                get_user_calls[config].append(pool.get_user_calls - calls_before)
+                cpu = measurement.cpu_us_per_check
+                print(
+                    f"bench: round {round_number}/{args.rounds}: {config}: {measurement.wrk.rps:.0f} req/s"
+                    + (f", {cpu:.0f} us CPU per Check" if cpu is not None else ""),
+                    flush=True,
+                )
         results["cold_tokens"] = cold_count
-        results["cold_tokens_mint_seconds"] = round(time.monotonic() - started, 1)
-        # A fresh authz server per configuration: h confirms the very tokens e verified, none of them cached.
-        for config in ("e_ext_authz_cold", "h_revocation_cold"):
-            measure(config, tokens_file=tokens_file)
-        results["cold_tokens_repeated"] = (
-            max(runs["e_ext_authz_cold"].requests, runs["h_revocation_cold"].requests) > cold_count
+        results["cold_tokens_mint_seconds"] = round(mint_seconds, 1)
+        results["cold_tokens_repeated"] = any(
+            m.wrk.requests > cold_count for config in CONFIGS if config.startswith(COLD) for m in measured[config]
         )
-        results["configs"] = {name: asdict(run) | {"envoy": counters[name]} for name, run in sorted(runs.items())}
-        # GetUser calls per configuration: one per distinct token per AUTHZ_REVOCATION_TTL, none without the mode.
-        results["get_user_calls"] = get_user_calls
+        results["configs"] = {name: summarize(measured[name]) for name in sorted(measured)}
+        # GetUser calls per configuration (median of the rounds): one per distinct token per AUTHZ_REVOCATION_TTL,
+        # none without the mode.
+        results["get_user_calls"] = {name: _median(calls) for name, calls in get_user_calls.items()}
+        results["cpu_us_per_check"] = {
+            name: entry["cpu_us_per_check"] for name, entry in results["configs"].items() if "cpu_us_per_check" in entry
+        }
         costs = verify_cost.measure(tokens=200 if args.smoke else 2000, rounds=1 if args.smoke else 5)
         costs |= route_cost.measure(checks=500 if args.smoke else 20_000, rounds=1 if args.smoke else 5)
         results.update({key: round(value, 1) for key, value in costs.items()})
         results["rss_tokens"] = args.rss_tokens
         results["rss_mb_100k" if args.rss_tokens == 100_000 else "rss_mb"] = bench.rss_after(args.rss_tokens)
-    rps = {name: run.rps for name, run in runs.items()}
+    # Ratios of medians over the same rounds: every configuration ran once in each.
+    rps = {name: entry["rps"] for name, entry in results["configs"].items()}
     results["ratios"] = {
         "hot_vs_floor": _ratio(rps["d_ext_authz_hot"], rps["f_ext_authz_floor"]),
         "cold_vs_hot": _ratio(rps["e_ext_authz_cold"], rps["d_ext_authz_hot"]),
@@ -237,11 +318,19 @@ def run_bench(args: argparse.Namespace) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = [f"{'configuration':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'4xx':>8}{'5xx':>8}"]
+    rounds = results["rounds"]
+    lines = [
+        f"median of {rounds} interleaved round{'s' if rounds != 1 else ''}; 4xx and 5xx summed over all rounds",
+        f"{'configuration':<24}{'req/s':>8}{'min-max':>14}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/Check':>14}"
+        f"{'4xx':>7}{'5xx':>7}",
+    ]
     for name, run in results["configs"].items():
+        cpu = run.get("cpu_us_per_check")
+        spread = f"{run['rps_min']:.0f}-{run['rps_max']:.0f}"
+        cpu_text = f"{cpu:.0f}" if cpu is not None else "-"
         lines.append(
-            f"{name:<24}{run['rps']:>10.0f}{run['p50_ms']:>10.2f}{run['p99_ms']:>10.2f}"
-            f"{run['envoy']['rq_4xx']:>8}{run['envoy']['rq_5xx']:>8}"
+            f"{name:<24}{run['rps']:>8.0f}{spread:>14}{run['p50_ms']:>9.2f}{run['p99_ms']:>9.2f}{cpu_text:>14}"
+            f"{run['envoy_total']['rq_4xx']:>7}{run['envoy_total']['rq_5xx']:>7}"
         )
     lines.append("")
     for name, value in results["ratios"].items():
@@ -266,6 +355,12 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -275,8 +370,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="a second per step, 4 connections, few tokens; no thresholds"
     )
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        default=None,
+        help="interleaved rounds of every configuration (default: $BENCH_ROUNDS, else 3; --smoke: 1)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.rounds is None:
+        try:
+            args.rounds = 1 if args.smoke else _positive(os.environ.get("BENCH_ROUNDS") or "3")
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"BENCH_ROUNDS: {exc}")
     if args.smoke:
         # Four requests in flight: fewer than the Checks authz confirms with Cognito at once (half of
         # AUTHZ_GRPC_WORKERS, 8), so no Check queues for a worker or skips its GetUser, and none can overrun Envoy's

@@ -4,21 +4,27 @@ rot. No figure is judged here; performance is measured by `make bench`, never as
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-from bench.run import CONFIGS, main
+from bench.run import CONFIGS, SERVER_CPU, main
 
 
 def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: Path):
-    """A smoke run loads all eight configurations without a single failed request, measures the three verification
-    costs and the RSS, and writes results.json with every ratio the README reports."""
+    """A smoke run loads all eight configurations once (one round) without a single failed request, measures the
+    Check servers' CPU per Check, the three verification costs and the RSS, and writes results.json with every ratio
+    the README reports."""
     out = tmp_path / "results.json"
     assert main(["--smoke", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
+    assert results["rounds"] == 1
     assert set(results["configs"]) == set(CONFIGS)
     for name, run in results["configs"].items():
         envoy = run["envoy"]
         assert run["requests"] > 0 and run["rps"] > 0 and run["socket_errors"] == 0, (name, run)
+        # One round: the median is that round, and so are min and max.
+        assert run["rps_min"] == run["rps"] == run["rps_max"] and len(run["per_round"]) == 1, (name, run)
+        assert run["envoy_total"] == {"rq_4xx": envoy["rq_4xx"], "rq_5xx": envoy["rq_5xx"]}, (name, run)
         # No token was refused: one the verifier or jwt_authn turned down would be a 4xx here.
         assert envoy["rq_4xx"] == envoy["jwt_authn_denied"] == envoy["ext_authz_denied"] == 0, (name, envoy)
         # Every request Envoy answered was a 200: the smoke keeps fewer requests in flight than authz confirms at
@@ -39,5 +45,14 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
     assert 1 <= calls["g_revocation_hot"] <= 2
     assert calls["h_revocation_cold"] >= results["configs"]["h_revocation_cold"]["requests"] > 0
     assert calls["d_ext_authz_hot"] == calls["e_ext_authz_cold"] == 0
+    # CPU per Check for every configuration with a Check server, and only those: positive (each Check costs a Python
+    # server well over the 10 ms clock tick spread over a second's requests) and no more than every core could have
+    # spent over the run (a sum over the wrong processes, or a wrong unit, would break one of the two).
+    cpu = results["cpu_us_per_check"]
+    assert set(cpu) == {name for name in CONFIGS if name.startswith(SERVER_CPU)}
+    for name, value in cpu.items():
+        answered = sum(results["configs"][name]["envoy"][key] for key in ("rq_2xx", "rq_4xx", "rq_5xx"))
+        assert 0 < value * answered <= (results["seconds"] + 1) * (os.cpu_count() or 1) * 1e6, (name, value)
+        assert results["configs"][name]["cpu_us_per_check"] == value
     assert all(results[key] > 0 for key in ("verify_us_ours", "verify_us_floor", "verify_us_seed"))
     assert results["rss_mb"] > 0
