@@ -2,6 +2,7 @@
 
     python -m envoy.bootstrap local  [--envoy-port 8080 --admin-port 9901 --authz-port 9191 --backend-port 4567]
                                      [--route-rules table|context_extensions]
+                                     [--authz-transport grpc|http --authz-health-port 9192]
     python -m envoy.bootstrap compose            (regenerates envoy/envoy.compose.yaml, the docker-compose variant)
 
 What every variant does, in request order:
@@ -10,7 +11,8 @@ What every variant does, in request order:
    `x_user_sub` cannot turn into X-User-Sub in a WSGI server.
 2. header_mutation strips every client-sent `x-user-*` header, on every route, before ext_authz runs. (A route's
    request_headers_to_remove would run after ext_authz and delete the authz server's own headers.)
-3. ext_authz asks the authz cluster (gRPC, HTTP/2, health-checked with grpc.health.v1) with a short timeout;
+3. ext_authz asks the authz cluster with a short timeout, over gRPC (HTTP/2, health-checked with grpc.health.v1)
+   or, with Transport.HTTP, in Envoy's HTTP mode (HTTP/1.1, health-checked with GET /healthz on the metrics port);
    failure_mode_allow is off and an unreachable or failing authz server means STATUS_ON_ERROR for the client.
    /api/health, CORS preflights and the pages (/, /web) skip the check. Every other route is checked, and its
    rules come from the authz server's route table (the stack's is stack/routes/routes.yaml) or, in the variant
@@ -60,13 +62,20 @@ from envoy_data_plane.envoy.config.core.v3 import (
     Http2ProtocolOptions,
     HttpProtocolOptions,
     HttpProtocolOptionsHeadersWithUnderscoresAction,
+    HttpUri,
     Node,
     RetryPolicy,
     RetryPolicyRetryHostPredicate,
     SocketAddress,
     SubstitutionFormatString,
 )
-from envoy_data_plane.envoy.config.endpoint.v3 import ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    ClusterLoadAssignment,
+    Endpoint,
+    EndpointHealthCheckConfig,
+    LbEndpoint,
+    LocalityLbEndpoints,
+)
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
 from envoy_data_plane.envoy.config.route.v3 import (
@@ -78,7 +87,13 @@ from envoy_data_plane.envoy.config.route.v3 import (
     VirtualHost,
 )
 from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
-from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import CheckSettings, ExtAuthz, ExtAuthzPerRoute
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
+    AuthorizationResponse,
+    CheckSettings,
+    ExtAuthz,
+    ExtAuthzPerRoute,
+    HttpService,
+)
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation as HeaderMutationFilter
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import Mutations
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
@@ -168,6 +183,45 @@ AUTHZ_TIMEOUT = datetime.timedelta(seconds=1)
 AUTHZ_RETRY_BASE_INTERVAL = datetime.timedelta(milliseconds=10)
 AUTHZ_RETRY_MAX_INTERVAL = datetime.timedelta(milliseconds=50)
 
+# 3, HTTP mode (Transport.HTTP). What Envoy's HTTP ext_authz does, from its source (envoyproxy/envoy,
+# source/extensions/filters/common/ext_authz/check_request_utils.cc and ext_authz_http_impl.cc,
+# source/extensions/filters/http/ext_authz/ext_authz.cc) and the v3 API (ext_authz.proto: HttpService,
+# AuthorizationRequest, AuthorizationResponse; https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/filters/http/ext_authz/v3/ext_authz.proto):
+# - The question is the client's request without its body: its method, its :path (normalized, with the query) behind
+#   path_prefix (ours is empty), `content-length: 0`, and the headers the allowed_headers matcher passes, to which
+#   Envoy always adds authorization, :method, :path and :authority (sent as Host). Repeated headers arrive as one,
+#   their values joined with ",". Envoy's async client adds x-envoy-internal and x-envoy-expected-rq-timeout-ms.
+#   The filter's top-level allowed_headers serves both transports; the deprecated
+#   http_service.authorization_request.allowed_headers is the same list, and setting both is refused. Per-route
+#   context_extensions are not sent in HTTP mode (CheckSettings: "only applied to ... grpc_service").
+# - 200 is an allow: the reply headers allowed_upstream_headers names are set on the upstream request (replacing a
+#   header of that name), and the comma-separated names in x-envoy-auth-headers-to-remove are removed from it (as
+#   the gRPC headers_to_remove: not pseudo-headers or Host; invalid names are skipped with validate_mutations).
+#   No reply header reaches the client on an allow (allowed_client_headers_on_success is unset).
+# - Any other status below 500 is a deny with that status and the reply's body; the client gets the reply headers
+#   allowed_client_headers names, plus the ones Envoy always adds to that list (:status, content-length,
+#   www-authenticate, location). content-type must be named, or the client gets Envoy's text/plain.
+# - A 5xx reply, a reset or a timeout is an error: STATUS_ON_ERROR with an empty body (the reply's body and headers
+#   are dropped), `ext_authz_error` in the access log. So a 5xx deny of the authz server (500 internal, 503 keys
+#   unavailable) reaches the client as Envoy's bare 503, where gRPC passes the server's JSON body on.
+# - dynamic_metadata_from_headers copies reply headers into the filter's dynamic metadata under their own names, so
+#   the access log finds the caller under `<prefix>sub` rather than gRPC's `sub`.
+# HTTP/1.1, not h2c: each Check costs Envoy and granian less framing work (no HPACK, streams or flow control), a
+# slow Check (a cold token, a JWKS refetch) holds only its own connection, and Envoy's per-worker connection pool
+# gives the concurrency; HTTP/1.1 is also what an HTTP ext_authz server is written for first.
+# granian closes an HTTP/1 connection that sends no request headers within 30 s (--http1-header-read-timeout), so
+# Envoy closes idle ones first: a Check sent on a connection granian is closing in that instant would fail.
+AUTHZ_HTTP_IDLE_TIMEOUT = datetime.timedelta(seconds=15)
+# Envoy's default limit on an upstream reply's headers is 60 KiB, and an allow carries the identity: values out of
+# the token's payload (at most 3/4 of MAX_TOKEN_BYTES), 1 KiB for their names, and 4 KiB for the rest (granian's
+# own headers, x-envoy-auth-headers-to-remove, a deny's www-authenticate).
+AUTHZ_MAX_RESPONSE_HEADERS_KB = identity_headers.MAX_TOKEN_BYTES * 3 // 4 // 1024 + 1 + 4
+# The authz server's health, on its metrics port (authz.metrics_endpoint.HEALTH_PATH): 200 serving, 503 not yet.
+AUTHZ_HEALTH_PATH = "/healthz"
+# The response headers a deny passes to the client besides the ones Envoy always adds (www-authenticate among them,
+# named here anyway since the contract needs it).
+DENY_CLIENT_HEADERS = ("www-authenticate", "content-type")
+
 # 5. The clusters.
 # A connection to an upstream on the same host or compose network opens in well under a millisecond; one that takes
 # 250 ms is to a host that is gone, and failing it then leaves room for a retry inside AUTHZ_TIMEOUT.
@@ -215,6 +269,17 @@ class RuleSource(enum.StrEnum):
     CONTEXT_EXTENSIONS = "context_extensions"
 
 
+class Transport(enum.StrEnum):
+    """How Envoy asks the authz server, and which of its commands answers."""
+
+    # envoy.service.auth.v3.Authorization/Check over HTTP/2 (`python -m authz serve`, AUTHZ_ADDR).
+    GRPC = "grpc"
+    # Envoy's HTTP ext_authz mode: the request itself, without its body, over HTTP/1.1 (`python -m authz
+    # serve-http`, AUTHZ_HTTP_ADDR). Rules come from the server's route table only: HTTP mode sends no
+    # context_extensions.
+    HTTP = "http"
+
+
 @dataclass(frozen=True)
 class Topology:
     """Where Envoy listens and where its upstreams are; the only thing that differs between variants."""
@@ -230,6 +295,17 @@ class Topology:
     # exactly these headers from clients.
     identity_header_prefix: str = DEFAULT_IDENTITY_HEADER_PREFIX
     route_rules: RuleSource = RuleSource.TABLE
+    authz_transport: Transport = Transport.GRPC
+    # Transport.HTTP: each authz replica's metrics port, in the order of `authz`, where Envoy health-checks
+    # AUTHZ_HEALTH_PATH (every path on the authorization port is a question about a request).
+    authz_health_ports: Sequence[int] = ()
+
+    def __post_init__(self) -> None:
+        if self.authz_transport is Transport.HTTP:
+            if len(self.authz_health_ports) != len(self.authz):
+                raise ValueError("Transport.HTTP needs one health (metrics) port per authz replica")
+            if self.route_rules is RuleSource.CONTEXT_EXTENSIONS:
+                raise ValueError("Envoy's HTTP ext_authz sends no context_extensions; use RuleSource.TABLE")
 
 
 def local(
@@ -240,6 +316,8 @@ def local(
     backend_port: int = 4567,
     identity_header_prefix: str = DEFAULT_IDENTITY_HEADER_PREFIX,
     route_rules: RuleSource = RuleSource.TABLE,
+    authz_transport: Transport = Transport.GRPC,
+    authz_health_ports: Sequence[int] = (),
 ) -> Topology:
     """Everything on loopback, as `make run` and the integration tests start it."""
     return Topology(
@@ -249,6 +327,8 @@ def local(
         backend=HostPort("127.0.0.1", backend_port),
         identity_header_prefix=identity_header_prefix,
         route_rules=route_rules,
+        authz_transport=authz_transport,
+        authz_health_ports=tuple(authz_health_ports),
     )
 
 
@@ -314,10 +394,17 @@ def _listener(topology: Topology) -> Listener:
                 name=HEADER_MUTATION,
                 typed_config=AnyMessage.pack(_strip_identity_headers(topology.identity_header_prefix)),
             ),
-            HttpFilter(name=EXT_AUTHZ, typed_config=AnyMessage.pack(ext_authz())),
+            HttpFilter(
+                name=EXT_AUTHZ,
+                typed_config=AnyMessage.pack(
+                    ext_authz(
+                        transport=topology.authz_transport, identity_header_prefix=topology.identity_header_prefix
+                    )
+                ),
+            ),
             HttpFilter(name=ROUTER, typed_config=AnyMessage.pack(Router())),
         ],
-        access_log=[_stdout_json_access_log()],
+        access_log=[_stdout_json_access_log(topology)],
     )
     return Listener(
         name="ingress",
@@ -332,12 +419,19 @@ def _listener(topology: Topology) -> Listener:
     )
 
 
-def _stdout_json_access_log() -> AccessLog:
+def caller_metadata_key(topology: Topology) -> str:
+    """Where the ext_authz filter's dynamic metadata holds the sub of the caller authz allowed: gRPC's allow names it
+    `sub` (authz.service.CALLER_METADATA_KEY); HTTP mode copies the reply's sub header under its own name."""
+    if topology.authz_transport is Transport.HTTP:
+        return topology.identity_header_prefix + identity_headers.SUB
+    return "sub"
+
+
+def _stdout_json_access_log(topology: Topology) -> AccessLog:
     """One JSON line per request on stdout, in ACCESS_LOG_FORMAT (the CEL formatter, which Envoy always enables,
-    writes its path)."""
-    log_format = SubstitutionFormatString(
-        json_format=Struct.from_dict(ACCESS_LOG_FORMAT),
-    )
+    writes its path), with the caller where the topology's transport leaves it."""
+    fields = {**ACCESS_LOG_FORMAT, "user": f"%DYNAMIC_METADATA({EXT_AUTHZ}:{caller_metadata_key(topology)})%"}
+    log_format = SubstitutionFormatString(json_format=Struct.from_dict(fields))
     return AccessLog(
         name="envoy.access_loggers.stdout", typed_config=AnyMessage.pack(StdoutAccessLog(log_format=log_format))
     )
@@ -358,39 +452,75 @@ def _strip_identity_headers(identity_header_prefix: str) -> HeaderMutationFilter
 # 3. ext_authz: the Check, and what happens when it cannot be answered.
 
 
-def ext_authz() -> ExtAuthz:
+def ext_authz(
+    *, transport: Transport = Transport.GRPC, identity_header_prefix: str = DEFAULT_IDENTITY_HEADER_PREFIX
+) -> ExtAuthz:
+    common: dict[str, Any] = {
+        "failure_mode_allow": False,
+        "status_on_error": HttpStatus(code=StatusCode(STATUS_ON_ERROR)),
+        # The authz server needs the token and the request id, not cookies or the rest. (HTTP mode adds the method,
+        # path and Host to these, see above.)
+        "allowed_headers": _exact_names(("authorization", "x-request-id")),
+        # Envoy rejects an authz reply whose headers are not valid HTTP, instead of forwarding them.
+        "validate_mutations": True,
+    }
+    if transport is Transport.HTTP:
+        return ExtAuthz(http_service=_http_service(identity_header_prefix), **common)
     return ExtAuthz(
         grpc_service=GrpcService(
             envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
             timeout=AUTHZ_TIMEOUT,
-            # A Check that could not reach a replica (refused, reset, UNAVAILABLE while it shuts down) is retried,
-            # up to twice, on another one, so losing a replica costs a retry instead of a 503. A deny is an OK RPC
-            # carrying a 401/403, never retried; retries stay inside the 1 s timeout.
-            retry_policy=RetryPolicy(
-                retry_on="connect-failure,refused-stream,reset,unavailable",
-                num_retries=2,
-                retry_back_off=BackoffStrategy(
-                    base_interval=AUTHZ_RETRY_BASE_INTERVAL, max_interval=AUTHZ_RETRY_MAX_INTERVAL
-                ),
-                retry_host_predicate=[
-                    RetryPolicyRetryHostPredicate(
-                        name="envoy.retry_host_predicates.previous_hosts",
-                        typed_config=AnyMessage.pack(PreviousHostsPredicate()),
-                    )
-                ],
-                host_selection_retry_max_attempts=3,
+            retry_policy=_authz_retry_policy(
+                "connect-failure,refused-stream,reset,unavailable", max_interval=AUTHZ_RETRY_MAX_INTERVAL
             ),
         ),
         transport_api_version=ApiVersion.V3,
-        failure_mode_allow=False,
-        status_on_error=HttpStatus(code=StatusCode(STATUS_ON_ERROR)),
-        # The authz server needs the token and the request id, not cookies or the rest.
-        allowed_headers=ListStringMatcher(
-            patterns=[StringMatcher(exact="authorization"), StringMatcher(exact="x-request-id")]
-        ),
-        # Envoy rejects an authz reply whose headers are not valid HTTP, instead of forwarding them.
-        validate_mutations=True,
+        **common,
     )
+
+
+def _http_service(identity_header_prefix: str) -> HttpService:
+    """Envoy's HTTP mode: ask the authz cluster with the request itself, and pass on exactly the identity headers
+    (upstream, on an allow) or the deny's headers (to the client)."""
+    identity = tuple(identity_header_prefix + field for field in identity_headers.FIELDS)
+    return HttpService(
+        # Envoy sends to the cluster and keeps the client's Host; the URI itself routes nothing.
+        server_uri=HttpUri(uri=f"http://{AUTHZ_CLUSTER}", cluster=AUTHZ_CLUSTER, timeout=AUTHZ_TIMEOUT),
+        # path_prefix stays empty: the authz server reads the path the route table matches, as the client sent it.
+        authorization_response=AuthorizationResponse(
+            allowed_upstream_headers=_exact_names(identity),
+            allowed_client_headers=_exact_names(DENY_CLIENT_HEADERS),
+            dynamic_metadata_from_headers=_exact_names((identity_header_prefix + identity_headers.SUB,)),
+        ),
+        # An authz reply is an answer whatever its status, so only a Check that never got one is retried (a 5xx is
+        # an error either way, see above). Envoy turns this policy into a route retry policy whose per-try timeout is
+        # the back-off's max_interval (source/common/http/utility.cc, convertCoreToRouteRetryPolicy): at 50 ms it
+        # cut off every Check slower than that, so here the cap is the whole timeout. Two retries never back off
+        # longer than 4x base_interval anyway.
+        retry_policy=_authz_retry_policy("connect-failure,refused-stream,reset", max_interval=AUTHZ_TIMEOUT),
+    )
+
+
+def _authz_retry_policy(retry_on: str, *, max_interval: datetime.timedelta) -> RetryPolicy:
+    """A Check that could not reach a replica (refused, reset, UNAVAILABLE while it shuts down) is retried, up to
+    twice, on another one, so losing a replica costs a retry instead of a 503. A deny is an answer, never retried;
+    retries stay inside the 1 s timeout."""
+    return RetryPolicy(
+        retry_on=retry_on,
+        num_retries=2,
+        retry_back_off=BackoffStrategy(base_interval=AUTHZ_RETRY_BASE_INTERVAL, max_interval=max_interval),
+        retry_host_predicate=[
+            RetryPolicyRetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=AnyMessage.pack(PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
+
+
+def _exact_names(names: Sequence[str]) -> ListStringMatcher:
+    return ListStringMatcher(patterns=[StringMatcher(exact=name) for name in names])
 
 
 # 4. The routes: where ext_authz is off, what the authz server demands elsewhere, and the backend behind every one.
@@ -483,19 +613,30 @@ def _route(api_route: ApiRoute, rules: RuleSource) -> Route:
 
 
 def authz_cluster(topology: Topology) -> Cluster:
+    if topology.authz_transport is Transport.HTTP:
+        protocol = _upstream_http(
+            HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions()),
+            common=HttpProtocolOptions(
+                idle_timeout=AUTHZ_HTTP_IDLE_TIMEOUT, max_response_headers_kb=AUTHZ_MAX_RESPONSE_HEADERS_KB
+            ),
+        )
+        health_check = _authz_health_check(http_health_check=HealthCheckHttpHealthCheck(path=AUTHZ_HEALTH_PATH))
+    else:
+        protocol = _upstream_http(HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions()))
+        health_check = _authz_health_check(grpc_health_check=HealthCheckGrpcHealthCheck())
     return _cluster(
         AUTHZ_CLUSTER,
         topology,
         topology.authz,
-        typed_extension_protocol_options=_upstream_http(
-            HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())
-        ),
+        health_ports=topology.authz_health_ports,
+        typed_extension_protocol_options=protocol,
         # Envoy allows 3 concurrent retries per cluster by default; when a replica dies under load, far more
         # Checks are in flight at once, and each one over the limit would turn into a 503.
         circuit_breakers=CircuitBreakers(thresholds=[CircuitBreakersThresholds(max_retries=MAX_AUTHZ_RETRIES)]),
         # A replica that refuses a connection (or times out a Check) is taken out of rotation at once, without
         # waiting for health checks. With every replica out, Envoy routes to them anyway (panic mode): a dead one
-        # still fails closed with STATUS_ON_ERROR.
+        # still fails closed with STATUS_ON_ERROR. In HTTP mode 5 replies in a row with a 5xx (Envoy's default
+        # consecutive_5xx) eject a replica too: that is one that cannot decide (no keys, internal errors).
         outlier_detection=OutlierDetection(
             split_external_local_origin_errors=True,
             consecutive_local_origin_failure=1,
@@ -503,12 +644,13 @@ def authz_cluster(topology: Topology) -> Cluster:
             base_ejection_time=OUTLIER_BASE_EJECTION_TIME,
             max_ejection_percent=100,
         ),
-        health_checks=[_grpc_health_check()],
+        health_checks=[health_check],
     )
 
 
-def _grpc_health_check() -> HealthCheck:
-    """grpc.health.v1 Check every HEALTH_INTERVAL, whether or not the cluster has traffic."""
+def _authz_health_check(**kind: Any) -> HealthCheck:
+    """A health check of kind (grpc.health.v1, or a GET of the metrics port's AUTHZ_HEALTH_PATH) every
+    HEALTH_INTERVAL, whether or not the cluster has traffic."""
     return HealthCheck(
         timeout=HEALTH_CHECK_TIMEOUT,
         interval=HEALTH_INTERVAL,
@@ -518,7 +660,7 @@ def _grpc_health_check() -> HealthCheck:
         no_traffic_healthy_interval=HEALTH_INTERVAL,
         unhealthy_threshold=2,
         healthy_threshold=1,
-        grpc_health_check=HealthCheckGrpcHealthCheck(),
+        **kind,
     )
 
 
@@ -558,23 +700,37 @@ def _upstream_http(
     }
 
 
-def _cluster(name: str, topology: Topology, hosts: Sequence[HostPort], **details: Any) -> Cluster:
-    """A cluster of hosts addressed by IP (STATIC) or, in compose, by service name (STRICT_DNS)."""
+def _cluster(
+    name: str, topology: Topology, hosts: Sequence[HostPort], *, health_ports: Sequence[int] = (), **details: Any
+) -> Cluster:
+    """A cluster of hosts addressed by IP (STATIC) or, in compose, by service name (STRICT_DNS); health_ports, one
+    per host, move its health checks to another port of that host."""
     return Cluster(
         name=name,
         type=ClusterDiscoveryType.STRICT_DNS if topology.resolve_names else ClusterDiscoveryType.STATIC,
         dns_lookup_family=ClusterDnsLookupFamily.V4_ONLY,
         connect_timeout=CONNECT_TIMEOUT,
-        load_assignment=_endpoints(name, hosts),
+        load_assignment=_endpoints(name, hosts, health_ports),
         **details,
     )
 
 
-def _endpoints(cluster: str, hosts: Sequence[HostPort]) -> ClusterLoadAssignment:
+def _endpoints(cluster: str, hosts: Sequence[HostPort], health_ports: Sequence[int]) -> ClusterLoadAssignment:
+    checked_on: Sequence[int | None] = tuple(health_ports) or (None,) * len(hosts)
     return ClusterLoadAssignment(
         cluster_name=cluster,
         endpoints=[
-            LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address(host))) for host in hosts])
+            LocalityLbEndpoints(
+                lb_endpoints=[
+                    LbEndpoint(
+                        endpoint=Endpoint(
+                            address=address(host),
+                            health_check_config=EndpointHealthCheckConfig(port_value=port) if port else None,
+                        )
+                    )
+                    for host, port in zip(hosts, checked_on, strict=True)
+                ]
+            )
         ],
     )
 
@@ -599,6 +755,12 @@ def main(argv: list[str] | None = None) -> int:
     local_parser.add_argument(
         "--route-rules", type=RuleSource, choices=list(RuleSource), default=RuleSource.TABLE, help=RuleSource.__doc__
     )
+    local_parser.add_argument(
+        "--authz-transport", type=Transport, choices=list(Transport), default=Transport.GRPC, help=Transport.__doc__
+    )
+    local_parser.add_argument(
+        "--authz-health-port", type=int, action="append", help="HTTP transport: each replica's metrics port (9192)"
+    )
     compose_parser = sub.add_parser("compose", help="write envoy/envoy.compose.yaml")
     compose_parser.add_argument("--stdout", action="store_true", help="print instead of writing the file")
     args = parser.parse_args(argv)
@@ -610,6 +772,8 @@ def main(argv: list[str] | None = None) -> int:
             backend_port=args.backend_port,
             identity_header_prefix=args.identity_header_prefix,
             route_rules=args.route_rules,
+            authz_transport=args.authz_transport,
+            authz_health_ports=(args.authz_health_port or (9192,)) if args.authz_transport is Transport.HTTP else (),
         )
         print(json.dumps(render(topology), indent=2))
     elif args.stdout:

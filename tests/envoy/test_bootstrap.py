@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import runpy
 import subprocess
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import identity_headers
 from authz.routes import route_settings
 from envoy import bootstrap
 from stack.local import envoy_binary
@@ -54,6 +57,13 @@ def _cluster(document: dict, name: str) -> dict:
         bootstrap.local(authz_ports=(9191, 9193)),
         bootstrap.local(route_rules=bootstrap.RuleSource.CONTEXT_EXTENSIONS),
         bootstrap.compose(),
+        bootstrap.local(authz_transport=bootstrap.Transport.HTTP, authz_ports=(9193,), authz_health_ports=(9192,)),
+        bootstrap.local(
+            authz_transport=bootstrap.Transport.HTTP,
+            authz_ports=(9193, 9195),
+            authz_health_ports=(9192, 9194),
+            identity_header_prefix="x-caller-",
+        ),
     ],
     ids=str,
 )
@@ -77,9 +87,16 @@ def test_committed_compose_config_passes_envoy_validate():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_identity_headers_are_stripped_before_ext_authz_runs():
-    """header_mutation comes first and removes every x-user-* header (any case); then ext_authz; then the router."""
-    document = bootstrap.render(bootstrap.local())
+HTTP_MODE = bootstrap.local(
+    authz_transport=bootstrap.Transport.HTTP, authz_ports=(7001, 7003), authz_health_ports=(7002, 7004)
+)
+
+
+@pytest.mark.parametrize("variant", [bootstrap.local(), HTTP_MODE], ids=["grpc", "http"])
+def test_identity_headers_are_stripped_before_ext_authz_runs(variant: bootstrap.Topology):
+    """header_mutation comes first and removes every x-user-* header (any case); then ext_authz; then the router;
+    on either transport."""
+    document = bootstrap.render(variant)
     assert list(_filters(document)) == [bootstrap.HEADER_MUTATION, bootstrap.EXT_AUTHZ, bootstrap.ROUTER]
     [mutation] = _filters(document)[bootstrap.HEADER_MUTATION]["mutations"]["request_mutations"]
     assert mutation["remove_on_match"]["key_matcher"] == {"prefix": "x-user-", "ignore_case": True}
@@ -256,3 +273,107 @@ def test_compose_variant_addresses_services_by_name_and_local_by_loopback():
     }
     addresses.add(local["static_resources"]["listeners"][0]["address"]["socket_address"]["address"])
     assert addresses == {"127.0.0.1"}
+
+
+def test_http_mode_asks_the_authz_cluster_with_the_path_as_sent_and_fails_closed():
+    """Transport.HTTP: an http_service to the authz cluster with no path_prefix, the same allowed request headers,
+    1 s timeout, 503 on error, never allowing on failure."""
+    ext_authz = _filters(bootstrap.render(HTTP_MODE))[bootstrap.EXT_AUTHZ]
+    assert "grpc_service" not in ext_authz
+    service = ext_authz["http_service"]
+    assert service["server_uri"]["cluster"] == "authz"
+    assert service["server_uri"]["timeout"] == "1s"
+    assert service.get("path_prefix", "") == ""
+    # The top-level list: authorization_request.allowed_headers is deprecated, and Envoy refuses both at once.
+    assert "authorization_request" not in service
+    assert ext_authz["allowed_headers"] == {"patterns": [{"exact": "authorization"}, {"exact": "x-request-id"}]}
+    assert ext_authz.get("failure_mode_allow", False) is False
+    assert ext_authz["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert ext_authz["validate_mutations"] is True
+
+
+@pytest.mark.parametrize("prefix", ["x-user-", "x-caller-"])
+def test_http_mode_passes_exactly_the_identity_headers_up_and_the_deny_headers_down(prefix: str):
+    """Upstream: exactly the six identity headers of the topology's prefix; to the client on a deny: exactly
+    www-authenticate and content-type (Envoy adds status, content-length and location itself); the caller's sub
+    becomes the dynamic metadata the access log names."""
+    topology = bootstrap.local(
+        authz_transport=bootstrap.Transport.HTTP, identity_header_prefix=prefix, authz_health_ports=(9192,)
+    )
+    document = bootstrap.render(topology)
+    response = _filters(document)[bootstrap.EXT_AUTHZ]["http_service"]["authorization_response"]
+    upstream = [pattern["exact"] for pattern in response["allowed_upstream_headers"]["patterns"]]
+    assert upstream == [prefix + field for field in identity_headers.FIELDS]
+    assert [pattern["exact"] for pattern in response["allowed_client_headers"]["patterns"]] == [
+        "www-authenticate",
+        "content-type",
+    ]
+    assert "allowed_client_headers_on_success" not in response
+    assert "allowed_upstream_headers_to_append" not in response
+    assert response["dynamic_metadata_from_headers"] == {"patterns": [{"exact": f"{prefix}sub"}]}
+    [log] = _manager(document)["access_log"]
+    user = log["typed_config"]["log_format"]["json_format"]["user"]
+    assert user == f"%DYNAMIC_METADATA(envoy.filters.http.ext_authz:{prefix}sub)%"
+
+
+def test_http_mode_retries_only_checks_that_got_no_answer_and_never_cuts_one_short():
+    """Only connection failures and resets are retried, on another replica; the back-off cap, which Envoy also makes
+    the per-try timeout of an http_service, is the whole Check timeout."""
+    retry = _filters(bootstrap.render(HTTP_MODE))[bootstrap.EXT_AUTHZ]["http_service"]["retry_policy"]
+    assert set(retry["retry_on"].split(",")) == {"connect-failure", "refused-stream", "reset"}
+    assert retry["retry_back_off"]["max_interval"] == "1s"
+    assert [predicate["name"] for predicate in retry["retry_host_predicate"]] == [
+        "envoy.retry_host_predicates.previous_hosts"
+    ]
+
+
+def test_http_mode_cluster_speaks_http1_and_is_health_checked_on_the_metrics_port():
+    """The authz cluster speaks HTTP/1.1 with a short idle timeout and room for the largest identity in a reply, and
+    each replica is checked with GET /healthz on its own metrics port, every second, also while idle."""
+    cluster = _cluster(bootstrap.render(HTTP_MODE), "authz")
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert "http_protocol_options" in options["explicit_http_config"]
+    common = options["common_http_protocol_options"]
+    assert common["idle_timeout"] == "15s"
+    assert common["max_response_headers_kb"] * 1024 > identity_headers.MAX_TOKEN_BYTES * 3 // 4
+    [health_check] = cluster["health_checks"]
+    assert health_check["http_health_check"] == {"path": bootstrap.AUTHZ_HEALTH_PATH}
+    assert health_check["interval"] == health_check["no_traffic_interval"] == "1s"
+    endpoints = [endpoint["endpoint"] for endpoint in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert [
+        (endpoint["address"]["socket_address"]["port_value"], endpoint["health_check_config"]["port_value"])
+        for endpoint in endpoints
+    ] == [(7001, 7002), (7003, 7004)]
+
+
+def test_grpc_mode_is_the_default_and_its_endpoints_are_checked_on_their_own_port():
+    """Without a transport the topology is gRPC, as before, with no separate health port."""
+    assert bootstrap.local().authz_transport is bootstrap.Transport.GRPC
+    cluster = _cluster(bootstrap.render(bootstrap.local()), "authz")
+    [endpoint] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert "health_check_config" not in endpoint["endpoint"]
+
+
+def test_http_mode_needs_a_health_port_per_replica_and_the_route_table():
+    """An HTTP topology without one metrics port per replica, or one that would send context_extensions (HTTP mode
+    has none), is refused."""
+    with pytest.raises(ValueError, match="health"):
+        bootstrap.local(authz_transport=bootstrap.Transport.HTTP, authz_ports=(1, 2), authz_health_ports=(3,))
+    with pytest.raises(ValueError, match="context_extensions"):
+        bootstrap.local(
+            authz_transport=bootstrap.Transport.HTTP,
+            authz_health_ports=(9192,),
+            route_rules=bootstrap.RuleSource.CONTEXT_EXTENSIONS,
+        )
+
+
+def test_the_command_line_renders_http_mode():
+    """`python -m envoy.bootstrap local --authz-transport http` prints the HTTP variant, health port 9192 unless
+    given."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        bootstrap.main(["local", "--authz-transport", "http", "--authz-port", "9193"])
+    document = json.loads(out.getvalue())
+    assert "http_service" in _filters(document)[bootstrap.EXT_AUTHZ]
+    [endpoint] = _cluster(document, "authz")["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["health_check_config"] == {"port_value": 9192}
