@@ -178,10 +178,14 @@ STATUS_ON_ERROR = 503
 # The longest Envoy waits for a Check. A hot Check takes well under a millisecond; the budget covers a cold
 # verify plus a JWKS refetch on key rotation.
 AUTHZ_TIMEOUT = datetime.timedelta(seconds=1)
-# The back-off before a retried Check (jittered, growing from the base up to the cap): enough to step past a replica
-# that is going away, small enough that both retries fit well inside AUTHZ_TIMEOUT.
+# The back-off before a retried Check (jittered below base, then 2x base): enough to step past a replica that is
+# going away, small enough that both retries fit well inside AUTHZ_TIMEOUT.
 AUTHZ_RETRY_BASE_INTERVAL = datetime.timedelta(milliseconds=10)
-AUTHZ_RETRY_MAX_INTERVAL = datetime.timedelta(milliseconds=50)
+# The back-off's cap, which two retries never reach. Envoy also makes it each try's timeout, for gRPC and HTTP
+# services alike (convertCoreToRouteRetryPolicy in source/common/http/utility.cc sets per_try_timeout to
+# max_interval): a cap of 50 ms answered every Check slower than that with STATUS_ON_ERROR (a cold token with a
+# GetUser call or a JWKS refetch), so it is the whole timeout.
+AUTHZ_RETRY_MAX_INTERVAL = AUTHZ_TIMEOUT
 
 # 3, HTTP mode (Transport.HTTP). What Envoy's HTTP ext_authz does, from its source (envoyproxy/envoy,
 # source/extensions/filters/common/ext_authz/check_request_utils.cc and ext_authz_http_impl.cc,
@@ -470,9 +474,7 @@ def ext_authz(
         grpc_service=GrpcService(
             envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
             timeout=AUTHZ_TIMEOUT,
-            retry_policy=_authz_retry_policy(
-                "connect-failure,refused-stream,reset,unavailable", max_interval=AUTHZ_RETRY_MAX_INTERVAL
-            ),
+            retry_policy=_authz_retry_policy("connect-failure,refused-stream,reset,unavailable"),
         ),
         transport_api_version=ApiVersion.V3,
         **common,
@@ -493,22 +495,19 @@ def _http_service(identity_header_prefix: str) -> HttpService:
             dynamic_metadata_from_headers=_exact_names((identity_header_prefix + identity_headers.SUB,)),
         ),
         # An authz reply is an answer whatever its status, so only a Check that never got one is retried (a 5xx is
-        # an error either way, see above). Envoy turns this policy into a route retry policy whose per-try timeout is
-        # the back-off's max_interval (source/common/http/utility.cc, convertCoreToRouteRetryPolicy): at 50 ms it
-        # cut off every Check slower than that, so here the cap is the whole timeout. Two retries never back off
-        # longer than 4x base_interval anyway.
-        retry_policy=_authz_retry_policy("connect-failure,refused-stream,reset", max_interval=AUTHZ_TIMEOUT),
+        # an error either way, see above).
+        retry_policy=_authz_retry_policy("connect-failure,refused-stream,reset"),
     )
 
 
-def _authz_retry_policy(retry_on: str, *, max_interval: datetime.timedelta) -> RetryPolicy:
+def _authz_retry_policy(retry_on: str) -> RetryPolicy:
     """A Check that could not reach a replica (refused, reset, UNAVAILABLE while it shuts down) is retried, up to
     twice, on another one, so losing a replica costs a retry instead of a 503. A deny is an answer, never retried;
     retries stay inside the 1 s timeout."""
     return RetryPolicy(
         retry_on=retry_on,
         num_retries=2,
-        retry_back_off=BackoffStrategy(base_interval=AUTHZ_RETRY_BASE_INTERVAL, max_interval=max_interval),
+        retry_back_off=BackoffStrategy(base_interval=AUTHZ_RETRY_BASE_INTERVAL, max_interval=AUTHZ_RETRY_MAX_INTERVAL),
         retry_host_predicate=[
             RetryPolicyRetryHostPredicate(
                 name="envoy.retry_host_predicates.previous_hosts",

@@ -165,6 +165,8 @@ def test_a_check_a_replica_refused_is_retried_on_another_and_the_replica_ejected
     document = bootstrap.render(bootstrap.local(authz_ports=(7001, 7002)))
     retry = _filters(document)[bootstrap.EXT_AUTHZ]["grpc_service"]["retry_policy"]
     assert set(retry["retry_on"].split(",")) == {"connect-failure", "refused-stream", "reset", "unavailable"}
+    # Envoy makes the back-off cap each try's timeout too: it must not cut a slow Check short.
+    assert retry["retry_back_off"]["max_interval"] == "1s"
     assert [predicate["name"] for predicate in retry["retry_host_predicate"]] == [
         "envoy.retry_host_predicates.previous_hosts"
     ]
