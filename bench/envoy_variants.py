@@ -5,6 +5,9 @@
 - jwt_authn_nocache: the same with the cache off
 - ext_authz:       the ext_authz filter exactly as the stack configures it (envoy/bootstrap.py), pointed at an
                    authz server: ours, or bench/floor.py's constant-reply server on the same grpcio stack
+- ext_authz_http:  the same filter in Envoy's HTTP mode, as the stack configures it for `python -m authz serve-http`
+                   (Transport.HTTP: HTTP/1.1, health-checked with GET /healthz on authz_health_port), pointed at ours
+                   or bench/http_floor.py's constant-reply server on the same granian
 
 Same listener, same route, same connection manager settings everywhere, so the filters are the only difference.
 """
@@ -38,9 +41,9 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
 from envoy_data_plane.google.protobuf import Any
 
 from envoy import bootstrap
-from envoy.bootstrap import HostPort, Topology
+from envoy.bootstrap import HostPort, Topology, Transport
 
-VARIANTS = ("none", "jwt_authn", "jwt_authn_nocache", "ext_authz")
+VARIANTS = ("none", "jwt_authn", "jwt_authn_nocache", "ext_authz", "ext_authz_http")
 JWT_AUTHN = "envoy.filters.http.jwt_authn"
 PROVIDER = "cognito"
 
@@ -53,8 +56,10 @@ def render(
     jwks: str = "",
     issuer: str = "",
     authz_port: int | None = None,
+    authz_health_port: int | None = None,
 ) -> dict:
-    """The bootstrap for one variant as the document Envoy reads."""
+    """The bootstrap for one variant as the document Envoy reads (ext_authz_http also needs authz_health_port, where
+    Envoy health-checks the server)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     filters = []
@@ -63,16 +68,24 @@ def render(
         filters.append(
             HttpFilter(name=JWT_AUTHN, typed_config=Any.pack(_jwt_authn(jwks, issuer, variant == "jwt_authn")))
         )
-    if variant == "ext_authz":
+    if variant.startswith("ext_authz"):
         if authz_port is None:
-            raise ValueError("ext_authz needs authz_port")
+            raise ValueError(f"{variant} needs authz_port")
+        http = variant == "ext_authz_http"
+        if http and authz_health_port is None:
+            raise ValueError("ext_authz_http needs authz_health_port")
+        transport = Transport.HTTP if http else Transport.GRPC
         topology = Topology(
             listener=HostPort("127.0.0.1", port),
             admin=HostPort("127.0.0.1", admin_port),
             authz=(HostPort("127.0.0.1", authz_port),),
             backend=HostPort("127.0.0.1", 1),
+            authz_transport=transport,
+            authz_health_ports=(authz_health_port,) if http and authz_health_port is not None else (),
         )
-        filters.append(HttpFilter(name=bootstrap.EXT_AUTHZ, typed_config=Any.pack(bootstrap.ext_authz())))
+        filters.append(
+            HttpFilter(name=bootstrap.EXT_AUTHZ, typed_config=Any.pack(bootstrap.ext_authz(transport=transport)))
+        )
         clusters.append(bootstrap.authz_cluster(topology))
     filters.append(HttpFilter(name=bootstrap.ROUTER, typed_config=Any.pack(Router())))
     manager = HttpConnectionManager(stat_prefix="bench", route_config=_routes(variant), http_filters=filters)
@@ -117,6 +130,8 @@ def _jwt_authn(jwks: str, issuer: str, cache: bool) -> JwtAuthentication:
 
 def _routes(variant: str) -> RouteConfiguration:
     per_filter = {}
+    # The gRPC variant's route asks for a valid access token; HTTP mode sends no context_extensions, and an authz
+    # server without a route table demands the same by default.
     if variant == "ext_authz":
         per_filter[bootstrap.EXT_AUTHZ] = Any.pack(
             ExtAuthzPerRoute(check_settings=CheckSettings(context_extensions={"auth": "required"}))

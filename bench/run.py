@@ -8,10 +8,12 @@ with wrk:
   d. our ext_authz, one token repeated  e. our ext_authz, a new token per request  f. constant-reply ext_authz (floor)
   g, h. d and e with AUTHZ_REVOCATION=cognito, against a loopback GetUser that always answers "active" (so
         the figures are authz's own cost of confirming a token: botocore's call, the cache; not Cognito's latency)
+  i. constant-reply server in Envoy's HTTP ext_authz mode (bench/http_floor.py, granian: the HTTP floor)
+  j, k. d and e with our server on the HTTP transport (`python -m authz serve-http`)
 A neighbour's load on a shared machine lands on some runs and not others, so every configuration runs in
---rounds interleaved rounds (default $BENCH_ROUNDS, else 3: a b c ... h, then again), each run with its own fresh
+--rounds interleaved rounds (default $BENCH_ROUNDS, else 3: a b c ... k, then again), each run with its own fresh
 Envoy and server; a configuration's figure is the median of its rounds, with min and max beside it, and the ratios
-are taken from the medians. For d to h the Check server's CPU time per Check (µs, from /proc: its process tree's
+are taken from the medians. For d to k the Check server's CPU time per Check (µs, from /proc: its process tree's
 CPU over the measured run divided by the requests Envoy answered) is reported too: capacity per core, on any
 machine, whatever the neighbours do to req/s.
 
@@ -51,6 +53,9 @@ TARGETS = {
     "hot_vs_floor": 0.95,
     "cold_vs_hot": 0.80,
     "hot_vs_jwt_authn_nocache": 0.40,
+    "http_hot_vs_http_floor": 0.85,
+    "http_cold_vs_http_hot": 0.70,
+    "http_hot_vs_jwt_authn_nocache": 0.60,
 }
 CONFIGS = {
     "a_no_auth": "none",
@@ -61,13 +66,17 @@ CONFIGS = {
     "f_ext_authz_floor": "ext_authz",
     "g_revocation_hot": "ext_authz",
     "h_revocation_cold": "ext_authz",
+    "i_http_floor": "ext_authz_http",
+    "j_http_hot": "ext_authz_http",
+    "k_http_cold": "ext_authz_http",
 }
 OURS = ("d_", "e_", "g_", "h_")
+OURS_HTTP = ("j_", "k_")
 WITH_REVOCATION = ("g_", "h_")
 # A new token per request: each run reads the round-shared token file (see run_bench).
-COLD = ("e_", "h_")
-# The configurations whose Check server's CPU per Check is measured: authz's and the floor's.
-SERVER_CPU = ("d_", "e_", "f_", "g_", "h_")
+COLD = ("e_", "h_", "k_")
+# The configurations whose Check server's CPU per Check is measured: authz's and the floors'.
+SERVER_CPU = ("d_", "e_", "f_", "g_", "h_", "i_", "j_", "k_")
 # Envoy's own account of a configuration's answers (its admin stats, counted from the measured run only): a 4xx is a
 # token jwt_authn or authz refused, a 5xx is Envoy failing closed because a Check errored or overran its 1 s budget.
 ENVOY_COUNTERS = {
@@ -105,15 +114,23 @@ class Bench:
             name, argv, env={**os.environ, **env}, run_dir=self.work, ready=probe, ports=ports, cwd=ROOT
         )
 
-    def authz(self, port: int, metrics_port: int, *, revocation: bool = False) -> ManagedProcess:
+    def authz(self, port: int, metrics_port: int, *, revocation: bool = False, http: bool = False) -> ManagedProcess:
+        """Our server on port: `serve` (gRPC), or with http `serve-http` (Envoy's HTTP mode, healthy once the
+        metrics port's /healthz says so)."""
         env = {
             **self.pool.authz_env(self.endpoint),
-            "AUTHZ_ADDR": f"127.0.0.1:{port}",
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
             "AUTHZ_REVOCATION": "cognito" if revocation else "off",
         }
-        argv = [sys.executable, "-m", "authz", "serve"]
-        return self._process("authz", argv, env, grpc_serving(f"127.0.0.1:{port}"), (port, metrics_port))
+        if http:
+            env["AUTHZ_HTTP_ADDR"] = f"127.0.0.1:{port}"
+            argv = [sys.executable, "-m", "authz", "serve-http"]
+            probe = http_ok(f"http://127.0.0.1:{metrics_port}/healthz")
+        else:
+            env["AUTHZ_ADDR"] = f"127.0.0.1:{port}"
+            argv = [sys.executable, "-m", "authz", "serve"]
+            probe = grpc_serving(f"127.0.0.1:{port}")
+        return self._process("authz", argv, env, probe, (port, metrics_port))
 
     def measure(self, config: str, *, token: str | None = None, tokens_file: Path | None = None) -> Measurement:
         """One measured run of the configuration: wrk's report, Envoy's counters (ENVOY_COUNTERS) for the same run
@@ -125,6 +142,24 @@ class Bench:
             server: ManagedProcess | None = None
             if config.startswith(OURS):
                 server = self.authz(authz_port, metrics_port, revocation=config.startswith(WITH_REVOCATION))
+            elif config.startswith(OURS_HTTP):
+                server = self.authz(authz_port, metrics_port, http=True)
+            elif config.startswith("i_"):
+                server = self._process(
+                    "http_floor",
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.http_floor",
+                        "--addr",
+                        f"127.0.0.1:{authz_port}",
+                        "--health-addr",
+                        f"127.0.0.1:{metrics_port}",
+                    ],
+                    {},
+                    http_ok(f"http://127.0.0.1:{metrics_port}/healthz"),
+                    (authz_port, metrics_port),
+                )
             elif config.startswith("f_"):
                 server = self._process(
                     "floor",
@@ -142,6 +177,7 @@ class Bench:
                 jwks=self.pool.jwks,
                 issuer=ISSUER,
                 authz_port=authz_port,
+                authz_health_port=metrics_port,
             )
             config_path = self.work / f"envoy-{config}.json"
             config_path.write_text(json.dumps(document))
@@ -263,9 +299,11 @@ def run_bench(args: argparse.Namespace) -> dict:
             for config in CONFIGS:
                 load: dict[str, Any]
                 if config.startswith(COLD):
-                    # Enough distinct tokens that none repeats within a run: the fastest hot run so far (d comes
-                    # first in every round) bounds a cold one; a later, faster round gets more appended.
-                    hot_rps = max(m.wrk.rps for m in measured["d_ext_authz_hot"])
+                    # Enough distinct tokens that none repeats within a run: the fastest hot run so far of the
+                    # same transport (d before e and h, j before k in every round) bounds a cold one; a later,
+                    # faster round gets more appended.
+                    hot = "j_http_hot" if config.startswith(OURS_HTTP) else "d_ext_authz_hot"
+                    hot_rps = max(m.wrk.rps for m in measured[hot])
                     needed = max(500, int(hot_rps * args.seconds * 1.2))
                     if needed > cold_count:
                         started = time.monotonic()
@@ -313,6 +351,10 @@ def run_bench(args: argparse.Namespace) -> dict:
         "verify_ours_vs_floor": _ratio(results["verify_us_ours"], results["verify_us_floor"]),
         "revocation_hot_vs_hot": _ratio(rps["g_revocation_hot"], rps["d_ext_authz_hot"]),
         "revocation_cold_vs_cold": _ratio(rps["h_revocation_cold"], rps["e_ext_authz_cold"]),
+        "http_hot_vs_http_floor": _ratio(rps["j_http_hot"], rps["i_http_floor"]),
+        "http_cold_vs_http_hot": _ratio(rps["k_http_cold"], rps["j_http_hot"]),
+        "http_hot_vs_jwt_authn_nocache": _ratio(rps["j_http_hot"], rps["c_jwt_authn_nocache"]),
+        "http_floor_vs_grpc_floor": _ratio(rps["i_http_floor"], rps["f_ext_authz_floor"]),
     }
     return results
 
@@ -335,7 +377,7 @@ def table(results: dict) -> str:
     lines.append("")
     for name, value in results["ratios"].items():
         target = TARGETS.get(name)
-        lines.append(f"{name:<28}{value:>8.3f}" + (f"   (target >= {target})" if target else ""))
+        lines.append(f"{name:<32}{value:>8.3f}" + (f"   (target >= {target})" if target else ""))
     lines.append(
         f"{'verify us: ours/floor/seed':<28}{results['verify_us_ours']:>8.1f} / {results['verify_us_floor']:.1f} / "
         f"{results['verify_us_seed']:.1f}   (target ours <= 1.5 x floor)"

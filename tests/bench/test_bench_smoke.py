@@ -11,7 +11,7 @@ from bench.run import CONFIGS, SERVER_CPU, main
 
 
 def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: Path):
-    """A smoke run loads all eight configurations once (one round) without a single failed request, measures the
+    """A smoke run loads all eleven configurations (both transports) once (one round) without a single failed request, measures the
     Check servers' CPU per Check, the three verification costs and the RSS, and writes results.json with every ratio
     the README reports."""
     out = tmp_path / "results.json"
@@ -37,14 +37,18 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
         "hot_vs_jwt_authn_cache",
         "revocation_hot_vs_hot",
         "revocation_cold_vs_cold",
+        "http_hot_vs_http_floor",
+        "http_cold_vs_http_hot",
+        "http_hot_vs_jwt_authn_nocache",
+        "http_floor_vs_grpc_floor",
     }
     # g and h really confirm tokens: the repeated token once (its answer is cached for the TTL), each new token
-    # once (none is over the bound of calls in flight, so none goes unasked); with the mode off (d, e) Cognito is
-    # never called.
+    # once (none is over the bound of calls in flight, so none goes unasked); with the mode off (d, e, j, k) Cognito
+    # is never called.
     calls = results["get_user_calls"]
     assert 1 <= calls["g_revocation_hot"] <= 2
     assert calls["h_revocation_cold"] >= results["configs"]["h_revocation_cold"]["requests"] > 0
-    assert calls["d_ext_authz_hot"] == calls["e_ext_authz_cold"] == 0
+    assert calls["d_ext_authz_hot"] == calls["e_ext_authz_cold"] == calls["j_http_hot"] == calls["k_http_cold"] == 0
     # CPU per Check for every configuration with a Check server, and only those: positive (each Check costs a Python
     # server well over the 10 ms clock tick spread over a second's requests) and no more than every core could have
     # spent over the run (a sum over the wrong processes, or a wrong unit, would break one of the two).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import identity_headers
@@ -11,6 +12,8 @@ from authz.client import check
 from authz.tokens import TokenVerifier
 from bench import route_cost, verify_cost
 from bench.floor import SERVICE_NAME, serve_floor
+from bench.http_floor import serve_http_floor
+from stack.processes import free_ports
 
 
 def test_floor_allows_every_check_with_six_identity_headers():
@@ -19,6 +22,19 @@ def test_floor_allows_every_check_with_six_identity_headers():
         answer = check(f"127.0.0.1:{port}", path="/api/me")
     assert answer["allowed"] and answer["grpc_code"] == 0
     assert list(answer["upstream_headers"]) == list(identity_headers.header_names())
+
+
+def test_http_floor_allows_every_request_with_six_identity_headers_and_reports_healthy():
+    """Envoy's HTTP mode asks with the request itself: the HTTP floor answers any of them 200, no body, with
+    authz's six x-user-* headers, and its /healthz (where Envoy health-checks it) answers 200."""
+    port, health_port = free_ports(2)
+    with serve_http_floor(f"127.0.0.1:{port}", f"127.0.0.1:{health_port}"):
+        answer = requests.get(f"http://127.0.0.1:{port}/api/me", headers={"authorization": "Bearer x"}, timeout=5)
+        health = requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
+    assert answer.status_code == 200 and answer.content == b""
+    names = [name.lower() for name in answer.headers]
+    assert [name for name in names if name.startswith("x-user-")] == list(identity_headers.header_names())
+    assert health.status_code == 200
 
 
 def test_floor_reports_serving_for_overall_and_authorization_health():
