@@ -80,6 +80,11 @@ def envoy_command(config: Path, *, log_level: str = "warn", concurrency: int | N
     return argv
 
 
+def transport_from_env() -> bootstrap.Transport:
+    """AUTHZ_TRANSPORT: `grpc` (the default) or `http`, how `make run` and the integration suite's stacks ask authz."""
+    return bootstrap.Transport(os.environ.get("AUTHZ_TRANSPORT") or bootstrap.Transport.GRPC)
+
+
 @dataclass
 class LocalStack:
     ports: Ports
@@ -96,6 +101,10 @@ class LocalStack:
     # server prefers to its table.
     routes_file: Path | None = ROUTES_FILE
     route_rules: bootstrap.RuleSource = bootstrap.RuleSource.TABLE
+    # How Envoy asks authz: gRPC (`python -m authz serve` on ports.authz) or Envoy's HTTP mode (`python -m authz
+    # serve-http` on ports.authz, health-checked on ports.metrics). By default AUTHZ_TRANSPORT's, so every stack of
+    # one integration run (the session's and the ones tests start themselves) asks the same way.
+    authz_transport: bootstrap.Transport = field(default_factory=transport_from_env)
     cognito_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
@@ -116,6 +125,9 @@ class LocalStack:
 
     def metrics_url(self, replica: int = 0) -> str:
         return f"http://127.0.0.1:{self.ports.metrics[replica]}/metrics"
+
+    def health_url(self, replica: int = 0) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics[replica]}{bootstrap.AUTHZ_HEALTH_PATH}"
 
     @property
     def envoy_config_path(self) -> Path:
@@ -160,10 +172,12 @@ class LocalStack:
         )
 
     def start_authz(self, replica: int = 0) -> None:
+        http = self.authz_transport is bootstrap.Transport.HTTP
         env = {
             **os.environ,
             **self.cognito_env,
-            "AUTHZ_ADDR": self.authz_addr(replica),
+            # The port Envoy asks on, whichever transport serves it.
+            ("AUTHZ_HTTP_ADDR" if http else "AUTHZ_ADDR"): self.authz_addr(replica),
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{self.ports.metrics[replica]}",
             "AUTHZ_HEADER_PREFIX": self.identity_header_prefix,
             **({"AUTHZ_ROUTES": str(self.routes_file)} if self.routes_file else {}),
@@ -175,22 +189,29 @@ class LocalStack:
             env["AUTHZ_JWKS_URL"] = endpoint + "/{pool}/.well-known/jwks.json"
         self._start(
             self._authz_name(replica),
-            [sys.executable, "-m", "authz", "serve"],
+            [sys.executable, "-m", "authz", "serve-http" if http else "serve"],
             env,
-            grpc_serving(self.authz_addr(replica)),
+            # Ready as Envoy sees it: /healthz turns 200 once keys are loaded (the HTTP port answers every path as
+            # a question), grpc.health.v1 says SERVING.
+            http_ok(self.health_url(replica)) if http else grpc_serving(self.authz_addr(replica)),
             ports=(self.ports.authz[replica], self.ports.metrics[replica]),
         )
 
-    def start_envoy(self) -> None:
-        topology = bootstrap.local(
-            envoy_port=self.ports.envoy,
-            admin_port=self.ports.admin,
+    def topology(self, *, envoy_port: int | None = None, admin_port: int | None = None) -> bootstrap.Topology:
+        """The Envoy this stack runs, or another on other ports in front of the same authz and backend."""
+        return bootstrap.local(
+            envoy_port=envoy_port or self.ports.envoy,
+            admin_port=admin_port or self.ports.admin,
             authz_ports=self.ports.authz,
             backend_port=self.ports.backend,
             identity_header_prefix=self.identity_header_prefix,
             route_rules=self.route_rules,
+            authz_transport=self.authz_transport,
+            authz_health_ports=self.ports.metrics if self.authz_transport is bootstrap.Transport.HTTP else (),
         )
-        self.envoy_config_path.write_text(json.dumps(bootstrap.render(topology), indent=2))
+
+    def start_envoy(self) -> None:
+        self.envoy_config_path.write_text(json.dumps(bootstrap.render(self.topology()), indent=2))
         argv = envoy_command(self.envoy_config_path, concurrency=self.envoy_concurrency)
         # /ready turns 200 once the clusters have had their first health check.
         self._start(

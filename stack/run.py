@@ -2,9 +2,9 @@
 
 Starts moto's Cognito emulator on 127.0.0.1:9229 (unless AWS_COGNITO_USER_POOLS_ID points at a real pool) with
 the seed's pool, client and a confirmed demo user, writes .run/cognito.env, then the backend, the authz server
-(with the route table stack/routes/routes.yaml, or $AUTHZ_ROUTES) and Envoy, each once the one before is healthy,
-and prints how to talk to them. Ctrl-C stops everything; pid files in .run/ let the next run clean up after a
-crash.
+(with the route table stack/routes/routes.yaml, or $AUTHZ_ROUTES; asked over gRPC, or in Envoy's HTTP mode with
+AUTHZ_TRANSPORT=http) and Envoy, each once the one before is healthy, and prints how to talk to them. Ctrl-C stops
+everything; pid files in .run/ let the next run clean up after a crash.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from envoy.bootstrap import Transport
 from identity_headers import DEFAULT_PREFIX
 from stack.cognito import cognito_client_for, sign_in
-from stack.local import ROOT, ROUTES_FILE, LocalStack, Ports
+from stack.local import ROOT, ROUTES_FILE, LocalStack, Ports, transport_from_env
 from stack.processes import StartupError, stop_stale
 from stack.provision import write_env_file
 
 RUN_DIR = ROOT / ".run"
+# serve-http's default AUTHZ_HTTP_ADDR port, so `make run` with AUTHZ_TRANSPORT=http listens where the docs say.
+HTTP_PORT = 9193
 REAL_POOL_VARIABLES = ("AWS_COGNITO_USER_POOLS_ID", "AWS_COGNITO_CLIENT_ID", "AWS_COGNITO_REGION")
 
 
@@ -32,8 +35,11 @@ def main() -> int:
         print(f"run: stopped a stale {name} left by an earlier run")
     # Ctrl-C and SIGTERM both end the run at any point, start-up included.
     signal.signal(signal.SIGTERM, _interrupt)
+    # AUTHZ_TRANSPORT=http: Envoy's HTTP ext_authz mode, served by `python -m authz serve-http` on its default port.
+    transport = transport_from_env()
     stack = LocalStack(
-        ports=Ports(),
+        ports=Ports(authz=(HTTP_PORT,)) if transport is Transport.HTTP else Ports(),
+        authz_transport=transport,
         run_dir=RUN_DIR,
         identity_header_prefix=os.environ.get("AUTHZ_HEADER_PREFIX", DEFAULT_PREFIX),
         frontend_url=os.environ.get("FRONTEND_URL"),
@@ -97,12 +103,19 @@ def _banner(stack: LocalStack) -> None:
     if "DEMO_USERNAME" in env:
         client = cognito_client_for(env)
         token = sign_in(client, env["AWS_COGNITO_CLIENT_ID"], env["DEMO_USERNAME"], env["DEMO_PASSWORD"])["AccessToken"]
+    http = stack.authz_transport is Transport.HTTP
+    transport_name = "HTTP" if http else "gRPC"
+    ask_authz = (
+        f'curl -i -H "Authorization: Bearer $TOKEN" http://{stack.authz_addr()}/api/me   # authz itself, as Envoy asks'
+        if http
+        else f".venv/bin/grpcurl -plaintext {stack.authz_addr()} list"
+    )
     print(
         f"""
   In a browser      {stack.envoy_url}/         sign up, sign in, the feed, sign out (any code works locally)
   Envoy (the API)   {stack.envoy_url}          every request goes through ext_authz
   Envoy admin       {stack.admin_url}
-  authz (gRPC)      {stack.authz_addr()}            metrics {stack.metrics_url()}
+  authz ({transport_name})      {stack.authz_addr()}            metrics {stack.metrics_url()}
   route table       {_shown(stack.routes_file)}   edit it: authz reloads it within {reload_seconds} s
   backend           {stack.backend_url}          loopback only; reach it through Envoy
   Cognito (local)   {env.get("AWS_ENDPOINT_URL_COGNITO_IDP", "real AWS")}   pool {env["AWS_COGNITO_USER_POOLS_ID"]}
@@ -113,7 +126,7 @@ def _banner(stack: LocalStack) -> None:
     curl -i {stack.envoy_url}/api/activities/home                     # public feed
     TOKEN=$(make -s token)
     curl -i -H "Authorization: Bearer $TOKEN" {stack.envoy_url}/api/me     # your identity
-    .venv/bin/grpcurl -plaintext {stack.authz_addr()} list
+    {ask_authz}
     make sign-out     # signs the demo user out everywhere: within 30 s that token gets 401 "token revoked"
 """
     )

@@ -2,6 +2,9 @@
 
 One stack serves the session (starting it costs a few seconds); tests that stop a part restore it themselves.
 Every process is stopped when the session ends, also when a test or the start-up fails.
+AUTHZ_TRANSPORT=http runs the suite with Envoy's HTTP ext_authz mode (`python -m authz serve-http`) instead of
+gRPC (the default): `AUTHZ_TRANSPORT=http .venv/bin/python -m pytest tests/integration`. Every LocalStack takes
+its transport from it (stack.local.transport_from_env), the ones tests start themselves too.
 """
 
 from __future__ import annotations
@@ -12,14 +15,16 @@ from typing import Any
 import pytest
 
 from stack.cognito import cognito_client_for
-from stack.local import LocalStack, Ports, running_stack
+from stack.local import LocalStack, Ports, running_stack, transport_from_env
 from stack.processes import free_port
 from tests.integration.cruddur_api import RecordingUpstream, User, sign_up
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_stack(Ports.free(), tmp_path_factory.mktemp("stack"), envoy_concurrency=1) as running:
+    with running_stack(
+        Ports.free(), tmp_path_factory.mktemp("stack"), envoy_concurrency=1, authz_transport=transport_from_env()
+    ) as running:
         yield running
 
 
@@ -47,7 +52,12 @@ def recording_envoy(
             backend=upstream.port,
             cognito=stack.ports.cognito,
         )
-        proxy = LocalStack(ports=ports, run_dir=tmp_path_factory.mktemp("recording"), envoy_concurrency=1)
+        proxy = LocalStack(
+            ports=ports,
+            run_dir=tmp_path_factory.mktemp("recording"),
+            envoy_concurrency=1,
+            authz_transport=stack.authz_transport,
+        )
         try:
             proxy.start_envoy()
             yield proxy, upstream
