@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 import identity_headers
+from authz import http as authz_http
+from authz.metrics_endpoint import HEALTH_PATH
 from authz.routes import route_settings
 from envoy import bootstrap
 from stack.local import envoy_binary
@@ -379,3 +381,10 @@ def test_the_command_line_renders_http_mode():
     assert "http_service" in _filters(document)[bootstrap.EXT_AUTHZ]
     [endpoint] = _cluster(document, "authz")["load_assignment"]["endpoints"][0]["lb_endpoints"]
     assert endpoint["endpoint"]["health_check_config"] == {"port_value": 9192}
+
+
+def test_http_mode_meets_the_authz_server_where_it_answers():
+    """Envoy health-checks the path the authz server's metrics port serves health on, and the server names the
+    headers to remove in the header Envoy reads (ext_authz_http_impl.cc: x-envoy-auth-headers-to-remove)."""
+    assert bootstrap.AUTHZ_HEALTH_PATH == HEALTH_PATH
+    assert authz_http.HEADERS_TO_REMOVE == "x-envoy-auth-headers-to-remove"
