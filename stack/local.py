@@ -197,13 +197,16 @@ class LocalStack:
             ports=(self.ports.authz[replica], self.ports.metrics[replica]),
         )
 
-    def topology(self, *, envoy_port: int | None = None, admin_port: int | None = None) -> bootstrap.Topology:
-        """The Envoy this stack runs, or another on other ports in front of the same authz and backend."""
+    def topology(
+        self, *, envoy_port: int | None = None, admin_port: int | None = None, backend_port: int | None = None
+    ) -> bootstrap.Topology:
+        """The Envoy this stack runs, or another on other ports in front of the same authz (asked the same way) and
+        this backend or another."""
         return bootstrap.local(
             envoy_port=envoy_port or self.ports.envoy,
             admin_port=admin_port or self.ports.admin,
             authz_ports=self.ports.authz,
-            backend_port=self.ports.backend,
+            backend_port=backend_port or self.ports.backend,
             identity_header_prefix=self.identity_header_prefix,
             route_rules=self.route_rules,
             authz_transport=self.authz_transport,

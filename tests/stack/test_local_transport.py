@@ -35,12 +35,12 @@ def test_an_http_stack_renders_envoys_http_mode_checked_on_the_metrics_ports():
     metrics port; another Envoy of the same stack (other ports) asks the same way."""
     ports = Ports(envoy=1, admin=2, authz=(3, 4), metrics=(5, 6), backend=7)
     stack = LocalStack(ports=ports, run_dir=Path("unused"), authz_transport=bootstrap.Transport.HTTP)
-    topology = stack.topology(envoy_port=8, admin_port=9)
+    topology = stack.topology(envoy_port=8, admin_port=9, backend_port=10)
     assert topology.authz_transport is bootstrap.Transport.HTTP
     assert [host.port for host in topology.authz] == [3, 4]
     assert tuple(topology.authz_health_ports) == (5, 6)
-    assert (topology.listener.port, topology.admin.port) == (8, 9)
+    assert (topology.listener.port, topology.admin.port, topology.backend.port) == (8, 9, 10)
     assert stack.health_url(1) == "http://127.0.0.1:6/healthz"
     grpc = LocalStack(ports=ports, run_dir=Path("unused"), authz_transport=bootstrap.Transport.GRPC).topology()
     assert tuple(grpc.authz_health_ports) == ()
-    assert grpc.listener.port == 1
+    assert (grpc.listener.port, grpc.backend.port) == (1, 7)
