@@ -1,5 +1,6 @@
 """CPU time a server spends, read from /proc: what `make bench` divides by Envoy's counted requests to report a
-server's CPU per Check (µs), a figure that, unlike req/s, does not depend on what else the machine is doing.
+server's CPU per Check (µs), a figure that depends far less than req/s on what else the machine is doing; and
+the machine's busy time, so the bench can say how much of the machine others took during a run.
 
 A server may run as a process tree (a supervisor and its workers, granian's worker processes), so the time is
 summed over the process and every live descendant. Each process contributes utime + stime and also cutime +
@@ -44,6 +45,21 @@ def _tree(root: int) -> list[int]:
         found.append(pid)
         pending.extend(children.get(pid, ()))
     return found
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (/proc/stat: user, nice, system, irq,
+    softirq and steal; guest time is already within user)."""
+    fields = (_PROC / "stat").read_text().split("\n", 1)[0].split()
+    assert fields[0] == "cpu", "the first line of /proc/stat sums every core"
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(value) for value in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICKS_PER_SECOND
+
+
+def own_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its children that ended and were reaped (wrk's runs)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def cpu_seconds(root: int) -> float:

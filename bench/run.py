@@ -15,7 +15,9 @@ A neighbour's load on a shared machine lands on some runs and not others, so eve
 Envoy and server; a configuration's figure is the median of its rounds, with min and max beside it, and the ratios
 are taken from the medians. For d to k the Check server's CPU time per Check (µs, from /proc: its process tree's
 CPU over the measured run divided by the requests Envoy answered) is reported too: capacity per core, on any
-machine, whatever the neighbours do to req/s.
+machine, whatever the neighbours do to req/s. And for every run, how many cores the rest of the machine kept busy
+meanwhile (others_cores: the machine's busy time less that of Envoy, the server, wrk and the bench), so a round
+that ran beside a neighbour shows as one.
 
 Then the per-token verification cost (ours, raw RS256, the seed's per-call key rebuild), what the route table
 costs a Check (bench/route_cost.py) and the authz server's RSS after caching --rss-tokens distinct tokens. Prints
@@ -96,6 +98,10 @@ class Measurement:
     wrk: wrk.WrkResult
     envoy: dict[str, int]
     cpu_us_per_check: float | None
+    # Cores the rest of the machine kept busy, on average, during the measured run: the machine's busy CPU time
+    # less that of Envoy, the Check server, wrk and the bench itself (the GetUser stand-in), over the run's wall
+    # time. A round where this is high ran beside a neighbour.
+    others_cores: float = 0.0
 
 
 class Bench:
@@ -181,7 +187,7 @@ class Bench:
             )
             config_path = self.work / f"envoy-{config}.json"
             config_path.write_text(json.dumps(document))
-            stack.enter_context(
+            envoy = stack.enter_context(
                 self._process(
                     "envoy",
                     envoy_command(config_path, log_level="error"),
@@ -198,13 +204,18 @@ class Bench:
                 wrk.run(url, seconds=1, token=token, **common)
                 requests.post(f"{admin}/reset_counters", timeout=5).raise_for_status()
             pid = server.pid if server is not None and config.startswith(SERVER_CPU) else None
+            ours = [process.pid for process in (server, envoy) if process is not None and process.pid is not None]
             cpu_before = proc_cpu.cpu_seconds(pid) if pid is not None else 0.0
+            machine_before, ours_before = proc_cpu.machine_busy_seconds(), _ours_seconds(ours)
+            started = time.monotonic()
             result = wrk.run(url, seconds=self.args.seconds, token=token, tokens_file=tokens_file, **common)
             cpu_used = proc_cpu.cpu_seconds(pid) - cpu_before if pid is not None else 0.0
+            others = proc_cpu.machine_busy_seconds() - machine_before - (_ours_seconds(ours) - ours_before)
+            others_cores = round(max(0.0, others) / (time.monotonic() - started), 2)
             counters = envoy_counters(admin)
             answered = counters["rq_2xx"] + counters["rq_4xx"] + counters["rq_5xx"]
             cpu_us = round(cpu_used * 1e6 / answered, 1) if pid is not None and answered else None
-            return Measurement(result, counters, cpu_us)
+            return Measurement(result, counters, cpu_us, others_cores)
 
     def rss_after(self, count: int) -> float:
         """RSS (MiB) of an authz server that has verified and cached `count` distinct tokens."""
@@ -226,6 +237,11 @@ class Bench:
                 raise RuntimeError(f"only {allowed} of {count} distinct tokens were allowed")
             assert process.pid is not None, "the with statement started it"
             return round(rss_mb(process.pid), 1)
+
+
+def _ours_seconds(pids: list[int]) -> float:
+    """CPU seconds of the processes a run is made of: those trees, and the bench with its reaped children (wrk)."""
+    return proc_cpu.own_seconds() + sum(proc_cpu.cpu_seconds(pid) for pid in pids)
 
 
 def envoy_counters(admin_url: str) -> dict[str, int]:
@@ -263,9 +279,16 @@ def summarize(rounds: list[Measurement]) -> dict[str, Any]:
         entry["cpu_us_per_check_min"] = min(cpu)
         entry["cpu_us_per_check_max"] = max(cpu)
     entry["envoy_total"] = {key: sum(m.envoy[key] for m in rounds) for key in ("rq_4xx", "rq_5xx")}
+    entry["others_cores"] = _median([m.others_cores for m in rounds])
+    entry["others_cores_max"] = max(m.others_cores for m in rounds)
     entry["per_round"] = [
         {key: run[key] for key in ("requests", "rps", "p50_ms", "p99_ms")}
-        | {"rq_4xx": m.envoy["rq_4xx"], "rq_5xx": m.envoy["rq_5xx"], "cpu_us_per_check": m.cpu_us_per_check}
+        | {
+            "rq_4xx": m.envoy["rq_4xx"],
+            "rq_5xx": m.envoy["rq_5xx"],
+            "cpu_us_per_check": m.cpu_us_per_check,
+            "others_cores": m.others_cores,
+        }
         for run, m in zip(runs, rounds, strict=True)
     ]
     return entry
@@ -321,7 +344,8 @@ def run_bench(args: argparse.Namespace) -> dict:
                 cpu = measurement.cpu_us_per_check
                 print(
                     f"bench: round {round_number}/{args.rounds}: {config}: {measurement.wrk.rps:.0f} req/s"
-                    + (f", {cpu:.0f} us CPU per Check" if cpu is not None else ""),
+                    + (f", {cpu:.0f} us CPU per Check" if cpu is not None else "")
+                    + f" (others kept {measurement.others_cores:.2f} cores busy)",
                     flush=True,
                 )
         results["cold_tokens"] = cold_count
@@ -362,9 +386,10 @@ def run_bench(args: argparse.Namespace) -> dict:
 def table(results: dict) -> str:
     rounds = results["rounds"]
     lines = [
-        f"median of {rounds} interleaved round{'s' if rounds != 1 else ''}; 4xx and 5xx summed over all rounds",
+        f"median of {rounds} interleaved round{'s' if rounds != 1 else ''}; 4xx and 5xx summed over all rounds; "
+        "others: cores the rest of the machine kept busy",
         f"{'configuration':<24}{'req/s':>8}{'min-max':>14}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/Check':>14}"
-        f"{'4xx':>7}{'5xx':>7}",
+        f"{'4xx':>7}{'5xx':>7}{'others':>8}",
     ]
     for name, run in results["configs"].items():
         cpu = run.get("cpu_us_per_check")
@@ -372,7 +397,7 @@ def table(results: dict) -> str:
         cpu_text = f"{cpu:.0f}" if cpu is not None else "-"
         lines.append(
             f"{name:<24}{run['rps']:>8.0f}{spread:>14}{run['p50_ms']:>9.2f}{run['p99_ms']:>9.2f}{cpu_text:>14}"
-            f"{run['envoy_total']['rq_4xx']:>7}{run['envoy_total']['rq_5xx']:>7}"
+            f"{run['envoy_total']['rq_4xx']:>7}{run['envoy_total']['rq_5xx']:>7}{run['others_cores']:>8.2f}"
         )
     lines.append("")
     for name, value in results["ratios"].items():

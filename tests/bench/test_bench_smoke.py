@@ -25,6 +25,8 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
         # One round: the median is that round, and so are min and max.
         assert run["rps_min"] == run["rps"] == run["rps_max"] and len(run["per_round"]) == 1, (name, run)
         assert run["envoy_total"] == {"rq_4xx": envoy["rq_4xx"], "rq_5xx": envoy["rq_5xx"]}, (name, run)
+        # The rest of the machine's load beside the run: cores, so between none and all of them.
+        assert 0 <= run["others_cores"] <= (os.cpu_count() or 1), (name, run)
         # No token was refused: one the verifier or jwt_authn turned down would be a 4xx here.
         assert envoy["rq_4xx"] == envoy["jwt_authn_denied"] == envoy["ext_authz_denied"] == 0, (name, envoy)
         # Every request Envoy answered was a 200: the smoke keeps fewer requests in flight than authz confirms at

@@ -111,3 +111,14 @@ def test_cpu_seconds_of_an_idle_process_stays_still():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_machine_busy_time_includes_our_own_cpu():
+    """What this process spins is counted in its own CPU and in the machine's busy time alike, so subtracting one
+    from the other leaves what the rest of the machine did."""
+    machine, own = proc_cpu.machine_busy_seconds(), proc_cpu.own_seconds()
+    start = time.process_time()
+    while time.process_time() - start < 0.3:
+        pass
+    assert proc_cpu.own_seconds() - own >= 0.29
+    assert proc_cpu.machine_busy_seconds() - machine >= 0.25  # /proc/stat counts in 10 ms ticks
