@@ -41,13 +41,10 @@ def _on() -> str:
     return f"on Envoy {version_text(envoy_version())}"
 
 
-def _unguarded_config(envoy_port: int, admin_port: int, authz_ports: tuple[int, ...], backend_port: int) -> dict:
-    """The local topology as rendered for the real stack, less the header_mutation filter that strips x-user-*."""
-    document = bootstrap.render(
-        bootstrap.local(
-            envoy_port=envoy_port, admin_port=admin_port, authz_ports=authz_ports, backend_port=backend_port
-        )
-    )
+def _unguarded_config(stack: LocalStack, envoy_port: int, admin_port: int, backend_port: int) -> dict:
+    """The stack's Envoy on other ports in front of another backend, less the header_mutation filter that strips
+    x-user-*."""
+    document = bootstrap.render(stack.topology(envoy_port=envoy_port, admin_port=admin_port, backend_port=backend_port))
     [listener] = document["static_resources"]["listeners"]
     [chain] = listener["filter_chains"]
     [hcm] = chain["filters"]
@@ -66,7 +63,7 @@ def unguarded(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> It
     envoy_port, admin_port = free_ports(2)
     with RecordingUpstream() as upstream:
         config = run_dir / "envoy.json"
-        config.write_text(json.dumps(_unguarded_config(envoy_port, admin_port, stack.ports.authz, upstream.port)))
+        config.write_text(json.dumps(_unguarded_config(stack, envoy_port, admin_port, upstream.port)))
         envoy = ManagedProcess(
             "envoy-unguarded",
             envoy_command(config, concurrency=1),

