@@ -24,7 +24,11 @@ from envoy import bootstrap
 from stack.local import ROOT, envoy_command
 from stack.processes import ManagedProcess, free_ports, http_ok
 from tests.conftest import LoopbackHttp
+from tests.envoy.test_envoy_version import envoy_version
 from tests.integration.cruddur_api import RecordingUpstream
+
+if envoy_version() in bootstrap.HTTP_MODE_BROKEN:
+    pytest.skip(bootstrap.HTTP_MODE_BROKEN[envoy_version()], allow_module_level=True)
 
 IDENTITY = {
     "x-user-sub": "sub-1",
