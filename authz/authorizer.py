@@ -12,9 +12,11 @@ thread then finishes the Check, and finds the work already done (the verified to
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
+from concurrent import futures
 from typing import Any, NamedTuple
 
 from authz.cache import remember, token_digest
@@ -98,6 +100,14 @@ class Authorizer:
         except Exception:  # noqa: BLE001 - a bug must deny, never allow or leave the transport without an answer
             _failures.exception("decision failed")
             return self.internal_error
+
+    async def decide_on_loop(self, facts: RequestFacts, waiting: futures.Executor | None) -> Decision:
+        """The Decision for a transport on an event loop: made in place when no step needs the network, else by
+        `decide` on the `waiting` threads (None: the loop's default), so the loop never waits. Never raises."""
+        decision = self.decide_now(facts)
+        if decision is None:
+            decision = await asyncio.get_running_loop().run_in_executor(waiting, self.decide, facts)
+        return decision
 
     def _decide(self, facts: RequestFacts, *, wait: bool) -> Decision:
         # 1. The route's settings: from context_extensions when Envoy sends them, else from the route table, for a

@@ -21,7 +21,6 @@ transport, given the path as sent, refuses it; the stack's Envoy refuses %2F and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -64,11 +63,7 @@ class HttpAuthorization:
         facts = None
         try:
             facts = request_facts(scope)
-            decision = self._authorizer.decide_now(facts)
-            if decision is None:  # it must wait on the network: off the event loop
-                decision = await asyncio.get_running_loop().run_in_executor(
-                    self._waiting, self._authorizer.decide, facts
-                )
+            decision = await self._authorizer.decide_on_loop(facts, self._waiting)
             answer = self._replies.get(decision)
             if answer is None:
                 answer = remember(self._replies, decision, reply(decision), limit=MEMO_SIZE)

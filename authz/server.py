@@ -283,27 +283,7 @@ class _Serving:
         if port == 0:
             raise OSError(f"cannot listen on {addr}: the HTTP transport needs a port, not 0")
         app = HttpAuthorization(self._authorizer, waiting=self._waiting)
-        self._http = EmbeddedHttpServer(
-            app,
-            address=host,
-            port=port,
-            interface=Interfaces.RSGI,
-            runtime_threads=1,
-            log_enabled=False,
-            backlog=HTTP_BACKLOG,
-            # granian admits this many connections at once (its default, the backlog, is 128): connections held
-            # open without a whole request head must not use up the room of Envoy's, so the bound is far above
-            # them, and a head must arrive within HTTP_HEAD_SECONDS.
-            backpressure=HTTP_MAX_CONNECTIONS,
-            http1_settings=HTTP1Settings(header_read_timeout=int(HTTP_HEAD_SECONDS * 1000)),
-        )
-        self._http_task = asyncio.get_running_loop().create_task(self._http.serve())
-        # granian binds in its own time and says nothing when it cannot: listening is proven by a connection.
-        deadline = time.monotonic() + 5.0
-        while not await _accepts(host, port):
-            if self._http_task.done() or time.monotonic() > deadline:
-                raise OSError(f"cannot listen on {addr}")
-            await asyncio.sleep(0.02)
+        self._http, self._http_task = await start_http_server(app, host, port)
         self.port = port
 
     async def serve(self) -> None:
@@ -327,6 +307,34 @@ class _Serving:
             except (TimeoutError, Exception):  # noqa: BLE001 - stopping must go on whatever granian says
                 log.warning("the HTTP server did not stop cleanly")
         await self.metrics.close()
+
+
+async def start_http_server(app: Any, host: str, port: int) -> tuple[EmbeddedHttpServer, asyncio.Task[None]]:
+    """granian serving the RSGI `app` on host:port from the running loop, with the HTTP transport's bounds, once it
+    accepts connections; OSError when it does not within 5 s."""
+    server = EmbeddedHttpServer(
+        app,
+        address=host,
+        port=port,
+        interface=Interfaces.RSGI,
+        runtime_threads=1,
+        log_enabled=False,
+        backlog=HTTP_BACKLOG,
+        # granian admits this many connections at once (its default, the backlog, is 128): connections held open
+        # without a whole request head must not use up the room of Envoy's, so the bound is far above them, and a
+        # head must arrive within HTTP_HEAD_SECONDS.
+        backpressure=HTTP_MAX_CONNECTIONS,
+        http1_settings=HTTP1Settings(header_read_timeout=int(HTTP_HEAD_SECONDS * 1000)),
+    )
+    task = asyncio.get_running_loop().create_task(server.serve())
+    # granian binds in its own time and says nothing when it cannot: listening is proven by a connection.
+    deadline = time.monotonic() + 5.0
+    while not await _accepts(host, port):
+        if task.done() or time.monotonic() > deadline:
+            server.stop()  # type: ignore[no-untyped-call]  # granian leaves it unannotated
+            raise OSError(f"cannot listen on {host}:{port}")
+        await asyncio.sleep(0.02)
+    return server, task
 
 
 async def _accepts(host: str, port: int) -> bool:

@@ -12,7 +12,6 @@ ever blocks the loop. A call whose request has not arrived yet costs no thread a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -65,11 +64,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
         facts = None
         try:
             facts = request_facts(request)
-            decision = self._authorizer.decide_now(facts)
-            if decision is None:  # it must wait on the network: off the event loop
-                decision = await asyncio.get_running_loop().run_in_executor(
-                    self._waiting, self._authorizer.decide, facts
-                )
+            decision = await self._authorizer.decide_on_loop(facts, self._waiting)
             response = self._responses.get(decision)
             if response is None:
                 response = remember(self._responses, decision, _response(decision), limit=MEMO_SIZE)

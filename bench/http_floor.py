@@ -28,18 +28,15 @@ import asyncio
 import signal
 import sys
 import threading
-import time
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from granian.constants import Interfaces
-from granian.server.common import HTTP1Settings
 from granian.server.embed import Server as EmbeddedHttpServer
 from prometheus_client import CollectorRegistry
 
 from authz.metrics_endpoint import MetricsEndpoint
-from authz.server import HTTP_BACKLOG, HTTP_HEAD_SECONDS, HTTP_MAX_CONNECTIONS, event_loop_thread
+from authz.server import event_loop_thread, start_http_server
 from bench.floor import IDENTITY_HEADERS, _address
 
 _STOP_SECONDS = 5.0
@@ -76,26 +73,12 @@ def serve_http_floor(addr: str, health_addr: str) -> Iterator[tuple[int, int]]:
         async def start() -> tuple[EmbeddedHttpServer, asyncio.Task[None], MetricsEndpoint]:
             health = MetricsEndpoint(CollectorRegistry(), healthy=lambda: True)
             await health.start(health_host, health_port)
-            # Built as authz.server builds its HTTP server, on the loop it serves from.
-            server = EmbeddedHttpServer(
-                ConstantAllowHttp(),
-                address=host,
-                port=port,
-                interface=Interfaces.RSGI,
-                runtime_threads=1,
-                log_enabled=False,
-                backlog=HTTP_BACKLOG,
-                backpressure=HTTP_MAX_CONNECTIONS,
-                http1_settings=HTTP1Settings(header_read_timeout=int(HTTP_HEAD_SECONDS * 1000)),
-            )
-            task = asyncio.get_running_loop().create_task(server.serve())
-            # granian binds in its own time and says nothing when it cannot: listening is proven by a connection.
-            deadline = time.monotonic() + 5.0
-            while not await _accepts(host, port):
-                if task.done() or time.monotonic() > deadline:
-                    await health.close()
-                    raise OSError(f"cannot listen on {addr}")
-                await asyncio.sleep(0.02)
+            # authz.server's own HTTP server, on the loop it serves from.
+            try:
+                server, task = await start_http_server(ConstantAllowHttp(), host, port)
+            except OSError:
+                await health.close()
+                raise
             return server, task, health
 
         async def stop(server: EmbeddedHttpServer, task: asyncio.Task[None], health: MetricsEndpoint) -> None:
@@ -110,15 +93,6 @@ def serve_http_floor(addr: str, health_addr: str) -> Iterator[tuple[int, int]]:
             yield port, health.port
         finally:
             on_loop(stop(server, task, health))
-
-
-async def _accepts(host: str, port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection(host, port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
