@@ -30,10 +30,13 @@ EXIT_UNREACHABLE = 3
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m authz", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the ext_authz gRPC server (configured from the environment)")
-    commands.add_parser(
+    serve = commands.add_parser("serve", help="run the ext_authz gRPC server (configured from the environment)")
+    serve_http = commands.add_parser(
         "serve-http", help="run the ext_authz server for Envoy's HTTP mode on AUTHZ_HTTP_ADDR (configured likewise)"
     )
+    for command in (serve, serve_http):
+        # Given by the supervisor of AUTHZ_WORKERS to each worker it starts (authz/workers.py), never by a user.
+        command.add_argument("--worker", metavar="INDEX:FD", help=argparse.SUPPRESS)
     verify = commands.add_parser("verify", help="verify a token against the configured pools and print its claims")
     verify.add_argument("token")
     check = commands.add_parser("check", help="send one Check to a running server and print the decision")
@@ -70,20 +73,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"authz: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command in ("serve", "serve-http"):
-        return _serve(settings, http=args.command == "serve-http")
+        return _serve(settings, http=args.command == "serve-http", worker=args.worker)
     return _verify(settings, args.token)
 
 
-def _serve(settings: Settings, *, http: bool = False) -> int:
+def _serve(settings: Settings, *, http: bool = False, worker: str | None = None) -> int:
     from authz.routes import RoutesError
     from authz.server import Transport, run_server
+    from authz.workers import Supervisor, WorkerLink
 
-    configure_logging(settings.log_level)
+    transport = Transport.HTTP if http else Transport.GRPC
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    link = None
+    if worker is not None:
+        index, _, fd = worker.partition(":")
+        configure_logging(settings.log_level, {"worker": int(index)})
+        # The supervisor tells a worker when to stop (SIGTERM); a Ctrl-C in a terminal reaches it through them.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        link = WorkerLink(int(fd), stop)
+    else:
+        configure_logging(settings.log_level)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
     try:
-        with run_server(settings, transport=Transport.HTTP if http else Transport.GRPC):
+        if worker is None and settings.workers > 1:
+            return Supervisor(settings, transport, stop).run()
+        with run_server(settings, transport=transport, worker=link):
             stop.wait()
     except RoutesError as exc:
         print(f"authz: configuration error: AUTHZ_ROUTES: {exc}", file=sys.stderr)
@@ -91,7 +107,7 @@ def _serve(settings: Settings, *, http: bool = False) -> int:
     except OSError as exc:
         print(f"authz: cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return 0
+    return link.exit_code if link is not None else 0
 
 
 def _verify(settings: Settings, token: str) -> int:

@@ -86,6 +86,9 @@ class Settings:
     jwks_cooldown_seconds: float = 10.0
     jwks_timeout_seconds: float = 3.0
     jwks_max_bytes: int = 65_536
+    # Server processes sharing the authorization port (SO_REUSEPORT) under one supervisor (authz/workers.py); 1 runs
+    # the server in this process alone.
+    workers: int = 1
     grpc_workers: int = 16
     # Envoy's connections to the gRPC port are closed gracefully after this long (Envoy opens new ones): a call held
     # open without its request ends with its connection, and new replicas get their share of Envoy's connections.
@@ -134,6 +137,7 @@ class Settings:
             ),
             jwks_timeout_seconds=_number(env, "AUTHZ_JWKS_TIMEOUT_SECONDS", cls.jwks_timeout_seconds, float, 0.1, 60),
             jwks_max_bytes=_number(env, "AUTHZ_JWKS_MAX_BYTES", cls.jwks_max_bytes, int, 1_024, 10_485_760),
+            workers=_number(env, "AUTHZ_WORKERS", cls.workers, int, 1, 256),
             grpc_workers=_number(env, "AUTHZ_GRPC_WORKERS", cls.grpc_workers, int, 1, 1_024),
             grpc_connection_age_seconds=_number(
                 env, "AUTHZ_GRPC_CONNECTION_AGE_SECONDS", cls.grpc_connection_age_seconds, float, 1, 86_400

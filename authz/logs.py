@@ -11,12 +11,18 @@ QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, fields: dict[str, object] | None = None) -> None:
+        """fields: added to every line (a worker's index)."""
+        super().__init__()
+        self._fields = fields or {}
+
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **self._fields,
         }
         fields = getattr(record, "fields", None)
         if fields:
@@ -26,9 +32,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, separators=(",", ":"), default=str)
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, fields: dict[str, object] | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(JsonFormatter(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

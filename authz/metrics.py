@@ -1,4 +1,11 @@
-"""Prometheus collectors, on a registry of their own so several servers can live in one process (tests)."""
+"""Prometheus collectors, on a registry of their own so several servers can live in one process (tests).
+
+With AUTHZ_WORKERS above 1 every worker process writes its values to files in PROMETHEUS_MULTIPROC_DIR (set by the
+supervisor before the worker starts: prometheus_client reads it at import) and the supervisor's scrape adds them
+up (authz/workers.py): counters and histograms are summed over every worker that ever ran, so a restart never
+makes them go back; each gauge says below how its workers' values combine. A gauge read at scrape time in one
+process (a cache's size) is sampled every SAMPLE_SECONDS instead, since the scrape happens elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +17,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 if TYPE_CHECKING:
     from authz.revocation import Deferral, Status
 
+# How stale a sampled gauge may be with several workers.
+SAMPLE_SECONDS = 1.0
 # Checks take tens of microseconds when cached and a few milliseconds at worst (a JWKS refetch aside).
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, multiprocess: bool = False) -> None:
+        """multiprocess: this is one of several workers (PROMETHEUS_MULTIPROC_DIR is set); call `sample` every
+        SAMPLE_SECONDS."""
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.multiprocess = multiprocess
+        self._sampled: list[tuple[Gauge, Callable[[], float]]] = []
         self.decisions = Counter(
             "authz_decisions",
             "Check decisions by result, reason, user pool and app client.",
@@ -36,15 +49,21 @@ class Metrics:
         self.cache_misses = cache.labels("miss")
         self.cache_entries = Gauge(
             "authz_token_cache_entries",
-            "Tokens held by the verdict caches now (verified: at most AUTHZ_CACHE_SIZE; rejected: a tenth).",
+            "Tokens held by the verdict caches now (verified: at most AUTHZ_CACHE_SIZE; rejected: a tenth), summed "
+            "over the workers (each has its own caches).",
             ["cache"],
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.jwks_fetches = Counter(
             "authz_jwks_fetches", "JWKS fetches by pool and outcome.", ["pool", "outcome"], registry=self.registry
         )
         self.keys_loaded = Gauge(
-            "authz_jwks_keys_loaded", "Usable signing keys held per pool.", ["pool"], registry=self.registry
+            "authz_jwks_keys_loaded",
+            "Usable signing keys held per pool (with several workers, the fewest any worker holds).",
+            ["pool"],
+            registry=self.registry,
+            multiprocess_mode="livemin",
         )
 
         self.revocation_lookups = Counter(
@@ -68,10 +87,16 @@ class Metrics:
             registry=self.registry,
         )
         self.revocation_cache_entries = Gauge(
-            "authz_revocation_cache_entries", "Tokens whose Cognito answer is cached now.", registry=self.registry
+            "authz_revocation_cache_entries",
+            "Tokens whose Cognito answer is cached now, summed over the workers (each has its own cache).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.revocation_queue_entries = Gauge(
-            "authz_revocation_queue_entries", "Tokens waiting for a revocation worker now.", registry=self.registry
+            "authz_revocation_queue_entries",
+            "Tokens waiting for a revocation worker now, summed over the workers.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.routes_reloads = Counter(
             "authz_routes_reloads",
@@ -81,15 +106,26 @@ class Metrics:
         )
         self.routes_info = Gauge(
             "authz_routes_info",
-            "The route table in force (1): its file's sha256 (first 12 hex digits) and its number of rules.",
+            "The route table in force (1): its file's sha256 (first 12 hex digits) and its number of rules. With "
+            "several workers, 1 for every table some worker has in force (two while they reload), 0 for tables "
+            "no worker has any more.",
             ["sha256", "rules"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
+        self._routes_labels: tuple[str, str] | None = None
 
     def record_routes(self, sha256: str, rules: int, *, reloaded: bool) -> None:
         """A route table is now in force (reloaded: replacing another, after start)."""
-        self.routes_info.clear()
-        self.routes_info.labels(sha256[:12], str(rules)).set(1)
+        labels = (sha256[:12], str(rules))
+        if self._routes_labels is not None and self._routes_labels != labels:
+            # A worker's values live in a file that forgets nothing: the old table is set to 0 there.
+            if self.multiprocess:
+                self.routes_info.labels(*self._routes_labels).set(0)
+            else:
+                self.routes_info.remove(*self._routes_labels)
+        self._routes_labels = labels
+        self.routes_info.labels(*labels).set(1)
         if reloaded:
             self.routes_reloads.labels("ok").inc()
 
@@ -98,14 +134,25 @@ class Metrics:
 
     def watch_cache(self, cached: Callable[[], tuple[int, int]]) -> None:
         """Report the caches' sizes at scrape time (nothing on the Check path)."""
-        self.cache_entries.labels("verified").set_function(lambda: cached()[0])
-        self.cache_entries.labels("rejected").set_function(lambda: cached()[1])
+        self._watch(self.cache_entries.labels("verified"), lambda: cached()[0])
+        self._watch(self.cache_entries.labels("rejected"), lambda: cached()[1])
 
     def watch_revocation(self, cached: Callable[[], int], queued: Callable[[], int] | None = None) -> None:
         """Report the revocation cache's and queue's sizes at scrape time."""
-        self.revocation_cache_entries.set_function(cached)
+        self._watch(self.revocation_cache_entries, cached)
         if queued is not None:
-            self.revocation_queue_entries.set_function(queued)
+            self._watch(self.revocation_queue_entries, queued)
+
+    def _watch(self, gauge: Gauge, value: Callable[[], float]) -> None:
+        if self.multiprocess:
+            self._sampled.append((gauge, value))
+        else:
+            gauge.set_function(value)
+
+    def sample(self) -> None:
+        """Write the watched gauges' values now (multiprocess: the supervisor's scrape reads what was written)."""
+        for gauge, value in self._sampled:
+            gauge.set(value())
 
     def record_revocation_lookup(self, status: Status) -> None:
         self.revocation_lookups.labels(status.value).inc()

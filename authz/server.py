@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent import futures
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 from granian.constants import Interfaces
@@ -32,12 +33,15 @@ from authz.authorizer import Authorizer
 from authz.config import RevocationMode, Settings
 from authz.http import HttpAuthorization
 from authz.jwks import Fetcher, JwksCache, JwksRefresher, fetch_jwks
-from authz.metrics import Metrics
+from authz.metrics import SAMPLE_SECONDS, Metrics
 from authz.metrics_endpoint import MetricsEndpoint
 from authz.policy import Policy
 from authz.revocation import Lookup, Revocation, RevocationChecker, cognito_lookup
 from authz.routes import RoutesError, RouteTable, RouteTableFile
 from authz.tokens import TokenVerifier
+
+if TYPE_CHECKING:
+    from authz.workers import WorkerLink
 
 log = logging.getLogger("authz.server")
 
@@ -199,17 +203,37 @@ HTTP_MAX_CONNECTIONS = 4096
 HTTP_HEAD_SECONDS = 5.0
 
 
-def grpc_options(connection_age_seconds: float) -> list[tuple[str, int]]:
-    """The gRPC server's channel options (connection_age_seconds: AUTHZ_GRPC_CONNECTION_AGE_SECONDS)."""
+def grpc_options(connection_age_seconds: float, *, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """The gRPC server's channel options (connection_age_seconds: AUTHZ_GRPC_CONNECTION_AGE_SECONDS; reuse_port:
+    a worker sharing the port with the others of its supervisor, which made sure nobody else holds it)."""
     age = connection_age_seconds
     return [
-        # Refuse to share a port: a second server silently splitting traffic would be a nasty surprise.
-        ("grpc.so_reuseport", 0),
+        # Alone, refuse to share a port: a second server silently splitting traffic would be a nasty surprise.
+        ("grpc.so_reuseport", int(reuse_port)),
         ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
         ("grpc.max_connection_age_ms", int(age * 1000)),
         ("grpc.max_connection_age_grace_ms", int(min(CONNECTION_AGE_GRACE_SECONDS, age) * 1000)),
         ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000)),
     ]
+
+
+def refuse_shared_port(host: str, port: int) -> None:
+    """OSError when some socket already listens on host:port. A server binding with SO_REUSEPORT (granian always;
+    workers) would join it and split its traffic without a word, so this is checked first, binding without it."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        # A connection of an earlier server in TIME_WAIT is no listener.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def addr_port(addr: str) -> tuple[str, int]:
+    """HOST:PORT (HOST may be [v6]) as host and port."""
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 class Transport(enum.StrEnum):
@@ -230,8 +254,11 @@ class _Serving:
         metrics: Metrics,
         waiting: futures.Executor,
         transport: Transport,
+        *,
+        worker: bool = False,
     ) -> None:
         self._settings = settings
+        self._worker = worker
         self._authorizer = authorizer
         self._waiting = waiting
         self._transport = transport
@@ -244,13 +271,19 @@ class _Serving:
         self._http_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Listen and serve, health NOT_SERVING until `serve`; OSError when a port cannot be had."""
+        """Listen: the metrics endpoint (a worker has none: its supervisor's counts for all) and the authorization
+        port (a worker's later, by `listen` once it has keys), health NOT_SERVING until `serve`; OSError when a
+        port cannot be had."""
         settings = self._settings
-        metrics_host, _, metrics_port = settings.metrics_addr.rpartition(":")
-        try:
-            await self.metrics.start(metrics_host.strip("[]"), int(metrics_port))
-        except OSError as exc:
-            raise OSError(f"cannot listen on {settings.metrics_addr}: {exc}") from None
+        if not self._worker:
+            try:
+                await self.metrics.start(*addr_port(settings.metrics_addr))
+            except OSError as exc:
+                raise OSError(f"cannot listen on {settings.metrics_addr}: {exc}") from None
+            await self.listen()
+
+    async def listen(self) -> None:
+        """Listen on the authorization port (a worker shares it with the others: SO_REUSEPORT)."""
         if self._transport is Transport.HTTP:
             await self._start_http()
         else:
@@ -259,7 +292,9 @@ class _Serving:
     async def _start_grpc(self) -> None:
         settings = self._settings
         # grpc.aio objects belong to the loop they are made on: this one.
-        server = self._server = grpc.aio.server(options=grpc_options(settings.grpc_connection_age_seconds))
+        server = self._server = grpc.aio.server(
+            options=grpc_options(settings.grpc_connection_age_seconds, reuse_port=self._worker)
+        )
         service.register(server, self._authorizer, self._waiting)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -278,10 +313,12 @@ class _Serving:
 
     async def _start_http(self) -> None:
         addr = self._settings.http_addr
-        host, _, port_text = addr.rpartition(":")
-        host, port = host.strip("[]"), int(port_text)
+        host, port = addr_port(addr)
         if port == 0:
             raise OSError(f"cannot listen on {addr}: the HTTP transport needs a port, not 0")
+        if not self._worker:
+            # granian always binds with SO_REUSEPORT: a second server on the port would silently split traffic.
+            refuse_shared_port(host, port)
         app = HttpAuthorization(self._authorizer, waiting=self._waiting)
         self._http, self._http_task = await start_http_server(app, host, port)
         self.port = port
@@ -370,6 +407,7 @@ def run_server(
     monotonic: Callable[[], float] = time.monotonic,
     revocation_lookup: Lookup | None = None,
     transport: Transport = Transport.GRPC,
+    worker: WorkerLink | None = None,
 ) -> Iterator[RunningServer]:
     """Start serving on settings.addr (gRPC; port 0 picks a free port) or settings.http_addr (HTTP; a port of its
     own); stop gracefully on exit.
@@ -378,8 +416,11 @@ def run_server(
     costs no thread until it has its request (service.py), the HTTP one granian embedded (http.py); the metrics
     endpoint runs on the same loop. clock is wall time for token claims and revocation answers, monotonic drives
     JWKS TTLs and cooldowns; tests may replace both, and revocation_lookup replaces Cognito's GetUser.
+
+    worker: this process is one of AUTHZ_WORKERS under a supervisor (authz/workers.py), which serves metrics and
+    health for all: it joins the port (SO_REUSEPORT) once it has keys, then tells the supervisor.
     """
-    metrics = Metrics()
+    metrics = Metrics(multiprocess=worker is not None)
     authorizer, caches, revocation, routes = build_authorizer(
         settings,
         metrics=metrics,
@@ -398,7 +439,7 @@ def run_server(
         def on_loop(coroutine: Coroutine[Any, Any, None]) -> None:
             asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60.0)
 
-        serving = _Serving(settings, authorizer, metrics, waiting, transport)
+        serving = _Serving(settings, authorizer, metrics, waiting, transport, worker=worker is not None)
         try:
             on_loop(serving.start())
         except BaseException:
@@ -406,10 +447,23 @@ def run_server(
             raise
         stack.callback(log.info, "authz stopped")
         stack.callback(on_loop, serving.stop(settings.shutdown_grace_seconds))
+        if metrics.multiprocess:
+            sampling = asyncio.run_coroutine_threadsafe(_sample_forever(metrics), loop)
+            stack.callback(sampling.cancel)
 
         def on_ready() -> None:
             log.info("signing keys loaded for every pool; serving")
+            if worker is None:
+                on_loop(serving.serve())
+                return
+            # A worker joins the shared port only now: a connection the kernel gives it is answered with keys.
+            try:
+                on_loop(serving.listen())
+            except OSError as exc:
+                worker.failed(str(exc))
+                return
             on_loop(serving.serve())
+            worker.ready()
 
         refresher = JwksRefresher(caches, on_ready=on_ready)
         refresher.start()
@@ -418,20 +472,28 @@ def run_server(
             routes.start()
             stack.callback(routes.stop)
         addr = settings.http_addr if transport is Transport.HTTP else settings.addr
+        port = addr_port(addr)[1] if worker is not None else serving.port
         log.info(
-            "authz listening",
+            "authz listening" if worker is None else "authz worker started; joins the port once keys are loaded",
             extra={
                 "fields": {
                     "transport": transport.value,
                     "addr": addr,
-                    "port": serving.port,
+                    "port": port,
                     "metrics_port": serving.metrics.port,
                 }
             },
         )
         yield RunningServer(
-            port=serving.port,
+            port=port,
             metrics_port=serving.metrics.port,
             refresher=refresher,
             metrics=metrics,
         )
+
+
+async def _sample_forever(metrics: Metrics) -> None:
+    """A worker's gauges read in this process, written where the supervisor's scrape finds them."""
+    while True:
+        metrics.sample()
+        await asyncio.sleep(SAMPLE_SECONDS)
