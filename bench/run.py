@@ -71,14 +71,18 @@ CONFIGS = {
     "i_http_floor": "ext_authz_http",
     "j_http_hot": "ext_authz_http",
     "k_http_cold": "ext_authz_http",
+    "l_grpc_hot_2_workers": "ext_authz",
+    "m_http_hot_2_workers": "ext_authz_http",
 }
-OURS = ("d_", "e_", "g_", "h_")
-OURS_HTTP = ("j_", "k_")
+OURS = ("d_", "e_", "g_", "h_", "l_")
+OURS_HTTP = ("j_", "k_", "m_")
+# Our server with AUTHZ_WORKERS=2 (its CPU is the supervisor's and both workers').
+TWO_WORKERS = ("l_", "m_")
 WITH_REVOCATION = ("g_", "h_")
 # A new token per request: each run reads the round-shared token file (see run_bench).
 COLD = ("e_", "h_", "k_")
 # The configurations whose Check server's CPU per Check is measured: authz's and the floors'.
-SERVER_CPU = ("d_", "e_", "f_", "g_", "h_", "i_", "j_", "k_")
+SERVER_CPU = ("d_", "e_", "f_", "g_", "h_", "i_", "j_", "k_", "l_", "m_")
 # Envoy's own account of a configuration's answers (its admin stats, counted from the measured run only): a 4xx is a
 # token jwt_authn or authz refused, a 5xx is Envoy failing closed because a Check errored or overran its 1 s budget.
 ENVOY_COUNTERS = {
@@ -120,13 +124,16 @@ class Bench:
             name, argv, env={**os.environ, **env}, run_dir=self.work, ready=probe, ports=ports, cwd=ROOT
         )
 
-    def authz(self, port: int, metrics_port: int, *, revocation: bool = False, http: bool = False) -> ManagedProcess:
+    def authz(
+        self, port: int, metrics_port: int, *, revocation: bool = False, http: bool = False, workers: int = 1
+    ) -> ManagedProcess:
         """Our server on port: `serve` (gRPC), or with http `serve-http` (Envoy's HTTP mode, healthy once the
-        metrics port's /healthz says so)."""
+        metrics port's /healthz says so), as AUTHZ_WORKERS processes."""
         env = {
             **self.pool.authz_env(self.endpoint),
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
             "AUTHZ_REVOCATION": "cognito" if revocation else "off",
+            "AUTHZ_WORKERS": str(workers),
         }
         if http:
             env["AUTHZ_HTTP_ADDR"] = f"127.0.0.1:{port}"
@@ -146,10 +153,13 @@ class Bench:
         port, admin_port, authz_port, metrics_port = free_ports(4)
         with ExitStack() as stack:
             server: ManagedProcess | None = None
+            workers = 2 if config.startswith(TWO_WORKERS) else 1
             if config.startswith(OURS):
-                server = self.authz(authz_port, metrics_port, revocation=config.startswith(WITH_REVOCATION))
+                server = self.authz(
+                    authz_port, metrics_port, revocation=config.startswith(WITH_REVOCATION), workers=workers
+                )
             elif config.startswith(OURS_HTTP):
-                server = self.authz(authz_port, metrics_port, http=True)
+                server = self.authz(authz_port, metrics_port, http=True, workers=workers)
             elif config.startswith("i_"):
                 server = self._process(
                     "http_floor",
@@ -379,6 +389,8 @@ def run_bench(args: argparse.Namespace) -> dict:
         "http_cold_vs_http_hot": _ratio(rps["k_http_cold"], rps["j_http_hot"]),
         "http_hot_vs_jwt_authn_nocache": _ratio(rps["j_http_hot"], rps["c_jwt_authn_nocache"]),
         "http_floor_vs_grpc_floor": _ratio(rps["i_http_floor"], rps["f_ext_authz_floor"]),
+        "grpc_hot_2_workers_vs_hot": _ratio(rps["l_grpc_hot_2_workers"], rps["d_ext_authz_hot"]),
+        "http_hot_2_workers_vs_http_hot": _ratio(rps["m_http_hot_2_workers"], rps["j_http_hot"]),
     }
     return results
 

@@ -11,8 +11,8 @@ from bench.run import CONFIGS, SERVER_CPU, main
 
 
 def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: Path):
-    """A smoke run loads all eleven configurations (both transports) once (one round) without a single failed request, measures the
-    Check servers' CPU per Check, the three verification costs and the RSS, and writes results.json with every ratio
+    """A smoke run loads every configuration (both transports, one worker and two) once (one round) without a single
+    failed request, measures the Check servers' CPU per Check, the three verification costs and the RSS, and writes results.json with every ratio
     the README reports."""
     out = tmp_path / "results.json"
     assert main(["--smoke", "--out", str(out)]) == 0
@@ -43,6 +43,8 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
         "http_cold_vs_http_hot",
         "http_hot_vs_jwt_authn_nocache",
         "http_floor_vs_grpc_floor",
+        "grpc_hot_2_workers_vs_hot",
+        "http_hot_2_workers_vs_http_hot",
     }
     # g and h really confirm tokens: the repeated token once (its answer is cached for the TTL), each new token
     # once (none is over the bound of calls in flight, so none goes unasked); with the mode off (d, e, j, k) Cognito
