@@ -168,7 +168,7 @@ def test_a_killed_worker_is_replaced_and_nothing_it_counted_is_lost(jwks_server,
         os.kill(victim, signal.SIGKILL)
         # Once the supervisor has reaped it: a killed process's leader is a zombie before its other threads have
         # exited and closed its sockets.
-        assert wait_for(lambda: server.logged("worker ended; starting another"), timeout=10)
+        assert wait_for(lambda: bool(server.logged("worker ended; starting another")), timeout=10)
         assert all(server.check(token) for _ in range(10))
         assert wait_for(lambda: len(server.logged("worker serving")) == 3, timeout=30), "".join(server.lines)
         [ended] = server.logged("worker ended; starting another")
