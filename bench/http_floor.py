@@ -8,8 +8,9 @@ measures what granian, its RSGI interface and Envoy's HTTP ext_authz cost on the
 
 Deliberately identical to authz's HTTP transport (authz/server.py, authz/http.py), so the difference between the
 two is only the work inside the request:
-- the same granian (the project's pin) embedded in an asyncio event loop in a thread of its own
-  (authz.server.event_loop_thread), RSGI, one runtime thread, granian's logging off, and authz's backlog,
+- the same granian (the project's pin) embedded in the same event loop (uvloop's) in a thread of its own
+  (authz.server.event_loop_thread), RSGI, one runtime thread, the same task implementation (granian's own, not
+  asyncio Tasks), granian's logging off, and authz's backlog,
   connection bound and request-head timeout (authz.server.HTTP_*);
 - health apart from the authorization port, as authz's: GET /healthz on the health address, served by authz's own
   metrics endpoint on the same loop (200 from the start here: there are no keys to wait for), which Envoy's HTTP
@@ -36,7 +37,7 @@ from granian.server.embed import Server as EmbeddedHttpServer
 from prometheus_client import CollectorRegistry
 
 from authz.metrics_endpoint import MetricsEndpoint
-from authz.server import event_loop_thread, start_http_server
+from authz.server import Transport, event_loop_thread, start_http_server
 from bench.floor import IDENTITY_HEADERS, _address
 
 _STOP_SECONDS = 5.0
@@ -65,7 +66,7 @@ def serve_http_floor(addr: str, health_addr: str) -> Iterator[tuple[int, int]]:
     if port == 0:
         raise OSError(f"cannot listen on {addr}: the HTTP floor needs a port, not 0")
     health_host, health_port = _split(health_addr)
-    with event_loop_thread() as loop:
+    with event_loop_thread(Transport.HTTP) as loop:
 
         def on_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
             return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=60.0)
