@@ -245,3 +245,30 @@ def test_workers_need_a_port_of_their_own_not_0(jwks_server):
 
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_COGNITO_", "AUTHZ_", "PROMETHEUS_"))}
+
+
+def test_the_scrape_names_the_route_table_every_worker_has_in_force(jwks_server, tmp_path):
+    """authz_routes_info across workers: 1 for the table in force; after an edit both workers reload, the new table
+    shows 1 and the old one 0 (no worker has it any more), and a public route of the new table answers at once."""
+    table = tmp_path / "routes.yaml"
+    table.write_text("routes:\n  - match: {path: /api/health}\n    auth: none\n")
+    with supervised(
+        "serve-http", jwks_server.url, AUTHZ_ROUTES=str(table), AUTHZ_ROUTES_RELOAD_SECONDS="0.2"
+    ) as server:
+
+        def tables() -> dict[str, float]:
+            return {
+                dict(labels)["sha256"]: value
+                for (name, labels), value in server.metrics().items()
+                if name == "authz_routes_info"
+            }
+
+        [old] = tables()
+        assert tables() == {old: 1}
+        table.write_text("routes:\n  - match: {path: /api/me}\n    auth: none\n")
+        assert wait_for(lambda: len(tables()) == 2 and tables()[old] == 0, timeout=10), tables()
+        [new] = set(tables()) - {old}
+        assert tables()[new] == 1
+        assert server.metric("authz_routes_reloads_total", result="ok") == 2  # one per worker
+        assert all(server.check(None) for _ in range(10))  # /api/me is public now, on every worker
+        assert server.stop() == 0
