@@ -6,7 +6,7 @@
 # make token: a fresh access token for the demo user of the running stack
 # make sign-out: sign the demo user out everywhere (its tokens stop working within AUTHZ_REVOCATION_TTL)
 # make soak:  a few minutes of judged load through the whole stack (a short version runs in make test)
-# make bench: our ext_authz on both transports against Envoy's jwt_authn and the Python gRPC and HTTP floors, in interleaved rounds (BENCH_ROUNDS, 3); writes bench/results.json
+# make bench: our ext_authz on both transports (one worker and two) against Envoy's jwt_authn and the Python gRPC and HTTP floors, in interleaved rounds (BENCH_ROUNDS, 3); writes bench/results.json
 
 PYTHON ?= python3
 VENV   := .venv
