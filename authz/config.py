@@ -19,8 +19,16 @@ import identity_headers
 _POOL_ID = re.compile(r"(?P<region>[a-z]{2}(?:-[a-z]+)+-\d{1,2})_[0-9A-Za-z]{1,55}")
 _ADDRESS = re.compile(r"(?P<host>\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(?P<port>\d{1,5})")
 
+# A user pool's issuer configuration (IssuerConfigurationType, Cognito API Reference): ORIGINAL issuers have the
+# format https://cognito-idp.[region].amazonaws.com/[userPoolId]; UPDATED ones (recommended, and used for multi-Region
+# replication) https://issuer-cognito-idp.[region].amazonaws.com/[userPoolId], where region is the pool's primary
+# Region, and "host the same JWKS content in multiple regions". Each serves the pool's keys under
+# /.well-known/jwks.json (Cognito Developer Guide, federation endpoints; aws-jwt-verify 5.2.0 fetches both).
 ISSUER_TEMPLATE = "https://cognito-idp.{region}.amazonaws.com/{pool}"
-JWKS_URL_TEMPLATE = ISSUER_TEMPLATE + "/.well-known/jwks.json"
+UPDATED_ISSUER_TEMPLATE = "https://issuer-cognito-idp.{region}.amazonaws.com/{pool}"
+JWKS_PATH = "/.well-known/jwks.json"
+JWKS_URL_TEMPLATE = ISSUER_TEMPLATE + JWKS_PATH
+_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
 
 
 class LogLevel(enum.StrEnum):
@@ -46,6 +54,15 @@ class RevocationOnError(enum.StrEnum):
     DENY = "deny"  # 503 revocation_unavailable
 
 
+class IssuerFormats(enum.StrEnum):
+    """AUTHZ_ISSUER_FORMATS: which of a pool's issuer formats its tokens may carry. A pool can be switched between
+    them, so tokens of both are in flight for a while: both by default."""
+
+    ORIGINAL = "original"
+    UPDATED = "updated"
+    BOTH = "both"
+
+
 class ConfigError(ValueError):
     """A setting is missing or malformed; `variable` names the environment variable at fault."""
 
@@ -57,12 +74,23 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Pool:
-    """One Cognito user pool: where its keys live and the issuer its tokens must carry."""
+    """One Cognito user pool: the issuers its tokens may carry (compared exactly) and where its keys live (the same
+    keys at each URL, tried in order until one answers)."""
 
     pool_id: str
     region: str
-    issuer: str
-    jwks_url: str
+    issuers: tuple[str, ...]
+    jwks_urls: tuple[str, ...]
+
+    @property
+    def issuer(self) -> str:
+        """The pool's first issuer: its primary Region's, in the first format accepted."""
+        return self.issuers[0]
+
+    @property
+    def jwks_url(self) -> str:
+        """The JWKS URL tried first."""
+        return self.jwks_urls[0]
 
 
 @dataclass(frozen=True)
@@ -162,18 +190,41 @@ class Settings:
         )
 
 
-def make_pool(pool_id: str, *, issuer: str | None = None, jwks_url: str | None = None) -> Pool:
-    """A Pool for a Cognito pool id, with the real Cognito issuer and JWKS URL unless overridden."""
+def make_pool(
+    pool_id: str,
+    *,
+    issuer: str | None = None,
+    jwks_url: str | None = None,
+    formats: IssuerFormats = IssuerFormats.BOTH,
+    replica_regions: tuple[str, ...] = (),
+) -> Pool:
+    """A Pool for a Cognito pool id: the issuers of the formats asked for (ORIGINAL also in each replica Region),
+    and the pool's JWKS URLs, unless overridden (issuer: the one issuer, for an emulator; jwks_url: the one URL).
+    ValueError for a malformed id."""
     match = _POOL_ID.fullmatch(pool_id)
     if match is None:
         raise ValueError(f"malformed user pool id (expected REGION_ID, e.g. ca-central-1_AbC123): {pool_id!r}")
     region = match["region"]
-    return Pool(
-        pool_id=pool_id,
-        region=region,
-        issuer=(issuer or ISSUER_TEMPLATE).format(region=region, pool=pool_id),
-        jwks_url=(jwks_url or JWKS_URL_TEMPLATE).format(region=region, pool=pool_id),
-    )
+    original = ISSUER_TEMPLATE.format(region=region, pool=pool_id)
+    updated = UPDATED_ISSUER_TEMPLATE.format(region=region, pool=pool_id)
+    if issuer is not None:
+        issuers: tuple[str, ...] = (issuer.format(region=region, pool=pool_id),)
+        urls: tuple[str, ...] = (original + JWKS_PATH,)
+    else:
+        replicas = tuple(
+            ISSUER_TEMPLATE.format(region=replica, pool=pool_id) for replica in replica_regions if replica != region
+        )
+        if formats is IssuerFormats.ORIGINAL:
+            issuers, urls = (original, *replicas), (original + JWKS_PATH,)
+        elif formats is IssuerFormats.UPDATED:
+            issuers, urls = (updated,), (updated + JWKS_PATH, original + JWKS_PATH)
+        else:
+            # The original URL first: it serves every pool, where the updated one answers 403 for a pool that never
+            # switched (aws-jwt-verify#279); the other is the fallback, never needed while the first answers.
+            issuers, urls = (original, updated, *replicas), (original + JWKS_PATH, updated + JWKS_PATH)
+    if jwks_url is not None:
+        urls = (jwks_url.format(region=region, pool=pool_id),)
+    return Pool(pool_id=pool_id, region=region, issuers=tuple(dict.fromkeys(issuers)), jwks_urls=urls)
 
 
 def _pools(env: Mapping[str, str]) -> tuple[Pool, ...]:
@@ -184,10 +235,23 @@ def _pools(env: Mapping[str, str]) -> tuple[Pool, ...]:
     jwks_url = _template(env, "AUTHZ_JWKS_URL", len(ids))
     if jwks_url is not None and not jwks_url.startswith(("https://", "http://")):
         raise ConfigError("AUTHZ_JWKS_URL", "must be an http(s) URL")
+    formats = _choice(env, "AUTHZ_ISSUER_FORMATS", IssuerFormats.BOTH)
+    replicas = _regions(env, "AWS_COGNITO_REPLICA_REGIONS")
+    if issuer is not None:
+        # The one issuer an emulator mints: Cognito's formats and Regions do not apply to it.
+        for name in ("AUTHZ_ISSUER_FORMATS", "AWS_COGNITO_REPLICA_REGIONS"):
+            if env.get(name, "").strip():
+                raise ConfigError(name, "has no effect with AUTHZ_ISSUER, which names the one issuer accepted")
+    if replicas and formats is IssuerFormats.UPDATED:
+        raise ConfigError(
+            "AWS_COGNITO_REPLICA_REGIONS", "names ORIGINAL-format issuers, which AUTHZ_ISSUER_FORMATS=updated refuses"
+        )
     pools = []
     for pool_id in ids:
         try:
-            pools.append(make_pool(pool_id, issuer=issuer, jwks_url=jwks_url))
+            pools.append(
+                make_pool(pool_id, issuer=issuer, jwks_url=jwks_url, formats=formats, replica_regions=replicas)
+            )
         except ValueError as exc:
             raise ConfigError("AWS_COGNITO_USER_POOLS_ID", str(exc)) from None
     region = env.get("AWS_COGNITO_REGION", "").strip()
@@ -212,6 +276,15 @@ def _template(env: Mapping[str, str], name: str, pool_count: int) -> str | None:
     except (KeyError, IndexError, ValueError):
         raise ConfigError(name, "only the {region} and {pool} placeholders are allowed") from None
     return value
+
+
+def _regions(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    items = [item.strip() for item in env.get(name, "").split(",")]
+    regions = tuple(dict.fromkeys(item for item in items if item))
+    for region in regions:
+        if not _REGION.fullmatch(region):
+            raise ConfigError(name, f"not an AWS Region name (e.g. us-west-2): {region!r}")
+    return regions
 
 
 def _required_list(env: Mapping[str, str], name: str) -> list[str]:

@@ -138,11 +138,15 @@ def _b64url_uint(value: str) -> int | None:
 
 
 class JwksCache:
-    """One pool's keys by kid, with a cooldown on refetches and one fetch in flight at a time."""
+    """One pool's keys by kid, with a cooldown on refetches and one fetch in flight at a time.
+
+    A pool may serve its keys at several URLs (its issuer formats: the same keys at each). A fetch tries them in
+    turn until one gives a usable JWKS, starting with the one that answered last, so a URL that refuses (the
+    UPDATED-format URL of a pool that never switched answers 403) costs nothing while another answers."""
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         *,
         fetcher: Fetcher = fetch_jwks,
         clock: Clock = time.monotonic,
@@ -152,7 +156,11 @@ class JwksCache:
         cooldown: float = 10.0,
         on_fetch: Callable[[str, int], None] | None = None,
     ) -> None:
-        self.url = url
+        self.urls = (urls,) if isinstance(urls, str) else tuple(urls)
+        if not self.urls:
+            raise ValueError("a JwksCache needs at least one URL")
+        # The URL that gave the keys last (or the first), tried first.
+        self.url = self.urls[0]
         self._fetcher = fetcher
         self._clock = clock
         self._timeout = timeout
@@ -237,16 +245,24 @@ class JwksCache:
             inflight.set()
 
     def _fetch_and_store(self) -> None:
-        try:
-            keys = parse_jwks(self._fetcher(self.url, self._timeout, self._max_bytes))
-        except JwksError as exc:
-            log.warning("jwks fetch failed", extra={"fields": {"url": self.url, "outcome": exc.outcome}})
-            self._failed(exc.outcome)
+        outcome = "error"
+        for url in (self.url, *(other for other in self.urls if other != self.url)):
+            try:
+                keys = parse_jwks(self._fetcher(url, self._timeout, self._max_bytes))
+            except JwksError as exc:
+                log.warning("jwks fetch failed", extra={"fields": {"url": url, "outcome": exc.outcome}})
+                outcome = exc.outcome
+                continue
+            except Exception:  # a fetcher bug must not take the Check down with it: keep the last good keys
+                log.exception("jwks fetch raised", extra={"fields": {"url": url}})
+                outcome = "error"
+                continue
+            self.url = url
+            self._stored(keys)
             return
-        except Exception:  # a fetcher bug must not take the Check down with it: keep the last good keys
-            log.exception("jwks fetch raised", extra={"fields": {"url": self.url}})
-            self._failed("error")
-            return
+        self._failed(outcome)
+
+    def _stored(self, keys: Mapping[str, Key]) -> None:
         self._failures = 0
         self._next_due = self._clock() + self._ttl
         self._keys = keys

@@ -65,8 +65,8 @@ def build_verifier(
 ) -> tuple[TokenVerifier, list[JwksCache]]:
     """The verifier for the configured pools, and the per-pool key caches it reads from."""
     caches = {
-        pool.issuer: JwksCache(
-            pool.jwks_url,
+        pool.pool_id: JwksCache(
+            pool.jwks_urls,
             fetcher=fetcher,
             clock=monotonic,
             timeout=settings.jwks_timeout_seconds,
@@ -77,9 +77,10 @@ def build_verifier(
         )
         for pool in settings.pools
     }
+    # Every issuer a pool's tokens may carry (its formats, its replica Regions) reads the pool's one key cache.
     verifier = TokenVerifier(
-        issuers={pool.issuer: pool.pool_id for pool in settings.pools},
-        key_sources=caches,
+        issuers={issuer: pool.pool_id for pool in settings.pools for issuer in pool.issuers},
+        key_sources={issuer: caches[pool.pool_id] for pool in settings.pools for issuer in pool.issuers},
         client_ids=settings.client_ids,
         leeway_seconds=settings.leeway_seconds,
         max_token_bytes=settings.max_token_bytes,

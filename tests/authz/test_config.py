@@ -33,15 +33,22 @@ def config_error(environ: dict[str, str]) -> ConfigError:
 
 
 def test_minimal_environment_yields_the_cognito_pool_and_defaults() -> None:
-    """A pool id and a client id alone give the pool's Cognito issuer and JWKS URL and every default."""
+    """A pool id and a client id alone give the pool's Cognito issuers in both formats (ORIGINAL, then UPDATED) and
+    its JWKS URLs (the ORIGINAL one first), and every default."""
     settings = Settings.from_env(env())
 
     assert settings.pools == (
         Pool(
             pool_id=POOL,
             region="ca-central-1",
-            issuer="https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123",
-            jwks_url="https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123/.well-known/jwks.json",
+            issuers=(
+                "https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123",
+                "https://issuer-cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123",
+            ),
+            jwks_urls=(
+                "https://cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123/.well-known/jwks.json",
+                "https://issuer-cognito-idp.ca-central-1.amazonaws.com/ca-central-1_AbC123/.well-known/jwks.json",
+            ),
         ),
     )
     assert settings.client_ids == frozenset({"abc"})
@@ -436,3 +443,77 @@ def test_the_http_transport_listens_on_loopback_unless_told():
     assert Settings.from_env(env()).http_addr == "127.0.0.1:9193"
     assert Settings.from_env(env(AUTHZ_HTTP_ADDR="0.0.0.0:9999")).http_addr == "0.0.0.0:9999"
     assert config_error(env(AUTHZ_HTTP_ADDR="nope")).variable == "AUTHZ_HTTP_ADDR"
+
+
+# ------------------------------------------------------------------------------------------- issuer formats
+
+ORIGINAL_ISSUER = f"https://cognito-idp.ca-central-1.amazonaws.com/{POOL}"
+UPDATED_ISSUER = f"https://issuer-cognito-idp.ca-central-1.amazonaws.com/{POOL}"
+JWKS = "/.well-known/jwks.json"
+
+
+@pytest.mark.parametrize(
+    "formats, issuers, urls",
+    [
+        ("both", (ORIGINAL_ISSUER, UPDATED_ISSUER), (ORIGINAL_ISSUER + JWKS, UPDATED_ISSUER + JWKS)),
+        ("BOTH", (ORIGINAL_ISSUER, UPDATED_ISSUER), (ORIGINAL_ISSUER + JWKS, UPDATED_ISSUER + JWKS)),
+        ("original", (ORIGINAL_ISSUER,), (ORIGINAL_ISSUER + JWKS,)),
+        ("updated", (UPDATED_ISSUER,), (UPDATED_ISSUER + JWKS, ORIGINAL_ISSUER + JWKS)),
+    ],
+)
+def test_issuer_formats_choose_the_issuers_a_pool_accepts_and_where_its_keys_are_fetched(formats, issuers, urls):
+    """AUTHZ_ISSUER_FORMATS narrows the issuers to one format; the keys are one pool's, so the other format's URL
+    stays as a fallback for UPDATED (the ORIGINAL one serves every pool)."""
+    [pool] = Settings.from_env(env(AUTHZ_ISSUER_FORMATS=formats)).pools
+    assert (pool.issuers, pool.jwks_urls) == (issuers, urls)
+
+
+def test_replica_regions_add_their_original_format_issuers_to_every_pool():
+    """AWS_COGNITO_REPLICA_REGIONS: the ORIGINAL-format issuer of each Region, for each pool (its id unchanged);
+    the pool's own Region is not repeated, and the JWKS URLs stay the primary Region's."""
+    settings = Settings.from_env(
+        env(AWS_COGNITO_USER_POOLS_ID=f"{POOL},{OTHER_POOL}", AWS_COGNITO_REPLICA_REGIONS=" us-west-2, ca-central-1 ")
+    )
+    assert settings.pools[0].issuers == (
+        ORIGINAL_ISSUER,
+        UPDATED_ISSUER,
+        f"https://cognito-idp.us-west-2.amazonaws.com/{POOL}",
+    )
+    assert settings.pools[1].issuers == (
+        f"https://cognito-idp.us-east-1.amazonaws.com/{OTHER_POOL}",
+        f"https://issuer-cognito-idp.us-east-1.amazonaws.com/{OTHER_POOL}",
+        f"https://cognito-idp.us-west-2.amazonaws.com/{OTHER_POOL}",
+        f"https://cognito-idp.ca-central-1.amazonaws.com/{OTHER_POOL}",
+    )
+    assert settings.pools[0].jwks_urls == (ORIGINAL_ISSUER + JWKS, UPDATED_ISSUER + JWKS)
+
+
+def test_an_issuer_override_is_the_one_issuer_and_keeps_the_cognito_jwks_url():
+    [pool] = Settings.from_env(env(AUTHZ_ISSUER="http://localhost:9229/{pool}")).pools
+    assert pool.issuers == (f"http://localhost:9229/{POOL}",)
+    assert pool.jwks_urls == (ORIGINAL_ISSUER + JWKS,)
+
+
+@pytest.mark.parametrize(
+    "extra, variable",
+    [
+        ({"AUTHZ_ISSUER_FORMATS": "all"}, "AUTHZ_ISSUER_FORMATS"),
+        (
+            {"AUTHZ_ISSUER_FORMATS": "updated", "AWS_COGNITO_REPLICA_REGIONS": "us-west-2"},
+            "AWS_COGNITO_REPLICA_REGIONS",
+        ),
+        ({"AWS_COGNITO_REPLICA_REGIONS": "us-west-2,US-EAST-1"}, "AWS_COGNITO_REPLICA_REGIONS"),
+        ({"AWS_COGNITO_REPLICA_REGIONS": "us-west-2.attacker.example"}, "AWS_COGNITO_REPLICA_REGIONS"),
+        ({"AUTHZ_ISSUER": "http://localhost:9229/{pool}", "AUTHZ_ISSUER_FORMATS": "both"}, "AUTHZ_ISSUER_FORMATS"),
+        (
+            {"AUTHZ_ISSUER": "http://localhost:9229/{pool}", "AWS_COGNITO_REPLICA_REGIONS": "us-west-2"},
+            "AWS_COGNITO_REPLICA_REGIONS",
+        ),
+    ],
+)
+def test_issuer_settings_that_cannot_take_effect_are_configuration_errors(extra, variable):
+    """A Region that is not one, replicas with UPDATED only (they mint ORIGINAL-format issuers), or formats and
+    replicas beside AUTHZ_ISSUER (the one issuer an emulator mints): refused at start, naming the variable."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(env(**extra))
+    assert raised.value.variable == variable

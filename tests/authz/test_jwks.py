@@ -381,6 +381,48 @@ def test_known_kid_is_served_from_the_cache_after_the_first_fetch(jwks_server: J
     assert jwks_server.requests == 1
 
 
+def test_keys_come_from_the_next_url_when_the_first_refuses(
+    jwks_server: JwksServer, other_jwks_server: JwksServer, clock: FakeClock
+) -> None:
+    """A pool's keys at two URLs (its issuer formats): the first answering 403 (the UPDATED URL of a pool that never
+    switched, aws-jwt-verify#279) does not keep the keys from loading, and the URL that answered is asked first
+    from then on."""
+    jwks_server.status = 403
+    outcomes: list[tuple[str, int]] = []
+    cache = JwksCache(
+        (jwks_server.url, other_jwks_server.url), clock=clock, on_fetch=lambda *fetch: outcomes.append(fetch)
+    )
+    assert cache.refresh()
+    assert cache.get_key(KID).verify(MESSAGE, signature(private_key()))
+    assert (jwks_server.requests, other_jwks_server.requests) == (1, 1)
+    assert outcomes == [("ok", 1)]
+    assert cache.refresh()
+    assert (jwks_server.requests, other_jwks_server.requests) == (1, 2)
+
+
+def test_the_second_url_is_never_asked_while_the_first_answers(
+    jwks_server: JwksServer, other_jwks_server: JwksServer, clock: FakeClock
+) -> None:
+    cache = JwksCache((jwks_server.url, other_jwks_server.url), clock=clock)
+    assert cache.refresh() and cache.refresh()
+    assert (jwks_server.requests, other_jwks_server.requests) == (2, 0)
+
+
+def test_every_url_failing_keeps_the_last_keys_and_reports_the_last_failure(
+    jwks_server: JwksServer, other_jwks_server: JwksServer, clock: FakeClock
+) -> None:
+    outcomes: list[tuple[str, int]] = []
+    cache = JwksCache(
+        (jwks_server.url, other_jwks_server.url), clock=clock, on_fetch=lambda *fetch: outcomes.append(fetch)
+    )
+    assert cache.refresh()
+    jwks_server.status = other_jwks_server.status = 503
+    assert cache.refresh()  # still loaded: the last good keys stay
+    assert outcomes == [("ok", 1), ("http_error", 1)]
+    assert (jwks_server.requests, other_jwks_server.requests) == (2, 1)
+    assert cache.get_key(KID).verify(MESSAGE, signature(private_key()))
+
+
 def test_unknown_kid_within_the_cooldown_of_the_first_load_does_not_refetch(
     jwks_server: JwksServer, clock: FakeClock
 ) -> None:

@@ -20,9 +20,11 @@ import requests
 from grpc_health.v1 import health_pb2
 
 from authz.client import check
+from authz.config import IssuerFormats, Settings, make_pool
+from authz.errors import UntrustedIssuer
 from authz.revocation import Status
 from authz.routes import RoutesError
-from authz.server import RunningServer, run_server
+from authz.server import RunningServer, build_verifier, run_server
 from tests.conftest import (
     CLIENT_ID,
     IDENTITY_HEADERS,
@@ -408,3 +410,100 @@ def test_a_route_table_that_cannot_be_used_stops_the_server_from_starting(jwks_s
             run_server(settings_for(jwks_server.url, routes_file=str(path)), clock=FakeClock()),
         ):
             pass
+
+
+# ------------------------------------------------------------------------------------------- issuer formats
+
+REGION = POOL_ID.split("_")[0]
+ORIGINAL = f"https://cognito-idp.{REGION}.amazonaws.com/{POOL_ID}"
+UPDATED = f"https://issuer-cognito-idp.{REGION}.amazonaws.com/{POOL_ID}"
+
+
+def verifier_for(formats: IssuerFormats = IssuerFormats.BOTH, replicas: tuple[str, ...] = ()) -> tuple[Any, list]:
+    """The server's verifier for one pool configured as Settings.from_env would, with the pool's real URLs; the
+    second value lists the URLs its keys were fetched from."""
+    fetched: list[str] = []
+
+    def fetcher(url: str, timeout: float, max_bytes: int) -> bytes:
+        fetched.append(url)
+        return jwks_document()
+
+    pool = make_pool(POOL_ID, formats=formats, replica_regions=replicas)
+    settings = Settings(pools=(pool,), client_ids=frozenset({CLIENT_ID}))
+    verifier, caches = build_verifier(settings, fetcher=fetcher, clock=FakeClock())
+    assert all(cache.refresh() for cache in caches)
+    return verifier, fetched
+
+
+@pytest.mark.parametrize(
+    "formats, replicas, iss",
+    [
+        (IssuerFormats.BOTH, (), ORIGINAL),
+        (IssuerFormats.BOTH, (), UPDATED),
+        (IssuerFormats.ORIGINAL, (), ORIGINAL),
+        (IssuerFormats.UPDATED, (), UPDATED),
+        (IssuerFormats.BOTH, ("us-west-2",), f"https://cognito-idp.us-west-2.amazonaws.com/{POOL_ID}"),
+        (IssuerFormats.ORIGINAL, ("us-west-2",), f"https://cognito-idp.us-west-2.amazonaws.com/{POOL_ID}"),
+    ],
+    ids=["both-original", "both-updated", "original", "updated", "replica", "original-replica"],
+)
+def test_a_token_of_each_configured_issuer_verifies_with_the_pools_one_key_set(formats, replicas, iss):
+    verifier, fetched = verifier_for(formats, replicas)
+    verified = verifier.verify(mint(access_claims(iss=iss, iat=NOW - 10, auth_time=NOW - 10, exp=NOW + 600)))
+    assert (verified.pool_id, verified.sub) == (POOL_ID, SUB)
+    # One fetch for the pool, from the URL tried first: ORIGINAL's, which serves every pool (UPDATED's for updated).
+    assert fetched == [(UPDATED if formats is IssuerFormats.UPDATED else ORIGINAL) + "/.well-known/jwks.json"]
+
+
+@pytest.mark.parametrize(
+    "formats, replicas, iss",
+    [
+        (IssuerFormats.ORIGINAL, (), UPDATED),
+        (IssuerFormats.UPDATED, (), ORIGINAL),
+        (IssuerFormats.BOTH, (), f"https://cognito-idp.us-west-2.amazonaws.com/{POOL_ID}"),
+        (IssuerFormats.BOTH, ("us-west-2",), f"https://issuer-cognito-idp.us-west-2.amazonaws.com/{POOL_ID}"),
+        (IssuerFormats.BOTH, ("us-west-2",), f"https://cognito-idp.eu-west-1.amazonaws.com/{POOL_ID}"),
+        (IssuerFormats.BOTH, (), UPDATED + "/"),
+        (IssuerFormats.BOTH, (), UPDATED.upper()),
+        (IssuerFormats.BOTH, (), UPDATED.replace("issuer-cognito-idp", "Issuer-Cognito-Idp")),
+        (IssuerFormats.BOTH, (), UPDATED.replace("https://", "http://")),
+        (IssuerFormats.BOTH, (), UPDATED.replace(".com/", ".com:443/")),
+        (IssuerFormats.BOTH, (), UPDATED.replace(".com/", ".com.attacker.example/")),
+        (IssuerFormats.BOTH, (), UPDATED.replace("issuer-cognito-idp", "issuer.cognito-idp")),
+        (IssuerFormats.BOTH, (), UPDATED + "/.well-known/openid-configuration"),
+        (IssuerFormats.BOTH, (), f"https://issuer-cognito-idp.{REGION}.amazonaws.com/{POOL_ID}x"),
+    ],
+    ids=[
+        "updated-when-original-only",
+        "original-when-updated-only",
+        "replica-not-configured",
+        "updated-in-a-replica-region",
+        "other-replica",
+        "trailing-slash",
+        "upper-case",
+        "mixed-case-host",
+        "http",
+        "explicit-port",
+        "other-host-suffix",
+        "dotted-host",
+        "longer-path",
+        "other-pool",
+    ],
+)
+def test_any_other_issuer_spelling_is_untrusted_and_costs_no_crypto(formats, replicas, iss):
+    verifier, _ = verifier_for(formats, replicas)
+    with pytest.raises(UntrustedIssuer):
+        verifier.verify(mint(access_claims(iss=iss, iat=NOW - 10, auth_time=NOW - 10, exp=NOW + 600)))
+
+
+def test_a_server_allows_an_updated_issuer_token_and_denies_one_of_another_region(jwks_server):
+    """Through the server as it runs (gRPC Check): the pool's UPDATED-format token is allowed by default, the same
+    token claiming another Region's UPDATED issuer gets 401."""
+    with run_server(settings_for(jwks_server.url), clock=FakeClock()) as server:
+        assert wait_for(lambda: server.refresher.ready)
+        addr = f"127.0.0.1:{server.port}"
+        allowed = check(addr, token=mint(access_claims(iss=UPDATED)), path="/api/me")
+        assert allowed["allowed"] and allowed["upstream_headers"]["x-user-sub"] == SUB
+        other = UPDATED.replace(REGION, "us-west-2")
+        denied = check(addr, token=mint(access_claims(iss=other)), path="/api/me")
+        assert (denied["allowed"], denied["http_status"]) == (False, 401)
