@@ -80,6 +80,32 @@ def envoy_command(config: Path, *, log_level: str = "warn", concurrency: int | N
     return argv
 
 
+def envoy_process(
+    name: str,
+    document: Mapping[str, Any],
+    run_dir: Path,
+    *,
+    envoy_port: int,
+    admin_port: int,
+    concurrency: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ManagedProcess:
+    """An Envoy serving `document` (a rendered bootstrap, written to run_dir/<name>.json), ready once its /ready
+    answers 200 (the clusters have had their first health check); use it as a context manager. env: the Envoy's
+    environment (None: this process's)."""
+    config = run_dir / f"{name}.json"
+    config.write_text(json.dumps(document))
+    return ManagedProcess(
+        name,
+        envoy_command(config, concurrency=concurrency),
+        env=dict(os.environ if env is None else env),
+        run_dir=run_dir,
+        ready=http_ok(f"http://127.0.0.1:{admin_port}/ready"),
+        ports=(envoy_port, admin_port),
+        cwd=ROOT,
+    )
+
+
 def transport_from_env() -> bootstrap.Transport:
     """AUTHZ_TRANSPORT: `grpc` (the default) or `http`, how `make run` and the integration suite's stacks ask authz."""
     return bootstrap.Transport(os.environ.get("AUTHZ_TRANSPORT") or bootstrap.Transport.GRPC)

@@ -3,7 +3,6 @@ how long Envoy waits for one Check."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -18,8 +17,8 @@ from grpc_health.v1 import health, health_pb2_grpc
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz._proto.google.rpc import status_pb2
 from envoy import bootstrap
-from stack.local import ROOT, envoy_command
-from stack.processes import ManagedProcess, free_ports, http_ok
+from stack.local import envoy_process
+from stack.processes import free_ports
 from tests.integration.cruddur_api import RecordingUpstream
 
 
@@ -55,19 +54,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GrpcModeProxy]:
     server.start()
     upstream = RecordingUpstream()
     envoy_port, admin_port = free_ports(2)
-    config = run_dir / "envoy.json"
     topology = bootstrap.local(
         envoy_port=envoy_port, admin_port=admin_port, authz_ports=(authz_port,), backend_port=upstream.port
     )
-    config.write_text(json.dumps(bootstrap.render(topology)))
-    envoy = ManagedProcess(
-        "envoy",
-        envoy_command(config),
-        env={},
-        run_dir=run_dir,
-        ready=http_ok(f"http://127.0.0.1:{admin_port}/ready"),
-        ports=(envoy_port, admin_port),
-        cwd=ROOT,
+    envoy = envoy_process(
+        "envoy", bootstrap.render(topology), run_dir, envoy_port=envoy_port, admin_port=admin_port, env={}
     )
     try:
         with envoy:

@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from envoy import bootstrap
-from stack.local import ROOT, envoy_command
-from stack.processes import ManagedProcess, free_ports, http_ok
+from stack.local import envoy_process
+from stack.processes import free_ports
 from tests.conftest import LoopbackHttp
 from tests.envoy.test_envoy_version import envoy_version
 from tests.integration.cruddur_api import RecordingUpstream
@@ -151,16 +151,8 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpModeProxy]:
         authz_transport=bootstrap.Transport.HTTP,
         authz_health_ports=(health.port,),
     )
-    config = run_dir / "envoy.json"
-    config.write_text(json.dumps(bootstrap.render(topology)))
-    envoy = ManagedProcess(
-        "envoy",
-        envoy_command(config),
-        env={},
-        run_dir=run_dir,
-        ready=http_ok(f"http://127.0.0.1:{admin_port}/ready"),
-        ports=(envoy_port, admin_port),
-        cwd=ROOT,
+    envoy = envoy_process(
+        "envoy", bootstrap.render(topology), run_dir, envoy_port=envoy_port, admin_port=admin_port, env={}
     )
     try:
         with envoy:

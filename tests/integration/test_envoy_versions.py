@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,8 +19,8 @@ import pytest
 import requests
 
 from envoy import bootstrap
-from stack.local import ROOT, LocalStack, envoy_command
-from stack.processes import ManagedProcess, free_ports, http_ok
+from stack.local import LocalStack, envoy_process
+from stack.processes import free_ports
 from tests.envoy.test_envoy_version import envoy_version, version_text
 from tests.integration.cruddur_api import RecordingUpstream, User, bearer
 
@@ -62,17 +61,13 @@ def unguarded(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> It
     run_dir = tmp_path_factory.mktemp("unguarded")
     envoy_port, admin_port = free_ports(2)
     with RecordingUpstream() as upstream:
-        config = run_dir / "envoy.json"
-        config.write_text(json.dumps(_unguarded_config(stack, envoy_port, admin_port, upstream.port)))
-        envoy = ManagedProcess(
+        envoy = envoy_process(
             "envoy-unguarded",
-            envoy_command(config, concurrency=1),
-            env=dict(os.environ),
-            run_dir=run_dir,
-            # /ready turns 200 once the clusters have had their first health check.
-            ready=http_ok(f"http://127.0.0.1:{admin_port}/ready"),
-            ports=(envoy_port, admin_port),
-            cwd=ROOT,
+            _unguarded_config(stack, envoy_port, admin_port, upstream.port),
+            run_dir,
+            envoy_port=envoy_port,
+            admin_port=admin_port,
+            concurrency=1,
         )
         with envoy:
             yield Proxy(f"http://127.0.0.1:{envoy_port}", upstream)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import time
@@ -24,8 +23,8 @@ import pytest
 import requests
 
 from envoy import bootstrap
-from stack.local import ROOT, ROUTES_FILE, LocalStack, Ports, envoy_command
-from stack.processes import ManagedProcess, StartupError, free_ports, http_ok
+from stack.local import ROUTES_FILE, LocalStack, Ports, envoy_process
+from stack.processes import StartupError, free_ports
 from tests.integration.cruddur_api import User, bearer, get, raw_request
 
 # Short, so a test waits little; the promise checked is the same: in force within RELOAD_SECONDS + 1 s.
@@ -289,17 +288,7 @@ def _envoy_checking_every_route(
         route.pop("typed_per_filter_config", None)
     if not normalize:
         manager.update(normalize_path=False, merge_slashes=False, path_with_escaped_slashes_action="KEEP_UNCHANGED")
-    config = run_dir / "envoy.json"
-    config.write_text(json.dumps(document))
-    envoy = ManagedProcess(
-        name,
-        envoy_command(config, concurrency=1),
-        env=dict(os.environ),
-        run_dir=run_dir,
-        ready=http_ok(f"http://127.0.0.1:{admin_port}/ready"),
-        ports=(envoy_port, admin_port),
-        cwd=ROOT,
-    )
+    envoy = envoy_process(name, document, run_dir, envoy_port=envoy_port, admin_port=admin_port, concurrency=1)
     with envoy:
         yield f"http://127.0.0.1:{envoy_port}", envoy_port
 
