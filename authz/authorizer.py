@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent import futures
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from authz.cache import remember, token_digest
 from authz.errors import AuthzError, BadPath, InternalError, MalformedAuthorization, MustWait, RouteMisconfigured
@@ -195,6 +195,49 @@ class Authorizer:
                     }
                 },
             )
+
+
+Request = TypeVar("Request")
+Answer = TypeVar("Answer")
+
+
+class Answering(Generic[Request, Answer]):
+    """A transport's round on an event loop, the same for every transport: its request read into RequestFacts,
+    decided (`decide_on_loop`), and the Decision turned into the transport's answer, once per Decision (a repeated
+    caller on a route, like every deny of one kind, gets an equal Decision). The caller sends the answer and then
+    `record`s the Decision."""
+
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        read: Callable[[Request], RequestFacts],
+        build: Callable[[Decision], Answer],
+        *,
+        waiting: futures.Executor | None = None,
+    ) -> None:
+        """waiting: the threads that decide requests which must wait on the network (None: the loop's default)."""
+        self._authorizer = authorizer
+        self._read = read
+        self._build = build
+        self._waiting = waiting
+        # Built once here, so failing closed cannot itself fail.
+        self._internal_error = build(authorizer.internal_error)
+        self._answers: dict[Decision, Answer] = {}
+
+    async def answer(self, request: Request) -> tuple[Answer, Decision, RequestFacts | None]:
+        """The answer, its Decision and the request's facts (None when they could not be read). Never raises: a
+        failure of the transport's own is the internal_error Decision's answer (fail closed, never an allow)."""
+        facts = None
+        try:
+            facts = self._read(request)
+            decision = await self._authorizer.decide_on_loop(facts, self._waiting)
+            answer = self._answers.get(decision)
+            if answer is None:
+                answer = remember(self._answers, decision, self._build(decision), limit=MEMO_SIZE)
+        except Exception:  # noqa: BLE001 - a bug must deny, never allow or leave Envoy without an answer
+            _failures.exception("check failed")
+            return self._internal_error, self._authorizer.internal_error, facts
+        return answer, decision, facts
 
 
 def loggable_path(path: str) -> str:

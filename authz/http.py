@@ -21,20 +21,16 @@ transport, given the path as sent, refuses it; the stack's Envoy refuses %2F and
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
-from authz.authorizer import MEMO_SIZE, Authorizer, RequestFacts
-from authz.cache import remember
+from authz.authorizer import Answering, Authorizer, RequestFacts
 from authz.policy import Decision
 
 # Envoy's header naming the request headers an HTTP authorization server wants removed before the upstream.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
-
-log = logging.getLogger("authz.http")
 
 Reply = tuple[int, list[tuple[str, str]], str]
 
@@ -51,26 +47,12 @@ class HttpAuthorization:
     ) -> None:
         """waiting: the threads that decide requests which must wait on the network (None: the loop's default)."""
         self._authorizer = authorizer
-        self._waiting = waiting
+        self._answering = Answering(authorizer, request_facts, reply, waiting=waiting)
         self._clock = clock
-        # Built once here, so failing closed cannot itself fail.
-        self._internal_error_reply = reply(authorizer.internal_error)
-        # Replies by Decision: a repeated caller on a route, like every deny of one kind, gets an equal Decision.
-        self._replies: dict[Decision, Reply] = {}
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         started = self._clock()
-        facts = None
-        try:
-            facts = request_facts(scope)
-            decision = await self._authorizer.decide_on_loop(facts, self._waiting)
-            answer = self._replies.get(decision)
-            if answer is None:
-                answer = remember(self._replies, decision, reply(decision), limit=MEMO_SIZE)
-        except Exception:  # fail closed: a bug must deny, never allow or leave Envoy without an answer
-            log.exception("check failed")
-            decision, answer = self._authorizer.internal_error, self._internal_error_reply
-        status, headers, body = answer
+        (status, headers, body), decision, facts = await self._answering.answer(scope)
         if body:
             proto.response_str(status, headers, body)
         else:

@@ -12,7 +12,6 @@ ever blocks the loop. A call whose request has not arrived yet costs no thread a
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent import futures
@@ -25,7 +24,7 @@ from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from authz._proto.envoy.type.v3 import http_status_pb2
 from authz._proto.google.rpc import status_pb2
-from authz.authorizer import MEMO_SIZE, Authorizer, RequestFacts
+from authz.authorizer import MEMO_SIZE, Answering, Authorizer, RequestFacts
 from authz.cache import remember
 from authz.policy import Decision
 
@@ -35,8 +34,6 @@ CALLER_METADATA_KEY = "sub"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # Older Envoys honour only the deprecated `append` flag (envoyproxy/envoy#42857): set both so all agree.
 _NO_APPEND = BoolValue(value=False)
-
-log = logging.getLogger("authz.service")
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
@@ -49,28 +46,15 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):
     ) -> None:
         """waiting: the threads that decide Checks which must wait on the network (None: the loop's default)."""
         self._authorizer = authorizer
-        self._waiting = waiting
+        # CheckResponses by Decision: building one is most of a cached Check's work.
+        self._answering = Answering(authorizer, request_facts, _response, waiting=waiting)
         self._clock = clock
-        # Built once here, so failing closed cannot itself fail.
-        self._internal_error_response = _response(authorizer.internal_error)
-        # CheckResponses by Decision: building one is most of a cached Check's work, and a repeated caller on a
-        # route, like every deny of one kind, gets an equal Decision.
-        self._responses: dict[Decision, external_auth_pb2.CheckResponse] = {}
 
     async def Check(  # noqa: N802 - the gRPC method's name
         self, request: external_auth_pb2.CheckRequest, context: grpc.aio.ServicerContext[object, object] | None
     ) -> external_auth_pb2.CheckResponse:
         started = self._clock()
-        facts = None
-        try:
-            facts = request_facts(request)
-            decision = await self._authorizer.decide_on_loop(facts, self._waiting)
-            response = self._responses.get(decision)
-            if response is None:
-                response = remember(self._responses, decision, _response(decision), limit=MEMO_SIZE)
-        except Exception:  # fail closed: a bug must deny, never allow or end the RPC without an answer
-            log.exception("check failed")
-            decision, response = self._authorizer.internal_error, self._internal_error_response
+        response, decision, facts = await self._answering.answer(request)
         self._authorizer.record(decision, facts, self._clock() - started)
         return response
 
