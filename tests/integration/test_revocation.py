@@ -16,8 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from stack.cognito import sign_in
-from stack.local import LocalStack, Ports
-from stack.processes import free_ports
+from stack.local import LocalStack
 from tests.integration.cruddur_api import PASSWORD, User, bearer, get, sign_up
 
 TTL = 2.0
@@ -28,17 +27,8 @@ BOUND = TTL + 1.0  # the TTL of the last "active" answer, plus one GetUser
 def revoking(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """Envoy and authz (AUTHZ_REVOCATION=cognito, TTL 2 s) on fresh ports, sharing the session stack's backend and
     Cognito emulator."""
-    envoy, admin, authz, metrics = free_ports(4)
-    ports = Ports(
-        envoy=envoy,
-        admin=admin,
-        authz=(authz,),
-        metrics=(metrics,),
-        backend=stack.ports.backend,
-        cognito=stack.ports.cognito,
-    )
     proxy = LocalStack(
-        ports=ports,
+        ports=stack.ports.beside(),
         run_dir=tmp_path_factory.mktemp("revoking"),
         authz_env={"AUTHZ_REVOCATION": "cognito", "AUTHZ_REVOCATION_TTL": str(int(TTL))},
         envoy_concurrency=1,

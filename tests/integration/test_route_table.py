@@ -69,16 +69,8 @@ def pair(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     run_dir = tmp_path_factory.mktemp("route-table")
     routes = run_dir / "routes.yaml"
     shutil.copyfile(ROUTES_FILE, routes)
-    envoy, admin, authz, metrics = free_ports(4)
     own = LocalStack(
-        ports=Ports(
-            envoy=envoy,
-            admin=admin,
-            authz=(authz,),
-            metrics=(metrics,),
-            backend=stack.ports.backend,
-            cognito=stack.ports.cognito,
-        ),
+        ports=stack.ports.beside(),
         run_dir=run_dir,
         routes_file=routes,
         authz_env={"AUTHZ_ROUTES_RELOAD_SECONDS": str(RELOAD_SECONDS)},
