@@ -20,7 +20,7 @@ from authz.config import ConfigError, Settings
 from authz.logs import configure_logging
 
 if TYPE_CHECKING:
-    from authz.routes import RouteMatch, RouteSettings, RouteTable
+    from authz.routes import ClaimCondition, RouteMatch, RouteSettings, RouteTable
 
 EXIT_DENIED = 1
 EXIT_CONFIG = 2
@@ -238,10 +238,16 @@ def _describe_settings(settings: RouteSettings) -> str:
     parts = [f"auth {settings.auth.value}"]
     if settings.auth is not Auth.NONE:
         parts.append(f"token_use {_names(settings.token_uses)}")
+        if len(settings.principals) == 1:
+            parts.append(f"principal {_names(settings.principals)}")
         if settings.groups:
             parts.append(f"groups any of {_names(settings.groups)}")
         if settings.scopes:
             parts.append(f"scopes all of {_names(settings.scopes)}")
+        if settings.audiences:
+            parts.append(f"audiences any of {_names(settings.audiences)}")
+        if settings.claims:
+            parts.append(f"claims {'; '.join(_describe_condition(condition) for condition in settings.claims)}")
         if settings.revocation is not None:
             parts.append(f"revocation {'check' if settings.revocation else 'skip'}")
     return "; ".join(parts)
@@ -262,13 +268,37 @@ def _explain_settings(settings: RouteSettings) -> list[tuple[str, str]]:
         False: "skip (never asked of Cognito)",
         None: "as the server is configured (AUTHZ_REVOCATION)",
     }[settings.revocation]
+    principal = (
+        f"{_names(settings.principals)} only (another kind of caller: 403)"
+        if len(settings.principals) == 1
+        else "user or client"
+    )
+    audiences = (
+        f"any of {_names(settings.audiences)} (a token bound to none of them: 401)"
+        if settings.audiences
+        else "none demanded"
+    )
+    claims = (
+        f"{'; '.join(_describe_condition(c) for c in settings.claims)} (one failing: 403)"
+        if settings.claims
+        else "none demanded"
+    )
     return [
         ("auth", auth),
         ("token_use", f"{_names(settings.token_uses)} (another token: 401)"),
+        ("principal", principal),
         ("groups", f"any of {_names(settings.groups)} (in none of them: 403)" if settings.groups else "none demanded"),
         ("scopes", f"all of {_names(settings.scopes)} (one missing: 403)" if settings.scopes else "none demanded"),
+        ("audiences", audiences),
+        ("claims", claims),
         ("revocation", revocation),
     ]
+
+
+def _describe_condition(condition: ClaimCondition) -> str:
+    if condition.accepted is None:
+        return f"{condition.name} present"
+    return f"{condition.name} one of {','.join(sorted(condition.accepted))}"
 
 
 if __name__ == "__main__":

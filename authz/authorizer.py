@@ -74,8 +74,8 @@ class Authorizer:
         self._revocation = revocation or Revocation(None, by_default=False)
         # Built once here, so failing closed cannot itself fail.
         self.internal_error = policy.deny(InternalError())
-        # Decisions by caller and route: a repeated token on a route skips the policy, whose allow (six identity
-        # headers) is most of a cached decision's work. Revocation is applied after it, never memoized: Cognito's
+        # Decisions by caller and route: a repeated token on a route skips the policy, whose allow (seven identity
+        # headers and any claim headers) is most of a cached decision's work. Revocation is applied after it, never memoized: Cognito's
         # word on a token can change.
         self._decisions: dict[tuple[VerifiedToken, RouteSettings], Decision] = {}
         # Counter children by label set: prometheus-client's .labels() costs more than the increment.
@@ -119,6 +119,9 @@ class Authorizer:
                 route = route_settings(facts.route)
             else:
                 route = self._routes.table.settings_for(facts.method, facts.host, facts.path)
+            if route.claims:
+                # The claims its conditions ask about must be kept of the token verified next.
+                self._verifier.keep_claims(route.claim_names)
         except RouteMisconfigured as error:
             log.error(
                 "route misconfigured",

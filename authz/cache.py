@@ -53,6 +53,10 @@ class TokenCache(Generic[V]):
             self._entries.move_to_end(digest)
             return entry[1]
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
     def put(self, digest: bytes, value: V, deadline: float) -> None:
         if self.max_entries <= 0 or deadline <= self._clock():
             return

@@ -135,6 +135,9 @@ class Settings:
     # access token. Re-read when it changes, checked every routes_reload_seconds.
     routes_file: str | None = None
     routes_reload_seconds: float = 2.0
+    # Token claims sent to the upstream as headers (AUTHZ_CLAIM_HEADERS): (claim, header name) pairs, each header
+    # under header_prefix and none of the built-in ones.
+    claim_headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         # Modes given by value ("cognito") become their members, so every reader can compare members with `is`.
@@ -147,6 +150,7 @@ class Settings:
         """Build settings from the environment, raising ConfigError naming the first bad variable."""
         env = os.environ if environ is None else environ
         pools = _pools(env)
+        header_prefix = _header_prefix(env)
         return cls(
             pools=pools,
             client_ids=frozenset(_required_list(env, "AWS_COGNITO_CLIENT_ID")),
@@ -155,7 +159,7 @@ class Settings:
             http_addr=_address(env, "AUTHZ_HTTP_ADDR", cls.http_addr),
             leeway_seconds=_number(env, "AUTHZ_LEEWAY_SECONDS", cls.leeway_seconds, int, 0, 300),
             cache_size=_number(env, "AUTHZ_CACHE_SIZE", cls.cache_size, int, 0, 10_000_000),
-            header_prefix=_header_prefix(env),
+            header_prefix=header_prefix,
             realm=_realm(env),
             log_level=_choice(env, "AUTHZ_LOG_LEVEL", cls.log_level),
             max_token_bytes=_number(env, "AUTHZ_MAX_TOKEN_BYTES", cls.max_token_bytes, int, 512, 1_048_576),
@@ -187,6 +191,7 @@ class Settings:
             routes_reload_seconds=_number(
                 env, "AUTHZ_ROUTES_RELOAD_SECONDS", cls.routes_reload_seconds, float, 0.1, 3_600
             ),
+            claim_headers=_claim_headers(env, header_prefix),
         )
 
 
@@ -328,6 +333,35 @@ def _header_prefix(env: Mapping[str, str]) -> str:
             "AUTHZ_HEADER_PREFIX", f"expected lowercase letters, digits and dashes ending in '-', got {raw!r}"
         )
     return raw
+
+
+# An HTTP field name (RFC 9110 token characters), lower-case as every identity header is.
+_HEADER_NAME = re.compile(r"[a-z0-9!#$%&'*+.^_`|~-]+")
+# A claim name as a JWT writes it: anything printable but the separators of this setting.
+_CLAIM_NAME = re.compile(r"[^\s,=\x00-\x1f\x7f]+")
+
+
+def _claim_headers(env: Mapping[str, str], prefix: str) -> tuple[tuple[str, str], ...]:
+    """AUTHZ_CLAIM_HEADERS: `claim=header` pairs, comma-separated (custom:tenant_id=x-user-tenant,...). Each header
+    must start with the identity prefix, so the front proxy's strip of client-sent identity headers covers it, and
+    may name none of the built-in identity headers or another pair's header."""
+    name = "AUTHZ_CLAIM_HEADERS"
+    built_in = set(identity_headers.header_names(prefix))
+    pairs: list[tuple[str, str]] = []
+    for item in env.get(name, "").split(","):
+        if not item.strip():
+            continue
+        claim, equals, header = (part.strip() for part in item.partition("="))
+        if not equals or not _CLAIM_NAME.fullmatch(claim) or not header:
+            raise ConfigError(name, f"expected CLAIM=HEADER pairs separated by commas, got {item.strip()!r}")
+        if not _HEADER_NAME.fullmatch(header) or not header.startswith(prefix) or header == prefix:
+            raise ConfigError(name, f"{header!r} must be a lower-case header name under the identity prefix {prefix!r}")
+        if header in built_in:
+            raise ConfigError(name, f"{header!r} is a built-in identity header")
+        if any(header == taken for _, taken in pairs):
+            raise ConfigError(name, f"{header!r} is named twice")
+        pairs.append((claim, header))
+    return tuple(pairs)
 
 
 def _realm(env: Mapping[str, str]) -> str:

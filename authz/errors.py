@@ -170,6 +170,28 @@ class MissingScope(InsufficientScope):
     description = "token lacks a required scope"
 
 
+class PrincipalNotAllowed(InsufficientScope):
+    """A user where the route takes only app clients, or the other way round (`principal`)."""
+
+    reason = "principal_not_allowed"
+    description = "this kind of caller is not allowed here"
+
+
+class ClaimMismatch(InsufficientScope):
+    """A claim condition of the route does not hold for the caller's token (`claims`)."""
+
+    reason = "claim_mismatch"
+    description = "token lacks a required claim value"
+
+
+class WrongAudience(InvalidToken):
+    """The access token is bound to other resources, or to none, where the route takes only tokens for its own
+    (`audiences`, RFC 8707): 401, so the client asks for a token for this resource."""
+
+    reason = "wrong_audience"
+    description = "token not issued for this resource"
+
+
 class RouteMisconfigured(AuthzError):
     """A route's settings are not ones we understand, or ask for what this server cannot do: deny rather than
     guess. `key` names the setting at fault."""

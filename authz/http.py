@@ -27,7 +27,7 @@ from concurrent import futures
 from typing import Any
 
 from authz.authorizer import Answering, Authorizer, RequestFacts
-from authz.policy import Decision
+from authz.policy import Decision, as_text, caller_metadata
 
 # Envoy's header naming the request headers an HTTP authorization server wants removed before the upstream.
 HEADERS_TO_REMOVE = "x-envoy-auth-headers-to-remove"
@@ -79,5 +79,12 @@ def reply(decision: Decision) -> Reply:
         headers = list(decision.upstream_headers)
         if decision.removed_headers:
             headers.append((HEADERS_TO_REMOVE, ",".join(decision.removed_headers)))
+        if decision.identity is not None:
+            # The caller's dynamic metadata, as headers Envoy's dynamic_metadata_from_headers copies under their own
+            # names (the keys gRPC's metadata has) and does not forward: they are outside the identity prefix.
+            for key, value in caller_metadata(decision.identity):
+                text = as_text(key, value)
+                if text:
+                    headers.append((key, text))
         return 200, headers, ""
     return decision.http_status, list(decision.response_headers), decision.body

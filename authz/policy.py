@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -17,14 +18,17 @@ import identity_headers
 from authz.config import RevocationOnError
 from authz.errors import (
     AuthzError,
+    ClaimMismatch,
     MissingGroup,
     MissingScope,
     MissingToken,
+    PrincipalNotAllowed,
     RevocationUnavailable,
     RouteMisconfigured,
     TokenExpired,
     TokenRevoked,
     TokenUseNotAllowed,
+    WrongAudience,
 )
 from authz.revocation import Confirmation
 from authz.routes import RouteSettings
@@ -65,16 +69,48 @@ class Decision:
 _DECISION_FIELDS = tuple(field.name for field in dataclasses.fields(Decision) if field.compare)
 
 
+MetadataValue = str | tuple[str, ...]
+
+
+def caller_metadata(caller: VerifiedToken) -> tuple[tuple[str, MetadataValue], ...]:
+    """The dynamic metadata of an allow (identity_headers.METADATA_KEYS, in order): only what the identity headers
+    carry, and the pool."""
+    values = (
+        caller.sub,
+        caller.principal,
+        caller.client_id,
+        caller.token_use,
+        caller.pool_id,
+        caller.groups,
+        caller.scopes,
+    )
+    return tuple(zip(identity_headers.METADATA_KEYS, values, strict=True))
+
+
+def as_text(key: str, value: MetadataValue) -> str:
+    """A value as a header carries it (an identity header, or metadata on a transport whose metadata are strings):
+    groups comma-joined, a group holding the comma left out; scopes space-joined; "" for an empty list."""
+    if isinstance(value, str):
+        return value
+    if key == "groups":
+        return identity_headers.GROUPS_SEPARATOR.join(
+            item for item in value if identity_headers.GROUPS_SEPARATOR not in item
+        )
+    return identity_headers.SCOPES_SEPARATOR.join(value)
+
+
 class Policy:
     def __init__(
         self,
         *,
         header_prefix: str = identity_headers.DEFAULT_PREFIX,
+        claim_headers: Sequence[str] = (),
         realm: str = "api",
         on_unconfirmed: RevocationOnError = RevocationOnError.ALLOW,
     ) -> None:
-        """on_unconfirmed: what a token Cognito did not confirm in time gets (AUTHZ_REVOCATION_ON_ERROR)."""
-        self.identity_headers = identity_headers.header_names(header_prefix)
+        """claim_headers: the AUTHZ_CLAIM_HEADERS header names, in the order of a VerifiedToken's claim_headers values;
+        on_unconfirmed: what a token Cognito did not confirm in time gets (AUTHZ_REVOCATION_ON_ERROR)."""
+        self.identity_headers = identity_headers.header_names(header_prefix) + tuple(claim_headers)
         self._realm = realm
         self._on_unconfirmed = on_unconfirmed
         self._anonymous = Decision(
@@ -91,10 +127,16 @@ class Policy:
             return self.deny(verdict)
         if verdict.token_use not in route.token_uses:
             return self.deny_caller(TokenUseNotAllowed, verdict)
+        if route.audiences and route.audiences.isdisjoint(verdict.audiences):
+            return self.deny_caller(WrongAudience, verdict)
+        if verdict.principal not in route.principals:
+            return self.deny_caller(PrincipalNotAllowed, verdict)
         if route.groups and route.groups.isdisjoint(verdict.groups):
             return self.deny_caller(MissingGroup, verdict)
         if route.scopes and not route.scopes.issubset(verdict.scopes):
             return self.deny_caller(MissingScope, verdict)
+        if not all(condition.holds(verdict.claim(condition.name)) for condition in route.claims):
+            return self.deny_caller(ClaimMismatch, verdict)
         return self._allow(verdict)
 
     def with_revocation(self, allowed: Decision, confirmation: Confirmation) -> Decision:
@@ -131,12 +173,12 @@ class Policy:
             token.username or "",
             # A group name holding the separator cannot be told apart in the joined header, so it is left out of
             # the header (routes still match it by its full name).
-            identity_headers.GROUPS_SEPARATOR.join(
-                group for group in token.groups if identity_headers.GROUPS_SEPARATOR not in group
-            ),
-            identity_headers.SCOPES_SEPARATOR.join(token.scopes),
+            as_text("groups", token.groups),
+            as_text("scopes", token.scopes),
             token.client_id,
             token.token_use,
+            token.principal,
+            *token.claim_headers,
         )
         pairs = tuple(zip(self.identity_headers, values, strict=True))
         return Decision(

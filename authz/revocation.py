@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from authz.cache import TokenCache, token_digest
 from authz.errors import MustWait
 from authz.tokens import VerifiedToken
+from identity_headers import PRINCIPAL_USER
 
 ADMIN_SCOPE = "aws.cognito.signin.user.admin"
 # GetUser's answers that mean "Cognito no longer honours this token": revoked by a global sign-out or a
@@ -82,8 +83,9 @@ Lookup = Callable[[str, str], Status]
 
 
 def confirmable(token: VerifiedToken) -> bool:
-    """Whether GetUser can judge this token: an access token with the admin scope."""
-    return token.token_use == "access" and ADMIN_SCOPE in token.scopes
+    """Whether GetUser can judge this token: a user's access token with the admin scope (an app client's token has
+    no user to get, whatever scopes a trigger gave it)."""
+    return token.token_use == "access" and token.principal == PRINCIPAL_USER and ADMIN_SCOPE in token.scopes
 
 
 class Deferral(enum.Enum):

@@ -29,18 +29,25 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jsonschema
 import yaml
 
 from authz.errors import RouteMisconfigured
+from authz.tokens import claim_json
+from identity_headers import PRINCIPAL_CLIENT, PRINCIPAL_USER
 
 log = logging.getLogger("authz.routes")
 
 _TOKEN_USES = {"access": frozenset({"access"}), "id": frozenset({"id"}), "any": frozenset({"access", "id"})}
+_PRINCIPALS = {
+    "user": frozenset({PRINCIPAL_USER}),
+    "client": frozenset({PRINCIPAL_CLIENT}),
+    "any": frozenset({PRINCIPAL_USER, PRINCIPAL_CLIENT}),
+}
 _REVOCATION = {"check": True, "skip": False}
-_KEYS = frozenset({"auth", "token_use", "groups", "scopes", "revocation"})
+_KEYS = frozenset({"auth", "token_use", "principal", "groups", "scopes", "audiences", "claims", "revocation"})
 
 
 class Auth(enum.StrEnum):
@@ -50,20 +57,46 @@ class Auth(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimCondition:
+    """What a route demands of one claim: that the token has it (`accepted` None), or that its value is one of
+    `accepted` (canonical JSON, tokens.claim_json, so 1 and 1.0 are one value and "1" another)."""
+
+    name: str
+    accepted: frozenset[str] | None = None
+
+    def holds(self, value: str | None) -> bool:
+        """Whether the token's value (canonical JSON; None: the token lacks the claim) meets the condition."""
+        if value is None or value == "null":
+            return False
+        return self.accepted is None or value in self.accepted
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSettings:
     """What a route demands."""
 
     auth: Auth = Auth.REQUIRED
     token_uses: frozenset[str] = frozenset({"access"})
-    # Any of these groups (cognito:groups); all of these scopes (scope).
+    # Which kinds of caller (identity_headers.PRINCIPAL_USER, PRINCIPAL_CLIENT).
+    principals: frozenset[str] = _PRINCIPALS["any"]
+    # Any of these groups (cognito:groups); all of these scopes (scope); any of these audiences (an access token's
+    # aud: its resource binding).
     groups: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
+    audiences: frozenset[str] = frozenset()
+    # Every one of these must hold.
+    claims: tuple[ClaimCondition, ...] = ()
     # Confirm the token with Cognito (revocation=check), never (skip), or as the server is configured (None).
     revocation: bool | None = None
 
     @property
     def auth_required(self) -> bool:
         return self.auth is Auth.REQUIRED
+
+    @property
+    def claim_names(self) -> frozenset[str]:
+        """The claims the conditions ask about."""
+        return frozenset(condition.name for condition in self.claims)
 
 
 class _BadSetting(Exception):
@@ -74,9 +107,18 @@ class _BadSetting(Exception):
 
 
 def _settings(
-    auth: str, token_use: str, groups: frozenset[str], scopes: frozenset[str], revocation: str | None
+    *,
+    auth: str = "required",
+    token_use: str = "access",  # noqa: S107 - a token kind, not a secret
+    principal: str = "any",
+    groups: frozenset[str] = frozenset(),
+    scopes: frozenset[str] = frozenset(),
+    audiences: frozenset[str] = frozenset(),
+    claims: Mapping[str, Any] | None = None,
+    revocation: str | None = None,
 ) -> RouteSettings:
-    """Settings from their values as either source gives them; _BadSetting names the key at fault."""
+    """Settings from their values as either source gives them (claims already checked against the schema's
+    claims); _BadSetting names the key at fault."""
     try:
         auth_value = Auth(auth)
     except ValueError:
@@ -84,20 +126,56 @@ def _settings(
     token_uses = _TOKEN_USES.get(token_use)
     if token_uses is None:
         raise _BadSetting("token_use", f"token_use must be access, id or any, not {token_use!r}")
-    if (groups or scopes) and auth_value is not Auth.REQUIRED:
-        # A route that lets anonymous callers in would give a group or scope rule no meaning.
-        key = "groups" if groups else "scopes"
-        raise _BadSetting(key, f"{key} need auth: required (an anonymous caller has none)")
-    if scopes and "access" not in token_uses:
-        raise _BadSetting("scopes", "scopes need access tokens (id tokens carry no scope)")
+    principals = _PRINCIPALS.get(principal)
+    if principals is None:
+        raise _BadSetting("principal", f"principal must be user, client or any, not {principal!r}")
+    conditions = tuple(_condition(name, condition) for name, condition in sorted((claims or {}).items()))
+    demands = {
+        "principal": principal != "any",
+        "groups": bool(groups),
+        "scopes": bool(scopes),
+        "audiences": bool(audiences),
+        "claims": bool(conditions),
+    }
+    if auth_value is not Auth.REQUIRED:
+        # A route that lets anonymous callers in would give any rule about the caller no meaning.
+        for key, demanded in demands.items():
+            if demanded:
+                verb = "needs" if key == "principal" else "need"
+                raise _BadSetting(key, f"{key} {verb} auth: required (an anonymous caller has none)")
+    for key in ("scopes", "audiences"):
+        if demands[key] and "access" not in token_uses:
+            raise _BadSetting(key, f"{key} need access tokens (an id token carries no {key[:-1]} of its own)")
+    if PRINCIPAL_USER not in principals:
+        # Only access tokens speak for app clients (tokens.principal_of), and a client is in no group.
+        if token_uses != _TOKEN_USES["access"]:
+            raise _BadSetting("principal", "principal: client needs token_use: access (id tokens are users')")
+        if groups:
+            raise _BadSetting("groups", "groups never match principal: client (an app client is in no group)")
     revocation_value = None
     if revocation is not None:
         revocation_value = _REVOCATION.get(revocation)
         if revocation_value is None:
             raise _BadSetting("revocation", f"revocation must be check or skip, not {revocation!r}")
     return RouteSettings(
-        auth=auth_value, token_uses=token_uses, groups=groups, scopes=scopes, revocation=revocation_value
+        auth=auth_value,
+        token_uses=token_uses,
+        principals=principals,
+        groups=groups,
+        scopes=scopes,
+        audiences=audiences,
+        claims=conditions,
+        revocation=revocation_value,
     )
+
+
+def _condition(name: str, condition: Mapping[str, Any]) -> ClaimCondition:
+    """A claim condition as the schema allows it: {present: true}, {equals: VALUE} or {one_of: [VALUE, ...]}."""
+    if "equals" in condition:
+        return ClaimCondition(name, frozenset({claim_json(condition["equals"])}))
+    if "one_of" in condition:
+        return ClaimCondition(name, frozenset(claim_json(value) for value in condition["one_of"]))
+    return ClaimCondition(name)
 
 
 # ------------------------------------------------------------------------------------------ context_extensions
@@ -119,14 +197,30 @@ def _parsed_settings(items: tuple[tuple[str, str], ...]) -> RouteSettings:
         raise RouteMisconfigured(key=sorted(unknown)[0])
     try:
         return _settings(
-            values.get("auth", "required"),
-            values.get("token_use", "access"),
-            _names(values, "groups", ","),
-            _names(values, "scopes", ", "),
-            values.get("revocation"),
+            auth=values.get("auth", "required"),
+            token_use=values.get("token_use", "access"),
+            principal=values.get("principal", "any"),
+            groups=_names(values, "groups", ","),
+            scopes=_names(values, "scopes", ", "),
+            audiences=_names(values, "audiences", ", "),
+            claims=_claims_json(values),
+            revocation=values.get("revocation"),
         )
     except _BadSetting as error:
         raise RouteMisconfigured(key=error.key) from None
+
+
+def _claims_json(values: Mapping[str, str]) -> dict[str, Any] | None:
+    """The `claims` conditions of context_extensions: the route table's `claims` mapping, written as JSON."""
+    if "claims" not in values:
+        return None
+    try:
+        claims = json.loads(values["claims"])
+    except ValueError:
+        raise RouteMisconfigured(key="claims") from None
+    if not _claims_validator().is_valid(claims):
+        raise RouteMisconfigured(key="claims")
+    return cast(dict[str, Any], claims)
 
 
 def _names(values: Mapping[str, str], key: str, separators: str) -> frozenset[str]:
@@ -171,6 +265,16 @@ def _validator() -> jsonschema.protocols.Validator:
     validator_class = jsonschema.validators.validator_for(document)
     validator_class.check_schema(document)
     validator: jsonschema.protocols.Validator = validator_class(document)
+    return validator
+
+
+@functools.cache
+def _claims_validator() -> jsonschema.protocols.Validator:
+    """The schema's `claims` alone, for the conditions context_extensions carry."""
+    document = schema()
+    validator: jsonschema.protocols.Validator = jsonschema.validators.validator_for(document)(
+        {"$schema": document["$schema"], "$defs": document["$defs"], "$ref": "#/$defs/claims"}
+    )
     return validator
 
 
@@ -357,11 +461,14 @@ def _table_settings(entry: Mapping[str, Any], source: str, line: Callable[[str],
     """The settings of a rule (or the default); line(key) is the line a key is written on."""
     try:
         return _settings(
-            entry.get("auth", "required"),
-            entry.get("token_use", "access"),
-            frozenset(entry.get("groups", ())),
-            frozenset(entry.get("scopes", ())),
-            entry.get("revocation"),
+            auth=entry.get("auth", "required"),
+            token_use=entry.get("token_use", "access"),
+            principal=entry.get("principal", "any"),
+            groups=frozenset(entry.get("groups", ())),
+            scopes=frozenset(entry.get("scopes", ())),
+            audiences=frozenset(entry.get("audiences", ())),
+            claims=entry.get("claims"),
+            revocation=entry.get("revocation"),
         )
     except _BadSetting as error:
         raise RoutesError(source, line(error.key), error.problem) from None
@@ -416,7 +523,13 @@ def _most_specific(error: jsonschema.ValidationError) -> jsonschema.ValidationEr
     return best
 
 
-_TYPE_NAMES = {"array": "a list", "object": "a mapping", "string": "a string"}
+_TYPE_NAMES = {
+    "array": "a list",
+    "object": "a mapping",
+    "string": "a string",
+    "number": "a number",
+    "boolean": "a boolean",
+}
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -436,7 +549,18 @@ def _describe(error: jsonschema.ValidationError) -> str:
         case "oneOf" if error.absolute_path and error.absolute_path[-1] == "match":
             return f"{where}: a match needs exactly one of path or prefix"
         case "type":
-            return f"{where}: must be {_TYPE_NAMES.get(str(schema_value), str(schema_value))}, not {_shown(error.instance)}"
+            kinds = [
+                _TYPE_NAMES.get(kind, f"a {kind}")
+                for kind in ([schema_value] if isinstance(schema_value, str) else schema_value)
+            ]
+            expected = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+            return f"{where}: must be {expected}, not {_shown(error.instance)}"
+        case "const":
+            return f"{where}: must be {_shown(schema_value)}, not {_shown(error.instance)}"
+        case "minProperties" | "maxProperties" if "one_of" in _rule_properties(error):
+            return f"{where}: needs exactly one of present, equals or one_of"
+        case "minProperties":
+            return f"{where}: must name at least one"
         case "enum":
             choices = ", ".join(str(choice) for choice in schema_value)
             return f"{where}: must be one of {choices}, not {_shown(error.instance)}"
@@ -456,6 +580,12 @@ _PATTERN_NAMES = {
     "^[A-Z]+$": "an upper-case method name",
     "^[!#-\\[\\]-~]+$": "a scope (printable ASCII, no space, quote or backslash)",
 }
+
+
+def _rule_properties(error: jsonschema.ValidationError) -> Mapping[str, Any]:
+    """The properties the schema at fault names (none for a schema that is not a mapping)."""
+    at_fault: Any = error.schema
+    return at_fault.get("properties", {}) if isinstance(at_fault, dict) else {}
 
 
 def _shown(value: object) -> str:

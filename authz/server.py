@@ -85,6 +85,7 @@ def build_verifier(
         leeway_seconds=settings.leeway_seconds,
         max_token_bytes=settings.max_token_bytes,
         cache_size=settings.cache_size,
+        claim_headers=tuple(claim for claim, _ in settings.claim_headers),
         clock=clock,
         on_cache=metrics.record_cache if metrics else None,
     )
@@ -178,7 +179,10 @@ def build_authorizer(
     authorizer = Authorizer(
         verifier=verifier,
         policy=Policy(
-            header_prefix=settings.header_prefix, realm=settings.realm, on_unconfirmed=settings.revocation_on_error
+            header_prefix=settings.header_prefix,
+            claim_headers=tuple(header for _, header in settings.claim_headers),
+            realm=settings.realm,
+            on_unconfirmed=settings.revocation_on_error,
         ),
         metrics=metrics,
         max_token_bytes=settings.max_token_bytes,

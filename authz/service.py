@@ -18,6 +18,7 @@ from concurrent import futures
 from typing import cast
 
 import grpc
+from google.protobuf.struct_pb2 import Value
 from google.protobuf.wrappers_pb2 import BoolValue
 
 from authz._proto.envoy.config.core.v3 import base_pb2
@@ -26,11 +27,9 @@ from authz._proto.envoy.type.v3 import http_status_pb2
 from authz._proto.google.rpc import status_pb2
 from authz.authorizer import MEMO_SIZE, Answering, Authorizer, RequestFacts
 from authz.cache import remember
-from authz.policy import Decision
+from authz.policy import Decision, caller_metadata
 
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
-# The key of the caller's sub in an allow's dynamic_metadata (Envoy: %DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%).
-CALLER_METADATA_KEY = "sub"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 # Older Envoys honour only the deprecated `append` flag (envoyproxy/envoy#42857): set both so all agree.
 _NO_APPEND = BoolValue(value=False)
@@ -134,9 +133,15 @@ def _allow_response(decision: Decision) -> external_auth_pb2.CheckResponse:
     for option, (_, value) in zip(response.ok_response.headers, decision.upstream_headers, strict=True):
         option.header.value = value
     if decision.identity is not None:
-        # The caller for Envoy's access log (`user`): the ext_authz filter emits this as its dynamic metadata, which
-        # only authz can write, where a request header is whatever the client sent until ext_authz replaced it.
-        response.dynamic_metadata.fields[CALLER_METADATA_KEY].string_value = decision.identity.sub
+        # The caller for the rest of Envoy (the access log's `user`, a rate limit per caller): the ext_authz filter
+        # emits this as its dynamic metadata, which only authz can write, where a request header is whatever the
+        # client sent until ext_authz replaced it.
+        fields = response.dynamic_metadata.fields
+        for key, metadata in caller_metadata(decision.identity):
+            if isinstance(metadata, str):
+                fields[key].string_value = metadata
+            else:
+                fields[key].list_value.values.extend(Value(string_value=item) for item in metadata)
     return response
 
 

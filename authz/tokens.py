@@ -17,8 +17,9 @@ import json
 import math
 import re
 import sys
+import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -31,6 +32,7 @@ from authz.errors import (
     InvalidClaim,
     MalformedAuthorization,
     MalformedToken,
+    RouteMisconfigured,
     TokenExpired,
     TokenNotYetValid,
     TokenTooLarge,
@@ -40,7 +42,7 @@ from authz.errors import (
     WrongClient,
     WrongTokenUse,
 )
-from identity_headers import GROUPS_SEPARATOR, MAX_VALUE_BYTES, SCOPES_SEPARATOR
+from identity_headers import GROUPS_SEPARATOR, MAX_VALUE_BYTES, PRINCIPAL_CLIENT, PRINCIPAL_USER, SCOPES_SEPARATOR
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 # Header parameters that would let a token pick its own key or demand semantics we do not implement.
@@ -63,6 +65,8 @@ _HEADER_SAFE = re.compile(r"(?!\s)[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]
 _FAR_FUTURE = 2**62
 # How long a permanent failure is remembered for a given token.
 NEGATIVE_TTL_SECONDS = 60.0
+# The most distinct claims route conditions may ask about: each is kept of every verified token.
+MAX_KEPT_CLAIMS = 64
 
 
 class KeySource(Protocol):
@@ -81,6 +85,22 @@ class VerifiedToken:
     groups: tuple[str, ...]
     scopes: tuple[str, ...]
     expires_at: float
+    # PRINCIPAL_USER, or PRINCIPAL_CLIENT for an app client's own token (principal_of says how it is told).
+    principal: str = PRINCIPAL_USER
+    # An access token's aud (a resource binding): the resources it was issued for; () when it names none.
+    audiences: tuple[str, ...] = ()
+    # The claims a route condition asks about (TokenVerifier.keep_claims), as (name, canonical JSON), by name; a
+    # claim the token lacks is not here.
+    claims: tuple[tuple[str, str], ...] = ()
+    # The value of each AUTHZ_CLAIM_HEADERS header, in their order ("": the caller has none, or none safe to send).
+    claim_headers: tuple[str, ...] = ()
+
+    def claim(self, name: str) -> str | None:
+        """A kept claim's canonical JSON (claim_json), or None when the token lacks it."""
+        for key, value in self.claims:
+            if key == name:
+                return value
+        return None
 
 
 def bearer_token(authorization: str, max_bytes: int) -> str:
@@ -109,12 +129,19 @@ class TokenVerifier:
         leeway_seconds: float = 0,
         max_token_bytes: int = 16_384,
         cache_size: int = 0,
+        claim_headers: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         on_cache: Callable[[bool], None] | None = None,
     ) -> None:
-        """issuers maps each trusted issuer URL to its pool id; key_sources maps it to that pool's keys."""
+        """issuers maps each trusted issuer URL to its pool id; key_sources maps it to that pool's keys;
+        claim_headers names the claims whose header values (claim_header_value) each VerifiedToken carries."""
         if set(issuers) != set(key_sources):
             raise ValueError("every issuer needs exactly one key source")
+        self._claim_headers = tuple(claim_headers)
+        # The claims route conditions ask about: only these are kept of a token (a verdict cache of whole payloads
+        # would hold every token's every claim). keep_claims() adds to them.
+        self._kept: frozenset[str] = frozenset()
+        self._kept_lock = threading.Lock()
         self._issuers = dict(issuers)
         self._key_sources = dict(key_sources)
         self._client_ids = frozenset(client_ids)
@@ -127,6 +154,18 @@ class TokenVerifier:
         # Permanent rejections by token digest, for NEGATIVE_TTL_SECONDS: a replayed bad token costs no crypto
         # either. Bounded separately (a tenth), so a flood of junk cannot evict the good tokens.
         self._rejected: TokenCache[AuthzError] = TokenCache(cache_size // 10 or cache_size, clock)
+
+    def keep_claims(self, names: frozenset[str]) -> None:
+        """Keep these claims of every token from now on, for route conditions. Tokens verified before a new name
+        was added lack it, so they are verified afresh. Cheap when the names are kept already (every Check of a
+        route with conditions calls this). RouteMisconfigured past MAX_KEPT_CLAIMS names in all."""
+        if names <= self._kept:
+            return
+        with self._kept_lock:
+            if len(self._kept | names) > MAX_KEPT_CLAIMS:
+                raise RouteMisconfigured(key="claims")
+            self._kept = self._kept | names
+            self._verified.clear()
 
     def cached(self) -> tuple[int, int]:
         """How many verified and rejected tokens the caches hold now (each bounded by its size)."""
@@ -150,22 +189,26 @@ class TokenVerifier:
             # A fresh copy each time: one instance raised again and again would grow a chain of tracebacks.
             raise copy.copy(rejected)
         self._report_cache(False)
+        kept = self._kept
         try:
-            verified = self._verify_uncached(token, wait=wait)
+            verified = self._verify_uncached(token, wait=wait, kept=kept)
         except AuthzError as error:
             if error.permanent:
                 # A copy: the raised instance's traceback would keep the token alive in the cache.
                 self._rejected.put(digest, copy.copy(error), self._clock() + NEGATIVE_TTL_SECONDS)
             raise
-        # The entry dies at exp; during any leeway after it the token is simply verified afresh.
-        self._verified.put(digest, verified, verified.expires_at)
+        # The entry dies at exp; during any leeway after it the token is simply verified afresh. One verified while
+        # keep_claims added a name lacks it: it is not cached, so the next Check keeps it.
+        with self._kept_lock:
+            if kept is self._kept:
+                self._verified.put(digest, verified, verified.expires_at)
         return verified
 
     def _report_cache(self, hit: bool) -> None:
         if self._on_cache is not None:
             self._on_cache(hit)
 
-    def _verify_uncached(self, token: str, *, wait: bool) -> VerifiedToken:
+    def _verify_uncached(self, token: str, *, wait: bool, kept: frozenset[str]) -> VerifiedToken:
         encoded_header, encoded_payload, encoded_signature = _split(token)
         kid = _header_kids.get(encoded_header)
         if kid is None:
@@ -180,9 +223,9 @@ class TokenVerifier:
         signing_input = f"{encoded_header}.{encoded_payload}".encode("ascii")
         if not key.verify(signing_input, _b64decode(encoded_signature)):
             raise BadSignature()
-        return self._validate_claims(payload, pool_id=self._issuers[issuer])
+        return self._validate_claims(payload, pool_id=self._issuers[issuer], kept=kept)
 
-    def _validate_claims(self, claims: dict[str, Any], *, pool_id: str) -> VerifiedToken:
+    def _validate_claims(self, claims: dict[str, Any], *, pool_id: str, kept: frozenset[str]) -> VerifiedToken:
         now = self._clock()
         expires_at = _validate_exp(claims, now, self._leeway)
         _validate_not_before(claims, "nbf", now, self._leeway)
@@ -190,18 +233,31 @@ class TokenVerifier:
         token_use = _validate_token_use(claims)
         client_id = _validate_client(claims, token_use, self._client_ids)
         sub = _header_safe(claims.get("sub"), "sub")
-        username = _header_safe_string(claims, "username" if token_use == "access" else "cognito:username")
+        principal = principal_of(sub, client_id, token_use)
+        username: str | None
+        groups: tuple[str, ...]
+        if principal == PRINCIPAL_CLIENT:
+            # No user: whatever else the token says, it names no user and no groups.
+            username, groups = None, ()
+        else:
+            username = _header_safe_string(claims, "username" if token_use == "access" else "cognito:username")
+            groups = _validate_groups(claims)
         # The verdict cache holds up to AUTHZ_CACHE_SIZE of these: values most tokens share (client, token use,
-        # scopes, groups; the username that is the sub in email sign-in pools) are stored once, not per token.
+        # scopes, groups, audiences, claim header values; the username that is the sub in email sign-in pools) are
+        # stored once, not per token.
         return VerifiedToken(
             sub=sub,
             token_use=sys.intern(token_use),
             client_id=sys.intern(client_id),
             pool_id=pool_id,
             username=sub if username == sub else username,
-            groups=_shared(_validate_groups(claims)),
+            groups=_shared(groups),
             scopes=_shared(_validate_scopes(claims, token_use)),
             expires_at=expires_at,
+            principal=principal,
+            audiences=_shared(_validate_audiences(claims, token_use)),
+            claims=tuple((name, claim_json(claims[name])) for name in sorted(kept) if name in claims),
+            claim_headers=_shared(tuple(claim_header_value(claims.get(name)) for name in self._claim_headers)),
         )
 
 
@@ -216,6 +272,56 @@ def _shared(value: tuple[str, ...]) -> tuple[str, ...]:
     if shared is None:
         shared = remember(_shared_values, value, tuple(sys.intern(item) for item in value), limit=1024)
     return shared
+
+
+def principal_of(sub: str, client_id: str, token_use: str) -> str:
+    """Which kind of caller a verified token speaks for, from the two claims Cognito alone sets (a pre token
+    generation trigger can neither add, change nor suppress `sub` or `client_id`: Cognito Developer Guide, "Pre token
+    generation Lambda trigger", claims you can't modify). An access token from the client credentials grant (or
+    GetClientToken, "the same functionality as the OAuth2 client-credentials grant") has no user, and its `sub` is
+    the app client's own id; a user's `sub` is a UUID (Developer Guide, "Understanding the access token"), which can
+    never equal a client id (ClientIdType allows word characters and "+" only, no dashes). Id tokens are only ever
+    issued to users."""
+    if token_use == "access" and sub == client_id:
+        return PRINCIPAL_CLIENT
+    return PRINCIPAL_USER
+
+
+def claim_json(value: Any) -> str:
+    """A claim's value in one canonical JSON spelling, so equal values compare equal: object keys sorted, no
+    spaces, characters as themselves, and an integral number as an integer (JSON has one number type: 1.0 is 1)."""
+    return json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, list):
+        return [_canonical(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    return value
+
+
+def claim_header_value(value: Any) -> str:
+    """What an AUTHZ_CLAIM_HEADERS header carries for a claim's value; "" (the header is removed) for a claim the
+    token lacks, and for any value that could not be sent whole and safe: a string is sent as it is, a number or a
+    boolean as its JSON text, and a list of strings comma-joined as x-user-groups is (an item holding a comma is
+    left out, since it could not be told apart). An object, null, a list holding anything but strings, or any
+    value that is not header-safe (control characters, whitespace at an edge) or too long is never sent."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = claim_json(value) if isinstance(value, int) or math.isfinite(value) else ""
+    elif isinstance(value, list) and all(isinstance(item, str) and _HEADER_SAFE.fullmatch(item) for item in value):
+        text = GROUPS_SEPARATOR.join(item for item in value if GROUPS_SEPARATOR not in item)
+    else:
+        text = ""
+    if not text or not _HEADER_SAFE.fullmatch(text) or not _fits_a_header(text):
+        return ""
+    return text
 
 
 def verified_claims(token: str) -> dict[str, Any]:
@@ -365,6 +471,19 @@ def _validate_groups(claims: dict[str, Any]) -> tuple[str, ...]:
     if not _fits_a_header(GROUPS_SEPARATOR.join(groups)):
         raise InvalidClaim(claim="cognito:groups")
     return tuple(groups)
+
+
+def _validate_audiences(claims: dict[str, Any], token_use: str) -> tuple[str, ...]:
+    """An access token's `aud`: the resource it is bound to (Developer Guide, "Scopes, M2M, and resource servers",
+    resource binding: "Amazon Cognito sets the requested URI as the audience in the aud claim of the access token"),
+    one string, or (RFC 7519 4.1.3) a list of them. An id token's aud is its app client (_validate_client)."""
+    if token_use != "access" or "aud" not in claims:
+        return ()
+    aud = claims["aud"]
+    audiences = [aud] if isinstance(aud, str) else aud
+    if not isinstance(audiences, list) or not audiences or not all(isinstance(a, str) and a for a in audiences):
+        raise InvalidClaim(claim="aud")
+    return tuple(cast(list[str], audiences))
 
 
 def _validate_scopes(claims: dict[str, Any], token_use: str) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from identity_headers import (
     GROUPS,
     GROUPS_SEPARATOR,
     NAME,
+    PRINCIPAL,
     SCOPES,
     SCOPES_SEPARATOR,
     SUB,
@@ -31,7 +32,7 @@ from identity_headers import (
 # Values that are one token each (a Cognito sub is a UUID, a client id is alphanumeric, token use is a word).
 # A WSGI server joins a repeated header with ",", so a comma in one of these means the header came more than
 # once and we cannot tell which copy Envoy set: the request is treated as anonymous.
-_SINGLE_VALUED = (SUB, CLIENT_ID, TOKEN_USE)
+_SINGLE_VALUED = (SUB, CLIENT_ID, TOKEN_USE, PRINCIPAL)
 # HTTP's optional whitespace around a value and a list item (RFC 9110 section 5.6.1): the only whitespace trimmed
 # here. str.strip() would also take a no-break space (or, before decoding, the \x85 and \xa0 bytes that end many a
 # UTF-8 character, `管理者` among them) off a value, and authz never sets a value with whitespace at its edges.
@@ -48,6 +49,8 @@ class Identity:
     scopes: tuple[str, ...] = ()
     client_id: str | None = None
     token_use: str | None = None
+    # "user", or "client" for an app client calling on its own behalf (identity_headers.PRINCIPAL_CLIENT).
+    principal: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -57,6 +60,7 @@ class Identity:
             "scopes": list(self.scopes),
             "token_use": self.token_use,
             "client_id": self.client_id,
+            "principal": self.principal,
         }
 
 
@@ -77,6 +81,7 @@ def read_identity(headers: Headers | Mapping[str, str], prefix: str) -> Identity
         scopes=_split(values[SCOPES], SCOPES_SEPARATOR),
         client_id=values[CLIENT_ID] or None,
         token_use=values[TOKEN_USE] or None,
+        principal=values[PRINCIPAL] or None,
     )
 
 

@@ -12,9 +12,9 @@ Deliberately identical to authz/server.py, so the difference between the two is 
   for every Check that needs no network;
 - the same services: Authorization, grpc.health.v1 (Envoy health-checks the authz cluster; SERVING from the
   start here, as there are no keys to wait for) and reflection;
-- an allow of the same shape as a real one: status OK and six x-user-* headers, each with
-  OVERWRITE_IF_EXISTS_OR_ADD and `append: false`, as service.py sends them. The request is still parsed by
-  grpcio (the servicer receives a CheckRequest), only never read.
+- an allow of the same shape as a real one: status OK and seven x-user-* headers, each with
+  OVERWRITE_IF_EXISTS_OR_ADD and `append: false`, as service.py sends them, and the caller's dynamic metadata. The
+  request is still parsed by grpcio (the servicer receives a CheckRequest), only never read.
 
 Deliberately left out, because they are what the comparison measures: token parsing and verification, the
 verdict cache, the policy, and the per-Check metrics and decision log.
@@ -41,7 +41,7 @@ from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_
 from authz._proto.google.rpc import status_pb2
 from authz.config import Settings
 from authz.server import event_loop_thread, grpc_options
-from identity_headers import header_names
+from identity_headers import METADATA_KEYS, header_names
 
 SERVICE_NAME = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _GRACE_SECONDS = 1.0
@@ -57,6 +57,24 @@ IDENTITY_HEADERS = tuple(
             "aws.cognito.signin.user.admin",  # scopes
             "4f1client0allowed0000000",  # client-id
             "access",  # token-use
+            "user",  # principal
+        ),
+        strict=True,
+    )
+)
+
+
+CALLER_METADATA = dict(
+    zip(
+        METADATA_KEYS,
+        (
+            IDENTITY_HEADERS[0][1],  # sub
+            "user",  # principal
+            IDENTITY_HEADERS[4][1],  # client_id
+            "access",  # token_use
+            "ca-central-1_AbC123",  # pool
+            ["cruddur-users"],  # groups
+            ["aws.cognito.signin.user.admin"],  # scopes
         ),
         strict=True,
     )
@@ -64,7 +82,7 @@ IDENTITY_HEADERS = tuple(
 
 
 def _allow_response() -> external_auth_pb2.CheckResponse:
-    return external_auth_pb2.CheckResponse(
+    response = external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=0),
         ok_response=external_auth_pb2.OkHttpResponse(
             headers=[
@@ -77,6 +95,9 @@ def _allow_response() -> external_auth_pb2.CheckResponse:
             ],
         ),
     )
+    # The caller's dynamic metadata, as a real allow carries it (identity_headers.METADATA_KEYS).
+    response.dynamic_metadata.update(CALLER_METADATA)
+    return response
 
 
 class ConstantAllow(external_auth_pb2_grpc.AuthorizationServicer):

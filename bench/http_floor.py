@@ -15,8 +15,8 @@ two is only the work inside the request:
 - health apart from the authorization port, as authz's: GET /healthz on the health address, served by authz's own
   metrics endpoint on the same loop (200 from the start here: there are no keys to wait for), which Envoy's HTTP
   mode health-checks;
-- an allow of the same shape as a real one: 200, no body, and six x-user-* headers (bench.floor's). The request's
-  head is still parsed by granian, only never read.
+- an allow of the same shape as a real one: 200, no body, seven x-user-* headers (bench.floor's) and the caller's
+  metadata headers. The request's head is still parsed by granian, only never read.
 
 Deliberately left out, because they are what the comparison measures: reading the request, token parsing and
 verification, the verdict cache, the policy, the reply's memo, and the per-request metrics and decision log.
@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from authz.metrics_endpoint import MetricsEndpoint
 from authz.server import Transport, event_loop_thread, start_http_server
-from bench.floor import IDENTITY_HEADERS, _address
+from bench.floor import CALLER_METADATA, IDENTITY_HEADERS, _address
 
 _STOP_SECONDS = 5.0
 
@@ -47,7 +47,10 @@ class ConstantAllowHttp:
     """Answers every request with the same prebuilt allow."""
 
     def __init__(self) -> None:
-        self._headers = list(IDENTITY_HEADERS)
+        self._headers = [
+            *IDENTITY_HEADERS,
+            *((key, ",".join(value) if isinstance(value, list) else value) for key, value in CALLER_METADATA.items()),
+        ]
 
     async def __rsgi__(self, scope: Any, proto: Any) -> None:
         proto.response_empty(200, self._headers)

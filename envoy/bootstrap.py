@@ -1,7 +1,7 @@
 """The front proxy's configuration, written once as typed models (envoy-data-plane) and rendered per topology.
 
     python -m envoy.bootstrap local  [--envoy-port 8080 --admin-port 9901 --authz-port 9191 --backend-port 4567]
-                                     [--route-rules table|context_extensions]
+                                     [--route-rules table|context_extensions] [--user-rate-limit N]
                                      [--authz-transport grpc|http --authz-health-port 9192]
     python -m envoy.bootstrap compose            (regenerates envoy/envoy.compose.yaml, the docker-compose variant)
 
@@ -17,8 +17,11 @@ What every variant does, in request order:
    /api/health, CORS preflights and the pages (/, /web) skip the check. Every other route is checked, and its
    rules come from the authz server's route table (the stack's is stack/routes/routes.yaml) or, in the variant
    that sends them (RuleSource.CONTEXT_EXTENSIONS), from each route's context_extensions.
-4. The router sends allowed requests to the backend, which trusts only the identity headers set in step 3.
-5. The clusters behind steps 3 and 4: the authz replicas (outliers ejected at once) and the backend, whose idle
+4. With a per-caller limit (Topology.user_rate_limit), local_ratelimit gives each caller authz allowed, by the
+   verified sub in ext_authz's dynamic metadata, that many requests a second, and answers 429 past it; anonymous
+   requests are not limited by it.
+5. The router sends allowed requests to the backend, which trusts only the identity headers set in step 3.
+6. The clusters behind steps 3 and 5: the authz replicas (outliers ejected at once) and the backend, whose idle
    connections Envoy closes before the backend would.
 
 The code below follows the same order, under the same numbers.
@@ -66,6 +69,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     Node,
     RetryPolicy,
     RetryPolicyRetryHostPredicate,
+    RuntimeFractionalPercent,
     SocketAddress,
     SubstitutionFormatString,
 )
@@ -80,6 +84,10 @@ from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Liste
 from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
 from envoy_data_plane.envoy.config.route.v3 import (
     HeaderMatcher,
+    RateLimit,
+    RateLimitAction,
+    RateLimitActionMetaData,
+    RateLimitActionMetaDataSource,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -87,6 +95,11 @@ from envoy_data_plane.envoy.config.route.v3 import (
     VirtualHost,
 )
 from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
+from envoy_data_plane.envoy.extensions.common.ratelimit.v3 import (
+    LocalRateLimitDescriptor,
+    RateLimitDescriptorEntry,
+    XRateLimitHeadersRfcVersion,
+)
 from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
     AuthorizationResponse,
     CheckSettings,
@@ -96,6 +109,7 @@ from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import (
 )
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import HeaderMutation as HeaderMutationFilter
 from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import Mutations
+from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3 import LocalRateLimit
 from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManager,
@@ -112,7 +126,14 @@ from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
 )
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import HttpProtocolOptionsExplicitHttpConfig
 from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
-from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
+from envoy_data_plane.envoy.type.v3 import (
+    FractionalPercent,
+    FractionalPercentDenominatorType,
+    HttpStatus,
+    StatusCode,
+    TokenBucket,
+)
 from envoy_data_plane.google.protobuf import Any as AnyMessage
 from envoy_data_plane.google.protobuf import Struct
 
@@ -141,9 +162,10 @@ MAX_DOWNSTREAM_CONNECTIONS = 50_000
 # their values come out of the token's payload, at most 3/4 of its length: so a token at that size and the identity
 # it carries, 1 KiB for those headers' names, and 32 KiB for the request's other headers.
 MAX_REQUEST_HEADERS_KB = identity_headers.MAX_TOKEN_BYTES * 7 // 4 // 1024 + 1 + 32
-# The HTTP filters, in the order a request passes them (2, 3, then the router).
+# The HTTP filters, in the order a request passes them (2, 3, 4, then the router).
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
+LOCAL_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
 ROUTER = "envoy.filters.http.router"
 
 # The path as the access log shows it: without its query (url_path), and "-" for a path with parameters (;) or a
@@ -165,7 +187,7 @@ ACCESS_LOG_FORMAT = {
     "authz": "%RESPONSE_CODE_DETAILS%",
     "flags": "%RESPONSE_FLAGS%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    "user": f"%DYNAMIC_METADATA({EXT_AUTHZ}:sub)%",
+    "user": f"%DYNAMIC_METADATA({EXT_AUTHZ}:{identity_headers.METADATA_SUB})%",
     "user_agent": "%REQ(USER-AGENT)%",
     "duration_ms": "%DURATION%",
     "upstream": "%UPSTREAM_HOST%",
@@ -198,7 +220,7 @@ AUTHZ_RETRY_MAX_INTERVAL = AUTHZ_TIMEOUT
 #   The filter's top-level allowed_headers serves both transports; the deprecated
 #   http_service.authorization_request.allowed_headers is the same list, and setting both is refused. Per-route
 #   context_extensions are not sent in HTTP mode (CheckSettings: "only applied to ... grpc_service").
-# - 200 is an allow: the reply headers allowed_upstream_headers names are set on the upstream request (replacing a
+# - 200 is an allow: the reply headers allowed_upstream_headers matches are set on the upstream request (replacing a
 #   header of that name), and the comma-separated names in x-envoy-auth-headers-to-remove are removed from it (as
 #   the gRPC headers_to_remove: not pseudo-headers or Host; invalid names are skipped with validate_mutations).
 #   No reply header reaches the client on an allow (allowed_client_headers_on_success is unset).
@@ -208,8 +230,9 @@ AUTHZ_RETRY_MAX_INTERVAL = AUTHZ_TIMEOUT
 # - A 5xx reply, a reset or a timeout is an error: STATUS_ON_ERROR with an empty body (the reply's body and headers
 #   are dropped), `ext_authz_error` in the access log. So a 5xx deny of the authz server (500 internal, 503 keys
 #   unavailable) reaches the client as Envoy's bare 503, where gRPC passes the server's JSON body on.
-# - dynamic_metadata_from_headers copies reply headers into the filter's dynamic metadata under their own names, so
-#   the access log finds the caller under `<prefix>sub` rather than gRPC's `sub`.
+# - dynamic_metadata_from_headers copies reply headers into the filter's dynamic metadata under their own names (as
+#   strings, and without forwarding them): authz's allow names them as gRPC's metadata keys, so the access log and
+#   the rate limit find the caller under `sub` whichever way Envoy asked (since Envoy 1.20).
 # HTTP/1.1, not h2c: granian serves both (--http auto), and neither is cheaper here (per denied Check, medians of 4
 # interleaved 5 s rounds of wrk -c32 through Envoy on a shared 2-core machine: authz ~130 us of CPU, Envoy ~115 us,
 # either way). HTTP/1.1 is what Envoy speaks to an upstream by default and what HTTP ext_authz servers are written
@@ -228,7 +251,19 @@ AUTHZ_HEALTH_PATH = "/healthz"
 # named here anyway since the contract needs it).
 DENY_CLIENT_HEADERS = ("www-authenticate", "content-type")
 
-# 5. The clusters.
+# 4. local_ratelimit, per caller. Each distinct sub gets its own token bucket (a descriptor entry without a value:
+# Envoy's dynamic descriptors, since 1.34), holding one second's worth of requests and refilled each second. The
+# buckets are an LRU of at most this many callers: one pushed out by others starts again with a full bucket, so the
+# bound is well above the callers one proxy sees within a second. The limit is per Envoy process (shared by its
+# worker threads), not per fleet.
+RATE_LIMIT_CALLERS = 100_000
+# The stack's limit (`make run`'s ENVOY_USER_RATE_LIMIT default, and compose's): well above what a person in the
+# pages sends, far below what a script can.
+DEFAULT_USER_RATE_LIMIT = 20
+RATE_LIMIT_FILL_INTERVAL = datetime.timedelta(seconds=1)
+RATE_LIMIT_STAT_PREFIX = "per_user"
+
+# 6. The clusters.
 # A connection to an upstream on the same host or compose network opens in well under a millisecond; one that takes
 # 250 ms is to a host that is gone, and failing it then leaves room for a retry inside AUTHZ_TIMEOUT.
 CONNECT_TIMEOUT = datetime.timedelta(milliseconds=250)
@@ -314,8 +349,12 @@ class Topology:
     # Transport.HTTP: each authz replica's metrics port, in the order of `authz`, where Envoy health-checks
     # AUTHZ_HEALTH_PATH (every path on the authorization port is a question about a request).
     authz_health_ports: Sequence[int] = ()
+    # Requests a second each caller authz allowed may make, keyed by the verified sub (step 4); 0: no such limit.
+    user_rate_limit: int = 0
 
     def __post_init__(self) -> None:
+        if self.user_rate_limit < 0:
+            raise ValueError("user_rate_limit is requests per second per caller, 0 for none")
         if self.authz_transport is Transport.HTTP:
             if len(self.authz_health_ports) != len(self.authz):
                 raise ValueError("Transport.HTTP needs one health (metrics) port per authz replica")
@@ -333,6 +372,7 @@ def local(
     route_rules: RuleSource = RuleSource.TABLE,
     authz_transport: Transport = Transport.GRPC,
     authz_health_ports: Sequence[int] = (),
+    user_rate_limit: int = 0,
 ) -> Topology:
     """Everything on loopback, as `make run` and the integration tests start it."""
     return Topology(
@@ -344,6 +384,7 @@ def local(
         route_rules=route_rules,
         authz_transport=authz_transport,
         authz_health_ports=tuple(authz_health_ports),
+        user_rate_limit=user_rate_limit,
     )
 
 
@@ -356,6 +397,7 @@ def compose() -> Topology:
         authz=(HostPort("authz", 9191),),
         backend=HostPort("backend", 4567),
         resolve_names=True,
+        user_rate_limit=DEFAULT_USER_RATE_LIMIT,
     )
 
 
@@ -417,6 +459,11 @@ def _listener(topology: Topology) -> Listener:
                     )
                 ),
             ),
+            *(
+                [HttpFilter(name=LOCAL_RATE_LIMIT, typed_config=AnyMessage.pack(per_user_rate_limit(topology)))]
+                if topology.user_rate_limit
+                else []
+            ),
             HttpFilter(name=ROUTER, typed_config=AnyMessage.pack(Router())),
         ],
         access_log=[_stdout_json_access_log(topology)],
@@ -434,19 +481,10 @@ def _listener(topology: Topology) -> Listener:
     )
 
 
-def caller_metadata_key(topology: Topology) -> str:
-    """Where the ext_authz filter's dynamic metadata holds the sub of the caller authz allowed: gRPC's allow names it
-    `sub` (authz.service.CALLER_METADATA_KEY); HTTP mode copies the reply's sub header under its own name."""
-    if topology.authz_transport is Transport.HTTP:
-        return topology.identity_header_prefix + identity_headers.SUB
-    return "sub"
-
-
 def _stdout_json_access_log(topology: Topology) -> AccessLog:
     """One JSON line per request on stdout, in ACCESS_LOG_FORMAT (the CEL formatter, which Envoy always enables,
-    writes its path), with the caller where the topology's transport leaves it."""
-    fields = {**ACCESS_LOG_FORMAT, "user": f"%DYNAMIC_METADATA({EXT_AUTHZ}:{caller_metadata_key(topology)})%"}
-    log_format = SubstitutionFormatString(json_format=Struct.from_dict(fields))
+    writes its path)."""
+    log_format = SubstitutionFormatString(json_format=Struct.from_dict(ACCESS_LOG_FORMAT))
     return AccessLog(
         name="envoy.access_loggers.stdout", typed_config=AnyMessage.pack(StdoutAccessLog(log_format=log_format))
     )
@@ -495,15 +533,16 @@ def ext_authz(
 def _http_service(identity_header_prefix: str) -> HttpService:
     """Envoy's HTTP mode: ask the authz cluster with the request itself, and pass on exactly the identity headers
     (upstream, on an allow) or the deny's headers (to the client)."""
-    identity = tuple(identity_header_prefix + field for field in identity_headers.FIELDS)
     return HttpService(
         # Envoy sends to the cluster and keeps the client's Host; the URI itself routes nothing.
         server_uri=HttpUri(uri=f"http://{AUTHZ_CLUSTER}", cluster=AUTHZ_CLUSTER, timeout=AUTHZ_TIMEOUT),
         # path_prefix stays empty: the authz server reads the path the route table matches, as the client sent it.
         authorization_response=AuthorizationResponse(
-            allowed_upstream_headers=_exact_names(identity),
+            # Every identity header, the built-in ones and any AUTHZ_CLAIM_HEADERS names (all under the prefix).
+            allowed_upstream_headers=ListStringMatcher(patterns=[StringMatcher(prefix=identity_header_prefix)]),
             allowed_client_headers=_exact_names(DENY_CLIENT_HEADERS),
-            dynamic_metadata_from_headers=_exact_names((identity_header_prefix + identity_headers.SUB,)),
+            # The caller's metadata, under the keys gRPC's allow gives it.
+            dynamic_metadata_from_headers=_exact_names(identity_headers.METADATA_KEYS),
         ),
         # An authz reply is an answer whatever its status, so only a Check that never got one is retried (a 5xx is
         # an error either way, see above).
@@ -533,7 +572,54 @@ def _exact_names(names: Sequence[str]) -> ListStringMatcher:
     return ListStringMatcher(patterns=[StringMatcher(exact=name) for name in names])
 
 
-# 4. The routes: where ext_authz is off, what the authz server demands elsewhere, and the backend behind every one.
+# 4. local_ratelimit: a caller who floods is answered 429, others are not slowed.
+
+
+def per_user_rate_limit(topology: Topology) -> LocalRateLimit:
+    """topology.user_rate_limit requests a second per verified sub, from the ext_authz filter's dynamic metadata
+    (which only authz writes, after the client's own x-user-* headers are gone). A request without a sub (a public
+    route, an anonymous caller, or one denied before this filter) makes no descriptor and is not limited here."""
+    per_second = topology.user_rate_limit
+    everyone = FractionalPercent(numerator=100, denominator=FractionalPercentDenominatorType.HUNDRED)
+    return LocalRateLimit(
+        stat_prefix=RATE_LIMIT_STAT_PREFIX,
+        # Enabled and enforced on every request (both default to 0%).
+        filter_enabled=RuntimeFractionalPercent(default_value=everyone),
+        filter_enforced=RuntimeFractionalPercent(default_value=everyone),
+        # Only per-caller buckets: the filter's own bucket (every request's, unless a descriptor matched) would be a
+        # limit on all traffic, which this is not.
+        always_consume_default_token_bucket=False,
+        rate_limits=[
+            RateLimit(
+                actions=[
+                    RateLimitAction(
+                        metadata=RateLimitActionMetaData(
+                            descriptor_key=identity_headers.METADATA_SUB,
+                            metadata_key=MetadataKey(
+                                key=EXT_AUTHZ, path=[MetadataKeyPathSegment(key=identity_headers.METADATA_SUB)]
+                            ),
+                            source=RateLimitActionMetaDataSource.DYNAMIC,
+                        )
+                    )
+                ]
+            )
+        ],
+        descriptors=[
+            LocalRateLimitDescriptor(
+                entries=[RateLimitDescriptorEntry(key=identity_headers.METADATA_SUB)],
+                token_bucket=TokenBucket(
+                    max_tokens=per_second, tokens_per_fill=per_second, fill_interval=RATE_LIMIT_FILL_INTERVAL
+                ),
+            )
+        ],
+        max_dynamic_descriptors=RATE_LIMIT_CALLERS,
+        # x-ratelimit-limit, -remaining and -reset on every limited response and the 429 itself, for the caller's
+        # own bucket: a client can pace itself.
+        enable_x_ratelimit_headers=XRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
+    )
+
+
+# 5. The routes: where ext_authz is off, what the authz server demands elsewhere, and the backend behind every one.
 
 
 @dataclass(frozen=True)
@@ -619,7 +705,7 @@ def _route(api_route: ApiRoute, rules: RuleSource) -> Route:
     )
 
 
-# 5. The clusters: the authz replicas ext_authz asks, and the backend the routes send to.
+# 6. The clusters: the authz replicas ext_authz asks, and the backend the routes send to.
 
 
 def authz_cluster(topology: Topology) -> Cluster:
@@ -771,6 +857,9 @@ def main(argv: list[str] | None = None) -> int:
     local_parser.add_argument(
         "--authz-health-port", type=int, action="append", help="HTTP transport: each replica's metrics port (9192)"
     )
+    local_parser.add_argument(
+        "--user-rate-limit", type=int, default=0, help="requests a second per caller (by verified sub); 0: no limit"
+    )
     compose_parser = sub.add_parser("compose", help="write envoy/envoy.compose.yaml")
     compose_parser.add_argument("--stdout", action="store_true", help="print instead of writing the file")
     args = parser.parse_args(argv)
@@ -784,6 +873,7 @@ def main(argv: list[str] | None = None) -> int:
             route_rules=args.route_rules,
             authz_transport=args.authz_transport,
             authz_health_ports=(args.authz_health_port or (9192,)) if args.authz_transport is Transport.HTTP else (),
+            user_rate_limit=args.user_rate_limit,
         )
         print(json.dumps(render(topology), indent=2))
     elif args.stdout:

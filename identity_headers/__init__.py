@@ -24,7 +24,18 @@ GROUPS = "groups"  # comma-joined
 SCOPES = "scopes"  # space-joined
 CLIENT_ID = "client-id"
 TOKEN_USE = "token-use"
-FIELDS = (SUB, NAME, GROUPS, SCOPES, CLIENT_ID, TOKEN_USE)
+PRINCIPAL = "principal"  # which kind of caller: PRINCIPAL_USER or PRINCIPAL_CLIENT
+FIELDS = (SUB, NAME, GROUPS, SCOPES, CLIENT_ID, TOKEN_USE, PRINCIPAL)
+# A person signed in to the pool, or an app client on its own (an OAuth 2.0 client credentials grant).
+PRINCIPAL_USER = "user"
+PRINCIPAL_CLIENT = "client"
+
+# The caller as the rest of Envoy sees it: on an allow, authz's dynamic metadata for the ext_authz filter (namespace
+# envoy.filters.http.ext_authz) holds these keys, over gRPC as a Struct (groups and scopes as lists), over HTTP as
+# reply headers of these names that Envoy copies (groups and scopes joined as their identity headers are). Envoy's
+# access log and its per-caller rate limit read `sub`. Nothing secret, never the token.
+METADATA_SUB = "sub"
+METADATA_KEYS = (METADATA_SUB, "principal", "client_id", "token_use", "pool", "groups", "scopes")
 GROUPS_SEPARATOR = ","
 SCOPES_SEPARATOR = " "  # the ASCII space only (RFC 6749 section 3.3), never another Unicode space
 
@@ -73,7 +84,7 @@ MAX_TOKEN_BYTES = 128 * 1024
 
 
 def header_names(prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
-    """The six header names for a prefix, in FIELDS order."""
+    """The built-in header names for a prefix, in FIELDS order."""
     return tuple(prefix + field for field in FIELDS)
 
 

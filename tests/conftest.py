@@ -89,6 +89,25 @@ def access_claims(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in claims.items() if v is not None}
 
 
+def client_claims(**overrides: Any) -> dict[str, Any]:
+    """Claims shaped like the access token of an app client's client credentials grant (or GetClientToken): no
+    user, so no username, groups or origin_jti; its sub is the client's id; only resource-server scopes."""
+    claims = {
+        "sub": CLIENT_ID,
+        "token_use": "access",
+        "scope": "reports-api/read reports-api/write",
+        "auth_time": int(NOW) - 60,
+        "iss": ISSUER,
+        "exp": int(NOW) + 3600,
+        "iat": int(NOW) - 60,
+        "version": 2,
+        "jti": "5e6f7a8b-aaaa-4bbb-8ccc-000000000003",
+        "client_id": CLIENT_ID,
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
 def id_claims(**overrides: Any) -> dict[str, Any]:
     """Claims shaped like a Cognito id token's."""
     claims = {

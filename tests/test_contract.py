@@ -16,9 +16,10 @@ import yaml
 import identity_headers
 from authz.authorizer import loggable_path as authz_loggable_path
 from authz.config import ConfigError, Settings
+from authz.http import reply
 from authz.policy import Policy
 from authz.routes import RouteSettings
-from authz.service import CALLER_METADATA_KEY
+from authz.service import _response
 from authz.tokens import VerifiedToken
 from backend import create_app
 from backend.access_log import loggable_path as backend_loggable_path
@@ -92,6 +93,7 @@ def test_backend_defaults_to_the_defined_prefix_and_reads_every_defined_header()
         identity.scopes,
         identity.client_id,
         identity.token_use,
+        identity.principal,
     ) == (
         CALLER.sub,
         CALLER.username,
@@ -99,6 +101,7 @@ def test_backend_defaults_to_the_defined_prefix_and_reads_every_defined_header()
         CALLER.scopes,
         CALLER.client_id,
         CALLER.token_use,
+        CALLER.principal,
     )
 
 
@@ -130,7 +133,33 @@ def test_envoy_strips_the_defined_prefix_and_logs_the_caller_authz_names(rendere
     matcher = strip["typed_config"]["mutations"]["request_mutations"][0]["remove_on_match"]["key_matcher"]
     assert matcher == {"prefix": prefix, "ignore_case": True}
     access_log = manager["access_log"][0]["typed_config"]["log_format"]["json_format"]
-    assert access_log["user"] == f"%DYNAMIC_METADATA({bootstrap.EXT_AUTHZ}:{CALLER_METADATA_KEY})%"
+    assert access_log["user"] == f"%DYNAMIC_METADATA({bootstrap.EXT_AUTHZ}:{identity_headers.METADATA_SUB})%"
+
+
+def test_authz_writes_the_caller_metadata_where_envoy_reads_it():
+    """An allow's gRPC dynamic_metadata has exactly the defined keys; the HTTP reply carries them as headers, which
+    Envoy's HTTP mode copies into metadata by exactly those names (and does not forward, being outside the prefix);
+    the per-caller rate limit keys on the defined sub."""
+    allow = Policy().decide(CALLER, RouteSettings())
+    assert set(_response(allow).dynamic_metadata.fields) == set(identity_headers.METADATA_KEYS)
+    _, headers, _ = reply(allow)
+    assert [name for name, _ in headers if name in identity_headers.METADATA_KEYS] == list(
+        identity_headers.METADATA_KEYS
+    )
+    http = bootstrap.render(bootstrap.local(authz_transport=bootstrap.Transport.HTTP, authz_health_ports=(9192,)))
+    manager = http["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    [ext_authz] = [f for f in manager["http_filters"] if f["name"] == bootstrap.EXT_AUTHZ]
+    response = ext_authz["typed_config"]["http_service"]["authorization_response"]
+    assert [p["exact"] for p in response["dynamic_metadata_from_headers"]["patterns"]] == list(
+        identity_headers.METADATA_KEYS
+    )
+    assert response["allowed_upstream_headers"]["patterns"] == [{"prefix": identity_headers.DEFAULT_PREFIX}]
+    assert not any(key.startswith(identity_headers.DEFAULT_PREFIX) for key in identity_headers.METADATA_KEYS)
+    limited = bootstrap.render(bootstrap.local(user_rate_limit=5))
+    manager = limited["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    [rate_limit] = [f for f in manager["http_filters"] if f["name"] == bootstrap.LOCAL_RATE_LIMIT]
+    [action] = rate_limit["typed_config"]["rate_limits"][0]["actions"]
+    assert action["metadata"]["metadata_key"]["path"] == [{"key": identity_headers.METADATA_SUB}]
 
 
 # ---------------------------------------------------------------------------------------------- stack, bench
@@ -157,7 +186,7 @@ def test_the_local_stack_hands_all_three_parts_one_prefix(tmp_path: Path, monkey
 
 
 def test_the_bench_floor_replies_with_the_defined_headers():
-    """The constant-reply floor the bench compares against sets the same six headers as a real allow."""
+    """The constant-reply floor the bench compares against sets the same headers as a real allow."""
     assert tuple(name for name, _ in FLOOR_HEADERS) == identity_headers.header_names()
 
 

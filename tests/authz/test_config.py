@@ -322,6 +322,37 @@ def test_bad_header_prefix_is_blamed_on_the_prefix_variable(prefix: str) -> None
     assert config_error(env(AUTHZ_HEADER_PREFIX=prefix)).variable == "AUTHZ_HEADER_PREFIX"
 
 
+def test_claim_headers_map_claims_to_headers_under_the_identity_prefix() -> None:
+    """AUTHZ_CLAIM_HEADERS: claim=header pairs in order, spaces around them ignored, under the configured prefix."""
+    settings = Settings.from_env(env(AUTHZ_CLAIM_HEADERS=" custom:tenant_id=x-user-tenant , custom:plan=x-user-plan,"))
+    assert settings.claim_headers == (("custom:tenant_id", "x-user-tenant"), ("custom:plan", "x-user-plan"))
+    other = Settings.from_env(env(AUTHZ_HEADER_PREFIX="x-caller-", AUTHZ_CLAIM_HEADERS="custom:plan=x-caller-plan"))
+    assert other.claim_headers == (("custom:plan", "x-caller-plan"),)
+    assert Settings.from_env(env()).claim_headers == ()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "custom:plan=x-plan",  # outside the prefix: the front proxy would not strip a client's copy
+        "custom:plan=x-user-",
+        "custom:plan=X-User-Plan",
+        "custom:plan=x-user-sub",  # a built-in one
+        "custom:plan=x-user-principal",
+        "custom:plan=x-user-plan,custom:tier=x-user-plan",
+        "custom:plan",
+        "=x-user-plan",
+        "custom:plan=",
+        "custom plan=x-user-plan",
+        "custom:plan=x-user-pl an",
+    ],
+)
+def test_a_claim_header_that_could_be_forged_or_collide_is_a_configuration_error(value: str) -> None:
+    """A mapped header outside the identity prefix, a built-in or repeated one, or a malformed pair: ConfigError
+    naming AUTHZ_CLAIM_HEADERS (exit 2)."""
+    assert config_error(env(AUTHZ_CLAIM_HEADERS=value)).variable == "AUTHZ_CLAIM_HEADERS"
+
+
 @pytest.mark.parametrize("level", ["TRACE", "verbose", "CRITICAL", "10"])
 def test_bad_log_level_is_blamed_on_the_log_level_variable(level: str) -> None:
     """A log level other than DEBUG, INFO, WARNING or ERROR is a ConfigError naming AUTHZ_LOG_LEVEL."""

@@ -16,7 +16,7 @@ import identity_headers
 from authz.http import HEADERS_TO_REMOVE
 from authz.server import RunningServer, Transport, run_server
 from stack.processes import free_port
-from tests.conftest import FakeClock, JwksServer, access_claims, mint, settings_for, wait_for
+from tests.conftest import CLIENT_ID, POOL_ID, FakeClock, JwksServer, access_claims, mint, settings_for, wait_for
 
 ROUTES = """\
 routes:
@@ -66,6 +66,24 @@ def test_an_allow_is_200_with_the_identity_headers_and_the_ones_to_remove(served
     assert reply.headers["x-user-sub"] == access_claims()["sub"]
     assert reply.headers["x-user-token-use"] == "access"
     assert reply.headers[HEADERS_TO_REMOVE] == "x-user-groups"
+
+
+def test_an_allow_names_the_caller_for_envoys_metadata_in_headers_of_grpcs_keys(served):
+    """Envoy's HTTP mode turns reply headers into dynamic metadata by name: the allow carries the caller's sub,
+    kind, client, token use, pool and scopes under gRPC's metadata keys (an empty list, here groups, is left out),
+    and an anonymous allow carries none."""
+    reply = ask(served, token=mint())
+    assert {key: reply.headers.get(key) for key in identity_headers.METADATA_KEYS} == {
+        "sub": access_claims()["sub"],
+        "principal": "user",
+        "client_id": CLIENT_ID,
+        "token_use": "access",
+        "pool": POOL_ID,
+        "groups": None,
+        "scopes": access_claims()["scope"],
+    }
+    anonymous = ask(served, "/api/activities/home")
+    assert not any(key in anonymous.headers for key in identity_headers.METADATA_KEYS)
 
 
 def test_an_anonymous_allow_removes_every_identity_header(served):

@@ -400,18 +400,24 @@ def test_routes_explain_prints_what_the_rule_demands(table_file):
         'decided by:  rule 4, line 9: {"match": {"prefix": "/api/admin"}, "groups": ["admins", "ops"]}',
         "auth:        required (no valid token: 401)",
         "token_use:   access (another token: 401)",
+        "principal:   user or client",
         "groups:      any of admins,ops (in none of them: 403)",
         "scopes:      none demanded",
+        "audiences:   none demanded",
+        "claims:      none demanded",
         "revocation:  as the server is configured (AUTHZ_REVOCATION)",
     ]
     assert explain(table_file, "GET", "/api/tenants/7", "x.example.com:443")[2:] == [
         "auth:        required (no valid token: 401)",
         "token_use:   access,id (another token: 401)",
+        "principal:   user or client",
         "groups:      none demanded",
         "scopes:      none demanded",
+        "audiences:   none demanded",
+        "claims:      none demanded",
         "revocation:  check (the token is confirmed with Cognito's GetUser)",
     ]
-    assert explain(table_file, "GET", "/api/reports/q3")[5] == "scopes:      all of reports/read (one missing: 403)"
+    assert explain(table_file, "GET", "/api/reports/q3")[6] == "scopes:      all of reports/read (one missing: 403)"
     assert explain(table_file, "GET", "/api/activities/home")[2] == (
         "auth:        optional (no token: allowed as anonymous; a token that is sent must be valid, else 401)"
     )
@@ -427,8 +433,11 @@ def test_routes_explain_falls_to_the_default(table_file):
         "decided by:  no rule matches: the default",
         "auth:        required (no valid token: 401)",
         "token_use:   access (another token: 401)",
+        "principal:   user or client",
         "groups:      none demanded",
         "scopes:      none demanded",
+        "audiences:   none demanded",
+        "claims:      none demanded",
         "revocation:  as the server is configured (AUTHZ_REVOCATION)",
     ]
 

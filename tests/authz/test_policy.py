@@ -41,7 +41,7 @@ def policy() -> Policy:
 
 
 def test_allow_sets_every_identity_header_with_a_value(policy):
-    """An allowed access token sets sub, name, groups, scopes, client id and token use headers."""
+    """An allowed user's access token sets sub, name, groups, scopes, client id, token use and principal headers."""
     decision = policy.decide(token(), RouteSettings())
     assert decision.allowed and decision.grpc_code == 0 and decision.reason == "ok"
     assert dict(decision.upstream_headers) == {
@@ -51,6 +51,7 @@ def test_allow_sets_every_identity_header_with_a_value(policy):
         "x-user-scopes": "aws.cognito.signin.user.admin feed/read",
         "x-user-client-id": "client-1",
         "x-user-token-use": "access",
+        "x-user-principal": "user",
     }
     assert decision.removed_headers == ()
 
@@ -58,7 +59,12 @@ def test_allow_sets_every_identity_header_with_a_value(policy):
 def test_identity_headers_without_a_value_are_removed(policy):
     """A caller with no groups, scopes or username gets those headers removed, so a client copy cannot pass."""
     decision = policy.decide(token(groups=(), scopes=(), username=None), RouteSettings())
-    assert set(dict(decision.upstream_headers)) == {"x-user-sub", "x-user-client-id", "x-user-token-use"}
+    assert set(dict(decision.upstream_headers)) == {
+        "x-user-sub",
+        "x-user-client-id",
+        "x-user-token-use",
+        "x-user-principal",
+    }
     assert set(decision.removed_headers) == {"x-user-name", "x-user-groups", "x-user-scopes"}
 
 
@@ -142,6 +148,67 @@ def test_scopes_must_all_be_present(policy):
     assert policy.decide(token(), route_settings({"scopes": "feed/read"})).allowed
     decision = policy.decide(token(), route_settings({"scopes": "feed/read feed/write"}))
     assert (decision.http_status, decision.reason) == (403, "missing_scope")
+
+
+def test_a_client_token_is_refused_where_only_users_may_call_and_the_other_way_round(policy):
+    """principal: user turns an app client away, principal: client a user, each 403 principal_not_allowed with an
+    insufficient_scope challenge; any (the default) takes both."""
+    client = token(principal="client", username=None, groups=(), scopes=("reports-api/read",))
+    for caller, route in ((client, {"principal": "user"}), (token(), {"principal": "client"})):
+        decision = policy.decide(caller, route_settings(route))
+        assert (decision.http_status, decision.reason) == (403, "principal_not_allowed")
+        assert 'error="insufficient_scope"' in dict(decision.response_headers)["www-authenticate"]
+    assert policy.decide(client, route_settings({"principal": "client", "scopes": "reports-api/read"})).allowed
+    assert policy.decide(client, RouteSettings()).allowed and policy.decide(token(), RouteSettings()).allowed
+
+
+def test_a_clients_allow_says_client_and_sends_no_name_or_groups(policy):
+    """An app client's allow: x-user-principal client, its scopes and client id; no x-user-name or x-user-groups
+    (both removed, so a copy a client sent cannot pass)."""
+    client = token(sub="client-1", principal="client", username=None, groups=(), scopes=("reports-api/read",))
+    decision = policy.decide(client, RouteSettings())
+    assert dict(decision.upstream_headers) == {
+        "x-user-sub": "client-1",
+        "x-user-scopes": "reports-api/read",
+        "x-user-client-id": "client-1",
+        "x-user-token-use": "access",
+        "x-user-principal": "client",
+    }
+    assert set(decision.removed_headers) == {"x-user-name", "x-user-groups"}
+
+
+def test_an_access_token_not_bound_to_the_routes_resource_is_401_wrong_audience(policy):
+    """audiences: any of them in the token's aud; a token bound elsewhere, or to nothing, gets 401 invalid_token
+    (ask for a token for this resource), and a route without the rule takes either."""
+    route = route_settings({"audiences": "https://api.example.com https://other.example.com"})
+    assert policy.decide(token(audiences=("https://other.example.com",)), route).allowed
+    for audiences in ((), ("https://evil.example.com",), ("https://api.example.com/",)):
+        decision = policy.decide(token(audiences=audiences), route)
+        assert (decision.http_status, decision.reason) == (401, "wrong_audience")
+        assert 'error="invalid_token"' in dict(decision.response_headers)["www-authenticate"]
+        assert "api.example.com" not in decision.body
+    assert policy.decide(token(), RouteSettings()).allowed
+
+
+def test_a_failed_claim_condition_is_403_claim_mismatch_naming_nothing(policy):
+    """Every claim condition must hold; a missing or other value is 403 claim_mismatch with a static body."""
+    route = route_settings({"claims": json.dumps({"custom:plan": {"one_of": ["pro", "team"]}, "t": {"present": True}})})
+    assert policy.decide(token(claims=(("custom:plan", '"team"'), ("t", '"x"'))), route).allowed
+    for claims in ((("custom:plan", '"free"'), ("t", '"x"')), (("custom:plan", '"pro"'),), ()):
+        decision = policy.decide(token(claims=claims), route)
+        assert (decision.http_status, decision.reason) == (403, "claim_mismatch")
+        assert "pro" not in decision.body and "custom:plan" not in decision.body
+
+
+def test_claim_headers_are_set_with_a_value_and_removed_without_one():
+    """AUTHZ_CLAIM_HEADERS headers follow the built-in ones: set when the token gave a value, removed otherwise
+    (also for an anonymous caller)."""
+    policy = Policy(claim_headers=("x-user-tenant", "x-user-plan"))
+    decision = policy.decide(token(claim_headers=("t-42", "")), RouteSettings())
+    assert dict(decision.upstream_headers)["x-user-tenant"] == "t-42"
+    assert "x-user-plan" in decision.removed_headers and "x-user-plan" not in dict(decision.upstream_headers)
+    anonymous = policy.decide(None, route_settings({"auth": "optional"}))
+    assert {"x-user-tenant", "x-user-plan"} <= set(anonymous.removed_headers)
 
 
 def test_route_misconfiguration_is_403_without_challenge(policy):

@@ -61,6 +61,17 @@ def test_route_settings_parse_every_key():
         ({"auth": "optional", "groups": "admins"}, "groups"),
         ({"auth": "optional", "scopes": "feed/read"}, "scopes"),
         ({"token_use": "id", "scopes": "feed/read"}, "scopes"),
+        ({"principal": "robot"}, "principal"),
+        ({"principal": "client", "token_use": "any"}, "principal"),
+        ({"principal": "client", "groups": "admins"}, "groups"),
+        ({"auth": "optional", "principal": "user"}, "principal"),
+        ({"audiences": " "}, "audiences"),
+        ({"token_use": "id", "audiences": "https://api.example.com"}, "audiences"),
+        ({"claims": "plan=pro"}, "claims"),
+        ({"claims": "{}"}, "claims"),
+        ({"claims": '{"plan": {"equals": ["pro"]}}'}, "claims"),
+        ({"claims": '{"plan": {"present": true, "equals": "pro"}}'}, "claims"),
+        ({"auth": "optional", "claims": '{"plan": {"present": true}}'}, "claims"),
     ],
 )
 def test_unknown_or_contradictory_route_settings_are_a_configuration_error(extensions, key):
@@ -68,6 +79,57 @@ def test_unknown_or_contradictory_route_settings_are_a_configuration_error(exten
     with pytest.raises(errors.RouteMisconfigured) as caught:
         route_settings(extensions)
     assert caught.value.key == key
+
+
+def test_principal_audiences_and_claims_from_context_extensions_mean_what_the_table_says():
+    """principal, audiences (space or comma list) and claims (the table's mapping, as JSON) read the same from
+    context_extensions as from a table rule; principal defaults to any, so existing routes are unchanged."""
+    assert route_settings({}).principals == frozenset({"user", "client"})
+    extensions = {
+        "principal": "client",
+        "scopes": "reports-api/read",
+        "audiences": "https://a.example.com, https://b.example.com",
+        "claims": json.dumps({"custom:plan": {"one_of": ["pro", "team"]}, "custom:tenant_id": {"present": True}}),
+    }
+    rule = parse_table(
+        "routes:\n"
+        "  - match: {prefix: /reports}\n"
+        "    principal: client\n"
+        "    scopes: [reports-api/read]\n"
+        "    audiences: [https://a.example.com, https://b.example.com]\n"
+        "    claims: {custom:plan: {one_of: [pro, team]}, custom:tenant_id: {present: true}}\n",
+        "routes.yaml",
+    ).rules[0]
+    assert route_settings(extensions) == rule.settings
+    assert rule.settings.principals == frozenset({"client"})
+    assert rule.settings.claim_names == frozenset({"custom:plan", "custom:tenant_id"})
+
+
+@pytest.mark.parametrize(
+    "condition, value, holds",
+    [
+        ({"present": True}, '"anything"', True),
+        ({"present": True}, "0", True),
+        ({"present": True}, "null", False),
+        ({"present": True}, None, False),
+        ({"equals": "pro"}, '"pro"', True),
+        ({"equals": "pro"}, '"Pro"', False),
+        ({"equals": "pro"}, '["pro"]', False),
+        ({"equals": 1}, "1", True),
+        ({"equals": 1.0}, "1", True),
+        ({"equals": 1}, '"1"', False),
+        ({"equals": True}, "true", True),
+        ({"equals": True}, "1", False),
+        ({"one_of": ["pro", "team"]}, '"team"', True),
+        ({"one_of": ["pro", "team"]}, '"free"', False),
+        ({"one_of": ["pro", "team"]}, None, False),
+    ],
+)
+def test_a_claim_condition_compares_json_values_exactly(condition, value, holds):
+    """present: the claim is there and not null; equals / one_of: the same JSON value (1 is 1.0, never "1" or
+    true), strings compared exactly."""
+    [parsed] = route_settings({"claims": json.dumps({"c": condition})}).claims
+    assert parsed.holds(value) is holds
 
 
 def test_route_revocation_check_skip_or_default():
@@ -213,6 +275,20 @@ def test_rules_carry_their_settings_as_context_extensions_would():
         ("routes:\n  - match: {path: /x, hosts: ['a.*.com']}\n", 2, "not a host name"),
         ("routes:\n  - match: {path: /x}\n  - match: {path: /y}\n    surprise: 1\n", 3, "unknown key"),
         ("routes: {}\n", 1, "must be a list"),
+        ("routes:\n  - match: {path: /x}\n    principal: robot\n", 3, "principal"),
+        ("routes:\n  - match: {path: /x}\n    principal: client\n    groups: [a]\n", 4, "an app client is in no"),
+        ("routes:\n  - match: {path: /x}\n    principal: client\n    token_use: id\n", 3, "principal: client needs"),
+        ("routes:\n  - match: {path: /x}\n    auth: optional\n    principal: user\n", 4, "needs auth: required"),
+        ("routes:\n  - match: {path: /x}\n    audiences: []\n", 3, "at least one"),
+        ("routes:\n  - match: {path: /x}\n    token_use: id\n    audiences: [a]\n", 4, "audiences need access"),
+        ("routes:\n  - match: {path: /x}\n    claims: {}\n", 3, "must name at least one"),
+        ("routes:\n  - match: {path: /x}\n    claims: {plan: pro}\n", 3, "must be a mapping"),
+        ("routes:\n  - match: {path: /x}\n    claims: {plan: {}}\n", 3, "exactly one of present, equals"),
+        ("routes:\n  - match: {path: /x}\n    claims: {plan: {is: pro}}\n", 3, "unknown key is"),
+        ("routes:\n  - match: {path: /x}\n    claims: {plan: {present: false}}\n", 3, "must be true"),
+        ("routes:\n  - match: {path: /x}\n    claims: {plan: {equals: {a: 1}}}\n", 3, "a string, a number or"),
+        ("routes:\n  - match: {path: /x}\n    claims: {plan: {one_of: []}}\n", 3, "at least one"),
+        ("routes:\n  - match: {path: /x}\n    auth: none\n    claims: {p: {present: true}}\n", 4, "need auth"),
         ("unexpected: 1\nroutes: []\n", 1, "unknown key"),
     ],
 )

@@ -35,6 +35,7 @@ from tests.conftest import (
     JwksServer,
     ScriptedLookup,
     access_claims,
+    client_claims,
     health_status,
     id_claims,
     jwks_document,
@@ -507,3 +508,51 @@ def test_a_server_allows_an_updated_issuer_token_and_denies_one_of_another_regio
         other = UPDATED.replace(REGION, "us-west-2")
         denied = check(addr, token=mint(access_claims(iss=other)), path="/api/me")
         assert (denied["allowed"], denied["http_status"]) == (False, 401)
+
+
+# ---------------------------------------------------------------- machine tokens, audiences, custom claims
+
+KINDS_ROUTES = """\
+routes:
+  - match: {prefix: /reports}
+    principal: client
+    scopes: [reports-api/read]
+  - match: {prefix: /api/me}
+    principal: user
+  - match: {prefix: /bound}
+    audiences: [https://api.example.com]
+  - match: {prefix: /pro}
+    claims: {custom:plan: {one_of: [pro, team]}}
+"""
+
+
+def test_the_server_tells_kinds_audiences_and_claims_apart_as_its_settings_say(jwks_server, tmp_path):
+    """Through the server as it runs (gRPC Check, a route table, AUTHZ_CLAIM_HEADERS): an app client's token reaches
+    its route and says so, a user's does not, and the reverse; a bound token reaches the bound route, an unbound one
+    gets 401; a claim condition admits only its values, even for a token verified before the condition was first
+    asked; a mapped claim rides in its header, and one the caller lacks is removed."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(KINDS_ROUTES)
+    settings = settings_for(jwks_server.url, routes_file=str(routes), claim_headers=(("custom:plan", "x-user-plan"),))
+    client = mint(client_claims(**{"custom:plan": "pro"}))
+    user = mint(access_claims(**{"custom:plan": "free"}))
+    with run_server(settings, clock=FakeClock()) as server:
+        assert wait_for(lambda: server.refresher.ready)
+        addr = f"127.0.0.1:{server.port}"
+
+        def status(token: str, path: str) -> int | None:
+            answer = check(addr, token=token, path=path)
+            return None if answer["allowed"] else answer["http_status"]
+
+        reports = check(addr, token=client, path="/reports/daily")
+        assert reports["allowed"] and reports["upstream_headers"]["x-user-principal"] == "client"
+        assert reports["upstream_headers"]["x-user-plan"] == "pro"
+        assert {"x-user-name", "x-user-groups"} <= set(reports["headers_to_remove"])
+        assert status(user, "/reports/daily") == 403
+        assert status(user, "/api/me") is None and status(client, "/api/me") == 403
+        bound = mint(access_claims(aud="https://api.example.com"))
+        assert status(bound, "/bound") is None and status(user, "/bound") == 401
+        assert status(client, "/pro") is None and status(user, "/pro") == 403
+        me = check(addr, token=user, path="/api/me")
+        assert me["upstream_headers"]["x-user-plan"] == "free"
+        assert "x-user-plan" in check(addr, token=bound, path="/api/me")["headers_to_remove"]

@@ -13,6 +13,7 @@ from contextlib import closing
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from authz._proto.envoy.config.core.v3 import base_pb2
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
@@ -302,9 +303,20 @@ def test_route_demanding_revocation_on_a_server_without_it_is_denied(harness):
 
 
 def test_an_allow_names_the_caller_in_dynamic_metadata_and_an_anonymous_one_does_not(harness):
-    """Envoy's access log takes the caller from the allow's dynamic metadata (only authz writes it): the sub of a
-    verified caller, nothing for an anonymous one."""
-    response, _ = harness.check(check_request(token=mint()))
-    assert dict(response.dynamic_metadata) == {"sub": access_claims()["sub"]}
+    """Envoy's access log and rate limit take the caller from the allow's dynamic metadata (only authz writes it):
+    the verified caller's sub, kind, client, token use, pool, groups and scopes (lists), never the token; nothing for
+    an anonymous caller."""
+    token = mint(access_claims(**{"cognito:groups": ["admins", "staff"], "scope": "feed/read feed/write"}))
+    response, _ = harness.check(check_request(token=token))
+    assert json_format.MessageToDict(response.dynamic_metadata) == {
+        "sub": access_claims()["sub"],
+        "principal": "user",
+        "client_id": CLIENT_ID,
+        "token_use": "access",
+        "pool": POOL_ID,
+        "groups": ["admins", "staff"],
+        "scopes": ["feed/read", "feed/write"],
+    }
+    assert token not in str(response)
     anonymous, _ = harness.check(check_request(context={"auth": "optional"}))
     assert anonymous.status.code == 0 and not anonymous.HasField("dynamic_metadata")

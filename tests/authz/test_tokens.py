@@ -22,6 +22,7 @@ from authz.errors import (
     KeysUnavailable,
     MalformedAuthorization,
     MalformedToken,
+    RouteMisconfigured,
     TokenExpired,
     TokenNotYetValid,
     TokenTooLarge,
@@ -33,7 +34,7 @@ from authz.errors import (
     WrongTokenUse,
 )
 from authz.jwks import JwksCache
-from authz.tokens import TokenVerifier, VerifiedToken, bearer_token
+from authz.tokens import MAX_KEPT_CLAIMS, TokenVerifier, VerifiedToken, bearer_token, claim_header_value
 from identity_headers import MAX_VALUE_BYTES
 from tests.conftest import (
     CLIENT_ID,
@@ -47,6 +48,7 @@ from tests.conftest import (
     FakeClock,
     access_claims,
     b64url,
+    client_claims,
     encode_segment,
     id_claims,
     jwks_document,
@@ -101,6 +103,7 @@ def build_harness(
     leeway: float = LEEWAY,
     cache_size: int = 100,
     max_token_bytes: int = MAX_TOKEN_BYTES,
+    claim_headers: tuple[str, ...] = (),
 ) -> Harness:
     clock = FakeClock(NOW)
     served = ServedJwks(jwks if jwks is not None else jwks_document())
@@ -113,6 +116,7 @@ def build_harness(
         max_token_bytes=max_token_bytes,
         clock=clock,
         cache_size=cache_size,
+        claim_headers=claim_headers,
     )
     return Harness(verifier, keys, served, clock)
 
@@ -933,6 +937,140 @@ def test_valid_id_token_yields_its_identity(harness: Harness) -> None:
         scopes=(),
         expires_at=claims["exp"],
     )
+
+
+# --- app clients (client credentials) ---------------------------------------------------------------------
+
+
+def test_an_app_clients_own_access_token_is_a_client_principal_with_no_user(harness: Harness) -> None:
+    """A client credentials token (sub is the app client's id) verifies as principal client: its scopes, no
+    username and no groups."""
+    claims = client_claims()
+    assert harness.verify(mint(claims)) == VerifiedToken(
+        sub=CLIENT_ID,
+        token_use="access",
+        client_id=CLIENT_ID,
+        pool_id=POOL_ID,
+        username=None,
+        groups=(),
+        scopes=("reports-api/read", "reports-api/write"),
+        expires_at=claims["exp"],
+        principal="client",
+    )
+
+
+def test_a_client_token_never_carries_a_user_or_groups_whatever_its_claims_say(harness: Harness) -> None:
+    """Cognito puts no user in a client token; one that names a username or groups anyway is still the client's,
+    and neither reaches a header or a group rule."""
+    verified = harness.verify(mint(client_claims(username="andrew", **{"cognito:groups": ["admins"]})))
+    assert (verified.principal, verified.username, verified.groups) == ("client", None, ())
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        access_claims(),  # a user's sub is a UUID, never a client id
+        access_claims(username=None),  # no username alone does not make a client
+        id_claims(sub=CLIENT_ID),  # id tokens are only ever a user's
+    ],
+    ids=["user-access", "no-username", "id-token-with-client-sub"],
+)
+def test_only_an_access_token_whose_sub_is_its_client_is_a_client(harness: Harness, claims: dict[str, Any]) -> None:
+    """The kind is read from Cognito's own sub and client_id, not guessed from a missing username."""
+    assert harness.verify(mint(claims)).principal == "user"
+
+
+# --- audiences (resource binding) -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "aud, audiences",
+    [
+        ("https://api.example.com", ("https://api.example.com",)),
+        (["https://a.example.com", "https://b.example.com"], ("https://a.example.com", "https://b.example.com")),
+        (MISSING, ()),
+    ],
+    ids=["one", "list", "none"],
+)
+def test_an_access_tokens_aud_is_its_audiences(harness: Harness, aud: Any, audiences: tuple[str, ...]) -> None:
+    """An access token bound to a resource names it in aud (one, or a list); one without aud has none."""
+    assert harness.verify(mint(edited(access_claims(), aud=aud))).audiences == audiences
+
+
+@pytest.mark.parametrize("aud", [None, "", [], [""], ["https://a.example.com", 7], 7, {"a": "b"}])
+def test_a_malformed_aud_in_an_access_token_is_an_invalid_claim(harness: Harness, aud: Any) -> None:
+    """An aud that is not a non-empty string or list of them is refused, never read as no binding."""
+    with pytest.raises(InvalidClaim) as raised:
+        harness.verify(mint(edited(access_claims(), aud=aud)))
+    assert raised.value.claim == "aud"
+
+
+def test_an_id_tokens_aud_is_its_client_not_an_audience(harness: Harness) -> None:
+    """An id token's aud names its app client, so it binds it to no resource."""
+    assert harness.verify(mint(id_claims())).audiences == ()
+
+
+# --- custom claims: headers and conditions ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value, header",
+    [
+        ("acme", "acme"),
+        ("Zürich 東京", "Zürich 東京"),
+        (42, "42"),
+        (-1.5, "-1.5"),
+        (2.0, "2"),
+        (True, "true"),
+        (False, "false"),
+        (["pro", "team"], "pro,team"),
+        (["a,b", "c"], "c"),  # an item holding the separator is left out, as x-user-groups does
+        ([], ""),
+        ("", ""),
+        (None, ""),
+        ({"tier": "pro"}, ""),
+        ([1, 2], ""),
+        (["ok", ["nested"]], ""),
+        (["ok", " edge"], ""),
+        (" acme", ""),
+        ("acme\r\nx-user-sub: victim", ""),
+        ("tab\tin", ""),
+        ("\u2028", ""),
+        ("x" * (MAX_VALUE_BYTES + 1), ""),
+        (1e308 * 10, ""),
+    ],
+)
+def test_a_claims_header_value_is_sent_whole_and_safe_or_not_at_all(value: Any, header: str) -> None:
+    """Strings as they are, numbers and booleans as JSON text, string lists comma-joined; anything else, and any
+    value that is unsafe in a header or too long, is no value (the header is removed)."""
+    assert claim_header_value(value) == header
+
+
+def test_mapped_claims_ride_with_the_verified_identity() -> None:
+    """Each AUTHZ_CLAIM_HEADERS claim's header value comes with the identity, in order, "" for a missing one."""
+    harness = build_harness(claim_headers=("custom:tenant_id", "custom:plan", "custom:missing"))
+    token = mint(access_claims(**{"custom:tenant_id": "t-42", "custom:plan": ["pro", "team"]}))
+    assert harness.verify(token).claim_headers == ("t-42", "pro,team", "")
+    assert harness.verify(mint(client_claims(**{"custom:tenant_id": 7}))).claim_headers == ("7", "", "")
+
+
+def test_claims_asked_about_are_kept_even_for_tokens_verified_before(harness: Harness) -> None:
+    """Only claims a route condition names are kept (canonical JSON); naming a new one re-verifies tokens the cache
+    holds without it, so a condition never sees a stale absence."""
+    token = mint(access_claims(**{"custom:plan": "pro", "custom:seats": 5.0, "custom:other": "x"}))
+    assert harness.verify(token).claims == ()
+    harness.verifier.keep_claims(frozenset({"custom:plan", "custom:seats", "custom:absent"}))
+    verified = harness.verify(token)
+    assert verified.claims == (("custom:plan", '"pro"'), ("custom:seats", "5"))
+    assert (verified.claim("custom:plan"), verified.claim("custom:absent")) == ('"pro"', None)
+
+
+def test_route_conditions_may_not_ask_about_more_claims_than_the_bound(harness: Harness) -> None:
+    """Every kept claim is held for every cached token, so their number is bounded: past it, a misconfigured
+    route."""
+    harness.verifier.keep_claims(frozenset(f"c{index}" for index in range(MAX_KEPT_CLAIMS)))
+    with pytest.raises(RouteMisconfigured):
+        harness.verifier.keep_claims(frozenset({"one-more"}))
 
 
 # --- the verdict cache ------------------------------------------------------------------------------------

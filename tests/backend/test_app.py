@@ -33,6 +33,7 @@ IDENTITY = {
     "x-user-scopes": "aws.cognito.signin.user.admin feed/read",
     "x-user-client-id": "4f1client0allowed0000000",
     "x-user-token-use": "access",
+    "x-user-principal": "user",
 }
 PUBLIC_HANDLES = ["Andrew Brown", "Worf", "Garek"]
 
@@ -86,6 +87,7 @@ def test_me_returns_identity_with_group_and_scope_lists(client: FlaskClient) -> 
         "scopes": ["aws.cognito.signin.user.admin", "feed/read"],
         "token_use": "access",
         "client_id": "4f1client0allowed0000000",
+        "principal": "user",
     }
     assert "no-store" in response.headers["Cache-Control"]
 

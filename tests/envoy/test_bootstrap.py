@@ -66,6 +66,10 @@ def _cluster(document: dict, name: str) -> dict:
             authz_health_ports=(9192, 9194),
             identity_header_prefix="x-caller-",
         ),
+        bootstrap.local(user_rate_limit=5),
+        bootstrap.local(
+            authz_transport=bootstrap.Transport.HTTP, authz_ports=(9193,), authz_health_ports=(9192,), user_rate_limit=5
+        ),
     ],
     ids=str,
 )
@@ -298,26 +302,31 @@ def test_http_mode_asks_the_authz_cluster_with_the_path_as_sent_and_fails_closed
 
 @pytest.mark.parametrize("prefix", ["x-user-", "x-caller-"])
 def test_http_mode_passes_exactly_the_identity_headers_up_and_the_deny_headers_down(prefix: str):
-    """Upstream: exactly the six identity headers of the topology's prefix; to the client on a deny: exactly
-    www-authenticate and content-type (Envoy adds status, content-length and location itself); the caller's sub
-    becomes the dynamic metadata the access log names."""
+    """Upstream: every header under the topology's identity prefix (the built-in ones and any AUTHZ_CLAIM_HEADERS
+    names, all of which the front of the chain strips from clients); to the client on a deny: exactly
+    www-authenticate and content-type (Envoy adds status, content-length and location itself); the caller's
+    metadata headers become the dynamic metadata the access log names, under gRPC's keys."""
     topology = bootstrap.local(
         authz_transport=bootstrap.Transport.HTTP, identity_header_prefix=prefix, authz_health_ports=(9192,)
     )
     document = bootstrap.render(topology)
     response = _filters(document)[bootstrap.EXT_AUTHZ]["http_service"]["authorization_response"]
-    upstream = [pattern["exact"] for pattern in response["allowed_upstream_headers"]["patterns"]]
-    assert upstream == [prefix + field for field in identity_headers.FIELDS]
+    assert response["allowed_upstream_headers"] == {"patterns": [{"prefix": prefix}]}
+    assert _filters(document)[bootstrap.HEADER_MUTATION]["mutations"]["request_mutations"][0]["remove_on_match"][
+        "key_matcher"
+    ] == {"prefix": prefix, "ignore_case": True}
     assert [pattern["exact"] for pattern in response["allowed_client_headers"]["patterns"]] == [
         "www-authenticate",
         "content-type",
     ]
     assert "allowed_client_headers_on_success" not in response
     assert "allowed_upstream_headers_to_append" not in response
-    assert response["dynamic_metadata_from_headers"] == {"patterns": [{"exact": f"{prefix}sub"}]}
+    assert response["dynamic_metadata_from_headers"] == {
+        "patterns": [{"exact": key} for key in identity_headers.METADATA_KEYS]
+    }
     [log] = _manager(document)["access_log"]
     user = log["typed_config"]["log_format"]["json_format"]["user"]
-    assert user == f"%DYNAMIC_METADATA(envoy.filters.http.ext_authz:{prefix}sub)%"
+    assert user == "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:sub)%"
 
 
 def test_http_mode_retries_only_checks_that_got_no_answer_and_never_cuts_one_short():
@@ -369,6 +378,32 @@ def test_http_mode_needs_a_health_port_per_replica_and_the_route_table():
             authz_health_ports=(9192,),
             route_rules=bootstrap.RuleSource.CONTEXT_EXTENSIONS,
         )
+
+
+def test_a_per_caller_limit_runs_after_ext_authz_keyed_by_the_verified_sub():
+    """With user_rate_limit, local_ratelimit sits between ext_authz and the router (ext_authz's metadata exists by
+    then), enabled and enforced for every request, one bucket of N a second per distinct sub, and no bucket for
+    traffic as a whole; without it there is no such filter. The compose Envoy has the stack's default limit."""
+    document = bootstrap.render(bootstrap.local(user_rate_limit=7))
+    names = [item["name"] for item in _manager(document)["http_filters"]]
+    assert names == [bootstrap.HEADER_MUTATION, bootstrap.EXT_AUTHZ, bootstrap.LOCAL_RATE_LIMIT, bootstrap.ROUTER]
+    limit = _filters(document)[bootstrap.LOCAL_RATE_LIMIT]
+    everyone = {"default_value": {"numerator": 100}}  # of HUNDRED, the default denominator
+    assert (limit["filter_enabled"], limit["filter_enforced"]) == (everyone, everyone)
+    assert "token_bucket" not in limit and limit["always_consume_default_token_bucket"] is False
+    [descriptor] = limit["descriptors"]
+    assert descriptor["entries"] == [{"key": "sub"}]
+    assert descriptor["token_bucket"] == {"max_tokens": 7, "tokens_per_fill": 7, "fill_interval": "1s"}
+    [action] = limit["rate_limits"][0]["actions"]
+    assert action["metadata"] == {
+        "descriptor_key": "sub",
+        "metadata_key": {"key": bootstrap.EXT_AUTHZ, "path": [{"key": "sub"}]},
+    }  # source: DYNAMIC, the default
+    assert bootstrap.LOCAL_RATE_LIMIT not in _filters(bootstrap.render(bootstrap.local()))
+    compose = _filters(yaml.safe_load(bootstrap.COMPOSE_FILE.read_text()))[bootstrap.LOCAL_RATE_LIMIT]
+    assert compose["descriptors"][0]["token_bucket"]["max_tokens"] == bootstrap.DEFAULT_USER_RATE_LIMIT
+    with pytest.raises(ValueError):
+        bootstrap.local(user_rate_limit=-1)
 
 
 def test_the_command_line_renders_http_mode():

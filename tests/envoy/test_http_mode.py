@@ -225,14 +225,18 @@ def test_repeated_authorization_headers_arrive_as_one_comma_joined_value(proxy: 
 
 
 def test_an_allow_sets_exactly_the_identity_headers_upstream(proxy: HttpModeProxy):
-    """On a 200 the upstream gets the identity headers the reply carries and no other reply header, and the client
-    gets none of them."""
-    reply = Reply(200, [*IDENTITY.items(), ("x-other", "nope"), ("x-user-unknown", "nope"), ("Cache-Control", "x")])
+    """On a 200 the upstream gets the reply's headers under the identity prefix (the built-in ones and any
+    AUTHZ_CLAIM_HEADERS ones) and no other reply header, the caller metadata headers included; the client gets
+    none of them."""
+    claim = {"x-user-tenant": "t-42"}
+    reply = Reply(
+        200, [*IDENTITY.items(), *claim.items(), ("x-other", "nope"), ("sub", "meta"), ("Cache-Control", "x")]
+    )
     answer = proxy.ask(reply, headers={"Authorization": "Bearer abc"})
     assert answer.status_code == 200
     [received] = proxy.upstream.requests
-    assert {name: value for name, value in received.lines if name.startswith("x-user-")} == IDENTITY
-    assert "x-other" not in received.headers
+    assert {name: value for name, value in received.lines if name.startswith("x-user-")} == {**IDENTITY, **claim}
+    assert "x-other" not in received.headers and "sub" not in received.headers
     assert "authorization" not in received.headers
     assert not {name for name in answer.headers if name.lower().startswith("x-user-") or name.lower() == "x-other"}
 
@@ -303,17 +307,20 @@ def test_health_checks_go_to_the_metrics_port_never_the_authorization_port(proxy
 
 
 def test_the_access_log_names_the_caller_from_the_allows_sub_header(proxy: HttpModeProxy):
-    """The access log's user is the x-user-sub of the authz server's allow (dynamic_metadata_from_headers)."""
-    proxy.ask(Reply(200, list(IDENTITY.items())), "/api/logged")
+    """The access log's user is the `sub` metadata header of the authz server's allow (dynamic_metadata_from_headers,
+    under gRPC's key), never the identity header a client could have sent."""
+    proxy.ask(Reply(200, [*IDENTITY.items(), ("sub", IDENTITY["x-user-sub"])]), "/api/logged")
+    proxy.ask(Reply(200, list(IDENTITY.items())), "/api/unnamed")
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         lines = [json.loads(line) for line in proxy.log_path.read_text().splitlines() if line.startswith("{")]
-        logged = [line for line in lines if line.get("path") == "/api/logged"]
-        if logged:
-            assert logged[-1]["user"] == IDENTITY["x-user-sub"]
+        logged = {line.get("path"): line for line in lines}
+        if {"/api/logged", "/api/unnamed"} <= set(logged):
+            assert logged["/api/logged"]["user"] == IDENTITY["x-user-sub"]
+            assert logged["/api/unnamed"]["user"] in (None, "-")
             return
         time.sleep(0.2)
-    pytest.fail("no access log line for /api/logged")
+    pytest.fail("no access log lines for /api/logged and /api/unnamed")
 
 
 def test_a_slow_check_is_waited_for_up_to_the_timeout_and_asked_once(proxy: HttpModeProxy):

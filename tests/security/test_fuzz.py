@@ -148,6 +148,22 @@ def _names_an_allowed_client(claims: dict[str, Any]) -> bool:
     )
 
 
+def _is_client(claims: dict[str, Any]) -> bool:
+    """An app client's own token: an access token whose sub is its client_id (README, Users and app clients)."""
+    return claims.get("token_use") == "access" and claims.get("sub") == claims.get("client_id")
+
+
+def _audiences(claims: dict[str, Any]) -> list[str] | None:
+    """An access token's aud as a list ([] without one); None when it is not a non-empty string or list of them."""
+    if claims.get("token_use") != "access" or "aud" not in claims:
+        return []
+    aud = claims["aud"]
+    audiences = [aud] if isinstance(aud, str) else aud
+    if isinstance(audiences, list) and audiences and all(isinstance(a, str) and a for a in audiences):
+        return audiences
+    return None
+
+
 def accepted_claims(token: str) -> dict[str, Any] | None:
     """The claims of a pool-signed token whose every claim is valid at the server's clock, else None."""
     claims = POOL_SIGNED.get(token)
@@ -155,7 +171,9 @@ def accepted_claims(token: str) -> dict[str, Any] | None:
         return None
     token_use = claims.get("token_use")
     username = "username" if token_use == "access" else "cognito:username"
-    groups = claims.get("cognito:groups", [])
+    # A client's token names no user: its username and groups are not read, so not judged.
+    client = _is_client(claims)
+    groups = [] if client else claims.get("cognito:groups", [])
     scope = claims.get("scope", "")
     valid = (
         isinstance(claims.get("iss"), str)
@@ -166,7 +184,8 @@ def accepted_claims(token: str) -> dict[str, Any] | None:
         and token_use in ("access", "id")
         and _names_an_allowed_client(claims)
         and _header_safe(claims.get("sub"))
-        and (username not in claims or _header_safe(claims[username]))
+        and (client or username not in claims or _header_safe(claims[username]))
+        and _audiences(claims) is not None
         and isinstance(groups, list)
         and all(_header_safe(group) for group in groups)
         and (not groups or _header_safe(",".join(groups)))
@@ -220,9 +239,12 @@ def contract_decision(request: CheckRequest) -> tuple[bool, str | None]:
     claims = accepted_claims(match["token"]) if match else None
     if claims is None:
         return False, None
+    groups = [] if _is_client(claims) else claims.get("cognito:groups", [])
     allowed = (
         claims["token_use"] in route.token_uses
-        and (not route.groups or not route.groups.isdisjoint(claims.get("cognito:groups", [])))
+        and (not route.audiences or not route.audiences.isdisjoint(_audiences(claims) or []))
+        and ("client" if _is_client(claims) else "user") in route.principals
+        and (not route.groups or not route.groups.isdisjoint(groups))
         and route.scopes <= set(_scope_tokens(claims.get("scope", "")))
     )
     return (True, claims["sub"]) if allowed else (False, None)
@@ -320,7 +342,18 @@ CLAIM_EDGES: dict[str, list[Any]] = {
     ],
     "nbf": [int(NOW), NOW + 0.5, int(NOW) + 1, int(NOW) - 60, "0", None],
     "iat": [int(NOW), NOW + 0.5, int(NOW) + 1, int(NOW) - 60, "0", None],
-    "sub": ["someone-else", "\u00fc", "", "x\r\ny", "\u2028", " someone-else", "someone-else\u00a0", 7, None],
+    "sub": [
+        "someone-else",
+        CLIENT_ID,  # an access token whose sub is its client: the app client's own
+        "\u00fc",
+        "",
+        "x\r\ny",
+        "\u2028",
+        " someone-else",
+        "someone-else\u00a0",
+        7,
+        None,
+    ],
     "token_use": ["access", "id", "refresh", "Access", None],
     "client_id": [CLIENT_ID, OTHER_CLIENT_ID, [CLIENT_ID], "", None],
     "aud": [
@@ -331,6 +364,9 @@ CLAIM_EDGES: dict[str, list[Any]] = {
         [OTHER_CLIENT_ID],
         [],
         [CLIENT_ID, 1],
+        "https://api.example.com",
+        ["https://api.example.com", ""],
+        "",
         None,
     ],
     "username": ["someone-else", "", "a\nb", "a b", "someone-else ", "\u3000someone-else", 7, None],
@@ -364,7 +400,7 @@ CLAIM_EDGES: dict[str, list[Any]] = {
 }
 # The claims each kind of token is judged by (the other kind's client and username claims are merely extra).
 OWN_CLAIMS = {
-    "access": [name for name in CLAIM_EDGES if name not in ("aud", "cognito:username")],
+    "access": [name for name in CLAIM_EDGES if name != "cognito:username"],
     "id": [name for name in CLAIM_EDGES if name not in ("client_id", "username")],
 }
 
@@ -437,6 +473,9 @@ routes = st.sampled_from(
         {"groups": "admins"},
         {"scopes": "aws.cognito.signin.user.admin"},
         {"auth": "optional", "token_use": "any"},
+        {"principal": "user"},
+        {"principal": "client"},
+        {"audiences": "https://api.example.com"},
     ]
 )
 contexts = routes | st.dictionaries(
