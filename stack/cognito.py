@@ -1,13 +1,14 @@
 """The seed's Cognito console steps as boto3 calls: works against real AWS and against a local emulator.
 
 Pool `cruddur-user-pool`: email as sign-in, required attributes name, email and preferred_username,
-self-registration, email verification; a public app client `cruddur` without a secret.
+self-registration, email verification; a public app client `cruddur` without a secret. For machine-to-machine
+calls, a resource server `reports-api` and a confidential client `cruddur-reports` (provision_machine_client).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
@@ -82,10 +83,10 @@ def _create_pool(client: Any) -> str:
     return pool["UserPool"]["Id"]
 
 
-def _existing_client(client: Any, pool_id: str) -> str | None:
+def _existing_client(client: Any, pool_id: str, name: str = CLIENT_NAME) -> str | None:
     for page in client.get_paginator("list_user_pool_clients").paginate(UserPoolId=pool_id, MaxResults=60):
         for app in page["UserPoolClients"]:
-            if app["ClientName"] == CLIENT_NAME:
+            if app["ClientName"] == name:
                 return app["ClientId"]
     return None
 
@@ -140,3 +141,52 @@ def sign_in(client: Any, client_id: str, username: str, password: str) -> dict[s
         AuthParameters={"USERNAME": username, "PASSWORD": password},
     )
     return result["AuthenticationResult"]
+
+
+# An app client calling on its own behalf (machine to machine): a resource server with one custom scope, and a
+# confidential client that may only ask GetClientToken (or the client credentials grant) for it.
+RESOURCE_SERVER = "reports-api"
+REPORTS_READ = f"{RESOURCE_SERVER}/read"
+MACHINE_CLIENT_NAME = "cruddur-reports"
+
+
+@dataclass(frozen=True)
+class MachineClient:
+    client_id: str
+    secret: str = field(repr=False)
+
+
+def provision_machine_client(client: Any, pool_id: str) -> MachineClient:
+    """The `reports-api` resource server (scope `read`) and the confidential client `cruddur-reports`, whose only
+    flow is ALLOW_CLIENT_TOKEN_AUTH ("mutually exclusive with user authentication flows": GetClientToken, Cognito
+    API Reference); reused when they exist."""
+    servers = client.list_resource_servers(UserPoolId=pool_id, MaxResults=50)["ResourceServers"]
+    if not any(server["Identifier"] == RESOURCE_SERVER for server in servers):
+        client.create_resource_server(
+            UserPoolId=pool_id,
+            Identifier=RESOURCE_SERVER,
+            Name="Cruddur reports",
+            Scopes=[{"ScopeName": "read", "ScopeDescription": "read reports"}],
+        )
+    existing = _existing_client(client, pool_id, MACHINE_CLIENT_NAME)
+    if existing is None:
+        existing = client.create_user_pool_client(
+            UserPoolId=pool_id,
+            ClientName=MACHINE_CLIENT_NAME,
+            GenerateSecret=True,
+            ExplicitAuthFlows=["ALLOW_CLIENT_TOKEN_AUTH"],
+            AllowedOAuthFlows=["client_credentials"],
+            AllowedOAuthScopes=[REPORTS_READ],
+            AllowedOAuthFlowsUserPoolClient=True,
+        )["UserPoolClient"]["ClientId"]
+    described = client.describe_user_pool_client(UserPoolId=pool_id, ClientId=existing)["UserPoolClient"]
+    return MachineClient(client_id=existing, secret=described["ClientSecret"])
+
+
+def client_token(client: Any, machine: MachineClient, scopes: list[str] | None = None) -> str:
+    """The app client's own access token (GetClientToken)."""
+    request: dict[str, Any] = {"ClientId": machine.client_id, "Secret": machine.secret}
+    if scopes is not None:
+        request["Scopes"] = scopes
+    token: str = client.get_client_token(**request)["ClientAuthenticationResult"]["AccessToken"]
+    return token

@@ -1,4 +1,4 @@
-"""The local Cognito emulator: moto's server, plus the two user-pool actions the pages need that moto gets wrong.
+"""The local Cognito emulator: moto's server, plus the user-pool actions the stack needs that moto lacks or gets wrong.
 
     python -m stack.emulator -p PORT [-H 127.0.0.1]
 
@@ -6,20 +6,25 @@ moto 5.2.5 answers ResendConfirmationCode with a 500 (NotImplementedError), whic
 failure; and it looks for an unsigned GlobalSignOut's token in us-east-1 only, so a pool in any other region
 answers NotAuthorizedException and the sign-out does nothing. This wraps moto's WSGI app and answers both as
 Cognito does: CodeDeliveryDetails for an unconfirmed user (the emulator sends no email, and accepts any code),
-and a sign-out of the token's user wherever its pool is; Cognito's own errors otherwise. Everything else is moto,
-unchanged.
+and a sign-out of the token's user wherever its pool is; Cognito's own errors otherwise. moto has no
+GetClientToken (an app client's own access token, as the client credentials grant issues it); this issues one as
+Cognito's API Reference describes it, signed with the pool's key. Everything else is moto, unchanged.
 """
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import json
 import os
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from joserfc import jwt
 from moto.cognitoidp.models import UserStatus, cognitoidp_backends, find_account_region_by_value
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -29,6 +34,10 @@ from werkzeug.wrappers import Request
 
 RESEND = "AWSCognitoIdentityProviderService.ResendConfirmationCode"
 GLOBAL_SIGN_OUT = "AWSCognitoIdentityProviderService.GlobalSignOut"
+GET_CLIENT_TOKEN = "AWSCognitoIdentityProviderService.GetClientToken"
+CLIENT_TOKEN_FLOW = "ALLOW_CLIENT_TOKEN_AUTH"
+# moto signs every token with one key, under this kid (its jwks-public.json).
+_MOTO_KID = "dummy"
 JSON = "application/x-amz-json-1.1"
 
 
@@ -63,7 +72,61 @@ def global_sign_out(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 200, {}
 
 
-ACTIONS = {RESEND: resend_confirmation_code, GLOBAL_SIGN_OUT: global_sign_out}
+def get_client_token(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) for one GetClientToken: an access token for the app client itself (Cognito API Reference,
+    GetClientToken: the client needs a secret and the ALLOW_CLIENT_TOKEN_AUTH flow; Scopes are "custom scopes ...
+    in the format resource-server-identifier/scope-name", each of a resource server of the pool, and without them
+    the client's configured ones). The token is shaped as Cognito's client credentials tokens are: its `sub` is the
+    client id, no user, no groups; the errors' wording is the emulator's own."""
+    client_id, secret, requested = request.get("ClientId"), request.get("Secret"), request.get("Scopes")
+    if not isinstance(client_id, str) or not isinstance(secret, str) or not client_id or not secret:
+        return 400, _error("InvalidParameterException", "ClientId and Secret are required.")
+    if requested is not None and not (isinstance(requested, list) and all(isinstance(s, str) for s in requested)):
+        return 400, _error("InvalidParameterException", "Scopes must be a list of strings.")
+    account, region = find_account_region_by_value("client_id", client_id, fallback=(DEFAULT_ACCOUNT_ID, "us-east-1"))
+    pool = next((p for p in cognitoidp_backends[account][region].user_pools.values() if client_id in p.clients), None)
+    if pool is None:
+        return 400, _error("ResourceNotFoundException", "User pool client does not exist.")
+    client = pool.clients[client_id]
+    if not client.generate_secret or not hmac.compare_digest(client.secret, secret):
+        return 400, _error("NotAuthorizedException", "Invalid client secret.")
+    if CLIENT_TOKEN_FLOW not in client.extended_config.get("ExplicitAuthFlows", []):
+        return 400, _error("NotAuthorizedException", f"The client is not enabled for {CLIENT_TOKEN_FLOW}.")
+    custom = {
+        f"{server.identifier}/{scope['ScopeName']}"
+        for server in pool.resource_servers.values()
+        for scope in server.scopes
+    }
+    allowed = [scope for scope in client.extended_config.get("AllowedOAuthScopes", []) if scope in custom]
+    scopes = allowed if requested is None else list(dict.fromkeys(requested))
+    if not scopes or not set(scopes) <= set(allowed):
+        return 400, _error("InvalidParameterException", "Invalid scope requested.")
+    expires_in = _access_token_seconds(client.extended_config)
+    now = int(time.time())
+    payload = {
+        "sub": client_id,
+        "token_use": "access",
+        "scope": " ".join(scopes),
+        "auth_time": now,
+        "iss": f"https://cognito-idp.{pool.region}.amazonaws.com/{pool.id}",
+        "exp": now + expires_in,
+        "iat": now,
+        "version": 2,
+        "jti": str(uuid.uuid4()),
+        "client_id": client_id,
+    }
+    token = jwt.encode({"kid": _MOTO_KID, "alg": "RS256"}, payload, pool.json_web_key)
+    return 200, {"ClientAuthenticationResult": {"AccessToken": token, "ExpiresIn": expires_in, "TokenType": "Bearer"}}
+
+
+def _access_token_seconds(config: dict[str, Any]) -> int:
+    """The client's AccessTokenValidity in seconds (its TokenValidityUnits; Cognito's default: 60 minutes)."""
+    validity = config.get("AccessTokenValidity") or 60
+    unit = (config.get("TokenValidityUnits") or {}).get("AccessToken", "minutes")
+    return int(validity) * {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86_400}.get(unit, 60)
+
+
+ACTIONS = {RESEND: resend_confirmation_code, GLOBAL_SIGN_OUT: global_sign_out, GET_CLIENT_TOKEN: get_client_token}
 _MOTO_STATE = threading.Lock()
 
 

@@ -143,6 +143,8 @@ class LocalStack:
     # serve-http` on ports.authz, health-checked on ports.metrics). By default AUTHZ_TRANSPORT's, so every stack of
     # one integration run (the session's and the ones tests start themselves) asks the same way.
     authz_transport: bootstrap.Transport = field(default_factory=transport_from_env)
+    # Requests a second each caller authz allowed may make through Envoy (by verified sub); 0: no such limit.
+    user_rate_limit: int = 0
     cognito_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
@@ -249,6 +251,7 @@ class LocalStack:
             route_rules=self.route_rules,
             authz_transport=self.authz_transport,
             authz_health_ports=self.ports.metrics if self.authz_transport is bootstrap.Transport.HTTP else (),
+            user_rate_limit=self.user_rate_limit,
         )
 
     def start_envoy(self) -> None:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from envoy.bootstrap import Transport
+from envoy.bootstrap import DEFAULT_USER_RATE_LIMIT, Transport
 from identity_headers import DEFAULT_PREFIX
 from stack.cognito import cognito_client_for, sign_in
 from stack.local import ROOT, ROUTES_FILE, LocalStack, Ports, transport_from_env
@@ -27,6 +27,21 @@ RUN_DIR = ROOT / ".run"
 # serve-http's default AUTHZ_HTTP_ADDR port, so `make run` with AUTHZ_TRANSPORT=http listens where the docs say.
 HTTP_PORT = 9193
 REAL_POOL_VARIABLES = ("AWS_COGNITO_USER_POOLS_ID", "AWS_COGNITO_CLIENT_ID", "AWS_COGNITO_REGION")
+
+
+def user_rate_limit(value: str | None) -> int:
+    """ENVOY_USER_RATE_LIMIT: requests a second per caller, 0 for no limit; unset or empty, the stack's default."""
+    if value is None or not value.strip():
+        return DEFAULT_USER_RATE_LIMIT
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if not 0 <= limit <= 1_000_000:
+        raise SystemExit(
+            f"run: ENVOY_USER_RATE_LIMIT must be a whole number of requests a second (0: none), not {value!r}"
+        )
+    return limit
 
 
 def main() -> int:
@@ -47,6 +62,8 @@ def main() -> int:
         authz_env={"AUTHZ_REVOCATION": os.environ.get("AUTHZ_REVOCATION", "cognito")},
         # What authz demands on each route; edits take effect within AUTHZ_ROUTES_RELOAD_SECONDS, no restart.
         routes_file=Path(os.environ.get("AUTHZ_ROUTES") or ROUTES_FILE),
+        # Each signed-in caller's requests a second through Envoy; past it, 429 for that caller alone.
+        user_rate_limit=user_rate_limit(os.environ.get("ENVOY_USER_RATE_LIMIT")),
     )
     try:
         env_file = RUN_DIR / "cognito.env"
@@ -96,6 +113,12 @@ def _step(name: str, start: Callable[[], object]) -> None:
     start()
 
 
+def _rate(limit: int) -> str:
+    if not limit:
+        return "none per caller (ENVOY_USER_RATE_LIMIT=0)"
+    return f"{limit} requests a second per signed-in caller, then 429 (ENVOY_USER_RATE_LIMIT)"
+
+
 def _banner(stack: LocalStack) -> None:
     env = stack.cognito_env
     reload_seconds = os.environ.get("AUTHZ_ROUTES_RELOAD_SECONDS") or "2"
@@ -117,6 +140,7 @@ def _banner(stack: LocalStack) -> None:
   Envoy admin       {stack.admin_url}
   authz ({transport_name})      {stack.authz_addr()}            metrics {stack.metrics_url()}
   route table       {_shown(stack.routes_file)}   edit it: authz reloads it within {reload_seconds} s
+  rate limit        {_rate(stack.user_rate_limit)}
   backend           {stack.backend_url}          loopback only; reach it through Envoy
   Cognito (local)   {env.get("AWS_ENDPOINT_URL_COGNITO_IDP", "real AWS")}   pool {env["AWS_COGNITO_USER_POOLS_ID"]}
   ids and demo credentials: .run/cognito.env     a fresh token: make token

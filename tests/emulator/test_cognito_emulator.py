@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
+from botocore.exceptions import ClientError
+
 from authz.client import check
 from authz.config import Settings
 from authz.server import run_server
-from stack.cognito import cognito_client, ensure_user, provision, sign_in
+from stack.cognito import (
+    REPORTS_READ,
+    MachineClient,
+    client_token,
+    cognito_client,
+    ensure_user,
+    provision,
+    provision_machine_client,
+    sign_in,
+)
 from tests.conftest import REGION
 
 USER = {"email": "andrew@cruddur.local", "password": "Sup3r-secret!", "name": "Andrew Brown", "handle": "andrewbrown"}
@@ -52,3 +64,60 @@ def test_emulator_tokens_are_allowed_and_identify_the_user(emulator):
         refused = check(addr, token=tokens["IdToken"], path="/api/me")
         assert (refused["allowed"], refused["http_status"]) == (False, 401)
         assert check(addr, token=tokens["IdToken"], context={"token_use": "id"})["allowed"]
+
+
+def test_an_app_clients_own_token_from_the_emulator_is_a_client_principal(emulator):
+    """GetClientToken (the emulator's, as Cognito's API Reference describes it) gives the machine client an access
+    token for its resource-server scope; authz allows it as principal client with that scope and no name or groups,
+    keeps it off a principal=user route, and never asks GetUser about it (which has no user for it)."""
+    client = cognito_client(REGION, emulator)
+    provisioned = provision(client, REGION)
+    machine = provision_machine_client(client, provisioned.pool_id)
+    token = client_token(client, machine)
+    with pytest.raises(client.exceptions.NotAuthorizedException):
+        client.get_user(AccessToken=token)
+    settings = Settings.from_env(
+        {
+            "AWS_COGNITO_USER_POOLS_ID": provisioned.pool_id,
+            "AWS_COGNITO_CLIENT_ID": f"{provisioned.client_id},{machine.client_id}",
+            "AUTHZ_JWKS_URL": emulator + "/{pool}/.well-known/jwks.json",
+            "AUTHZ_ADDR": "127.0.0.1:0",
+            "AUTHZ_METRICS_ADDR": "127.0.0.1:0",
+            "AUTHZ_REVOCATION": "cognito",
+            "AWS_ENDPOINT_URL_COGNITO_IDP": emulator,
+        }
+    )
+    with run_server(settings) as server:
+        addr = f"127.0.0.1:{server.port}"
+        allowed = check(addr, token=token, path="/reports", context={"principal": "client", "scopes": REPORTS_READ})
+        assert allowed["allowed"], allowed
+        headers = allowed["upstream_headers"]
+        assert (headers["x-user-sub"], headers["x-user-principal"]) == (machine.client_id, "client")
+        assert headers["x-user-scopes"] == REPORTS_READ
+        assert {"x-user-name", "x-user-groups"} <= set(allowed["headers_to_remove"])
+        refused = check(addr, token=token, path="/api/me", context={"principal": "user"})
+        assert (refused["allowed"], refused["http_status"]) == (False, 403)
+
+
+@pytest.mark.parametrize("fault", ["wrong-secret", "foreign-scope", "user-flow-client"])
+def test_the_emulators_get_client_token_refuses_what_cognito_refuses(emulator, fault):
+    """No token for a wrong secret, a scope the client was not given, or a client without ALLOW_CLIENT_TOKEN_AUTH
+    (the pages' public client)."""
+    client = cognito_client(REGION, emulator)
+    provisioned = provision(client, REGION)
+    machine = provision_machine_client(client, provisioned.pool_id)
+    if fault == "wrong-secret":
+        call, error = (
+            (lambda: client_token(client, MachineClient(machine.client_id, "not-the-secret-of-this-client"))),
+            "NotAuthorized",
+        )
+    elif fault == "foreign-scope":
+        call, error = (lambda: client_token(client, machine, ["reports-api/write"])), "InvalidParameter"
+    else:
+        call, error = (
+            (lambda: client_token(client, MachineClient(provisioned.client_id, machine.secret))),
+            "NotAuthorized",
+        )
+    with pytest.raises(ClientError) as raised:
+        call()
+    assert raised.value.response["Error"]["Code"] == f"{error}Exception"
