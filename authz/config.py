@@ -360,6 +360,9 @@ def _claim_headers(env: Mapping[str, str], prefix: str) -> tuple[tuple[str, str]
             raise ConfigError(name, f"{header!r} is a built-in identity header")
         if any(header == taken for _, taken in pairs):
             raise ConfigError(name, f"{header!r} is named twice")
+        if any(claim == mapped for mapped, _ in pairs):
+            # One header per claim keeps the claim headers within the token's payload (Envoy's header limits).
+            raise ConfigError(name, f"{claim!r} is mapped twice")
         pairs.append((claim, header))
     return tuple(pairs)
 

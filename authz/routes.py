@@ -35,7 +35,7 @@ import jsonschema
 import yaml
 
 from authz.errors import RouteMisconfigured
-from authz.tokens import claim_json
+from authz.tokens import MAX_KEPT_CLAIMS, claim_json
 from identity_headers import PRINCIPAL_CLIENT, PRINCIPAL_USER
 
 log = logging.getLogger("authz.routes")
@@ -216,7 +216,7 @@ def _claims_json(values: Mapping[str, str]) -> dict[str, Any] | None:
         return None
     try:
         claims = json.loads(values["claims"])
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RouteMisconfigured(key="claims") from None
     if not _claims_validator().is_valid(claims):
         raise RouteMisconfigured(key="claims")
@@ -431,6 +431,12 @@ def parse_table(text: str, source: str) -> RouteTable:
         )
         for index, entry in enumerate(document["routes"])
     )
+    named = set(default.claim_names)
+    for rule in rules:
+        named |= rule.settings.claim_names
+        if len(named) > MAX_KEPT_CLAIMS:
+            # Each is kept of every verified token (TokenVerifier.keep_claims).
+            raise RoutesError(source, rule.line, f"claims: more than {MAX_KEPT_CLAIMS} claims named in the table")
     return RouteTable(
         source=source, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), default=default, rules=rules
     )
@@ -589,8 +595,8 @@ def _rule_properties(error: jsonschema.ValidationError) -> Mapping[str, Any]:
 
 
 def _shown(value: object) -> str:
-    """A value as the table author wrote it (JSON), not as Python prints it."""
-    return json.dumps(value, ensure_ascii=False)
+    """A value as the table author wrote it (JSON), not as Python prints it (a YAML date as its text)."""
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def _line(node: yaml.Node | None, path: Sequence[str | int]) -> int:

@@ -67,6 +67,8 @@ _FAR_FUTURE = 2**62
 NEGATIVE_TTL_SECONDS = 60.0
 # The most distinct claims route conditions may ask about: each is kept of every verified token.
 MAX_KEPT_CLAIMS = 64
+# What only a user's token can say (Cognito puts no user in an app client's own token).
+_USER_CLAIMS = frozenset({"username", "cognito:username", "cognito:groups"})
 
 
 class KeySource(Protocol):
@@ -162,10 +164,14 @@ class TokenVerifier:
         if names <= self._kept:
             return
         with self._kept_lock:
+            if names <= self._kept:  # another Check added them meanwhile
+                return
             if len(self._kept | names) > MAX_KEPT_CLAIMS:
                 raise RouteMisconfigured(key="claims")
-            self._kept = self._kept | names
+            # Emptied first, then the new names published: no Check finds a token verified without them in the
+            # cache once they are kept, and one being verified now (with the old names) is not cached (verify).
             self._verified.clear()
+            self._kept = self._kept | names
 
     def cached(self) -> tuple[int, int]:
         """How many verified and rejected tokens the caches hold now (each bounded by its size)."""
@@ -237,8 +243,9 @@ class TokenVerifier:
         username: str | None
         groups: tuple[str, ...]
         if principal == PRINCIPAL_CLIENT:
-            # No user: whatever else the token says, it names no user and no groups.
+            # No user: whatever else the token says, it names no user and no groups, for a header or a condition.
             username, groups = None, ()
+            claims = {name: value for name, value in claims.items() if name not in _USER_CLAIMS}
         else:
             username = _header_safe_string(claims, "username" if token_use == "access" else "cognito:username")
             groups = _validate_groups(claims)
@@ -294,7 +301,7 @@ def claim_json(value: Any) -> str:
 
 
 def _canonical(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+    if isinstance(value, float) and value.is_integer():  # finite: the decoder refuses NaN and Infinity
         return int(value)
     if isinstance(value, list):
         return [_canonical(item) for item in value]

@@ -158,10 +158,12 @@ MAX_DOWNSTREAM_CONNECTIONS = 50_000
 # The most request headers Envoy holds: a client's beyond it get Envoy's own text/plain 431, and headers that
 # ext_authz's changes take beyond it a 500 (ext_authz_invalid). Envoy's default, 60 KiB, refused the largest token
 # Cognito issues for the largest identity (identity_headers.MAX_TOKEN_BYTES, 128 KiB) before authz could judge it.
-# While ext_authz adds the identity headers the request still holds the token (the router removes it later), and
-# their values come out of the token's payload, at most 3/4 of its length: so a token at that size and the identity
-# it carries, 1 KiB for those headers' names, and 32 KiB for the request's other headers.
-MAX_REQUEST_HEADERS_KB = identity_headers.MAX_TOKEN_BYTES * 7 // 4 // 1024 + 1 + 32
+# While ext_authz adds the identity headers the request still holds the token (the router removes it later). The
+# built-in headers' values come out of the token's payload, at most 3/4 of its length, and so do the AUTHZ_CLAIM_HEADERS
+# ones (each maps another claim): so a token at that size, twice 3/4 of it, 1 KiB for each set's names, and 32 KiB
+# for the request's other headers.
+IDENTITY_VALUES_BYTES = identity_headers.MAX_TOKEN_BYTES * 3 // 4
+MAX_REQUEST_HEADERS_KB = (identity_headers.MAX_TOKEN_BYTES + 2 * IDENTITY_VALUES_BYTES) // 1024 + 2 + 32
 # The HTTP filters, in the order a request passes them (2, 3, 4, then the router).
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 EXT_AUTHZ = "envoy.filters.http.ext_authz"
@@ -241,10 +243,11 @@ AUTHZ_RETRY_MAX_INTERVAL = AUTHZ_TIMEOUT
 # granian closes an HTTP/1 connection that sends no request headers within 30 s (--http1-header-read-timeout), so
 # Envoy closes idle ones first: a Check sent on a connection granian is closing in that instant would fail.
 AUTHZ_HTTP_IDLE_TIMEOUT = datetime.timedelta(seconds=15)
-# Envoy's default limit on an upstream reply's headers is 60 KiB, and an allow carries the identity: values out of
-# the token's payload (at most 3/4 of MAX_TOKEN_BYTES), 1 KiB for their names, and 4 KiB for the rest (granian's
-# own headers, x-envoy-auth-headers-to-remove, a deny's www-authenticate).
-AUTHZ_MAX_RESPONSE_HEADERS_KB = identity_headers.MAX_TOKEN_BYTES * 3 // 4 // 1024 + 1 + 4
+# Envoy's default limit on an upstream reply's headers is 60 KiB, and an allow carries the identity three times over:
+# the built-in headers, the claim headers and the caller metadata headers, each with values out of the token's payload
+# (at most 3/4 of MAX_TOKEN_BYTES), 1 KiB for each set's names, and 4 KiB for the rest (granian's own headers,
+# x-envoy-auth-headers-to-remove, a deny's www-authenticate).
+AUTHZ_MAX_RESPONSE_HEADERS_KB = 3 * IDENTITY_VALUES_BYTES // 1024 + 3 + 4
 # The authz server's health, on its metrics port (authz.metrics_endpoint.HEALTH_PATH): 200 serving, 503 not yet.
 AUTHZ_HEALTH_PATH = "/healthz"
 # The response headers a deny passes to the client besides the ones Envoy always adds (www-authenticate among them,

@@ -88,7 +88,7 @@ def get_client_token(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     if pool is None:
         return 400, _error("ResourceNotFoundException", "User pool client does not exist.")
     client = pool.clients[client_id]
-    if not client.generate_secret or not hmac.compare_digest(client.secret, secret):
+    if not client.generate_secret or not hmac.compare_digest(client.secret.encode(), secret.encode()):
         return 400, _error("NotAuthorizedException", "Invalid client secret.")
     if CLIENT_TOKEN_FLOW not in client.extended_config.get("ExplicitAuthFlows", []):
         return 400, _error("NotAuthorizedException", f"The client is not enabled for {CLIENT_TOKEN_FLOW}.")

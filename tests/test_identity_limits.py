@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import identity_headers
+from authz.http import reply
 from authz.jwks import JwksCache
+from authz.policy import Policy
+from authz.routes import RouteSettings
 from authz.tokens import TokenVerifier
 from envoy import bootstrap
 from tests.conftest import CLIENT_ID, ISSUER, NOW, POOL_ID, FakeClock, access_claims, jwks_document, mint
@@ -75,14 +78,38 @@ def test_the_largest_token_fits_max_token_bytes_and_verifies_intact() -> None:
 
 def test_envoy_holds_a_token_at_the_cap_beside_the_identity_made_from_it() -> None:
     """Envoy's request header limit holds, at once, an Authorization header with a token of MAX_TOKEN_BYTES, the
-    six identity headers ext_authz adds while the token is still there (their values come from the token's
-    payload, at most 3/4 of its length), and 32 KiB of other headers."""
+    identity headers ext_authz adds while the token is still there (the built-in ones and the claim headers, each
+    set's values from the token's payload, at most 3/4 of its length), and 32 KiB of other headers."""
     [listener] = bootstrap.render(bootstrap.local())["static_resources"]["listeners"]
     [manager] = [item["typed_config"] for item in listener["filter_chains"][0]["filters"]]
     assert manager["@type"] == HCM
     authorization = len("authorization") + len("Bearer ") + identity_headers.MAX_TOKEN_BYTES
     identity = sum(map(len, identity_headers.header_names())) + identity_headers.MAX_TOKEN_BYTES * 3 // 4
-    assert manager["max_request_headers_kb"] * 1024 >= authorization + identity + 32 * 1024
+    claims = 1024 + identity_headers.MAX_TOKEN_BYTES * 3 // 4
+    assert manager["max_request_headers_kb"] * 1024 >= authorization + identity + claims + 32 * 1024
+
+
+def test_envoys_http_mode_takes_the_largest_allow_authz_can_send() -> None:
+    """The largest allow over HTTP (the largest identity in its headers, again as caller metadata, and claim headers
+    as large) fits the reply header limit of Envoy's authz cluster."""
+    clock = FakeClock(NOW)
+    verifier = TokenVerifier(
+        issuers={ISSUER: POOL_ID},
+        key_sources={ISSUER: JwksCache(f"{ISSUER}/jwks.json", fetcher=lambda *_: jwks_document(), clock=clock)},
+        client_ids={"c" * 128},
+        max_token_bytes=identity_headers.MAX_TOKEN_BYTES,
+        clock=clock,
+    )
+    _, headers, _ = reply(Policy().decide(verifier.verify(largest_access_token()), RouteSettings()))
+    sent = sum(len(name) + len(value.encode()) + 4 for name, value in headers)
+    assert sent > 2 * identity_headers.MAX_VALUE_BYTES  # the groups, twice
+    claims = 1024 + identity_headers.MAX_TOKEN_BYTES * 3 // 4
+    http = bootstrap.local(authz_transport=bootstrap.Transport.HTTP, authz_health_ports=(9192,))
+    [cluster] = [
+        c for c in bootstrap.render(http)["static_resources"]["clusters"] if c["name"] == bootstrap.AUTHZ_CLUSTER
+    ]
+    options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert options["common_http_protocol_options"]["max_response_headers_kb"] * 1024 >= sent + claims + 4 * 1024
 
 
 def test_gunicorn_reads_the_longest_identity_header_line() -> None:

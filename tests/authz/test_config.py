@@ -340,6 +340,7 @@ def test_claim_headers_map_claims_to_headers_under_the_identity_prefix() -> None
         "custom:plan=x-user-sub",  # a built-in one
         "custom:plan=x-user-principal",
         "custom:plan=x-user-plan,custom:tier=x-user-plan",
+        "custom:plan=x-user-plan,custom:plan=x-user-tier",  # one header per claim (Envoy's header limits)
         "custom:plan",
         "=x-user-plan",
         "custom:plan=",

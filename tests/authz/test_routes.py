@@ -71,6 +71,7 @@ def test_route_settings_parse_every_key():
         ({"claims": "{}"}, "claims"),
         ({"claims": '{"plan": {"equals": ["pro"]}}'}, "claims"),
         ({"claims": '{"plan": {"present": true, "equals": "pro"}}'}, "claims"),
+        ({"claims": "[" * 100_000 + "]" * 100_000}, "claims"),
         ({"auth": "optional", "claims": '{"plan": {"present": true}}'}, "claims"),
     ],
 )
@@ -288,6 +289,15 @@ def test_rules_carry_their_settings_as_context_extensions_would():
         ("routes:\n  - match: {path: /x}\n    claims: {plan: {present: false}}\n", 3, "must be true"),
         ("routes:\n  - match: {path: /x}\n    claims: {plan: {equals: {a: 1}}}\n", 3, "a string, a number or"),
         ("routes:\n  - match: {path: /x}\n    claims: {plan: {one_of: []}}\n", 3, "at least one"),
+        ("routes:\n  - match: {path: /x}\n    claims: {1: {present: true}}\n", 3, "must be a string"),
+        ("routes:\n  - match: {path: /x}\n    claims: {on: {present: true}}\n", 3, "must be a string, not true"),
+        ("routes:\n  - match: {path: /x}\n    claims: {d: {equals: 2024-01-01}}\n", 3, 'not "2024-01-01"'),
+        (
+            "routes:\n"
+            + "".join(f"  - match: {{path: /p{i}}}\n    claims: {{c{i}: {{present: true}}}}\n" for i in range(65)),
+            130,
+            "more than 64 claims named",
+        ),
         ("routes:\n  - match: {path: /x}\n    auth: none\n    claims: {p: {present: true}}\n", 4, "need auth"),
         ("unexpected: 1\nroutes: []\n", 1, "unknown key"),
     ],

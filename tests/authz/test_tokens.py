@@ -34,7 +34,14 @@ from authz.errors import (
     WrongTokenUse,
 )
 from authz.jwks import JwksCache
-from authz.tokens import MAX_KEPT_CLAIMS, TokenVerifier, VerifiedToken, bearer_token, claim_header_value
+from authz.tokens import (
+    MAX_KEPT_CLAIMS,
+    TokenVerifier,
+    VerifiedToken,
+    bearer_token,
+    claim_header_value,
+    claim_json,
+)
 from identity_headers import MAX_VALUE_BYTES
 from tests.conftest import (
     CLIENT_ID,
@@ -1052,6 +1059,43 @@ def test_mapped_claims_ride_with_the_verified_identity() -> None:
     token = mint(access_claims(**{"custom:tenant_id": "t-42", "custom:plan": ["pro", "team"]}))
     assert harness.verify(token).claim_headers == ("t-42", "pro,team", "")
     assert harness.verify(mint(client_claims(**{"custom:tenant_id": 7}))).claim_headers == ("7", "", "")
+
+
+@pytest.mark.parametrize(
+    "one, other", [(1, 1.0), (10**16, 1e16), (2**53, 2.0**53), (-(10**20), -1e20), ({"a": [2.0]}, {"a": [2]})]
+)
+def test_equal_json_numbers_have_one_spelling(one: Any, other: Any) -> None:
+    """JSON has one number type: an integral float is its integer, however large."""
+    assert claim_json(one) == claim_json(other)
+    assert claim_json(1) != claim_json(True) and claim_json(1) != claim_json("1")
+
+
+def test_a_client_tokens_user_claims_reach_no_header_and_no_condition() -> None:
+    """An app client's token names no user: a mapped username or groups claim is no value, and a condition on one
+    finds it absent."""
+    harness = build_harness(claim_headers=("username", "cognito:groups", "custom:plan"))
+    harness.verifier.keep_claims(frozenset({"username", "cognito:groups"}))
+    claims = client_claims(username="andrew", **{"cognito:groups": ["admins"], "custom:plan": "pro"})
+    verified = harness.verify(mint(claims))
+    assert verified.claim_headers == ("", "", "pro")
+    assert verified.claim("username") is None and verified.claim("cognito:groups") is None
+
+
+def test_a_token_verified_while_a_claim_was_being_added_is_not_cached_without_it(harness: Harness) -> None:
+    """keep_claims during a verification: the token verified with the old names is answered but not cached, so the
+    next Check verifies it again, with the new claim."""
+    token = mint(access_claims(**{"custom:plan": "pro"}))
+    original = harness.verifier._validate_claims
+
+    def add_a_claim_midway(*args: Any, **kwargs: Any) -> VerifiedToken:
+        verified = original(*args, **kwargs)
+        harness.verifier.keep_claims(frozenset({"custom:plan"}))
+        return verified
+
+    harness.verifier._validate_claims = add_a_claim_midway  # type: ignore[method-assign]
+    assert harness.verify(token).claims == ()
+    harness.verifier._validate_claims = original  # type: ignore[method-assign]
+    assert harness.verify(token).claims == (("custom:plan", '"pro"'),)
 
 
 def test_claims_asked_about_are_kept_even_for_tokens_verified_before(harness: Harness) -> None:

@@ -99,7 +99,7 @@ def test_an_app_clients_own_token_from_the_emulator_is_a_client_principal(emulat
         assert (refused["allowed"], refused["http_status"]) == (False, 403)
 
 
-@pytest.mark.parametrize("fault", ["wrong-secret", "foreign-scope", "user-flow-client"])
+@pytest.mark.parametrize("fault", ["wrong-secret", "non-ascii-secret", "foreign-scope", "user-flow-client"])
 def test_the_emulators_get_client_token_refuses_what_cognito_refuses(emulator, fault):
     """No token for a wrong secret, a scope the client was not given, or a client without ALLOW_CLIENT_TOKEN_AUTH
     (the pages' public client)."""
@@ -111,6 +111,8 @@ def test_the_emulators_get_client_token_refuses_what_cognito_refuses(emulator, f
             (lambda: client_token(client, MachineClient(machine.client_id, "not-the-secret-of-this-client"))),
             "NotAuthorized",
         )
+    elif fault == "non-ascii-secret":
+        call, error = (lambda: client_token(client, MachineClient(machine.client_id, "é" * 24))), "NotAuthorized"
     elif fault == "foreign-scope":
         call, error = (lambda: client_token(client, machine, ["reports-api/write"])), "InvalidParameter"
     else:
