@@ -24,7 +24,12 @@ from identity_headers import DEFAULT_PREFIX, PREFIX_PATTERN
 # The authz server's realm default; a 401 from here reads the same as one from Envoy.
 REALM = "api"
 # Where the pages find Cognito (backend/pages.py): the same pool, client and endpoint as the stack.
-_COGNITO_KEYS = ("AWS_COGNITO_USER_POOLS_ID", "AWS_COGNITO_CLIENT_ID", "AWS_ENDPOINT_URL_COGNITO_IDP")
+_COGNITO_KEYS = (
+    "AWS_COGNITO_USER_POOLS_ID",
+    "AWS_COGNITO_CLIENT_ID",
+    "AWS_ENDPOINT_URL_COGNITO_IDP",
+    "PAGES_COGNITO_ENDPOINT",
+)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

@@ -25,7 +25,13 @@ def page_config(source: dict[str, str]) -> dict[str, str] | None:
     if not pool_id or not client_id or "_" not in pool_id:
         return None
     region = pool_id.partition("_")[0]
-    endpoint = (source.get("AWS_ENDPOINT_URL_COGNITO_IDP") or "").strip() or REAL_ENDPOINT.format(region=region)
+    # Where the browser reaches Cognito: PAGES_COGNITO_ENDPOINT when the pages reach it another way than the servers
+    # do (compose: "/cognito/" on the pages' own origin, through Envoy), else the servers' endpoint or the real one.
+    endpoint = (
+        (source.get("PAGES_COGNITO_ENDPOINT") or "").strip()
+        or (source.get("AWS_ENDPOINT_URL_COGNITO_IDP") or "").strip()
+        or REAL_ENDPOINT.format(region=region)
+    )
     return {"userPoolId": pool_id, "clientId": client_id, "region": region, "endpoint": endpoint}
 
 
@@ -33,7 +39,8 @@ def init_pages(app: Flask, config: dict[str, str] | None) -> None:
     connect = "'self'"
     if config is not None:
         parts = urlsplit(config["endpoint"])
-        connect += f" {parts.scheme}://{parts.netloc}"
+        if parts.netloc:  # a path on the pages' own origin is 'self' already
+            connect += f" {parts.scheme}://{parts.netloc}"
     # Only our own scripts and styles run; the only other place the pages talk to is Cognito.
     policy = (
         f"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src {connect}; "

@@ -56,6 +56,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     ApiVersion,
     BackoffStrategy,
+    DataSource,
     GrpcService,
     GrpcServiceEnvoyGrpc,
     HealthCheck,
@@ -83,6 +84,7 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
 from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
 from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
 from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
     HeaderMatcher,
     RateLimit,
     RateLimitAction,
@@ -145,6 +147,7 @@ COMPOSE_FILE = Path(__file__).resolve().parent / "envoy.compose.yaml"
 DEFAULT_IDENTITY_HEADER_PREFIX = identity_headers.DEFAULT_PREFIX
 AUTHZ_CLUSTER = "authz"
 BACKEND_CLUSTER = "backend"
+COGNITO_CLUSTER = "cognito"
 
 # 1. The listener and its HTTP connection manager.
 # A client that has not sent its request headers within 10 s is holding a connection open, not making a request
@@ -354,6 +357,9 @@ class Topology:
     authz_health_ports: Sequence[int] = ()
     # Requests a second each caller authz allowed may make, keyed by the verified sub (step 4); 0: no such limit.
     user_rate_limit: int = 0
+    # The local Cognito emulator, which the pages reach through Envoy at COGNITO_PATH (compose publishes nothing
+    # else); None: the pages reach Cognito themselves (a real pool, or `make run`'s emulator on loopback).
+    cognito: HostPort | None = None
 
     def __post_init__(self) -> None:
         if self.user_rate_limit < 0:
@@ -401,6 +407,7 @@ def compose() -> Topology:
         backend=HostPort("backend", 4567),
         resolve_names=True,
         user_rate_limit=DEFAULT_USER_RATE_LIMIT,
+        cognito=HostPort("cognito-local", 5000),
     )
 
 
@@ -410,7 +417,11 @@ def build(topology: Topology) -> Bootstrap:
         admin=Admin(address=address(topology.admin)),
         static_resources=BootstrapStaticResources(
             listeners=[_listener(topology)],
-            clusters=[authz_cluster(topology), _backend_cluster(topology)],
+            clusters=[
+                authz_cluster(topology),
+                _backend_cluster(topology),
+                *([_cognito_cluster(topology, topology.cognito)] if topology.cognito else []),
+            ],
         ),
         overload_manager=OverloadManager(
             resource_monitors=[
@@ -681,7 +692,10 @@ def _route_config(topology: Topology) -> RouteConfiguration:
             VirtualHost(
                 name="cruddur",
                 domains=["*"],
-                routes=[_route(api_route, topology.route_rules) for api_route in routes(topology.route_rules)],
+                routes=[
+                    *(_cognito_routes() if topology.cognito else []),
+                    *(_route(api_route, topology.route_rules) for api_route in routes(topology.route_rules)),
+                ],
                 # The upstream gets the caller's identity from the authz server, so it never needs the token
                 # (as jwt_authn's default `forward: false`): a backend log or a leak cannot hand it on. Route and
                 # virtual-host header removal runs in the router, after ext_authz has read it.
@@ -708,7 +722,57 @@ def _route(api_route: ApiRoute, rules: RuleSource) -> Route:
     )
 
 
-# 6. The clusters: the authz replicas ext_authz asks, and the backend the routes send to.
+# The emulator topology: the pages' calls to Cognito, through Envoy. Only what the pages call, the user-pool actions
+# Cognito answers without AWS credentials (backend/web/cognito.js), passes: the emulator, like moto, checks no
+# credentials on the admin actions, which must not be open to whoever reaches the published port.
+COGNITO_PATH = "/cognito/"
+PAGES_COGNITO_ACTIONS = (
+    "SignUp",
+    "ConfirmSignUp",
+    "ResendConfirmationCode",
+    "InitiateAuth",
+    "GetUser",
+    "GlobalSignOut",
+    "ForgotPassword",
+    "ConfirmForgotPassword",
+)
+COGNITO_REFUSED_BODY = '{"__type":"AccessDeniedException","message":"only the pages\' user-pool actions pass here"}'
+
+
+def _cognito_routes() -> list[Route]:
+    """A POST under COGNITO_PATH naming one of PAGES_COGNITO_ACTIONS goes to the emulator (the path prefix taken off),
+    a route per action (one RE2 alternation of them is over Envoy's program size limit); anything else under it is
+    refused with 403. No Check: the pages call Cognito before they have a token."""
+    off = {EXT_AUTHZ: AnyMessage.pack(ExtAuthzPerRoute(disabled=True))}
+    passed = [
+        Route(
+            name=f"cognito-{action}",
+            match=RouteMatch(
+                prefix=COGNITO_PATH,
+                headers=[
+                    HeaderMatcher(name=":method", string_match=StringMatcher(exact="POST")),
+                    HeaderMatcher(
+                        name="x-amz-target",
+                        string_match=StringMatcher(exact=f"AWSCognitoIdentityProviderService.{action}"),
+                    ),
+                ],
+            ),
+            route=RouteAction(cluster=COGNITO_CLUSTER, prefix_rewrite="/"),
+            typed_per_filter_config=off,
+        )
+        for action in PAGES_COGNITO_ACTIONS
+    ]
+    refused = Route(
+        name="cognito-refused",
+        match=RouteMatch(path_separated_prefix=COGNITO_PATH.rstrip("/")),
+        direct_response=DirectResponseAction(status=403, body=DataSource(inline_string=COGNITO_REFUSED_BODY)),
+        typed_per_filter_config=off,
+    )
+    return [*passed, refused]
+
+
+# 6. The clusters: the authz replicas ext_authz asks, the backend the routes send to, and the emulator topology's
+# Cognito.
 
 
 def authz_cluster(topology: Topology) -> Cluster:
@@ -776,6 +840,17 @@ def _backend_cluster(topology: Topology) -> Cluster:
     )
 
 
+def _cognito_cluster(topology: Topology, cognito: HostPort) -> Cluster:
+    return _cluster(
+        COGNITO_CLUSTER,
+        topology,
+        (cognito,),
+        typed_extension_protocol_options=_upstream_http(
+            HttpProtocolOptionsExplicitHttpConfig(http_protocol_options=Http1ProtocolOptions())
+        ),
+    )
+
+
 def _http_health_check(path: str) -> HealthCheck:
     """An HTTP GET of path every BACKEND_HEALTH_INTERVAL."""
     return HealthCheck(
@@ -837,7 +912,7 @@ def _endpoints(cluster: str, hosts: Sequence[HostPort], health_ports: Sequence[i
 def compose_yaml() -> str:
     header = (
         "# Generated by `python -m envoy.bootstrap compose` from envoy/bootstrap.py; edit that, not this file.\n"
-        "# The docker-compose variant: upstreams are the compose services `authz` and `backend`.\n"
+        "# The docker-compose variant: upstreams are the compose services `authz`, `backend` and `cognito-local`.\n"
     )
     return header + yaml.safe_dump(render(compose()), sort_keys=False)
 

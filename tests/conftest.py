@@ -451,6 +451,8 @@ def checkers(clock: FakeClock, lookups) -> Iterator[Any]:
 #   integration  the whole stack behind a real Envoy (tests/integration) and the bench's runs (tests/bench)
 #   emulator     the local Cognito emulator, moto's server (tests/emulator, tests/stack/test_emulator.py)
 #   browser      headless Chromium against the pages (tests/browser)
+#   compose      the compose stack in real containers (tests/compose), which only `make compose-test` brings up:
+#                pyproject's addopts leave it out of every other run
 # `pytest -m "not integration and not emulator and not browser"` runs the rest in well under a minute.
 SUITE_MARKERS = {
     ("integration",): "integration",
@@ -458,6 +460,7 @@ SUITE_MARKERS = {
     ("emulator",): "emulator",
     ("stack", "test_emulator.py"): "emulator",
     ("browser",): "browser",
+    ("compose",): "compose",
 }
 TESTS = Path(__file__).resolve().parent
 

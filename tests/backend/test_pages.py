@@ -15,7 +15,13 @@ BASE = {"FRONTEND_URL": "", "BACKEND_URL": "", "IDENTITY_HEADER_PREFIX": "x-user
 
 
 def client_for(**cognito: str) -> FlaskClient:
-    config = {**BASE, "AWS_COGNITO_USER_POOLS_ID": "", "AWS_COGNITO_CLIENT_ID": "", "AWS_ENDPOINT_URL_COGNITO_IDP": ""}
+    config = {
+        **BASE,
+        "AWS_COGNITO_USER_POOLS_ID": "",
+        "AWS_COGNITO_CLIENT_ID": "",
+        "AWS_ENDPOINT_URL_COGNITO_IDP": "",
+        "PAGES_COGNITO_ENDPOINT": "",
+    }
     config.update(cognito)
     return create_app(config).test_client()
 
@@ -41,6 +47,19 @@ def test_config_points_a_real_pool_at_its_regional_endpoint():
     )
     assert reply.get_json()["endpoint"] == "https://cognito-idp.eu-west-1.amazonaws.com/"
     assert "connect-src 'self' https://cognito-idp.eu-west-1.amazonaws.com;" in reply.headers["Content-Security-Policy"]
+
+
+def test_pages_can_be_sent_to_cognito_on_their_own_origin():
+    """PAGES_COGNITO_ENDPOINT (compose: Envoy's /cognito/) is where the browser calls Cognito, whatever endpoint the
+    servers use; a path on the pages' origin needs nothing beyond 'self' in the policy."""
+    reply = client_for(
+        AWS_COGNITO_USER_POOLS_ID=POOL,
+        AWS_COGNITO_CLIENT_ID=CLIENT,
+        AWS_ENDPOINT_URL_COGNITO_IDP="http://cognito-local:5000",
+        PAGES_COGNITO_ENDPOINT="/cognito/",
+    ).get("/web/config.json")
+    assert reply.get_json()["endpoint"] == "/cognito/"
+    assert "connect-src 'self';" in reply.headers["Content-Security-Policy"]
 
 
 def test_without_a_pool_the_config_is_404_and_the_shell_still_loads():

@@ -212,10 +212,44 @@ def test_the_stacks_envoy_sends_no_rules_the_route_table_decides(variant: bootst
     """By default (`make run`, compose, the integration suite) Envoy sends no context_extensions: the checked routes
     are one catch-all with the filter's own settings, and the authz server's route table decides."""
     document = bootstrap.render(variant)
-    per_route = _ext_authz_per_route(document)
+    per_route = {
+        name: config for name, config in _ext_authz_per_route(document).items() if not name.startswith("cognito")
+    }
     assert list(per_route) == ["health", "cors-preflight", "pages", "page-assets", "default"]
     assert per_route["default"] is None
     assert "context_extensions" not in json.dumps(document)
+
+
+def test_in_the_emulator_topology_the_pages_reach_cognito_through_envoy_for_their_actions_only():
+    """compose (the emulator topology): a POST under /cognito/ naming one of the pages' user-pool actions goes to the
+    emulator with the prefix taken off and no Check; anything else under /cognito is Envoy's own 403. Without an
+    emulator (local, a real pool) there is no such route and no such cluster."""
+    document = bootstrap.render(bootstrap.compose())
+    routes = _routes(document)
+    names = [name for name in routes if name.startswith("cognito")]
+    assert names == [f"cognito-{action}" for action in bootstrap.PAGES_COGNITO_ACTIONS] + ["cognito-refused"]
+    assert list(routes).index("cognito-refused") < list(routes).index("health")
+    for action in bootstrap.PAGES_COGNITO_ACTIONS:
+        route = routes[f"cognito-{action}"]
+        assert route["match"] == {
+            "prefix": "/cognito/",
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "POST"}},
+                {"name": "x-amz-target", "string_match": {"exact": f"AWSCognitoIdentityProviderService.{action}"}},
+            ],
+        }
+        assert route["route"] == {"cluster": bootstrap.COGNITO_CLUSTER, "prefix_rewrite": "/"}
+    refused = routes["cognito-refused"]
+    assert refused["match"] == {"path_separated_prefix": "/cognito"}
+    assert refused["direct_response"]["status"] == 403
+    assert all((_ext_authz_per_route(document)[name] or {}).get("disabled") for name in names)
+    assert not {"AdminCreateUser", "ListUserPools", "AdminInitiateAuth"} & set(bootstrap.PAGES_COGNITO_ACTIONS)
+    [cognito] = [c for c in document["static_resources"]["clusters"] if c["name"] == bootstrap.COGNITO_CLUSTER]
+    [endpoint] = cognito["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"]["socket_address"] == {"address": "cognito-local", "port_value": 5000}
+    local = bootstrap.render(bootstrap.local())
+    assert not any(name.startswith("cognito") for name in _routes(local))
+    assert bootstrap.COGNITO_CLUSTER not in {c["name"] for c in local["static_resources"]["clusters"]}
 
 
 def test_the_context_extensions_variant_sends_each_routes_rules():
