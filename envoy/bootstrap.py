@@ -693,7 +693,7 @@ def _route_config(topology: Topology) -> RouteConfiguration:
                 name="cruddur",
                 domains=["*"],
                 routes=[
-                    *(_cognito_routes() if topology.cognito else []),
+                    *(_cognito_routes(topology.cognito) if topology.cognito else []),
                     *(_route(api_route, topology.route_rules) for api_route in routes(topology.route_rules)),
                 ],
                 # The upstream gets the caller's identity from the authz server, so it never needs the token
@@ -724,8 +724,14 @@ def _route(api_route: ApiRoute, rules: RuleSource) -> Route:
 
 # The emulator topology: the pages' calls to Cognito, through Envoy. Only what the pages call, the user-pool actions
 # Cognito answers without AWS credentials (backend/web/cognito.js), passes: the emulator, like moto, checks no
-# credentials on the admin actions, which must not be open to whoever reaches the published port.
+# credentials on the admin actions, which must not be open to whoever reaches the published port. So a call passes
+# only as the pages make it: a POST to exactly COGNITO_PATH, no query string (moto would read an Action there before
+# X-Amz-Target; the emulator also refuses one in the body), the JSON content type, one of their X-Amz-Targets, the
+# Host the emulator's own (moto picks a service by it), and no Authorization (the virtual host removes it from every
+# request).
 COGNITO_PATH = "/cognito/"
+# The JSON protocol's content type, which the pages send (and no form, which moto would read an Action from).
+COGNITO_CONTENT_TYPE = "application/x-amz-json-1.1"
 PAGES_COGNITO_ACTIONS = (
     "SignUp",
     "ConfirmSignUp",
@@ -739,7 +745,7 @@ PAGES_COGNITO_ACTIONS = (
 COGNITO_REFUSED_BODY = '{"__type":"AccessDeniedException","message":"only the pages\' user-pool actions pass here"}'
 
 
-def _cognito_routes() -> list[Route]:
+def _cognito_routes(cognito: HostPort) -> list[Route]:
     """A POST under COGNITO_PATH naming one of PAGES_COGNITO_ACTIONS goes to the emulator (the path prefix taken off),
     a route per action (one RE2 alternation of them is over Envoy's program size limit); anything else under it is
     refused with 403. No Check: the pages call Cognito before they have a token."""
@@ -751,13 +757,18 @@ def _cognito_routes() -> list[Route]:
                 prefix=COGNITO_PATH,
                 headers=[
                     HeaderMatcher(name=":method", string_match=StringMatcher(exact="POST")),
+                    # The whole :path, query included (a route's own path match ignores the query).
+                    HeaderMatcher(name=":path", string_match=StringMatcher(exact=COGNITO_PATH)),
+                    HeaderMatcher(name="content-type", string_match=StringMatcher(exact=COGNITO_CONTENT_TYPE)),
                     HeaderMatcher(
                         name="x-amz-target",
                         string_match=StringMatcher(exact=f"AWSCognitoIdentityProviderService.{action}"),
                     ),
                 ],
             ),
-            route=RouteAction(cluster=COGNITO_CLUSTER, prefix_rewrite="/"),
+            route=RouteAction(
+                cluster=COGNITO_CLUSTER, prefix_rewrite="/", host_rewrite_literal=f"{cognito.host}:{cognito.port}"
+            ),
             typed_per_filter_config=off,
         )
         for action in PAGES_COGNITO_ACTIONS

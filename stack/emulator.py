@@ -8,21 +8,27 @@ answers NotAuthorizedException and the sign-out does nothing. This wraps moto's 
 Cognito does: CodeDeliveryDetails for an unconfirmed user (the emulator sends no email, and accepts any code),
 and a sign-out of the token's user wherever its pool is; Cognito's own errors otherwise. moto has no
 GetClientToken (an app client's own access token, as the client credentials grant issues it); this issues one as
-Cognito's API Reference describes it, signed with the pool's key. Everything else is moto, unchanged.
+Cognito's API Reference describes it, signed with the pool's key. Everything else is moto, unchanged, except that a
+call naming its action in X-Amz-Target (the JSON protocol every Cognito client uses) may not name another one where
+moto would read it first (the query string, or a body read as a form): through compose's Envoy, which lets the pages'
+own actions through by their X-Amz-Target, that would reach any action of the emulator, whose admin actions, like
+moto's, check no credentials.
 """
 
 from __future__ import annotations
 
 import argparse
 import hmac
+import io
 import json
 import os
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 from joserfc import jwt
 from moto.cognitoidp.models import UserStatus, cognitoidp_backends, find_account_region_by_value
@@ -127,6 +133,20 @@ def _access_token_seconds(config: dict[str, Any]) -> int:
 
 
 ACTIONS = {RESEND: resend_confirmation_code, GLOBAL_SIGN_OUT: global_sign_out, GET_CLIENT_TOKEN: get_client_token}
+
+
+def names_another_action(environ: Mapping[str, Any], body: bytes) -> bool:
+    """Whether a call that names its action in X-Amz-Target also names one where moto looks first: any query string,
+    a form body, or an `Action` in the body read as a form (moto parses a JSON body that way too when the query is
+    empty, so `{"x": "&Action=AdminCreateUser&"}` would be AdminCreateUser)."""
+    if environ.get("QUERY_STRING"):
+        return True
+    content_type = str(environ.get("CONTENT_TYPE", "")).lower()
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/")):
+        return True
+    return "Action" in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
 _MOTO_STATE = threading.Lock()
 
 
@@ -141,11 +161,21 @@ class WithUserPoolFixes:
         self.app = app
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        action = ACTIONS.get(environ.get("HTTP_X_AMZ_TARGET", "")) if environ.get("REQUEST_METHOD") == "POST" else None
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target is None:
+            return self.app(environ, start_response)
+        raw = Request(environ).get_data(cache=False)
+        if names_another_action(environ, raw):
+            return self._answer(environ, start_response, 400, _error("SerializationException", "One action per call."))
+        action = ACTIONS.get(target) if environ.get("REQUEST_METHOD") == "POST" else None
         if action is None:
+            # moto reads the body again: hand it back, whole and of a known length.
+            environ["wsgi.input"] = io.BytesIO(raw)
+            environ["CONTENT_LENGTH"] = str(len(raw))
+            environ.pop("HTTP_TRANSFER_ENCODING", None)
             return self.app(environ, start_response)
         try:
-            request = json.loads(Request(environ).get_data(cache=False) or b"{}")
+            request = json.loads(raw or b"{}")
         except ValueError:
             request = None
         if isinstance(request, dict):
@@ -153,6 +183,12 @@ class WithUserPoolFixes:
                 status, body = action(request)
         else:
             status, body = 400, _error("SerializationException", "Malformed request body.")
+        return self._answer(environ, start_response, status, body)
+
+    @staticmethod
+    def _answer(
+        environ: dict[str, Any], start_response: Callable[..., Any], status: int, body: dict[str, Any]
+    ) -> Iterable[bytes]:
         data = json.dumps(body).encode()
         start_response(
             f"{status} {'OK' if status == 200 else 'Bad Request'}",

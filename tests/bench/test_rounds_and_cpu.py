@@ -120,5 +120,7 @@ def test_machine_busy_time_includes_our_own_cpu():
     start = time.process_time()
     while time.process_time() - start < 0.3:
         pass
-    assert proc_cpu.own_seconds() - own >= 0.29
-    assert proc_cpu.machine_busy_seconds() - machine >= 0.25  # /proc/stat counts in 10 ms ticks
+    # /proc counts CPU in 10 ms ticks, so each reading may be a tick short of the truth: two ticks of slack (a CI run
+    # measured 0.2899999 for 0.3 s spun).
+    assert proc_cpu.own_seconds() - own >= 0.3 - 0.02
+    assert proc_cpu.machine_busy_seconds() - machine >= 0.25

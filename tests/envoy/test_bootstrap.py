@@ -221,8 +221,9 @@ def test_the_stacks_envoy_sends_no_rules_the_route_table_decides(variant: bootst
 
 
 def test_in_the_emulator_topology_the_pages_reach_cognito_through_envoy_for_their_actions_only():
-    """compose (the emulator topology): a POST under /cognito/ naming one of the pages' user-pool actions goes to the
-    emulator with the prefix taken off and no Check; anything else under /cognito is Envoy's own 403. Without an
+    """compose (the emulator topology): a POST to exactly /cognito/ (no query), in JSON, naming one of the pages'
+    user-pool actions goes to the emulator with the prefix taken off, its own Host and no Check; anything else under
+    /cognito is Envoy's own 403. Without an
     emulator (local, a real pool) there is no such route and no such cluster."""
     document = bootstrap.render(bootstrap.compose())
     routes = _routes(document)
@@ -235,10 +236,17 @@ def test_in_the_emulator_topology_the_pages_reach_cognito_through_envoy_for_thei
             "prefix": "/cognito/",
             "headers": [
                 {"name": ":method", "string_match": {"exact": "POST"}},
+                # The whole :path, so no query string (where moto would read another Action) gets through.
+                {"name": ":path", "string_match": {"exact": "/cognito/"}},
+                {"name": "content-type", "string_match": {"exact": "application/x-amz-json-1.1"}},
                 {"name": "x-amz-target", "string_match": {"exact": f"AWSCognitoIdentityProviderService.{action}"}},
             ],
         }
-        assert route["route"] == {"cluster": bootstrap.COGNITO_CLUSTER, "prefix_rewrite": "/"}
+        assert route["route"] == {
+            "cluster": bootstrap.COGNITO_CLUSTER,
+            "prefix_rewrite": "/",
+            "host_rewrite_literal": "cognito-local:5000",
+        }
     refused = routes["cognito-refused"]
     assert refused["match"] == {"path_separated_prefix": "/cognito"}
     assert refused["direct_response"]["status"] == 403
