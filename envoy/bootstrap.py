@@ -708,7 +708,7 @@ def _route_config(topology: Topology) -> RouteConfiguration:
 def _route(api_route: ApiRoute, rules: RuleSource) -> Route:
     per_filter: dict[str, AnyMessage] = {}
     if api_route.context_extensions is None:
-        per_filter[EXT_AUTHZ] = AnyMessage.pack(ExtAuthzPerRoute(disabled=True))
+        per_filter = _no_check()
     elif rules is RuleSource.CONTEXT_EXTENSIONS:
         per_route = ExtAuthzPerRoute(
             check_settings=CheckSettings(context_extensions=dict(api_route.context_extensions))
@@ -745,11 +745,16 @@ PAGES_COGNITO_ACTIONS = (
 COGNITO_REFUSED_BODY = '{"__type":"AccessDeniedException","message":"only the pages\' user-pool actions pass here"}'
 
 
+def _no_check() -> dict[str, AnyMessage]:
+    """A route's typed_per_filter_config that turns ext_authz off there."""
+    return {EXT_AUTHZ: AnyMessage.pack(ExtAuthzPerRoute(disabled=True))}
+
+
 def _cognito_routes(cognito: HostPort) -> list[Route]:
     """A POST under COGNITO_PATH naming one of PAGES_COGNITO_ACTIONS goes to the emulator (the path prefix taken off),
     a route per action (one RE2 alternation of them is over Envoy's program size limit); anything else under it is
     refused with 403. No Check: the pages call Cognito before they have a token."""
-    off = {EXT_AUTHZ: AnyMessage.pack(ExtAuthzPerRoute(disabled=True))}
+    off = _no_check()
     passed = [
         Route(
             name=f"cognito-{action}",

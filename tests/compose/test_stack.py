@@ -18,13 +18,10 @@ from selenium import webdriver
 
 from tests.browser.pages import App, Person
 from tests.compose.conftest import Compose, until
+from tests.integration.cruddur_api import bearer
 
 SERVICES = ("envoy", "authz", "backend", "cognito-local")
 GRPCURL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import requests
 from bench.emulator import EmulatorSigner
 from stack.cognito import register, sign_in, user_sub
 from stack.local import LocalStack
+from stack.processes import ManagedProcess
 from tests.conftest import LoopbackHttp
 
 PASSWORD = "Int3gration-Passw0rd!"
@@ -116,10 +117,11 @@ class RecordingUpstream(LoopbackHttp):
         self.close()
 
 
-def access_log(stack: LocalStack) -> list[dict[str, Any]]:
-    """Envoy's JSON access log lines so far: complete lines only, as Envoy may be halfway through writing the last
-    (its buffered log writer can flush in the middle of a line; seen on Envoy 1.36)."""
-    text = Path(stack.process("envoy").log_path).read_text()
+def access_log(stack: LocalStack | ManagedProcess) -> list[dict[str, Any]]:
+    """Envoy's JSON access log lines so far (a stack's Envoy, or an Envoy process): complete lines only, as Envoy may
+    be halfway through writing the last (its buffered log writer can flush in the middle of a line; seen on 1.36)."""
+    envoy = stack.process("envoy") if isinstance(stack, LocalStack) else stack
+    text = Path(envoy.log_path).read_text()
     lines = text[: text.rfind("\n") + 1].splitlines()
     return [json.loads(line) for line in lines if line.startswith("{")]
 
