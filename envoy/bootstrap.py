@@ -59,6 +59,9 @@ from envoy_data_plane.envoy.config.core.v3 import (
     DataSource,
     GrpcService,
     GrpcServiceEnvoyGrpc,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckGrpcHealthCheck,
     HealthCheckHttpHealthCheck,
@@ -753,7 +756,13 @@ def _no_check() -> dict[str, AnyMessage]:
 def _cognito_routes(cognito: HostPort) -> list[Route]:
     """A POST under COGNITO_PATH naming one of PAGES_COGNITO_ACTIONS goes to the emulator (the path prefix taken off),
     a route per action (one RE2 alternation of them is over Envoy's program size limit); anything else under it is
-    refused with 403. No Check: the pages call Cognito before they have a token."""
+    refused with 403. No Check: the pages call Cognito before they have a token.
+
+    What moto would read besides the match is set or taken off on the way: X-Amz-Target and Content-Type are
+    written anew with the route's own values (a second X-Amz-Target a client adds would reach the emulator joined to
+    the first, and moto runs the part after the last dot), a compressed body is refused (moto decompresses before it
+    reads an Action from the body, where the emulator could not see it), and User-Agent goes (moto takes a Region
+    from it, which would point the admin actions at the pool)."""
     off = _no_check()
     passed = [
         Route(
@@ -769,8 +778,20 @@ def _cognito_routes(cognito: HostPort) -> list[Route]:
                         name="x-amz-target",
                         string_match=StringMatcher(exact=f"AWSCognitoIdentityProviderService.{action}"),
                     ),
+                    HeaderMatcher(name="content-encoding", present_match=True, invert_match=True),
                 ],
             ),
+            request_headers_to_add=[
+                HeaderValueOption(
+                    header=HeaderValue(key=name, value=value),
+                    append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+                for name, value in (
+                    ("x-amz-target", f"AWSCognitoIdentityProviderService.{action}"),
+                    ("content-type", COGNITO_CONTENT_TYPE),
+                )
+            ],
+            request_headers_to_remove=["user-agent", "content-encoding"],
             route=RouteAction(
                 cluster=COGNITO_CLUSTER, prefix_rewrite="/", host_rewrite_literal=f"{cognito.host}:{cognito.port}"
             ),

@@ -6,6 +6,8 @@ serves its own /moto-api/ for a reset or a dump of every user's password)."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
+import http.client
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +68,39 @@ def test_the_pages_actions_reach_the_emulator_through_envoy(edge: str, emulator:
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["__type"].split("#")[-1] in ("NotAuthorizedException", "UserNotFoundException")
+
+
+def test_a_second_target_or_a_compressed_body_runs_no_other_action(edge: str, emulator: str):
+    """A second X-Amz-Target (the emulator's server joins them, and moto runs what follows the last dot) and a gzip
+    body hiding an Action (moto decompresses before it reads one) each run nothing but what the route allows, with a
+    User-Agent that names the pool's Region (moto takes one from it)."""
+    pool_id = provision(cognito_client(REGION, emulator), REGION).pool_id
+    users = cognito_client(REGION, emulator).list_users(UserPoolId=pool_id)["Users"]
+    before = pools(emulator)
+    address = urlsplit(edge)
+    smuggled = gzip.compress(json.dumps({"UserPoolId": pool_id, "x": "&Action=ListUsers&"}).encode())
+    attempts = [
+        (
+            [("X-Amz-Target", TARGET + "SignUp"), ("X-Amz-Target", "x.ListUsers")],
+            json.dumps({"UserPoolId": pool_id}).encode(),
+        ),
+        ([("X-Amz-Target", TARGET + "InitiateAuth"), ("Content-Encoding", "gzip")], smuggled),
+    ]
+    for headers, body in attempts:
+        connection = http.client.HTTPConnection(address.hostname or "127.0.0.1", address.port, timeout=10)
+        try:
+            connection.putrequest("POST", "/cognito/")
+            for name, value in [*headers, ("Content-Type", JSON), ("User-Agent", f"x region/{REGION}")]:
+                connection.putheader(name, value)
+            connection.putheader("Content-Length", str(len(body)))
+            connection.endheaders(body)
+            answer = connection.getresponse()
+            text = answer.read().decode("utf-8", "replace")
+        finally:
+            connection.close()
+        assert answer.status != 200 and "Users" not in text and "Username" not in text, (headers, text[:300])
+    assert pools(emulator) == before
+    assert cognito_client(REGION, emulator).list_users(UserPoolId=pool_id)["Users"] == users
 
 
 @pytest.mark.parametrize(

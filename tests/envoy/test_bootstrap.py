@@ -240,8 +240,19 @@ def test_in_the_emulator_topology_the_pages_reach_cognito_through_envoy_for_thei
                 {"name": ":path", "string_match": {"exact": "/cognito/"}},
                 {"name": "content-type", "string_match": {"exact": "application/x-amz-json-1.1"}},
                 {"name": "x-amz-target", "string_match": {"exact": f"AWSCognitoIdentityProviderService.{action}"}},
+                {"name": "content-encoding", "present_match": True, "invert_match": True},
             ],
         }
+        # What moto reads besides the match: the target and content type written anew (a second X-Amz-Target would
+        # reach it joined to the first), no User-Agent (moto takes a Region from it), no Content-Encoding.
+        assert {option["header"]["key"]: option["header"]["value"] for option in route["request_headers_to_add"]} == {
+            "x-amz-target": f"AWSCognitoIdentityProviderService.{action}",
+            "content-type": "application/x-amz-json-1.1",
+        }
+        assert all(
+            option["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD" for option in route["request_headers_to_add"]
+        )
+        assert set(route["request_headers_to_remove"]) == {"user-agent", "content-encoding"}
         assert route["route"] == {
             "cluster": bootstrap.COGNITO_CLUSTER,
             "prefix_rewrite": "/",
