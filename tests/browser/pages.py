@@ -201,6 +201,19 @@ class App:
         )
         return self.feed()
 
+    def sign_up(self, person: Person) -> None:
+        """Fill in the sign-up page as `person` and send it."""
+        self.wait_page("signup")
+        self.fill(
+            {
+                "#signup-name": person.name,
+                "#signup-handle": person.handle,
+                "#signup-email": person.email,
+                "#signup-password": person.password,
+            }
+        )
+        self.submit("form#signup-form")
+
     def sign_in(self, email: str, password: str) -> None:
         """Sign in from the sign-in page and land on home, signed in."""
         self.open("/signin")

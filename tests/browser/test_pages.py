@@ -70,16 +70,7 @@ def test_sign_up_confirm_sign_in_and_sign_out(app: App, tmp_path: Path) -> None:
     assert all(item["handle"] and item["message"] for item in feed), feed
 
     app.find("a#nav-signup").click()
-    app.wait_page("signup")
-    app.fill(
-        {
-            "#signup-name": person.name,
-            "#signup-handle": person.handle,
-            "#signup-email": person.email,
-            "#signup-password": person.password,
-        }
-    )
-    app.submit("form#signup-form")
+    app.sign_up(person)
 
     app.wait_page("confirm")
     assert unquote(app.hash) == f"#/confirm?email={person.email}", app.hash

@@ -107,23 +107,13 @@ def test_a_visitor_signs_up_and_in_in_a_browser(stack: Compose, driver: webdrive
     app.open("/")
     app.wait_signed_out_home()
     app.find("a#nav-signup").click()
-    app.wait_page("signup")
-    app.fill(
-        {
-            "#signup-name": person.name,
-            "#signup-handle": person.handle,
-            "#signup-email": person.email,
-            "#signup-password": person.password,
-        }
-    )
-    app.submit("form#signup-form")
+    app.sign_up(person)
     app.wait_page("confirm")
     app.fill({"#confirm-code": "123456"})
     app.submit("form#confirm-form")
     app.wait_page("signin")
-    app.fill({"#signin-email": person.email, "#signin-password": person.password})
-    app.submit("form#signin-form")
-    feed = app.wait_signed_in_home()
+    app.sign_in(person.email, person.password)
+    feed = app.feed()
     assert feed[0]["own"] and feed[0]["handle"] == person.name, feed
     app.find("#signout").click()
     app.wait_signed_out_home()
