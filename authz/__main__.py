@@ -1,6 +1,7 @@
 """Command line: `serve` runs the server, `verify` checks a token offline, `check` asks a running server,
-`routes check` validates a route table file (AUTHZ_ROUTES) offline and `routes explain` tells which of its rules
-decides a request.
+`routes check` validates a route table file (AUTHZ_ROUTES) offline, `routes explain` tells which of its rules
+decides a request, and `revoke` has every replica refuse a token, a sign-in session or a user's tokens (through the
+shared state, AUTHZ_STATE_URL).
 
 Exit codes: 0 allowed/valid, 1 denied/invalid, 2 bad configuration or usage, 3 server unreachable.
 """
@@ -61,12 +62,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain.add_argument("--method", required=True, help="the request's method, as sent (case-sensitive: GET, POST...)")
     explain.add_argument("--path", required=True, help="the request's path, as sent (a query string is ignored)")
     explain.add_argument("--host", default="", help="the request's Host or :authority (a port is ignored)")
+    revoke = commands.add_parser(
+        "revoke",
+        help="have every replica refuse a token, a sign-in session or a user's tokens now (needs AUTHZ_STATE_URL)",
+    )
+    what = revoke.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sub", help="every token of this user (sub) issued until now")
+    what.add_argument("--origin-jti", help="every token of this sign-in session (Cognito's origin_jti claim)")
+    what.add_argument(
+        "--token", help="this one token; - reads it from standard input (keeps it out of the process list)"
+    )
+    revoke.add_argument("--reason", default="", help="why, for the logs of whoever reads the entry (printable ASCII)")
     args = parser.parse_args(argv)
 
     if args.command == "check":
         return _check(args, parser)
     if args.command == "routes":
         return _routes(args)
+    if args.command == "revoke":
+        return _revoke(args, parser)
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -148,6 +162,75 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_UNREACHABLE
     print(json.dumps(result, indent=2))
     return 0 if result["allowed"] else EXIT_DENIED
+
+
+def _revoke(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Store a denylist entry in the shared state and publish it: every replica in sync refuses what it names
+    within a second. Prints the entry as stored (a token only by its digest)."""
+    import time
+
+    import redis
+
+    from authz.cache import token_digest
+    from authz.config import StateSettings
+    from authz.denylist import LONGEST_TOKEN_SECONDS, MAX_REASON_CHARS, EntryKind, EntryRules, subject_ok
+    from authz.state import connect, store_entry
+    from authz.tokens import unverified_expiry
+
+    try:
+        settings = StateSettings.from_env()
+    except ConfigError as exc:
+        print(f"authz: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    reason = args.reason.strip()
+    if len(reason) > MAX_REASON_CHARS or not reason.isascii() or not reason.isprintable():
+        parser.error(f"--reason must be printable ASCII, at most {MAX_REASON_CHARS} characters")
+    rules = EntryRules(leeway=settings.leeway_seconds, session_seconds=settings.session_lifetime_seconds)
+    now = time.time()
+    if args.sub is not None:
+        if not subject_ok(EntryKind.USER, args.sub):
+            parser.error("--sub is not a Cognito sub (letters, digits and ._:@+-, at most 128)")
+        entry = rules.for_user(args.sub, now, reason)
+    elif args.origin_jti is not None:
+        if not subject_ok(EntryKind.SESSION, args.origin_jti):
+            parser.error("--origin-jti is not a Cognito origin_jti (letters, digits and ._:-, at most 128)")
+        entry = rules.for_session(args.origin_jti, now, reason)
+    else:
+        token = (sys.stdin.readline() if args.token == "-" else args.token).strip()
+        token = token.removeprefix("Bearer ").strip()
+        if not token:
+            parser.error("--token is empty")
+        # The token is not verified (it may be revoked because it leaked; any string can be refused): its exp
+        # only says how long the entry must live, and one without a readable exp gets the longest a token can.
+        expires_at = unverified_expiry(token)
+        if expires_at is None or expires_at > now + LONGEST_TOKEN_SECONDS:
+            expires_at = now + LONGEST_TOKEN_SECONDS
+        entry = rules.for_token(token_digest(token), expires_at, reason)
+    client = connect(settings.state_url, settings.timeout_seconds)
+    try:
+        stored = store_entry(client, entry)
+    except (redis.RedisError, OSError) as exc:
+        print(f"authz: cannot reach the shared state: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    finally:
+        client.close()
+    print(
+        json.dumps(
+            {
+                "revoked": stored.kind.value,
+                "subject": stored.subject,
+                "refused_until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stored.until)),
+                **(
+                    {"issued_until": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stored.before))}
+                    if stored.before is not None
+                    else {}
+                ),
+                **({"reason": stored.reason} if stored.reason else {}),
+            },
+            indent=2,
+        )
+    )
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------ routes

@@ -1,12 +1,12 @@
 """The decision of a Check, free of any transport: the facts of a request in, a Decision out.
 
 `Authorizer.decide` runs the steps in one fixed order, in one place: the route's settings, the bearer token,
-verification, the policy, revocation. A transport (service.py for Envoy's gRPC ext_authz) reads its request into
+verification, the denylist and the policy, revocation, and on a sign-out route the sign-out. A transport (service.py for Envoy's gRPC ext_authz) reads its request into
 `RequestFacts`, calls `decide`, turns the Decision into its wire reply, and hands the Decision to `record`, which
 counts and logs it. Nothing here knows a wire type, and nothing below this module calls back up into it.
 
 A transport on an event loop calls `decide_now` first: the same decision, except that where a step would wait on
-the network (a key refetch, Cognito's GetUser) it stops and returns None, having started that call; `decide` in a
+the network (a key refetch, Cognito's GetUser, a sign-out's write to the shared state) it stops and returns None, having started that call; `decide` in a
 thread then finishes the Check, and finds the work already done (the verified token cached, the call in flight).
 """
 
@@ -20,7 +20,15 @@ from concurrent import futures
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from authz.cache import remember, token_digest
-from authz.errors import AuthzError, BadPath, InternalError, MalformedAuthorization, MustWait, RouteMisconfigured
+from authz.errors import (
+    AuthzError,
+    BadPath,
+    InternalError,
+    MalformedAuthorization,
+    MustWait,
+    RouteMisconfigured,
+    TokenRevoked,
+)
 from authz.metrics import Metrics
 from authz.policy import Decision, Policy, Verdict
 from authz.revocation import Confirmation, Revocation
@@ -146,9 +154,11 @@ class Authorizer:
                 verdict = self._verifier.verify(token, digest=digest, wait=wait)
         except AuthzError as error:
             verdict = error
-        # 4. The policy.
+        # 4. The policy; a token the denylist refuses is revoked, whatever the route.
         if not isinstance(verdict, VerifiedToken):
             return self._policy.decide(verdict, route)
+        if self._revocation.refuses(verdict, digest):
+            return self._policy.deny_caller(TokenRevoked, verdict)
         decision = self._decisions.get((verdict, route))
         if decision is None:
             decision = remember(self._decisions, (verdict, route), self._policy.decide(verdict, route), limit=MEMO_SIZE)
@@ -159,6 +169,13 @@ class Authorizer:
         decision = self._policy.with_revocation(decision, confirmation)
         if confirmation is Confirmation.UNCONFIRMED:
             self._metrics.record_unconfirmed(denied=not decision.allowed)
+        # 6. A sign-out route: the caller's tokens are refused everywhere before the request goes on.
+        if route.sign_out is not None and decision.allowed:
+            if not wait:
+                raise MustWait()
+            outcome = self._revocation.sign_out(verdict, digest, route.sign_out)
+            self._metrics.record_sign_out(outcome)
+            decision = self._policy.with_sign_out(decision, outcome)
         return decision
 
     def record(self, decision: Decision, facts: RequestFacts | None, seconds: float) -> None:

@@ -10,8 +10,9 @@ import enum
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import identity_headers
 
@@ -93,6 +94,11 @@ class Pool:
         return self.jwks_urls[0]
 
 
+# Cognito's default refresh token lifetime: how long a sign-in session goes on minting tokens unless its refresh
+# token is revoked (AUTHZ_SESSION_LIFETIME_SECONDS: the pools' own, up to 3650 days).
+DEFAULT_SESSION_SECONDS = 30 * 86_400.0
+
+
 @dataclass(frozen=True)
 class Settings:
     pools: tuple[Pool, ...]
@@ -131,6 +137,8 @@ class Settings:
     revocation_timeout_seconds: float = 0.5
     revocation_cache_size: int = 100_000
     cognito_endpoint_url: str | None = None
+    # Cognito's FIPS endpoints for GetUser (AWS_USE_FIPS_ENDPOINT, as the AWS SDKs read it; GovCloud has only those).
+    cognito_fips: bool = False
     # The route table for Checks without context_extensions (authz/routes.py); None: every such route requires an
     # access token. Re-read when it changes, checked every routes_reload_seconds.
     routes_file: str | None = None
@@ -138,6 +146,18 @@ class Settings:
     # Token claims sent to the upstream as headers (AUTHZ_CLAIM_HEADERS): (claim, header name) pairs, each header
     # under header_prefix and none of the built-in ones.
     claim_headers: tuple[tuple[str, str], ...] = ()
+    # The state replicas share (AUTHZ_STATE_URL, Redis or Valkey: redis://, rediss:// or unix://): the denylist,
+    # sign-out routes, and GetUser's answers. None: each replica on its own, with no denylist. Kept out of repr: the
+    # URL may hold a password.
+    state_url: str | None = field(default=None, repr=False)
+    # Every command to it is bounded by this (a sign-out's Check waits at most about twice it), well below Envoy's
+    # ext_authz timeout (1 s).
+    state_timeout_seconds: float = 0.25
+    # Denylist entries each replica holds in memory (about 200 bytes each); an entry beyond is not enforced there.
+    state_max_entries: int = 1_000_000
+    # How long a sign-in session goes on minting tokens (the pools' refresh token validity): a session's denylist
+    # entry lives this long plus a day.
+    session_lifetime_seconds: float = DEFAULT_SESSION_SECONDS
 
     def __post_init__(self) -> None:
         # Modes given by value ("cognito") become their members, so every reader can compare members with `is`.
@@ -157,7 +177,7 @@ class Settings:
             addr=_address(env, "AUTHZ_ADDR", cls.addr),
             metrics_addr=_address(env, "AUTHZ_METRICS_ADDR", cls.metrics_addr),
             http_addr=_address(env, "AUTHZ_HTTP_ADDR", cls.http_addr),
-            leeway_seconds=_number(env, "AUTHZ_LEEWAY_SECONDS", cls.leeway_seconds, int, 0, 300),
+            leeway_seconds=_leeway(env),
             cache_size=_number(env, "AUTHZ_CACHE_SIZE", cls.cache_size, int, 0, 10_000_000),
             header_prefix=header_prefix,
             realm=_realm(env),
@@ -187,11 +207,42 @@ class Settings:
                 env, "AUTHZ_REVOCATION_CACHE_SIZE", cls.revocation_cache_size, int, 1, 10_000_000
             ),
             cognito_endpoint_url=_url(env, "AWS_ENDPOINT_URL_COGNITO_IDP"),
+            cognito_fips=_flag(env, "AWS_USE_FIPS_ENDPOINT"),
             routes_file=env.get("AUTHZ_ROUTES", "").strip() or None,
             routes_reload_seconds=_number(
                 env, "AUTHZ_ROUTES_RELOAD_SECONDS", cls.routes_reload_seconds, float, 0.1, 3_600
             ),
             claim_headers=_claim_headers(env, header_prefix),
+            state_url=_state_url(env),
+            state_timeout_seconds=_number(
+                env, "AUTHZ_STATE_TIMEOUT_SECONDS", cls.state_timeout_seconds, float, 0.01, 0.45
+            ),
+            state_max_entries=_number(env, "AUTHZ_STATE_MAX_ENTRIES", cls.state_max_entries, int, 1, 100_000_000),
+            session_lifetime_seconds=_session_lifetime(env),
+        )
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    """What `python -m authz revoke` needs: the shared state and how long its entries live (the server's own
+    settings, read alone, so an operator needs no pool configuration to revoke)."""
+
+    state_url: str = field(repr=False)
+    timeout_seconds: float
+    leeway_seconds: int
+    session_lifetime_seconds: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StateSettings:
+        env = os.environ if environ is None else environ
+        url = _state_url(env)
+        if url is None:
+            raise ConfigError("AUTHZ_STATE_URL", "is required to revoke (the shared state the replicas read)")
+        return cls(
+            state_url=url,
+            timeout_seconds=_number(env, "AUTHZ_STATE_TIMEOUT_SECONDS", 2.0, float, 0.01, 60),
+            leeway_seconds=_leeway(env),
+            session_lifetime_seconds=_session_lifetime(env),
         )
 
 
@@ -365,6 +416,50 @@ def _claim_headers(env: Mapping[str, str], prefix: str) -> tuple[tuple[str, str]
             raise ConfigError(name, f"{claim!r} is mapped twice")
         pairs.append((claim, header))
     return tuple(pairs)
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    """true or false, as the AWS SDKs read their boolean settings (unset: false)."""
+    raw = env.get(name, "").strip().lower()
+    if raw not in ("", "true", "false"):
+        raise ConfigError(name, f"expected true or false, got {raw!r}")
+    return raw == "true"
+
+
+def _leeway(env: Mapping[str, str]) -> int:
+    return _number(env, "AUTHZ_LEEWAY_SECONDS", Settings.leeway_seconds, int, 0, 300)
+
+
+def _session_lifetime(env: Mapping[str, str]) -> float:
+    # From an hour (Cognito's shortest refresh token) to 3650 days (its longest).
+    return _number(
+        env, "AUTHZ_SESSION_LIFETIME_SECONDS", Settings.session_lifetime_seconds, float, 3_600, 3_650 * 86_400
+    )
+
+
+def _state_url(env: Mapping[str, str]) -> str | None:
+    """AUTHZ_STATE_URL: a Redis URL as redis-py reads it. The error never quotes the value (it may hold a password)."""
+    name = "AUTHZ_STATE_URL"
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(name, "not a URL (expected redis://HOST:PORT/DB, rediss://... or unix:///PATH)") from None
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(name, "must start with redis://, rediss:// (TLS) or unix://")
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError(name, "unix:// needs a socket path (unix:///run/redis.sock)")
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            raise ConfigError(name, "names no host (expected redis://HOST:PORT/DB)")
+        if port == 0:
+            raise ConfigError(name, "port 0")
+        if parts.path not in ("", "/") and not re.fullmatch(r"/\d{1,2}", parts.path):
+            raise ConfigError(name, "the path must be a database number (redis://HOST:PORT/0)")
+    return raw
 
 
 def _realm(env: Mapping[str, str]) -> str:

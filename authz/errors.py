@@ -251,6 +251,18 @@ class RevocationUnavailable(AuthzError):
     permanent = False
 
 
+class SignOutUnavailable(AuthzError):
+    """A sign-out route could not record the sign-out in the shared state (AUTHZ_STATE_URL unreachable): refused, so
+    the caller never believes itself signed out while its tokens still work; not the client's fault."""
+
+    reason = "sign_out_unavailable"
+    description = "cannot record the sign-out now"
+    http_status = 503
+    grpc_code = UNAVAILABLE
+    bearer_error = None
+    permanent = False
+
+
 class InternalError(AuthzError):
     """The server failed while deciding: deny (fail closed) without blaming the client's token."""
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
-    from authz.revocation import Deferral, Status
+    from authz.revocation import Deferral, SignOutOutcome, Status
 
 # How stale a sampled gauge may be with several workers.
 SAMPLE_SECONDS = 1.0
@@ -98,6 +98,50 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.revocation_shared = Counter(
+            "authz_revocation_shared_answers",
+            "GetUser answers taken from the shared state (another replica asked Cognito), by answer: active, revoked, "
+            "or unknown (the replica asking had no answer in time).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.state_connected = Gauge(
+            "authz_state_connected",
+            "1 while the shared state (AUTHZ_STATE_URL) answers and this replica's view of it is in sync, else 0 "
+            "(with several workers, the lowest of any worker).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.state_outages = Counter(
+            "authz_state_outages",
+            "Times the shared state stopped answering (Checks go on from the local view; lookups ask Cognito here).",
+            registry=self.registry,
+        )
+        self.state_malformed = Counter(
+            "authz_state_malformed",
+            "Values read from the shared state that this server did not write, ignored: entry, answer or message.",
+            ["what"],
+            registry=self.registry,
+        )
+        self.denylist_entries = Gauge(
+            "authz_denylist_entries",
+            "Denylist entries held in the local view now (at most AUTHZ_STATE_MAX_ENTRIES; with several workers, the "
+            "fewest any worker holds).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.denylist_overflow = Counter(
+            "authz_denylist_overflow",
+            "Denylist entries the local view could not hold (it was full at AUTHZ_STATE_MAX_ENTRIES): each one is a "
+            "revoke this replica does not enforce.",
+            registry=self.registry,
+        )
+        self.sign_outs = Counter(
+            "authz_sign_outs",
+            "Checks on sign-out routes by outcome: recorded, unavailable (refused 503), not_configured.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.routes_reloads = Counter(
             "authz_routes_reloads",
             "Route table files read after start: ok (now in force) or error (refused; the last good table stays).",
@@ -153,6 +197,26 @@ class Metrics:
         """Write the watched gauges' values now (multiprocess: the supervisor's scrape reads what was written)."""
         for gauge, value in self._sampled:
             gauge.set(value())
+
+    def watch_denylist(self, entries: Callable[[], int]) -> None:
+        self._watch(self.denylist_entries, entries)
+
+    def record_state_connected(self, connected: bool) -> None:
+        self.state_connected.set(1 if connected else 0)
+        if not connected:
+            self.state_outages.inc()
+
+    def record_state_malformed(self, what: str) -> None:
+        self.state_malformed.labels(what).inc()
+
+    def record_denylist_overflow(self) -> None:
+        self.denylist_overflow.inc()
+
+    def record_sign_out(self, outcome: SignOutOutcome) -> None:
+        self.sign_outs.labels(outcome.value).inc()
+
+    def record_revocation_shared(self, status: Status) -> None:
+        self.revocation_shared.labels(status.value).inc()
 
     def record_revocation_lookup(self, status: Status) -> None:
         self.revocation_lookups.labels(status.value).inc()

@@ -25,12 +25,13 @@ from authz.errors import (
     PrincipalNotAllowed,
     RevocationUnavailable,
     RouteMisconfigured,
+    SignOutUnavailable,
     TokenExpired,
     TokenRevoked,
     TokenUseNotAllowed,
     WrongAudience,
 )
-from authz.revocation import Confirmation
+from authz.revocation import Confirmation, SignOutOutcome
 from authz.routes import RouteSettings
 from authz.tokens import VerifiedToken
 
@@ -159,6 +160,19 @@ class Policy:
                 return dataclasses.replace(allowed, reason="ok_unconfirmed")
             case _:
                 assert_never(confirmation)
+
+    def with_sign_out(self, allowed: Decision, outcome: SignOutOutcome) -> Decision:
+        """An allowed caller's Decision on a sign-out route once the sign-out was (or was not) recorded."""
+        match outcome:
+            case SignOutOutcome.RECORDED:
+                return allowed
+            case SignOutOutcome.NOT_CONFIGURED:
+                # The route demands what this server cannot do: never let it look done.
+                return self.deny(RouteMisconfigured(key="sign_out"))
+            case SignOutOutcome.UNAVAILABLE:
+                return self.deny_caller(SignOutUnavailable, allowed.identity)
+            case _:
+                assert_never(outcome)
 
     def deny(self, error: AuthzError) -> Decision:
         return self._deny(type(error))

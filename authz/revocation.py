@@ -32,12 +32,14 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from concurrent import futures
-from typing import Any, NamedTuple
+from typing import NamedTuple, Protocol
 
 from authz.cache import TokenCache, token_digest
+from authz.denylist import DenyEntry, Denylist, EntryKind, EntryRules, subject_ok
 from authz.errors import MustWait
+from authz.routes import SignOut
 from authz.tokens import VerifiedToken
 from identity_headers import PRINCIPAL_USER
 
@@ -82,6 +84,46 @@ class Confirmation(enum.Enum):
 Lookup = Callable[[str, str], Status]
 
 
+class SharedAnswer(NamedTuple):
+    """Cognito's answer about a token as some replica got it, and when (epoch seconds)."""
+
+    status: Status
+    asked_at: float
+
+
+class Claim(NamedTuple):
+    """What a replica learns on claiming a token: some replica's answer (then nobody need ask), or whether it is now
+    the one to ask Cognito (else another is, and its answer is to be waited for)."""
+
+    answer: SharedAnswer | None
+    claimed: bool
+
+
+class StateUnavailable(Exception):
+    """The shared state did not answer (or is known to be down): the caller falls back, or refuses a sign-out."""
+
+
+class SharedState(Protocol):
+    """What revocation needs of the state replicas share (authz/state.py, Redis): the denylist's writes, and
+    GetUser's answers with a claim so that one replica asks Cognito about a token while the others wait for it.
+    Every method but `connected` may raise StateUnavailable, within the state's own bounded time."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def record(self, entry: DenyEntry) -> None: ...
+
+    def answer(self, digest: bytes) -> SharedAnswer | None: ...
+
+    def claim(self, digest: bytes, hold: float) -> Claim: ...
+
+    def wait_answer(self, digest: bytes, deadline: float) -> SharedAnswer | None: ...
+
+    def put_answer(self, digest: bytes, answer: SharedAnswer, deadline: float) -> None: ...
+
+    def release(self, digest: bytes) -> None: ...
+
+
 def confirmable(token: VerifiedToken) -> bool:
     """Whether GetUser can judge this token: a user's access token with the admin scope (an app client's token has
     no user to get, whatever scopes a trigger gave it)."""
@@ -121,10 +163,17 @@ class RevocationChecker:
         clock: Callable[[], float] = time.time,
         on_lookup: Callable[[Status], None] | None = None,
         on_deferred: Callable[[Deferral], None] | None = None,
+        shared: SharedState | None = None,
+        on_shared: Callable[[Status], None] | None = None,
     ) -> None:
         """workers: GetUser calls at once; max_queued: tokens waiting for a worker (default 4 x workers, so a
-        queued token is looked up within five lookups' time); max_waiters: Checks waiting on a call at once."""
+        queued token is looked up within five lookups' time); max_waiters: Checks waiting on a call at once.
+        shared: the state replicas share (AUTHZ_STATE_URL): a token's answer is taken from there when some replica
+        has it, else this replica claims the token and asks, or waits for the replica that claimed it; on_shared
+        hears each answer taken from there (UNKNOWN: the claiming replica did not answer in time)."""
         self._lookup = lookup
+        self._shared = shared
+        self._on_shared = on_shared
         self._ttl = ttl
         self._leeway = leeway
         self._timeout = timeout
@@ -245,6 +294,24 @@ class RevocationChecker:
         return None
 
     def _ask(self, digest: bytes, token: str, identity: VerifiedToken) -> Status:
+        shared = self._shared if self._shared is not None and self._shared.connected else None
+        claimed = False
+        if shared is not None:
+            # One GetUser per token per ttl across the replicas: an answer some replica has, or the claim to ask,
+            # or the answer of the replica holding the claim. The state failing is no answer: ask Cognito here.
+            try:
+                known, claimed = shared.claim(digest, 2 * self._timeout)
+                if known is None and not claimed:
+                    known = shared.wait_answer(digest, self._clock() + self._timeout)
+                    # None: the replica asking has no answer in time, as if Cognito were this slow.
+                    known = known or SharedAnswer(Status.UNKNOWN, self._clock())
+                if known is not None:
+                    self._answers.put(digest, known.status, self._deadline(known, identity))
+                    if self._on_shared is not None:
+                        self._on_shared(known.status)
+                    return known.status
+            except StateUnavailable:
+                claimed = False
         try:
             answer = self._lookup(identity.pool_id, token)
         except Exception as error:  # noqa: BLE001 - any failure to answer is UNKNOWN, never an exception
@@ -252,20 +319,37 @@ class RevocationChecker:
                 "revocation lookup failed", extra={"fields": {"error": _describe(error), "pool": identity.pool_id}}
             )
             answer = Status.UNKNOWN
-        now = self._clock()
-        # The verifier accepts a token until exp + leeway, so an answer is worth keeping that long (past exp,
-        # Cognito calls the token invalid: without this each Check in the leeway window made its own call).
-        accepted_until = identity.expires_at + self._leeway
-        if answer is Status.REVOKED:
-            deadline = accepted_until  # a revoked token never comes back
-        elif answer is Status.ACTIVE:
-            deadline = min(now + self._ttl, accepted_until)
-        else:
-            deadline = now + self._error_ttl
+        asked = SharedAnswer(answer, self._clock())
+        deadline = self._deadline(asked, identity)
         self._answers.put(digest, answer, deadline)
         if self._on_lookup is not None:
             self._on_lookup(answer)
+        if claimed and shared is not None:
+            self._share(shared, digest, asked, deadline)
         return answer
+
+    def _deadline(self, answer: SharedAnswer, identity: VerifiedToken) -> float:
+        # The verifier accepts a token until exp + leeway, so an answer is worth keeping that long (past exp,
+        # Cognito calls the token invalid: without this each Check in the leeway window made its own call).
+        accepted_until = identity.expires_at + self._leeway
+        if answer.status is Status.REVOKED:
+            return accepted_until  # a revoked token never comes back
+        if answer.status is Status.ACTIVE:
+            return min(answer.asked_at + self._ttl, accepted_until)
+        return answer.asked_at + self._error_ttl
+
+    def _share(self, shared: SharedState, digest: bytes, asked: SharedAnswer, deadline: float) -> None:
+        """Give the replicas this replica's answer (none: let the next Check anywhere ask), and a revoked token to
+        every replica's denylist at once, rather than at each one's next look."""
+        try:
+            if asked.status is Status.UNKNOWN:
+                shared.release(digest)
+                return
+            shared.put_answer(digest, asked, deadline)
+            if asked.status is Status.REVOKED:
+                shared.record(DenyEntry(EntryKind.TOKEN, digest.hex(), deadline, reason="cognito"))
+        except StateUnavailable:
+            pass  # this replica has the answer; the others ask themselves
 
     def close(self) -> None:
         with self._lock:
@@ -285,63 +369,61 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}:{code}" if isinstance(code, str) else type(error).__name__
 
 
-def cognito_lookup(
-    *, endpoint_url: str | None, timeout: float, workers: int = 8, regions: Collection[str] = ()
-) -> Lookup:
-    """GetUser through boto3 (unsigned: the token is the authorization) against each pool's regional endpoint, or
-    `endpoint_url` (a local emulator). One attempt, no retries: the checker's own timeout bounds every Check, and
-    its cache does the retrying. The clients of `regions` are built now (the first costs a few hundred ms of
-    imports and model loading, which no Check should wait for); any other region's on its first lookup, so a
-    server that never confirms a token never loads botocore."""
-    clients: dict[str, Any] = {}
-    lock = threading.Lock()
+class SignOutOutcome(enum.Enum):
+    """What became of a sign-out route's Check; the policy turns it into a Decision."""
 
-    def client_for(region: str) -> Any:
-        with lock:
-            if region not in clients:
-                import boto3
-                from botocore import UNSIGNED
-                from botocore.config import Config
-
-                config = Config(
-                    signature_version=UNSIGNED,
-                    connect_timeout=timeout,
-                    read_timeout=timeout,
-                    retries={"total_max_attempts": 1},
-                    max_pool_connections=workers,
-                )
-                clients[region] = boto3.session.Session().client(
-                    "cognito-idp", region_name=region, endpoint_url=endpoint_url, config=config
-                )
-            return clients[region]
-
-    for region in regions:
-        client_for(region)
-
-    def lookup(pool_id: str, token: str) -> Status:
-        client = client_for(pool_id.partition("_")[0])
-        try:
-            client.get_user(AccessToken=token)
-        except client.exceptions.ClientError as error:
-            if error.response.get("Error", {}).get("Code") in REVOKED_ERROR_CODES:
-                return Status.REVOKED
-            raise
-        return Status.ACTIVE
-
-    return lookup
+    RECORDED = "recorded"  # every replica refuses the caller's tokens from now on
+    UNAVAILABLE = "unavailable"  # the shared state did not take it: nothing is refused
+    NOT_CONFIGURED = "not_configured"  # this server has no shared state (AUTHZ_STATE_URL) to record it in
 
 
 class Revocation:
-    """The configured rule: which Checks confirm their token with Cognito, and what Cognito's answer means."""
+    """The configured rule: which Checks confirm their token with Cognito, and what Cognito's answer means; and
+    with shared state (AUTHZ_STATE_URL), the denylist every Check reads and a sign-out route writes."""
 
     def __init__(
-        self, checker: RevocationChecker | None, *, by_default: bool, clock: Callable[[], float] = time.time
+        self,
+        checker: RevocationChecker | None,
+        *,
+        by_default: bool,
+        clock: Callable[[], float] = time.time,
+        shared: SharedState | None = None,
+        denylist: Denylist | None = None,
+        rules: EntryRules | None = None,
     ) -> None:
         """checker: None on a server that cannot ask Cognito; by_default: confirm on routes that do not say
-        (AUTHZ_REVOCATION=cognito)."""
+        (AUTHZ_REVOCATION=cognito); shared, denylist and rules: the shared state, the local view it keeps fresh,
+        and how long a sign-out's entry lives (all None without AUTHZ_STATE_URL)."""
         self.checker = checker
         self._by_default = by_default
         self._clock = clock
+        self._shared = shared
+        self._denylist = denylist
+        self._rules = rules
+
+    def refuses(self, identity: VerifiedToken, digest: bytes) -> bool:
+        """Whether the denylist refuses a verified token (never any I/O: the local view)."""
+        return self._denylist is not None and self._denylist.refuses(identity, digest)
+
+    def sign_out(self, identity: VerifiedToken, digest: bytes, scope: SignOut) -> SignOutOutcome:
+        """Record in the shared state that the caller's tokens are refused from now on: its session's (its
+        origin_jti; the token alone when it has none) or, with GLOBAL, every one it was issued until now. Waits on
+        the shared state (within its timeout)."""
+        if self._shared is None or self._rules is None:
+            return SignOutOutcome.NOT_CONFIGURED
+        now = self._clock()
+        entry: DenyEntry
+        if scope is SignOut.GLOBAL and subject_ok(EntryKind.USER, identity.sub):
+            entry = self._rules.for_user(identity.sub, now, "sign-out")
+        elif identity.origin_jti is not None:
+            entry = self._rules.for_session(identity.origin_jti, now, "sign-out")
+        else:
+            entry = self._rules.for_token(digest, identity.expires_at, "sign-out")
+        try:
+            self._shared.record(entry)
+        except StateUnavailable:
+            return SignOutOutcome.UNAVAILABLE
+        return SignOutOutcome.RECORDED
 
     def confirm(
         self, token: str, identity: VerifiedToken, route_says: bool | None, *, digest: bytes, wait: bool = True

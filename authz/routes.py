@@ -47,7 +47,16 @@ _PRINCIPALS = {
     "any": frozenset({PRINCIPAL_USER, PRINCIPAL_CLIENT}),
 }
 _REVOCATION = {"check": True, "skip": False}
-_KEYS = frozenset({"auth", "token_use", "principal", "groups", "scopes", "audiences", "claims", "revocation"})
+_KEYS = frozenset(
+    {"auth", "token_use", "principal", "groups", "scopes", "audiences", "claims", "revocation", "sign_out"}
+)
+
+
+class SignOut(enum.StrEnum):
+    """What a sign-out route refuses from then on, cluster-wide (the shared state's denylist)."""
+
+    SESSION = "session"  # every token of the caller's sign-in session (its origin_jti)
+    GLOBAL = "global"  # every token of the caller issued until now, whatever the session
 
 
 class Auth(enum.StrEnum):
@@ -88,6 +97,8 @@ class RouteSettings:
     claims: tuple[ClaimCondition, ...] = ()
     # Confirm the token with Cognito (revocation=check), never (skip), or as the server is configured (None).
     revocation: bool | None = None
+    # A sign-out route: a caller allowed here has its session's (or all its) tokens denylisted first.
+    sign_out: SignOut | None = None
 
     @property
     def auth_required(self) -> bool:
@@ -116,6 +127,7 @@ def _settings(
     audiences: frozenset[str] = frozenset(),
     claims: Mapping[str, Any] | None = None,
     revocation: str | None = None,
+    sign_out: str | None = None,
 ) -> RouteSettings:
     """Settings from their values as either source gives them (claims already checked against the schema's
     claims); _BadSetting names the key at fault."""
@@ -157,6 +169,14 @@ def _settings(
         revocation_value = _REVOCATION.get(revocation)
         if revocation_value is None:
             raise _BadSetting("revocation", f"revocation must be check or skip, not {revocation!r}")
+    sign_out_value = None
+    if sign_out is not None:
+        try:
+            sign_out_value = SignOut(sign_out)
+        except ValueError:
+            raise _BadSetting("sign_out", f"sign_out must be session or global, not {sign_out!r}") from None
+        if auth_value is not Auth.REQUIRED:
+            raise _BadSetting("sign_out", "sign_out needs auth: required (an anonymous caller has no session)")
     return RouteSettings(
         auth=auth_value,
         token_uses=token_uses,
@@ -166,6 +186,7 @@ def _settings(
         audiences=audiences,
         claims=conditions,
         revocation=revocation_value,
+        sign_out=sign_out_value,
     )
 
 
@@ -205,6 +226,7 @@ def _parsed_settings(items: tuple[tuple[str, str], ...]) -> RouteSettings:
             audiences=_names(values, "audiences", ", "),
             claims=_claims_json(values),
             revocation=values.get("revocation"),
+            sign_out=values.get("sign_out"),
         )
     except _BadSetting as error:
         raise RouteMisconfigured(key=error.key) from None
@@ -475,6 +497,7 @@ def _table_settings(entry: Mapping[str, Any], source: str, line: Callable[[str],
             audiences=frozenset(entry.get("audiences", ())),
             claims=entry.get("claims"),
             revocation=entry.get("revocation"),
+            sign_out=entry.get("sign_out"),
         )
     except _BadSetting as error:
         raise RoutesError(source, line(error.key), error.problem) from None

@@ -32,13 +32,16 @@ from grpc_reflection.v1alpha import reflection
 from authz import service
 from authz.authorizer import Authorizer
 from authz.config import RevocationMode, Settings
+from authz.denylist import Denylist, EntryRules
+from authz.getuser import get_user_lookup
 from authz.http import HttpAuthorization
 from authz.jwks import Fetcher, JwksCache, JwksRefresher, fetch_jwks
 from authz.metrics import SAMPLE_SECONDS, Metrics
 from authz.metrics_endpoint import MetricsEndpoint
 from authz.policy import Policy
-from authz.revocation import Lookup, Revocation, RevocationChecker, cognito_lookup
+from authz.revocation import Lookup, Revocation, RevocationChecker
 from authz.routes import RoutesError, RouteTable, RouteTableFile
+from authz.state import SharedState
 from authz.tokens import TokenVerifier
 
 if TYPE_CHECKING:
@@ -100,20 +103,38 @@ def build_revocation(
     lookup: Lookup | None = None,
     metrics: Metrics | None = None,
     clock: Callable[[], float] = time.time,
-) -> Revocation:
+) -> tuple[Revocation, SharedState | None]:
     """The revocation rule: always built, since a route may ask for `revocation=check` whatever the default;
-    Cognito is contacted only when a Check needs it. lookup replaces Cognito's GetUser in tests."""
+    Cognito is contacted only when a Check needs it. lookup replaces Cognito's GetUser in tests. With
+    AUTHZ_STATE_URL, also the shared state (not started: run_server starts it) and the denylist it keeps."""
+    state = None
+    denylist = None
+    if settings.state_url is not None:
+        denylist = Denylist(
+            settings.state_max_entries,
+            clock=clock,
+            on_overflow=metrics.record_denylist_overflow if metrics else None,
+        )
+        state = SharedState(
+            settings.state_url,
+            denylist,
+            timeout=settings.state_timeout_seconds,
+            clock=clock,
+            on_connected=metrics.record_state_connected if metrics else None,
+            on_malformed=metrics.record_state_malformed if metrics else None,
+        )
+        if metrics:
+            metrics.watch_denylist(lambda: len(denylist) if denylist is not None else 0)
     # At most half the waiting threads ever wait on Cognito, one call per revocation worker (and one pooled
     # connection each); tokens beyond them queue (bounded) for a later Check's answer.
     workers = max(1, settings.grpc_workers // 2)
     checker = RevocationChecker(
         lookup
-        or cognito_lookup(
+        or get_user_lookup(
             endpoint_url=settings.cognito_endpoint_url,
             timeout=settings.revocation_timeout_seconds,
             workers=workers,
-            # Ready before the first Check when every token is confirmed; built on demand for routes that ask.
-            regions={pool.region for pool in settings.pools} if settings.revocation is RevocationMode.COGNITO else (),
+            fips=settings.cognito_fips,
         ),
         ttl=settings.revocation_ttl_seconds,
         timeout=settings.revocation_timeout_seconds,
@@ -124,10 +145,20 @@ def build_revocation(
         clock=clock,
         on_lookup=metrics.record_revocation_lookup if metrics else None,
         on_deferred=metrics.record_revocation_deferred if metrics else None,
+        shared=state,
+        on_shared=metrics.record_revocation_shared if metrics else None,
     )
     if metrics:
         metrics.watch_revocation(checker.cached, checker.queued)
-    return Revocation(checker, by_default=settings.revocation is RevocationMode.COGNITO, clock=clock)
+    revocation = Revocation(
+        checker,
+        by_default=settings.revocation is RevocationMode.COGNITO,
+        clock=clock,
+        shared=state,
+        denylist=denylist,
+        rules=EntryRules(leeway=settings.leeway_seconds, session_seconds=settings.session_lifetime_seconds),
+    )
+    return revocation, state
 
 
 class AuthorizerParts(NamedTuple):
@@ -137,6 +168,7 @@ class AuthorizerParts(NamedTuple):
     key_caches: list[JwksCache]  # to keep loaded (JwksRefresher)
     revocation: Revocation  # to close at shutdown
     routes: RouteTableFile | None  # to keep reloading (None: no AUTHZ_ROUTES)
+    state: SharedState | None  # to start, and close at shutdown (None: no AUTHZ_STATE_URL)
 
 
 def build_routes(settings: Settings, *, metrics: Metrics | None = None) -> RouteTableFile | None:
@@ -175,7 +207,7 @@ def build_authorizer(
     """The decision of a Check as settings configure it; RoutesError when AUTHZ_ROUTES cannot be used."""
     routes = build_routes(settings, metrics=metrics)
     verifier, caches = build_verifier(settings, fetcher=fetcher, clock=clock, monotonic=monotonic, metrics=metrics)
-    revocation = build_revocation(settings, lookup=revocation_lookup, metrics=metrics, clock=clock)
+    revocation, state = build_revocation(settings, lookup=revocation_lookup, metrics=metrics, clock=clock)
     authorizer = Authorizer(
         verifier=verifier,
         policy=Policy(
@@ -189,7 +221,7 @@ def build_authorizer(
         revocation=revocation,
         routes=routes,
     )
-    return AuthorizerParts(authorizer, caches, revocation, routes)
+    return AuthorizerParts(authorizer, caches, revocation, routes, state)
 
 
 # Calls one connection to the gRPC port may have open (its SETTINGS_MAX_CONCURRENT_STREAMS): what a connection
@@ -435,7 +467,7 @@ def run_server(
     health for all: it joins the port (SO_REUSEPORT) once it has keys, then tells the supervisor.
     """
     metrics = Metrics(multiprocess=worker is not None)
-    authorizer, caches, revocation, routes = build_authorizer(
+    authorizer, caches, revocation, routes, state = build_authorizer(
         settings,
         metrics=metrics,
         fetcher=fetcher,
@@ -465,7 +497,28 @@ def run_server(
             sampling = asyncio.run_coroutine_threadsafe(_sample_forever(metrics), loop)
             stack.callback(sampling.cancel)
 
+        stopping = threading.Event()
+        stack.callback(stopping.set)
+        if state is not None:
+            state.start()
+            stack.callback(state.close)
+
         def on_ready() -> None:
+            if state is not None and not state.connected:
+                # A replica with an empty denylist would let in what the others refuse: it serves once its view
+                # is in sync (after that, an outage keeps it serving from the view it has).
+                log.info("signing keys loaded for every pool; waiting for the shared state before serving")
+                threading.Thread(target=serve_once_synced, name="await-state", daemon=True).start()
+                return
+            serve()
+
+        def serve_once_synced() -> None:
+            while state is not None and not stopping.is_set():
+                if state.wait_connected(0.5):
+                    serve()
+                    return
+
+        def serve() -> None:
             log.info("signing keys loaded for every pool; serving")
             if worker is None:
                 on_loop(serving.serve())

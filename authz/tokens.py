@@ -96,6 +96,11 @@ class VerifiedToken:
     claims: tuple[tuple[str, str], ...] = ()
     # The value of each AUTHZ_CLAIM_HEADERS header, in their order ("": the caller has none, or none safe to send).
     claim_headers: tuple[str, ...] = ()
+    # When it was issued (iat; 0.0 when it says not, so a denylist entry for its user refuses it), and its sign-in
+    # session (Cognito's origin_jti, carried by every token refreshed from one sign-in; None when it has none): what
+    # the denylist (authz/denylist.py) matches besides the token itself.
+    issued_at: float = 0.0
+    origin_jti: str | None = None
 
     def claim(self, name: str) -> str | None:
         """A kept claim's canonical JSON (claim_json), or None when the token lacks it."""
@@ -265,6 +270,8 @@ class TokenVerifier:
             audiences=_shared(_validate_audiences(claims, token_use)),
             claims=tuple((name, claim_json(claims[name])) for name in sorted(kept) if name in claims),
             claim_headers=_shared(tuple(claim_header_value(claims.get(name)) for name in self._claim_headers)),
+            issued_at=_number(claims, "iat") or 0.0,
+            origin_jti=_origin_jti(claims),
         )
 
 
@@ -334,6 +341,16 @@ def claim_header_value(value: Any) -> str:
 def verified_claims(token: str) -> dict[str, Any]:
     """The payload of a token that verify() has already accepted (for display, e.g. `python -m authz verify`)."""
     return _decode_json(_split(token)[1])
+
+
+def unverified_expiry(token: str) -> float | None:
+    """A token's exp as it says, unverified (None when it has no readable one): only ever to tell how long a
+    record about the token is worth keeping, never whether it is valid."""
+    try:
+        value = _number(_decode_json(_split(token)[1]), "exp")
+    except AuthzError:
+        return None
+    return value if value is not None and value < _FAR_FUTURE else None
 
 
 def _split(token: str) -> tuple[str, str, str]:
@@ -421,6 +438,17 @@ def _validate_not_before(claims: dict[str, Any], name: str, now: float, leeway: 
     value = _number(claims, name)
     if value is not None and value > now + leeway:
         raise TokenNotYetValid(claim=name)
+
+
+def _origin_jti(claims: dict[str, Any]) -> str | None:
+    """The token's sign-in session, when it names one the denylist can hold (subject_ok's shape)."""
+    value = claims.get("origin_jti")
+    return value if isinstance(value, str) and ORIGIN_JTI.fullmatch(value) else None
+
+
+# What an origin_jti the denylist can hold looks like: Cognito's are UUIDs; bounded and header-safe, so one read
+# from a foreign store cannot smuggle anything into a log.
+ORIGIN_JTI = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def _validate_token_use(claims: dict[str, Any]) -> str:

@@ -360,6 +360,63 @@ def pool(cognito: Any) -> Provisioned:
     return provision(cognito, REGION)
 
 
+# ------------------------------------------------------------------------------- the shared state: Redis
+
+
+class RedisServer:
+    """A real redis-server of the test's own (Debian's), on a free loopback port with its own data folder and the
+    append-only file: `kill` it as a crash would, `start` it again on the same port and data, `pause` it (SIGSTOP:
+    a Redis that accepts connections and answers nothing) and `resume` it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        import redis
+
+        from stack.local import redis_server, redis_url
+        from stack.processes import free_port
+
+        self.port = free_port()
+        self.url = redis_url(self.port)
+        self.process = redis_server(self.port, run_dir)
+        self.client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> None:
+        self.process.start(timeout=20.0)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def pause(self) -> None:
+        import os
+        import signal
+
+        assert self.process.pid is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        import os
+        import signal
+
+        assert self.process.pid is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process.running():
+            self.resume()  # a stopped process would only die of the SIGKILL after the grace period
+        self.client.close()
+        self.process.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server for the test, stopped at teardown."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 # ------------------------------------------------------------------------------ Cognito's GetUser, scripted
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -15,23 +16,28 @@ import identity_headers
 from authz import revocation, tokens
 from authz.authorizer import Authorizer, RequestFacts
 from authz.config import RevocationOnError
+from authz.denylist import Denylist, EntryRules
 from authz.jwks import JwksCache
 from authz.logs import JsonFormatter
 from authz.metrics import Metrics
 from authz.policy import Policy
 from authz.revocation import Revocation, Status
 from authz.routes import RouteTableFile
+from authz.state import SharedState
 from authz.tokens import TokenVerifier, VerifiedToken
 from tests.conftest import (
     CLIENT_ID,
     ISSUER,
+    NOW,
     POOL_ID,
     FakeClock,
+    RedisServer,
     ScriptedLookup,
     access_claims,
     jwks_document,
     mint,
     static_fetcher,
+    wait_for,
 )
 
 SUB = access_claims()["sub"]
@@ -78,6 +84,7 @@ class Parts:
         revocation_by_default: bool = False,
         on_unconfirmed: RevocationOnError = RevocationOnError.ALLOW,
         with_revocation: bool = True,
+        state: SharedState | None = None,
     ) -> None:
         self.metrics = Metrics()
         keys = JwksCache("memory://jwks", fetcher=static_fetcher(jwks_document()))
@@ -99,7 +106,14 @@ class Parts:
             policy=self.policy,
             metrics=self.metrics,
             max_token_bytes=16_384,
-            revocation=Revocation(self.checker, by_default=revocation_by_default, clock=clock)
+            revocation=Revocation(
+                self.checker,
+                by_default=revocation_by_default,
+                clock=clock,
+                shared=state,
+                denylist=state.denylist if state else None,
+                rules=EntryRules(leeway=0.0) if state else None,
+            )
             if with_revocation
             else None,
         )
@@ -420,3 +434,105 @@ def test_a_new_table_is_used_by_the_next_check(routed):
     os.utime(routes.path, ns=(stamp, stamp))
     assert routes.check()
     assert part.authorizer.decide(facts(None, path="/api/activities/home")).http_status == 401
+
+
+# --- the denylist and sign-out routes (shared state on a real Redis) ------------------------------------------
+
+
+@pytest.fixture
+def states(redis_server: RedisServer, clock: FakeClock) -> Iterator[Any]:
+    """Makes replicas' shared states on the test's Redis, in sync before returned, closed at teardown."""
+    made: list[SharedState] = []
+
+    def make() -> SharedState:
+        state = SharedState(redis_server.url, Denylist(100, clock=clock), timeout=0.25, clock=clock)
+        made.append(state)
+        state.start()
+        assert state.wait_connected(5.0)
+        return state
+
+    yield make
+    for state in made:
+        state.close()
+
+
+def _refused_within(authorizer: Authorizer, token: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if authorizer.decide(facts(token)).reason == "token_revoked":
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_session_sign_out_refuses_the_sessions_tokens_on_every_replica(parts, states):
+    """A Check on a sign_out=session route is allowed, and from then on that token and every other token of its
+    session get 401 token_revoked on this replica at once and on another within a second; another session of the
+    same user passes."""
+    here, there = parts(state=states()), parts(state=states())
+    token = mint(access_claims())
+    refreshed = mint(access_claims(jti="another-jti", iat=int(NOW)))
+    other_session = mint(access_claims(origin_jti="1b1c2d3e-aaaa-4bbb-8ccc-000000000002"))
+    signed_out = here.authorizer.decide(facts(token, route={"sign_out": "session"}))
+    assert signed_out.allowed
+    assert here.metric("authz_sign_outs_total", outcome="recorded") == 1
+    assert here.authorizer.decide(facts(token)).reason == "token_revoked"
+    assert _refused_within(there.authorizer, token, 1.0)
+    assert there.authorizer.decide(facts(refreshed)).reason == "token_revoked"
+    assert there.authorizer.decide(facts(other_session)).allowed
+
+
+def test_a_global_sign_out_refuses_every_token_the_user_was_issued_until_then(parts, states, clock):
+    """A Check on a sign_out=global route refuses the caller's tokens of any session issued until then, and not a
+    token from a sign-in after it."""
+    part = parts(state=states())
+    other_session = mint(access_claims(origin_jti="1b1c2d3e-aaaa-4bbb-8ccc-000000000002"))
+    assert part.authorizer.decide(facts(mint(), route={"sign_out": "global"})).allowed
+    assert part.authorizer.decide(facts(other_session)).reason == "token_revoked"
+    clock.advance(5)
+    later = mint(access_claims(iat=int(clock()), origin_jti="2b1c2d3e-aaaa-4bbb-8ccc-000000000003"))
+    assert part.authorizer.decide(facts(later)).allowed
+
+
+def test_a_denylisted_token_is_revoked_on_every_kind_of_route(parts, states):
+    """A refused token is 401 token_revoked also where revocation is skipped and where auth is optional (a token
+    that is sent must be valid), and a public route still does not read it."""
+    part = parts(state=states())
+    token = mint()
+    assert part.authorizer.decide(facts(token, route={"sign_out": "session"})).allowed
+    for route in ({"revocation": "skip"}, {"auth": "optional"}, {}):
+        assert part.authorizer.decide(facts(token, route=route)).reason == "token_revoked", route
+    assert part.authorizer.decide(facts(token, route={"auth": "none"})).allowed
+
+
+def test_a_sign_out_waits_for_the_shared_state_and_never_answers_on_the_loop(parts, states):
+    """decide_now leaves a sign-out to decide (it writes to the shared state), which records it once."""
+    part = parts(state=states())
+    token = mint()
+    assert part.authorizer.decide_now(facts(token, route={"sign_out": "session"})) is None
+    assert part.authorizer.decide(facts(token)).allowed  # nothing recorded by decide_now
+    assert part.authorizer.decide(facts(token, route={"sign_out": "session"})).allowed
+    assert part.metric("authz_sign_outs_total", outcome="recorded") == 1
+
+
+def test_a_sign_out_the_shared_state_cannot_record_is_a_503_and_refuses_nothing(parts, states, redis_server):
+    """With Redis down, a sign-out route answers 503 sign_out_unavailable (the caller never believes itself signed
+    out), and the token goes on working."""
+    state = states()
+    part = parts(state=state)
+    redis_server.kill()
+    assert wait_for(lambda: not state.connected, 5.0)
+    token = mint()
+    decision = part.authorizer.decide(facts(token, route={"sign_out": "session"}))
+    assert (decision.allowed, decision.reason, decision.http_status) == (False, "sign_out_unavailable", 503)
+    assert part.metric("authz_sign_outs_total", outcome="unavailable") == 1
+    assert part.authorizer.decide(facts(token)).allowed
+
+
+def test_a_sign_out_route_on_a_server_without_shared_state_is_misconfigured(parts):
+    """sign_out where no AUTHZ_STATE_URL is configured is route_misconfigured, never an allow that looks signed
+    out."""
+    part = parts()
+    decision = part.authorizer.decide(facts(mint(), route={"sign_out": "session"}))
+    assert (decision.allowed, decision.reason) == (False, "route_misconfigured")
+    assert part.metric("authz_sign_outs_total", outcome="not_configured") == 1

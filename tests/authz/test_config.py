@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from authz.config import ConfigError, Pool, Settings, make_pool
+from authz.config import ConfigError, Pool, Settings, StateSettings, make_pool
 
 POOL = "ca-central-1_AbC123"
 OTHER_POOL = "us-east-1_XyZ789"
@@ -549,3 +549,55 @@ def test_issuer_settings_that_cannot_take_effect_are_configuration_errors(extra,
     with pytest.raises(ConfigError) as raised:
         Settings.from_env(env(**extra))
     assert raised.value.variable == variable
+
+
+# ------------------------------------------------------------------------------------------ shared state
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/0", "rediss://user:secret@redis.example.com:6380/2", "unix:///run/redis.sock"]
+)
+def test_the_shared_state_url_is_taken_as_given(url: str) -> None:
+    """AUTHZ_STATE_URL accepts redis://, rediss:// (TLS) and unix:// URLs, and is never shown by repr."""
+    settings = Settings.from_env(env(AUTHZ_STATE_URL=url))
+    assert settings.state_url == url
+    assert "secret" not in repr(settings)
+
+
+def test_without_a_shared_state_url_there_is_none() -> None:
+    """No AUTHZ_STATE_URL: each replica on its own, as before."""
+    assert Settings.from_env(env()).state_url is None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://p4ssw0rd@redis:6379",
+        "redis://:p4ssw0rd@/0",
+        "redis://:p4ssw0rd@redis:notaport/0",
+        "redis://:p4ssw0rd@redis:6379/db0",
+        "unix://",
+    ],
+)
+def test_a_bad_shared_state_url_is_blamed_without_quoting_it(url: str) -> None:
+    """A malformed AUTHZ_STATE_URL is blamed on the variable, and the message never quotes it (it may hold a
+    password)."""
+    error = config_error(env(AUTHZ_STATE_URL=url))
+    assert error.variable == "AUTHZ_STATE_URL"
+    assert "p4ssw0rd" not in str(error)
+
+
+def test_the_state_timeout_stays_below_envoys() -> None:
+    """AUTHZ_STATE_TIMEOUT_SECONDS above 0.45 s is refused: a sign-out waits about twice it, within Envoy's 1 s."""
+    assert Settings.from_env(env(AUTHZ_STATE_TIMEOUT_SECONDS="0.1")).state_timeout_seconds == 0.1
+    assert config_error(env(AUTHZ_STATE_TIMEOUT_SECONDS="1")).variable == "AUTHZ_STATE_TIMEOUT_SECONDS"
+
+
+def test_revoke_needs_only_the_shared_state() -> None:
+    """StateSettings (python -m authz revoke) reads the state URL and lifetimes alone, no pool, and blames a missing
+    URL on AUTHZ_STATE_URL."""
+    settings = StateSettings.from_env({"AUTHZ_STATE_URL": "redis://r:6379/0", "AUTHZ_SESSION_LIFETIME_SECONDS": "7200"})
+    assert (settings.state_url, settings.session_lifetime_seconds) == ("redis://r:6379/0", 7200.0)
+    with pytest.raises(ConfigError) as caught:
+        StateSettings.from_env({})
+    assert caught.value.variable == "AUTHZ_STATE_URL"

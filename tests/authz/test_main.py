@@ -14,7 +14,10 @@ import time
 import pytest
 import requests
 
+from authz.denylist import Denylist
 from authz.server import run_server
+from authz.state import KEY_PREFIX, SharedState
+from authz.tokens import VerifiedToken
 from tests.conftest import CLIENT_ID, POOL_ID, FakeClock, access_claims, mint, settings_for, wait_for
 
 
@@ -453,3 +456,90 @@ def test_routes_explain_of_a_path_not_in_normal_form_is_bad_path_whatever_the_ru
     assert lines[0] == f"request:     GET {path} (host api.example.com)"
     assert lines[1].startswith("decided by:  no rule: the path is not in normal form")
     assert lines[2:] == ["result:      denied 400 bad_path, whatever the rules say"]
+
+
+# ------------------------------------------------------------------------------------------------- revoke
+
+
+def _stored(redis_server, kind: str, subject: str) -> dict:
+    raw = redis_server.client.get(f"{KEY_PREFIX}deny:{kind}:{subject}")
+    assert raw is not None, (kind, subject)
+    return json.loads(raw)
+
+
+def test_revoke_sub_stores_an_entry_every_replica_enforces(redis_server):
+    """`revoke --sub` needs only AUTHZ_STATE_URL, exits 0, says until when, and a replica in sync refuses the
+    user's tokens issued until then within a second."""
+    replica = SharedState(redis_server.url, Denylist(100, clock=time.time), timeout=0.25)
+    replica.start()
+    try:
+        assert replica.wait_connected(5.0)
+        result = authz(
+            "revoke", "--sub", "user-1", "--reason", "laptop stolen", env={"AUTHZ_STATE_URL": redis_server.url}
+        )
+        assert result.returncode == 0, result.stderr
+        printed = json.loads(result.stdout)
+        assert (printed["revoked"], printed["subject"], printed["reason"]) == ("user", "user-1", "laptop stolen")
+        assert "issued_until" in printed and "refused_until" in printed
+        stored = _stored(redis_server, "user", "user-1")
+        assert stored["before"] <= time.time() < stored["until"]
+        revoked = VerifiedToken(
+            sub="user-1",
+            token_use="access",
+            client_id="c",
+            pool_id=POOL_ID,
+            username=None,
+            groups=(),
+            scopes=(),
+            expires_at=time.time() + 600,
+            issued_at=time.time() - 60,
+        )
+        assert wait_for(lambda: replica.denylist.refuses(revoked, b"\0" * 32), 1.0)
+    finally:
+        replica.close()
+
+
+def test_revoke_token_from_stdin_stores_its_digest_never_the_token(redis_server):
+    """`revoke --token -` reads the token from standard input (out of the process list), stores only its digest,
+    lives until the token's exp plus leeway, and prints no token."""
+    expires_at = int(time.time()) + 600
+    token = mint(access_claims(exp=expires_at))
+    result = subprocess.run(
+        [sys.executable, "-m", "authz", "revoke", "--token", "-"],
+        input=token + "\n",
+        env={**os.environ, "AUTHZ_STATE_URL": redis_server.url, "AUTHZ_LEEWAY_SECONDS": "0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    assert json.loads(result.stdout)["subject"] == digest
+    assert token not in result.stdout + result.stderr
+    assert _stored(redis_server, "token", digest)["until"] == expires_at
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        pytest.param(["revoke", "--sub", "user-1"], {}, id="no-state-url"),
+        pytest.param(["revoke", "--sub", "a b"], {"AUTHZ_STATE_URL": "redis://127.0.0.1:1/0"}, id="bad-sub"),
+        pytest.param(["revoke", "--origin-jti", "x" * 200], {"AUTHZ_STATE_URL": "redis://127.0.0.1:1/0"}, id="bad-jti"),
+        pytest.param(["revoke"], {"AUTHZ_STATE_URL": "redis://127.0.0.1:1/0"}, id="nothing-named"),
+        pytest.param(
+            ["revoke", "--sub", "u", "--reason", "\x1b[2J"],
+            {"AUTHZ_STATE_URL": "redis://127.0.0.1:1/0"},
+            id="bad-reason",
+        ),
+    ],
+)
+def test_revoke_without_what_it_needs_exits_2(args, env):
+    """No AUTHZ_STATE_URL, a malformed subject or reason, or nothing to revoke: exit 2 and nothing stored."""
+    assert authz(*args, env=env).returncode == 2
+
+
+def test_revoke_with_redis_unreachable_exits_3():
+    """A shared state nobody answers at: exit 3, one line naming the failure."""
+    result = authz("revoke", "--sub", "user-1", env={"AUTHZ_STATE_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert result.returncode == 3
+    assert result.stderr.startswith("authz: cannot reach the shared state")

@@ -7,11 +7,9 @@ that speaks GetUser's JSON protocol. What a client sees through a real server is
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -25,7 +23,6 @@ from authz.revocation import (
     Revocation,
     RevocationChecker,
     Status,
-    cognito_lookup,
     confirmable,
 )
 from authz.tokens import VerifiedToken
@@ -33,7 +30,6 @@ from tests.conftest import (
     CLIENT_ID,
     NOW,
     POOL_ID,
-    LoopbackHttp,
     access_claims,
     throttled,
     wait_for,
@@ -605,72 +601,3 @@ def test_a_server_without_a_checker_cannot_confirm_what_a_route_demands(route_sa
 
 
 # ------------------------------------------------------------------------------- the boto3 GetUser lookup
-
-
-class FakeCognito(LoopbackHttp):
-    """Answers GetUser in Cognito's JSON protocol: each access token maps to (HTTP status, body)."""
-
-    def __init__(self, answers: dict[str, tuple[int, dict[str, Any]]]) -> None:
-        self.requests: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(
-                    {
-                        "target": self.headers["X-Amz-Target"],
-                        "authorization": self.headers["Authorization"],
-                        "body": body,
-                    }
-                )
-                status, payload = answers[body["AccessToken"]]
-                raw = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._serve(Handler)
-        self.url = f"http://127.0.0.1:{self.port}"
-
-
-def test_cognito_lookup_maps_getuser_answers(monkeypatch):
-    """GetUser success is ACTIVE; NotAuthorized (signed out, disabled) and UserNotFound (deleted) are REVOKED;
-    any other error (throttling) is raised for the checker to call UNKNOWN. Calls are unsigned: the access
-    token is the only credential."""
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    cognito = FakeCognito(
-        {
-            "live": (200, {"Username": "andrew", "UserAttributes": []}),
-            "signed-out": (400, {"__type": "NotAuthorizedException", "message": "Access Token has been revoked"}),
-            "deleted": (400, {"__type": "UserNotFoundException", "message": "User does not exist."}),
-            "reset": (400, {"__type": "PasswordResetRequiredException", "message": "Password reset required."}),
-            "unconfirmed": (400, {"__type": "UserNotConfirmedException", "message": "User is not confirmed."}),
-            "no-pool": (400, {"__type": "ResourceNotFoundException", "message": "User pool does not exist."}),
-            "busy": (400, {"__type": "TooManyRequestsException", "message": "Rate exceeded"}),
-            "waf": (403, {"__type": "ForbiddenException", "message": "Request blocked"}),
-        }
-    )
-    try:
-        lookup = cognito_lookup(endpoint_url=cognito.url, timeout=2.0)
-        assert lookup(POOL_ID, "live") is Status.ACTIVE
-        assert lookup(POOL_ID, "signed-out") is Status.REVOKED
-        assert lookup(POOL_ID, "deleted") is Status.REVOKED
-        # Cognito refuses the user: a password reset pending, not confirmed, or the pool gone.
-        for refused in ("reset", "unconfirmed", "no-pool"):
-            assert lookup(POOL_ID, refused) is Status.REVOKED, refused
-        for silent in ("busy", "waf"):  # no answer about the user: the error policy decides
-            with pytest.raises(ClientError):
-                lookup(POOL_ID, silent)
-    finally:
-        cognito.close()
-
-    assert len(cognito.requests) == 8  # one attempt each: no retries
-    assert {request["target"] for request in cognito.requests} == {"AWSCognitoIdentityProviderService.GetUser"}
-    assert all(request["authorization"] is None for request in cognito.requests)

@@ -21,6 +21,7 @@ from authz.routes import (
     RouteSettings,
     RouteTable,
     RouteTableFile,
+    SignOut,
     load_table,
     normal_path,
     parse_table,
@@ -486,3 +487,37 @@ def test_the_table_decides_as_trying_every_rule_in_order_would(rules, requests):
     for method, host, path in requests + requests:
         expected = next((rule for rule in routes.rules if rule.match.fits(method, host, path)), None)
         assert routes.rule_for(method, host, path) is expected
+
+
+# ------------------------------------------------------------------------------------------------- sign-out
+
+
+def test_a_sign_out_route_says_session_or_global_in_either_source():
+    """sign_out: session or global, from context_extensions as from a rule of the table."""
+    assert route_settings({"sign_out": "session"}).sign_out is SignOut.SESSION
+    assert route_settings({"sign_out": "global"}).sign_out is SignOut.GLOBAL
+    assert route_settings({}).sign_out is None
+    rule = parse_table("routes:\n  - match: {path: /api/sign-out}\n    sign_out: global\n", "routes.yaml").rules[0]
+    assert rule.settings.sign_out is SignOut.GLOBAL
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        {"sign_out": "everywhere"},
+        {"sign_out": ""},
+        {"sign_out": "session", "auth": "optional"},
+        {"sign_out": "global", "auth": "none"},
+    ],
+)
+def test_a_sign_out_route_needs_a_known_scope_and_a_caller(route):
+    """An unknown sign_out value, or sign_out on a route that lets anonymous callers in, is misconfigured."""
+    with pytest.raises(RouteMisconfigured) as caught:
+        route_settings(route)
+    assert caught.value.key == "sign_out"
+
+
+def test_the_default_can_never_sign_out():
+    """The table refuses sign_out in its default: every request no rule matches would sign its caller out."""
+    with pytest.raises(RoutesError):
+        parse_table("default: {sign_out: session}\nroutes: []\n", "routes.yaml")

@@ -917,7 +917,7 @@ def test_an_identity_longer_than_a_header_value_may_be_is_invalid(name: str, val
 
 
 def test_valid_access_token_yields_its_identity(harness: Harness) -> None:
-    """A valid access token yields its sub, client, pool, username, groups, scopes and exp."""
+    """A valid access token yields its sub, client, pool, username, groups, scopes, exp, iat and origin_jti."""
     claims = access_claims(scope="aws.cognito.signin.user.admin feed/read", **{"cognito:groups": ["admins", "staff"]})
     assert harness.verify(mint(claims)) == VerifiedToken(
         sub=claims["sub"],
@@ -928,11 +928,14 @@ def test_valid_access_token_yields_its_identity(harness: Harness) -> None:
         groups=("admins", "staff"),
         scopes=("aws.cognito.signin.user.admin", "feed/read"),
         expires_at=claims["exp"],
+        issued_at=claims["iat"],
+        origin_jti=claims["origin_jti"],
     )
 
 
 def test_valid_id_token_yields_its_identity(harness: Harness) -> None:
-    """A valid id token yields its sub, the allowed aud as client, cognito:username, groups, no scopes."""
+    """A valid id token yields its sub, the allowed aud as client, cognito:username, groups, no scopes, and its iat
+    and origin_jti."""
     claims = id_claims(aud=[OTHER_CLIENT_ID, CLIENT_ID], **{"cognito:groups": ["staff"]})
     assert harness.verify(mint(claims)) == VerifiedToken(
         sub=claims["sub"],
@@ -943,6 +946,8 @@ def test_valid_id_token_yields_its_identity(harness: Harness) -> None:
         groups=("staff",),
         scopes=(),
         expires_at=claims["exp"],
+        issued_at=claims["iat"],
+        origin_jti=claims["origin_jti"],
     )
 
 
@@ -963,6 +968,7 @@ def test_an_app_clients_own_access_token_is_a_client_principal_with_no_user(harn
         scopes=("reports-api/read", "reports-api/write"),
         expires_at=claims["exp"],
         principal="client",
+        issued_at=claims["iat"],
     )
 
 

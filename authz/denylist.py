@@ -1,0 +1,231 @@
+"""The denylist: tokens an operator or a sign-out said to refuse now, before Cognito or their expiry would.
+
+An entry names what it refuses in one of three ways (`EntryKind`):
+- `token`: one token, by its SHA-256 digest (never the token itself);
+- `session`: every token of one sign-in session, by Cognito's `origin_jti` (the id of the sign-in that every token
+  refreshed from it carries, whenever it was issued);
+- `user`: every token of one user (by `sub`) issued at or before the entry's `before` time; a sign-in after it is
+  not refused.
+Each entry lives until `until`, when no token it covers can still be valid, and is then forgotten.
+
+`Denylist` is a replica's local view: what the shared state (authz/state.py) has told it, held in memory so a
+Check never waits on the network to read it. It is bounded (max_entries): an entry that finds it full is counted
+and not held, never one already held dropped. Entries as stored in Redis are parsed strictly (`parse_entry`): a
+malformed or foreign value is refused, never read as something it does not say.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from authz.config import DEFAULT_SESSION_SECONDS
+from authz.tokens import ORIGIN_JTI, VerifiedToken
+
+# What an entry's value may say of itself, and how long an operator's reason may be.
+_VERSION = 1
+MAX_REASON_CHARS = 200
+_REASON = re.compile(r"[\x20-\x7e]*")  # printable ASCII only: a reason reaches logs
+# What each kind's subject looks like: a digest in hex, Cognito's origin_jti, a sub (a UUID, or for an app client
+# its client id); bounded and header-safe, so a foreign key cannot smuggle anything into a log.
+_SUBJECT = {
+    "token": re.compile(r"[0-9a-f]{64}"),
+    "session": ORIGIN_JTI,
+    "user": re.compile(r"[A-Za-z0-9._:@+-]{1,128}"),
+}
+
+
+class EntryKind(enum.StrEnum):
+    TOKEN = "token"
+    SESSION = "session"
+    USER = "user"
+
+
+@dataclass(frozen=True)
+class DenyEntry:
+    """One denylist entry: refuse the tokens `subject` names (by kind) until `until` (epoch seconds)."""
+
+    kind: EntryKind
+    subject: str
+    until: float
+    # USER only: tokens issued (iat) at or before this time are refused.
+    before: float | None = None
+    reason: str = ""
+
+    def value(self) -> str:
+        """The entry as stored (JSON; the key carries kind and subject)."""
+        document: dict[str, object] = {"v": _VERSION, "until": self.until}
+        if self.before is not None:
+            document["before"] = self.before
+        if self.reason:
+            document["reason"] = self.reason
+        return json.dumps(document, separators=(",", ":"))
+
+    def stronger(self, other: DenyEntry) -> DenyEntry:
+        """The entry refusing everything either refuses (same kind and subject): the later until and before."""
+        before = None if self.before is None or other.before is None else max(self.before, other.before)
+        return DenyEntry(self.kind, self.subject, max(self.until, other.until), before, self.reason or other.reason)
+
+
+# Cognito's longest access and ID token lifetime (1 day): a token issued before an entry is written is invalid
+# this long after it (plus the verifier's leeway).
+LONGEST_TOKEN_SECONDS = 86_400.0
+
+
+@dataclass(frozen=True)
+class EntryRules:
+    """The entries that refuse a token, a session or a user, each living until no token it covers can be valid."""
+
+    leeway: float
+    session_seconds: float = DEFAULT_SESSION_SECONDS
+
+    def for_token(self, digest: bytes, expires_at: float, reason: str = "") -> DenyEntry:
+        return DenyEntry(EntryKind.TOKEN, digest.hex(), expires_at + self.leeway, reason=reason)
+
+    def for_session(self, origin_jti: str, now: float, reason: str = "") -> DenyEntry:
+        """Every token of the session: those it mints until its refresh token expires, valid a day beyond."""
+        until = now + self.session_seconds + LONGEST_TOKEN_SECONDS + self.leeway
+        return DenyEntry(EntryKind.SESSION, origin_jti, until, reason=reason)
+
+    def for_user(self, sub: str, now: float, reason: str = "") -> DenyEntry:
+        """Every token of the user issued until now."""
+        return DenyEntry(EntryKind.USER, sub, now + LONGEST_TOKEN_SECONDS + self.leeway, before=now, reason=reason)
+
+
+class MalformedEntry(ValueError):
+    """A stored entry this server did not write or cannot read: ignored (and counted), never guessed at."""
+
+
+def subject_ok(kind: EntryKind, subject: str) -> bool:
+    return _SUBJECT[kind.value].fullmatch(subject) is not None
+
+
+def parse_entry(kind: str, subject: str, value: str | bytes) -> DenyEntry:
+    """A stored entry, checked strictly; MalformedEntry for anything else."""
+    try:
+        entry_kind = EntryKind(kind)
+    except ValueError:
+        raise MalformedEntry("unknown kind") from None
+    if not subject_ok(entry_kind, subject):
+        raise MalformedEntry("malformed subject")
+    try:
+        document = json.loads(value)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise MalformedEntry("not JSON") from None
+    if not isinstance(document, dict) or document.get("v") != _VERSION:
+        raise MalformedEntry("not a version 1 entry")
+    until = _time(document.get("until"))
+    before = document.get("before")
+    if entry_kind is EntryKind.USER:
+        before = _time(before)
+    elif before is not None:
+        raise MalformedEntry("before on an entry that is not a user's")
+    reason = document.get("reason", "")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or not _REASON.fullmatch(reason):
+        raise MalformedEntry("malformed reason")
+    if set(document) - {"v", "until", "before", "reason"}:
+        raise MalformedEntry("unknown fields")
+    return DenyEntry(entry_kind, subject, until, before, reason)
+
+
+def _time(value: object) -> float:
+    # bool is an int in Python: true is not a time.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise MalformedEntry("malformed time")
+    return float(value)
+
+
+class Denylist:
+    """A replica's local view of the denylist: `refuses(token, digest)` on every Check, no I/O."""
+
+    def __init__(
+        self,
+        max_entries: int,
+        *,
+        clock: Callable[[], float],
+        on_overflow: Callable[[], None] | None = None,
+    ) -> None:
+        self.max_entries = max_entries
+        self._clock = clock
+        self._on_overflow = on_overflow
+        # One dict per kind, each replaced whole by `replace` (a Check reading one mid-swap sees the old or the new,
+        # both complete). Tokens by their raw digest, the key the Check path already has.
+        self._tokens: dict[bytes, DenyEntry] = {}
+        self._sessions: dict[str, DenyEntry] = {}
+        self._users: dict[str, DenyEntry] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._tokens) + len(self._sessions) + len(self._users)
+
+    def refuses(self, token: VerifiedToken, digest: bytes) -> bool:
+        """Whether an entry refuses this verified token now."""
+        if not (self._tokens or self._sessions or self._users):
+            return False
+        now = self._clock()
+        entry = self._tokens.get(digest)
+        if entry is not None and now < entry.until:
+            return True
+        if token.origin_jti is not None:
+            entry = self._sessions.get(token.origin_jti)
+            if entry is not None and now < entry.until:
+                return True
+        entry = self._users.get(token.sub)
+        return entry is not None and now < entry.until and entry.before is not None and token.issued_at <= entry.before
+
+    def add(self, entry: DenyEntry) -> bool:
+        """Hold an entry (merged with one for the same subject); False when the view is full and it is not held."""
+        with self._lock:
+            return self._add(entry)
+
+    def replace(self, entries: Iterable[DenyEntry]) -> int:
+        """The whole view anew (after a resync): entries past their until are left out. Returns how many could not
+        be held (the view was full)."""
+        with self._lock:
+            old = self._tokens, self._sessions, self._users
+            self._tokens, self._sessions, self._users = {}, {}, {}
+            try:
+                return sum(not self._add(entry) for entry in entries)
+            except BaseException:
+                self._tokens, self._sessions, self._users = old
+                raise
+
+    def prune(self) -> int:
+        """Forget the entries past their until; how many were forgotten."""
+        now = self._clock()
+        with self._lock:
+            return _prune(self._tokens, now) + _prune(self._sessions, now) + _prune(self._users, now)
+
+    def _add(self, entry: DenyEntry) -> bool:
+        if entry.until <= self._clock():
+            return True  # nothing left to refuse
+        if entry.kind is EntryKind.TOKEN:
+            return self._put(self._tokens, bytes.fromhex(entry.subject), entry)
+        if entry.kind is EntryKind.SESSION:
+            return self._put(self._sessions, entry.subject, entry)
+        return self._put(self._users, entry.subject, entry)
+
+    def _put(self, table: dict[Key, DenyEntry], key: Key, entry: DenyEntry) -> bool:
+        held = table.get(key)
+        if held is None and len(self) >= self.max_entries:
+            if self._on_overflow is not None:
+                self._on_overflow()
+            return False
+        table[key] = entry if held is None else held.stronger(entry)
+        return True
+
+
+Key = TypeVar("Key", bytes, str)
+
+
+def _prune(table: dict[Key, DenyEntry], now: float) -> int:
+    expired = [key for key, entry in table.items() if entry.until <= now]
+    for key in expired:
+        del table[key]
+    return len(expired)

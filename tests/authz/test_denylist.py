@@ -1,0 +1,172 @@
+"""The denylist's entries and its local view: what each kind of entry refuses, for how long, within what bound, and
+how strictly a stored entry is read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from authz.cache import token_digest
+from authz.denylist import (
+    LONGEST_TOKEN_SECONDS,
+    DenyEntry,
+    Denylist,
+    EntryKind,
+    EntryRules,
+    MalformedEntry,
+    parse_entry,
+)
+from authz.tokens import VerifiedToken
+from tests.conftest import NOW, FakeClock
+
+SUB = "7c0a1d2e-0000-4000-8000-000000000001"
+SESSION = "0b1c2d3e-aaaa-4bbb-8ccc-000000000001"
+RULES = EntryRules(leeway=30.0, session_seconds=7 * 86_400.0)
+
+
+def identity(*, sub: str = SUB, origin_jti: str | None = SESSION, issued_at: float = NOW - 60) -> VerifiedToken:
+    return VerifiedToken(
+        sub=sub,
+        token_use="access",
+        client_id="client",
+        pool_id="ca-central-1_AbC123",
+        username="andrew",
+        groups=(),
+        scopes=(),
+        expires_at=NOW + 3600,
+        issued_at=issued_at,
+        origin_jti=origin_jti,
+    )
+
+
+@pytest.fixture
+def denylist(clock: FakeClock) -> Denylist:
+    return Denylist(100, clock=clock)
+
+
+def test_an_empty_denylist_refuses_nothing(denylist: Denylist) -> None:
+    """With no entry, every token passes."""
+    assert not denylist.refuses(identity(), token_digest("a"))
+
+
+def test_a_token_entry_refuses_that_token_alone(denylist: Denylist) -> None:
+    """A token's entry refuses the token of that digest, and not another token of the same user and session."""
+    denylist.add(RULES.for_token(token_digest("leaked"), NOW + 3600))
+    assert denylist.refuses(identity(), token_digest("leaked"))
+    assert not denylist.refuses(identity(), token_digest("another"))
+
+
+def test_a_session_entry_refuses_every_token_of_the_session_whenever_issued(denylist: Denylist) -> None:
+    """A session's entry refuses its tokens issued before and after it (refreshes), and no other session's."""
+    denylist.add(RULES.for_session(SESSION, NOW))
+    assert denylist.refuses(identity(issued_at=NOW - 600), token_digest("a"))
+    assert denylist.refuses(identity(issued_at=NOW + 600), token_digest("b"))
+    assert not denylist.refuses(identity(origin_jti="other-session"), token_digest("c"))
+    assert not denylist.refuses(identity(origin_jti=None), token_digest("d"))
+
+
+def test_a_user_entry_refuses_tokens_issued_until_it_and_not_a_later_sign_in(denylist: Denylist) -> None:
+    """A user's entry refuses that user's tokens issued at or before it, whatever the session, not one issued after,
+    and not another user's."""
+    denylist.add(RULES.for_user(SUB, NOW))
+    assert denylist.refuses(identity(issued_at=NOW - 3600, origin_jti="any"), token_digest("a"))
+    assert denylist.refuses(identity(issued_at=NOW), token_digest("b"))
+    assert not denylist.refuses(identity(issued_at=NOW + 1), token_digest("c"))
+    assert not denylist.refuses(identity(sub="someone-else"), token_digest("d"))
+
+
+def test_a_token_without_iat_counts_as_issued_long_ago(denylist: Denylist) -> None:
+    """A token that names no issue time is refused by its user's entry (0.0: before any entry), never let through."""
+    denylist.add(RULES.for_user(SUB, NOW))
+    assert denylist.refuses(identity(issued_at=0.0), token_digest("a"))
+
+
+def test_entries_live_until_no_token_they_cover_can_be_valid(clock: FakeClock, denylist: Denylist) -> None:
+    """A user's entry lives a day (Cognito's longest token) plus leeway, a session's its lifetime plus that, a token's
+    until its exp plus leeway; then it refuses nothing and prune forgets it."""
+    user = RULES.for_user(SUB, NOW)
+    session = RULES.for_session(SESSION, NOW)
+    token = RULES.for_token(token_digest("t"), NOW + 600)
+    assert user.until == NOW + LONGEST_TOKEN_SECONDS + 30
+    assert session.until == NOW + 7 * 86_400 + LONGEST_TOKEN_SECONDS + 30
+    assert token.until == NOW + 630
+    denylist.add(token)
+    clock.advance(629)
+    assert denylist.refuses(identity(), token_digest("t"))
+    clock.advance(1)
+    assert not denylist.refuses(identity(), token_digest("t"))
+    assert denylist.prune() == 1
+    assert len(denylist) == 0
+
+
+def test_a_second_entry_for_a_subject_never_weakens_the_first(denylist: Denylist) -> None:
+    """Two revokes of one user keep the later `before` and the later `until`, whichever arrives last."""
+    later = RULES.for_user(SUB, NOW + 100)
+    denylist.add(later)
+    denylist.add(RULES.for_user(SUB, NOW))
+    assert denylist.refuses(identity(issued_at=NOW + 50), token_digest("a"))
+
+
+def test_a_full_view_holds_what_it_has_and_counts_what_it_cannot(clock: FakeClock) -> None:
+    """At max_entries, a new subject's entry is not held and is counted; held entries stay, and one for a subject
+    already held still merges."""
+    overflow: list[None] = []
+    denylist = Denylist(2, clock=clock, on_overflow=lambda: overflow.append(None))
+    assert denylist.add(RULES.for_user("u1", NOW))
+    assert denylist.add(RULES.for_user("u2", NOW))
+    assert not denylist.add(RULES.for_user("u3", NOW))
+    assert denylist.add(RULES.for_user("u1", NOW + 10))
+    assert len(denylist) == 2
+    assert len(overflow) == 1
+    assert denylist.refuses(identity(sub="u1", issued_at=NOW + 5), token_digest("a"))
+    assert not denylist.refuses(identity(sub="u3"), token_digest("b"))
+
+
+def test_replace_takes_a_whole_new_view(denylist: Denylist) -> None:
+    """After a resync the view is exactly what was read: an entry no longer there is forgotten, a new one held."""
+    denylist.add(RULES.for_user("gone", NOW))
+    assert denylist.replace([RULES.for_session(SESSION, NOW)]) == 0
+    assert not denylist.refuses(identity(sub="gone", origin_jti="other"), token_digest("a"))
+    assert denylist.refuses(identity(sub="gone", origin_jti=SESSION), token_digest("a"))
+
+
+@pytest.mark.parametrize("entry", [RULES.for_user(SUB, NOW, "leaked laptop"), RULES.for_session(SESSION, NOW)])
+def test_an_entry_reads_back_as_written(entry: DenyEntry) -> None:
+    """What value() stores, parse_entry reads back equal."""
+    assert parse_entry(entry.kind.value, entry.subject, entry.value()) == entry
+
+
+@pytest.mark.parametrize(
+    ("kind", "subject", "value"),
+    [
+        pytest.param("device", SUB, '{"v":1,"until":1}', id="unknown-kind"),
+        pytest.param("token", "not-hex", '{"v":1,"until":1}', id="token-subject-not-a-digest"),
+        pytest.param("user", "a b", '{"v":1,"until":1,"before":0}', id="subject-with-space"),
+        pytest.param("user", "x" * 129, '{"v":1,"until":1,"before":0}', id="subject-too-long"),
+        pytest.param("user", SUB, "not json", id="not-json"),
+        pytest.param("user", SUB, "[1]", id="not-an-object"),
+        pytest.param("user", SUB, '{"v":2,"until":1,"before":0}', id="other-version"),
+        pytest.param("user", SUB, '{"v":1,"until":1}', id="user-without-before"),
+        pytest.param("session", SESSION, '{"v":1,"until":1,"before":0}', id="before-on-a-session"),
+        pytest.param("user", SUB, '{"v":1,"until":"soon","before":0}', id="until-not-a-number"),
+        pytest.param("user", SUB, '{"v":1,"until":true,"before":0}', id="until-a-boolean"),
+        pytest.param("user", SUB, '{"v":1,"until":-1,"before":0}', id="until-negative"),
+        pytest.param("user", SUB, '{"v":1,"until":1e999,"before":0}', id="until-infinite"),
+        pytest.param("user", SUB, '{"v":1,"until":1,"before":0,"allow":true}', id="unknown-field"),
+        pytest.param("user", SUB, json.dumps({"v": 1, "until": 1, "before": 0, "reason": "\x1b[31m"}), id="reason-ctl"),
+        pytest.param("user", SUB, json.dumps({"v": 1, "until": 1, "before": 0, "reason": "r" * 201}), id="reason-long"),
+    ],
+)
+def test_a_stored_entry_this_server_did_not_write_is_refused(kind: str, subject: str, value: str) -> None:
+    """A malformed or foreign entry is MalformedEntry, never read as something it does not say."""
+    with pytest.raises(MalformedEntry):
+        parse_entry(kind, subject, value)
+
+
+def test_an_entry_of_each_kind_names_its_subject_as_the_key_part() -> None:
+    """A token is named by the hex of its digest (never the token), a session by its origin_jti, a user by sub."""
+    entry = RULES.for_token(token_digest("secret.token.value"), NOW)
+    assert entry.kind is EntryKind.TOKEN
+    assert entry.subject == token_digest("secret.token.value").hex()
+    assert "secret" not in entry.value()
