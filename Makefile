@@ -4,7 +4,8 @@
 # make lint:  ruff (lint and format) and mypy (strict for authz/); make test runs it first
 # make test:  the whole suite
 # make test-envoy-matrix: the Envoy suites (config validation; integration on gRPC and HTTP) on every supported Envoy minor
-# make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker
+# make run:   the whole stack (local Cognito, backend, authz, Envoy on :8080), no AWS account and no Docker;
+#             STACK_STATE=redis make run adds a local Redis as authz's shared state (revoke, instant sign-out)
 # make token: a fresh access token for the demo user of the running stack
 # make sign-out: sign the demo user out everywhere (its tokens stop working within AUTHZ_REVOCATION_TTL)
 # make soak:  a few minutes of judged load through the whole stack (a short version runs in make test)
@@ -29,7 +30,7 @@ PROTO_SOURCES := $(shell find protos -name '*.proto') protos/generate.py
 
 $(ENVOY_BIN): | $(STAMP_DEPS)
 
-.PHONY: setup lock protos lint test test-envoy-matrix compose-test run token sign-out envoy-config soak bench wrk browser clean
+.PHONY: setup lock protos lint test test-envoy-matrix compose-test run token sign-out envoy-config soak bench wrk browser redis clean
 
 setup: $(STAMP_DEPS) $(STAMP_PROTOS) $(ENVOY_BIN)
 
@@ -75,7 +76,7 @@ lint: $(STAMP_DEPS) $(STAMP_PROTOS)
 compose-test: setup browser
 	$(PY) -m stack.containers test
 
-test: setup wrk browser lint
+test: setup wrk browser redis lint
 	$(PY) -m pytest -q
 
 # The suites that run a real Envoy, once per supported minor, each Envoy in its own .tools/envoy-<version> folder:
@@ -95,7 +96,7 @@ test-envoy-matrix: setup
 	  done; \
 	done
 
-run: setup
+run: setup $(if $(filter redis,$(STACK_STATE)),redis)
 	$(PY) -m stack.run
 
 soak: setup
@@ -109,6 +110,11 @@ wrk:
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+# The shared state's server for the tests (and `STACK_STATE=redis make run`): Debian's redis-server, never started as
+# a service here (each user starts its own, on its own port and folder).
+redis:
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 
 bench: setup wrk
 	$(PY) -m bench.run $(BENCH_ARGS)

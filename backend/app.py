@@ -29,6 +29,7 @@ _COGNITO_KEYS = (
     "AWS_COGNITO_CLIENT_ID",
     "AWS_ENDPOINT_URL_COGNITO_IDP",
     "PAGES_COGNITO_ENDPOINT",
+    "PAGES_SIGN_OUT_PATH",
 )
 
 
@@ -87,6 +88,12 @@ def _register_routes(app: Flask) -> None:
         # The feed differs per caller, so no shared cache may hand one caller's feed to another.
         response.headers["Cache-Control"] = "private, no-store"
         return response
+
+    @app.post("/api/sign-out")
+    def sign_out() -> tuple[str, int]:
+        # authz has already had every replica refuse the caller's tokens (the route's sign_out rule): nothing is
+        # left to do here but say so.
+        return "", 204
 
     @app.get("/api/me")
     def me() -> Response | tuple[Response, int, dict[str, str]]:

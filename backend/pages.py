@@ -32,7 +32,13 @@ def page_config(source: dict[str, str]) -> dict[str, str] | None:
         or (source.get("AWS_ENDPOINT_URL_COGNITO_IDP") or "").strip()
         or REAL_ENDPOINT.format(region=region)
     )
-    return {"userPoolId": pool_id, "clientId": client_id, "region": region, "endpoint": endpoint}
+    config = {"userPoolId": pool_id, "clientId": client_id, "region": region, "endpoint": endpoint}
+    # PAGES_SIGN_OUT_PATH: the API route where authz signs a caller out on every replica at once (its route table's
+    # sign_out rule, with the replicas' shared state); unset, the pages sign out with Cognito alone.
+    sign_out_path = (source.get("PAGES_SIGN_OUT_PATH") or "").strip()
+    if sign_out_path.startswith("/api/"):
+        config["signOutPath"] = sign_out_path
+    return config
 
 
 def init_pages(app: Flask, config: dict[str, str] | None) -> None:

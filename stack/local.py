@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from envoy import bootstrap
 from identity_headers import DEFAULT_PREFIX
 from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok
@@ -37,11 +39,14 @@ class Ports:
     metrics: tuple[int, ...] = (9192,)
     backend: int = 4567
     cognito: int = 9229
+    # Redis, the authz replicas' shared state (LocalStack.state): beside the usual 6379, which a Redis of the
+    # machine's own may hold.
+    state: int = 6380
 
     @classmethod
     def free(cls, *, authz_replicas: int = 1) -> Ports:
         """Distinct loopback ports nobody listens on right now."""
-        ports = iter(free_ports(4 + 2 * authz_replicas))
+        ports = iter(free_ports(5 + 2 * authz_replicas))
         return cls(
             envoy=next(ports),
             admin=next(ports),
@@ -49,11 +54,13 @@ class Ports:
             metrics=tuple(next(ports) for _ in range(authz_replicas)),
             backend=next(ports),
             cognito=next(ports),
+            state=next(ports),
         )
 
     def beside(self, *, authz_replicas: int = 1) -> Ports:
-        """Free ports for another Envoy and its own authz replicas in front of this stack's backend and Cognito."""
-        ports = iter(free_ports(2 + 2 * authz_replicas))
+        """Free ports for another Envoy and its own authz replicas (and Redis) in front of this stack's backend and
+        Cognito."""
+        ports = iter(free_ports(3 + 2 * authz_replicas))
         return Ports(
             envoy=next(ports),
             admin=next(ports),
@@ -61,6 +68,7 @@ class Ports:
             metrics=tuple(next(ports) for _ in range(authz_replicas)),
             backend=self.backend,
             cognito=self.cognito,
+            state=next(ports),
         )
 
 
@@ -145,6 +153,8 @@ class LocalStack:
     authz_transport: bootstrap.Transport = field(default_factory=transport_from_env)
     # Requests a second each caller authz allowed may make through Envoy (by verified sub); 0: no such limit.
     user_rate_limit: int = 0
+    # Give the authz replicas a shared state (AUTHZ_STATE_URL): a Redis of the stack's own on ports.state.
+    state: bool = False
     cognito_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
@@ -187,6 +197,16 @@ class LocalStack:
         """A real pool (or an emulator started elsewhere): AWS_COGNITO_USER_POOLS_ID, _CLIENT_ID, _REGION."""
         self.cognito_env = dict(env)
 
+    @property
+    def state_url(self) -> str:
+        return redis_url(self.ports.state)
+
+    def start_state(self) -> None:
+        """The replicas' shared state: a Redis of the stack's own (its data in the run folder)."""
+        if "redis" not in self.processes:
+            self.processes["redis"] = redis_server(self.ports.state, self.run_dir)
+        self.processes["redis"].start()
+
     def start_backend(self) -> None:
         env = {
             **os.environ,
@@ -195,6 +215,8 @@ class LocalStack:
             "IDENTITY_HEADER_PREFIX": self.identity_header_prefix,
             # The pages (backend/pages.py) talk to the same pool, client and Cognito endpoint.
             **{key: value for key, value in self.cognito_env.items() if key.startswith("AWS_")},
+            # With the shared state, the pages' sign-out also signs the user out on every authz replica at once.
+            **({"PAGES_SIGN_OUT_PATH": "/api/sign-out"} if self.state else {}),
         }
         self._start(
             "backend",
@@ -221,6 +243,7 @@ class LocalStack:
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{self.ports.metrics[replica]}",
             "AUTHZ_HEADER_PREFIX": self.identity_header_prefix,
             **({"AUTHZ_ROUTES": str(self.routes_file)} if self.routes_file else {}),
+            **({"AUTHZ_STATE_URL": self.state_url} if self.state else {}),
             **self.authz_env,
         }
         endpoint = self.cognito_env.get("AWS_ENDPOINT_URL_COGNITO_IDP")
@@ -269,6 +292,8 @@ class LocalStack:
     def start_all(self, *, cognito: bool = True) -> None:
         if cognito:
             self.start_cognito()
+        if self.state:
+            self.start_state()
         self.start_backend()
         for replica in range(len(self.ports.authz)):
             self.start_authz(replica)
@@ -296,6 +321,63 @@ class LocalStack:
             process = ManagedProcess(name, argv, env=env, run_dir=self.run_dir, ready=ready, ports=ports, cwd=ROOT)
             self.processes[name] = process
         process.start()
+
+
+REDIS_SERVER = "redis-server"
+
+
+def redis_url(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def redis_server(port: int, run_dir: Path, *, name: str = "redis") -> ManagedProcess:
+    """Debian's redis-server on 127.0.0.1:port (the shared state of AUTHZ_STATE_URL), ready once it answers PING.
+    Its data lives in run_dir with the persistence README recommends: the append-only file, fsynced every second,
+    so a restarted Redis still has the denylist."""
+    data = run_dir / name
+    data.mkdir(parents=True, exist_ok=True)
+    return ManagedProcess(
+        name,
+        [
+            REDIS_SERVER,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(data),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            "",
+        ],
+        env=dict(os.environ),
+        run_dir=run_dir,
+        ready=redis_answers(port),
+        ports=(port,),
+        cwd=ROOT,
+    )
+
+
+def redis_answers(port: int) -> Probe:
+    """Redis on 127.0.0.1:port answers PING."""
+
+    def probe() -> bool:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    return probe
 
 
 def emulator_url(port: int) -> str:

@@ -3,8 +3,10 @@
 Starts moto's Cognito emulator on 127.0.0.1:9229 (unless AWS_COGNITO_USER_POOLS_ID points at a real pool) with
 the seed's pool, client and a confirmed demo user, writes .run/cognito.env, then the backend, the authz server
 (with the route table stack/routes/routes.yaml, or $AUTHZ_ROUTES; asked over gRPC, or in Envoy's HTTP mode with
-AUTHZ_TRANSPORT=http) and Envoy, each once the one before is healthy, and prints how to talk to them. Ctrl-C stops
-everything; pid files in .run/ let the next run clean up after a crash.
+AUTHZ_TRANSPORT=http) and Envoy, each once the one before is healthy, and prints how to talk to them. With
+STACK_STATE=redis, also a local redis-server (Debian's) as authz's shared state (AUTHZ_STATE_URL): the denylist of
+`python -m authz revoke` and of the pages' sign-out. Ctrl-C stops everything; pid files in .run/ let the next run
+clean up after a crash.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ def user_rate_limit(value: str | None) -> int:
     return limit
 
 
+def shared_state(value: str | None) -> bool:
+    """STACK_STATE: "redis" gives authz a shared state (a local redis-server); unset or empty, none."""
+    choice = (value or "").strip().lower()
+    if choice not in ("", "redis"):
+        raise SystemExit(f"run: STACK_STATE must be redis or unset, not {value!r}")
+    return choice == "redis"
+
+
 def main() -> int:
     RUN_DIR.mkdir(exist_ok=True)
     for name in stop_stale(RUN_DIR):
@@ -64,6 +74,8 @@ def main() -> int:
         routes_file=Path(os.environ.get("AUTHZ_ROUTES") or ROUTES_FILE),
         # Each signed-in caller's requests a second through Envoy; past it, 429 for that caller alone.
         user_rate_limit=user_rate_limit(os.environ.get("ENVOY_USER_RATE_LIMIT")),
+        # A Redis of the stack's own as authz's shared state: revoke and sign out on every replica at once.
+        state=shared_state(os.environ.get("STACK_STATE")),
     )
     try:
         env_file = RUN_DIR / "cognito.env"
@@ -74,6 +86,8 @@ def main() -> int:
             _step("cognito", stack.start_cognito)
         # Rewritten on every run, so `make token` never reads an earlier run's emulator.
         write_env_file(env_file, stack.cognito_env)
+        if stack.state:
+            _step("redis", stack.start_state)
         _step("backend", stack.start_backend)
         _step("authz", stack.start_authz)
         _step("envoy", stack.start_envoy)
@@ -113,6 +127,21 @@ def _step(name: str, start: Callable[[], object]) -> None:
     start()
 
 
+def _state(stack: LocalStack) -> str:
+    if not stack.state:
+        return "none (STACK_STATE=redis adds one: revoke and sign out on every replica at once)"
+    return f"{stack.state_url}   (redis-server, log .run/redis.log)"
+
+
+def _revoke_hint(stack: LocalStack) -> str:
+    if not stack.state:
+        return ""
+    return (
+        f"    AUTHZ_STATE_URL={stack.state_url} .venv/bin/python -m authz revoke --sub SUB"
+        "   # refused at once, every replica\n"
+    )
+
+
 def _rate(limit: int) -> str:
     if not limit:
         return "none per caller (ENVOY_USER_RATE_LIMIT=0)"
@@ -141,6 +170,7 @@ def _banner(stack: LocalStack) -> None:
   authz ({transport_name})      {stack.authz_addr()}            metrics {stack.metrics_url()}
   route table       {_shown(stack.routes_file)}   edit it: authz reloads it within {reload_seconds} s
   rate limit        {_rate(stack.user_rate_limit)}
+  shared state      {_state(stack)}
   backend           {stack.backend_url}          loopback only; reach it through Envoy
   Cognito (local)   {env.get("AWS_ENDPOINT_URL_COGNITO_IDP", "real AWS")}   pool {env["AWS_COGNITO_USER_POOLS_ID"]}
   ids and demo credentials: .run/cognito.env     a fresh token: make token
@@ -152,7 +182,7 @@ def _banner(stack: LocalStack) -> None:
     curl -i -H "Authorization: Bearer $TOKEN" {stack.envoy_url}/api/me     # your identity
     {ask_authz}
     make sign-out     # signs the demo user out everywhere: within 30 s that token gets 401 "token revoked"
-"""
+{_revoke_hint(stack)}"""
     )
     if token:
         print("  Ready to paste, as the demo user (the token lasts an hour; `make token` gives a new one):")

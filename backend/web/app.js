@@ -15,6 +15,7 @@ const NOTICES = {
 };
 
 let cognito = null;
+let config = {}; // /web/config.json: the pool, client and Cognito endpoint, and the sign-out route if any
 let refreshing = null;
 
 const view = document.getElementById("view");
@@ -109,6 +110,16 @@ async function signOut(event) {
   // GlobalSignOut needs an access token Cognito still accepts: refresh first if it is about to expire.
   const session = (await freshSession().catch(() => null)) || loadSession();
   clearSession();
+  if (session && config.signOutPath) {
+    // Every authz replica refuses this user's tokens from now on, before Cognito's own sign-out is asked (it is
+    // what the replicas would otherwise learn only at their next GetUser). A failure here still signs out below.
+    await fetch(config.signOutPath, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${session.accessToken}` },
+      cache: "no-store",
+      credentials: "omit",
+    }).catch(() => null);
+  }
   if (session) {
     try {
       await cognito.globalSignOut(session.accessToken); // every device, as the seed's signOut({ global: true })
@@ -291,7 +302,8 @@ async function start() {
     view.replaceChildren(clone("page-unavailable"));
     return;
   }
-  cognito = cognitoClient(await response.json());
+  config = await response.json();
+  cognito = cognitoClient(config);
   window.addEventListener("hashchange", route);
   // Refresh ahead of expiry, also while the page sits idle.
   setInterval(() => {

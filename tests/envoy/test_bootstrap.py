@@ -273,7 +273,7 @@ def test_in_the_emulator_topology_the_pages_reach_cognito_through_envoy_for_thei
 
 def test_the_context_extensions_variant_sends_each_routes_rules():
     """RuleSource.CONTEXT_EXTENSIONS renders every row of ROUTES with its rules: the home feed auth-optional, the
-    rest of /api/ and everything else required."""
+    sign-out route a global sign-out, the rest of /api/ and everything else required."""
     per_route = _ext_authz_per_route(
         bootstrap.render(bootstrap.local(route_rules=bootstrap.RuleSource.CONTEXT_EXTENSIONS))
     )
@@ -283,7 +283,12 @@ def test_the_context_extensions_variant_sends_each_routes_rules():
         for name, config in per_route.items()
         if config and "check_settings" in config
     }
-    assert sent == {"home-feed": {"auth": "optional"}, "api": {"auth": "required"}, "default": {"auth": "required"}}
+    assert sent == {
+        "home-feed": {"auth": "optional"},
+        "sign-out": {"auth": "required", "sign_out": "global"},
+        "api": {"auth": "required"},
+        "default": {"auth": "required"},
+    }
 
 
 def test_every_route_rule_is_one_the_authz_server_understands():
