@@ -116,7 +116,7 @@ browser:
 redis:
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null)
 
-bench: setup wrk
+bench: setup wrk redis
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 token:

@@ -10,6 +10,10 @@ with wrk:
         the figures are authz's own cost of confirming a token: botocore's call, the cache; not Cognito's latency)
   i. constant-reply server in Envoy's HTTP ext_authz mode (bench/http_floor.py, granian: the HTTP floor)
   j, k. d and e with our server on the HTTP transport (`python -m authz serve-http`)
+  l, m. d and j with AUTHZ_WORKERS=2
+  n, o. g and h with the shared state on (AUTHZ_STATE_URL: a local redis-server, emptied before each run, so o's
+        tokens are new to Redis too): the state's cost hot (the local denylist view) and cold (a claim and an
+        answer in Redis around each GetUser); Redis's own CPU per Check is reported beside the server's
 A neighbour's load on a shared machine lands on some runs and not others, so every configuration runs in
 --rounds interleaved rounds (default $BENCH_ROUNDS, else 3: a b c ... k, then again), each run with its own fresh
 Envoy and server; a configuration's figure is the median of its rounds, with min and max beside it, and the ratios
@@ -41,12 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import redis
 import requests
 
 from authz._proto.envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from bench import envoy_variants, proc_cpu, route_cost, verify_cost, wrk
 from bench.pool import ISSUER, BenchPool
-from stack.local import envoy_command
+from stack.local import envoy_command, redis_server, redis_url
 from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,16 +78,20 @@ CONFIGS = {
     "k_http_cold": "ext_authz_http",
     "l_grpc_hot_2_workers": "ext_authz",
     "m_http_hot_2_workers": "ext_authz_http",
+    "n_state_hot": "ext_authz",
+    "o_state_cold": "ext_authz",
 }
-OURS = ("d_", "e_", "g_", "h_", "l_")
+OURS = ("d_", "e_", "g_", "h_", "l_", "n_", "o_")
 OURS_HTTP = ("j_", "k_", "m_")
 # Our server with AUTHZ_WORKERS=2 (its CPU is the supervisor's and both workers').
 TWO_WORKERS = ("l_", "m_")
-WITH_REVOCATION = ("g_", "h_")
+WITH_REVOCATION = ("g_", "h_", "n_", "o_")
+# With the shared state (AUTHZ_STATE_URL) on the bench's Redis.
+WITH_STATE = ("n_", "o_")
 # A new token per request: each run reads the round-shared token file (see run_bench).
-COLD = ("e_", "h_", "k_")
+COLD = ("e_", "h_", "k_", "o_")
 # The configurations whose Check server's CPU per Check is measured: authz's and the floors'.
-SERVER_CPU = ("d_", "e_", "f_", "g_", "h_", "i_", "j_", "k_", "l_", "m_")
+SERVER_CPU = ("d_", "e_", "f_", "g_", "h_", "i_", "j_", "k_", "l_", "m_", "n_", "o_")
 # Envoy's own account of a configuration's answers (its admin stats, counted from the measured run only): a 4xx is a
 # token jwt_authn or authz refused, a 5xx is Envoy failing closed because a Check errored or overran its 1 s budget.
 ENVOY_COUNTERS = {
@@ -106,14 +115,20 @@ class Measurement:
     # less that of Envoy, the Check server, wrk and the bench itself (the GetUser stand-in), over the run's wall
     # time. A round where this is high ran beside a neighbour.
     others_cores: float = 0.0
+    # With the shared state: Redis's CPU per Check in µs, beside the server's own.
+    state_cpu_us_per_check: float | None = None
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, work: Path, pool: BenchPool, endpoint: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, work: Path, pool: BenchPool, endpoint: str, state: ManagedProcess
+    ) -> None:
+        """state: the redis-server of the shared-state configurations (WITH_STATE), running."""
         self.args = args
         self.work = work
         self.pool = pool
         self.endpoint = endpoint
+        self.state = state
         self.hot_token = pool.mint(1)[0]
 
     def _process(
@@ -125,16 +140,25 @@ class Bench:
         )
 
     def authz(
-        self, port: int, metrics_port: int, *, revocation: bool = False, http: bool = False, workers: int = 1
+        self,
+        port: int,
+        metrics_port: int,
+        *,
+        revocation: bool = False,
+        http: bool = False,
+        workers: int = 1,
+        state: bool = False,
     ) -> ManagedProcess:
         """Our server on port: `serve` (gRPC), or with http `serve-http` (Envoy's HTTP mode, healthy once the
-        metrics port's /healthz says so), as AUTHZ_WORKERS processes."""
+        metrics port's /healthz says so), as AUTHZ_WORKERS processes; with state, on the bench's Redis."""
         env = {
             **self.pool.authz_env(self.endpoint),
             "AUTHZ_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
             "AUTHZ_REVOCATION": "cognito" if revocation else "off",
             "AUTHZ_WORKERS": str(workers),
         }
+        if state:
+            env["AUTHZ_STATE_URL"] = redis_url(self.state.ports[0])
         if http:
             env["AUTHZ_HTTP_ADDR"] = f"127.0.0.1:{port}"
             argv = [sys.executable, "-m", "authz", "serve-http"]
@@ -154,9 +178,19 @@ class Bench:
         with ExitStack() as stack:
             server: ManagedProcess | None = None
             workers = 2 if config.startswith(TWO_WORKERS) else 1
+            with_state = config.startswith(WITH_STATE)
+            if with_state:
+                # Nothing left from an earlier run: a cold token is new to Redis as to the server.
+                flush = redis.Redis(host="127.0.0.1", port=self.state.ports[0], socket_timeout=5)
+                flush.flushdb()
+                flush.close()
             if config.startswith(OURS):
                 server = self.authz(
-                    authz_port, metrics_port, revocation=config.startswith(WITH_REVOCATION), workers=workers
+                    authz_port,
+                    metrics_port,
+                    revocation=config.startswith(WITH_REVOCATION),
+                    workers=workers,
+                    state=with_state,
                 )
             elif config.startswith(OURS_HTTP):
                 server = self.authz(authz_port, metrics_port, http=True, workers=workers)
@@ -214,18 +248,26 @@ class Bench:
                 wrk.run(url, seconds=1, token=token, **common)
                 requests.post(f"{admin}/reset_counters", timeout=5).raise_for_status()
             pid = server.pid if server is not None and config.startswith(SERVER_CPU) else None
-            ours = [process.pid for process in (server, envoy) if process is not None and process.pid is not None]
+            state_pid = self.state.pid if with_state else None
+            ours = [
+                process.pid
+                for process in (server, envoy, self.state if with_state else None)
+                if process is not None and process.pid is not None
+            ]
             cpu_before = proc_cpu.cpu_seconds(pid) if pid is not None else 0.0
+            state_before = proc_cpu.cpu_seconds(state_pid) if state_pid is not None else 0.0
             machine_before, ours_before = proc_cpu.machine_busy_seconds(), _ours_seconds(ours)
             started = time.monotonic()
             result = wrk.run(url, seconds=self.args.seconds, token=token, tokens_file=tokens_file, **common)
             cpu_used = proc_cpu.cpu_seconds(pid) - cpu_before if pid is not None else 0.0
+            state_used = proc_cpu.cpu_seconds(state_pid) - state_before if state_pid is not None else 0.0
             others = proc_cpu.machine_busy_seconds() - machine_before - (_ours_seconds(ours) - ours_before)
             others_cores = round(max(0.0, others) / (time.monotonic() - started), 2)
             counters = envoy_counters(admin)
             answered = counters["rq_2xx"] + counters["rq_4xx"] + counters["rq_5xx"]
             cpu_us = round(cpu_used * 1e6 / answered, 1) if pid is not None and answered else None
-            return Measurement(result, counters, cpu_us, others_cores)
+            state_us = round(state_used * 1e6 / answered, 1) if state_pid is not None and answered else None
+            return Measurement(result, counters, cpu_us, others_cores, state_us)
 
     def rss_after(self, count: int) -> float:
         """RSS (MiB) of an authz server that has verified and cached `count` distinct tokens."""
@@ -288,6 +330,9 @@ def summarize(rounds: list[Measurement]) -> dict[str, Any]:
         entry["cpu_us_per_check"] = _median(cpu)
         entry["cpu_us_per_check_min"] = min(cpu)
         entry["cpu_us_per_check_max"] = max(cpu)
+    state_cpu = [m.state_cpu_us_per_check for m in rounds if m.state_cpu_us_per_check is not None]
+    if state_cpu:
+        entry["state_cpu_us_per_check"] = _median(state_cpu)
     entry["envoy_total"] = {key: sum(m.envoy[key] for m in rounds) for key in ("rq_4xx", "rq_5xx")}
     entry["others_cores"] = _median([m.others_cores for m in rounds])
     entry["others_cores_max"] = max(m.others_cores for m in rounds)
@@ -316,9 +361,13 @@ def run_bench(args: argparse.Namespace) -> dict:
         "wrk_threads": args.threads,
         "rounds": args.rounds,
     }
-    with tempfile.TemporaryDirectory(prefix="bench-") as work_dir, pool.serve() as endpoint:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as work_dir,
+        pool.serve() as endpoint,
+        redis_server(free_ports(1)[0], Path(work_dir)) as state,
+    ):
         work = Path(work_dir)
-        bench = Bench(args, work, pool, endpoint)
+        bench = Bench(args, work, pool, endpoint, state)
         measured: dict[str, list[Measurement]] = {config: [] for config in CONFIGS}
         get_user_calls: dict[str, list[int]] = {config: [] for config in CONFIGS}
         # The cold configurations (COLD) read one token file, shared by every round: each of their runs starts a
@@ -391,6 +440,8 @@ def run_bench(args: argparse.Namespace) -> dict:
         "http_floor_vs_grpc_floor": _ratio(rps["i_http_floor"], rps["f_ext_authz_floor"]),
         "grpc_hot_2_workers_vs_hot": _ratio(rps["l_grpc_hot_2_workers"], rps["d_ext_authz_hot"]),
         "http_hot_2_workers_vs_http_hot": _ratio(rps["m_http_hot_2_workers"], rps["j_http_hot"]),
+        "state_hot_vs_revocation_hot": _ratio(rps["n_state_hot"], rps["g_revocation_hot"]),
+        "state_cold_vs_revocation_cold": _ratio(rps["o_state_cold"], rps["h_revocation_cold"]),
     }
     return results
 
@@ -411,6 +462,9 @@ def table(results: dict) -> str:
             f"{name:<24}{run['rps']:>8.0f}{spread:>14}{run['p50_ms']:>9.2f}{run['p99_ms']:>9.2f}{cpu_text:>14}"
             f"{run['envoy_total']['rq_4xx']:>7}{run['envoy_total']['rq_5xx']:>7}{run['others_cores']:>8.2f}"
         )
+    for name, run in results["configs"].items():
+        if "state_cpu_us_per_check" in run:
+            lines.append(f"{name + ': Redis':<24}{'':>8}{'':>14}{'':>9}{'':>9}{run['state_cpu_us_per_check']:>14.0f}")
     lines.append("")
     for name, value in results["ratios"].items():
         target = TARGETS.get(name)

@@ -45,6 +45,8 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
         "http_floor_vs_grpc_floor",
         "grpc_hot_2_workers_vs_hot",
         "http_hot_2_workers_vs_http_hot",
+        "state_hot_vs_revocation_hot",
+        "state_cold_vs_revocation_cold",
     }
     # g and h really confirm tokens: the repeated token once (its answer is cached for the TTL), each new token
     # once (none is over the bound of calls in flight, so none goes unasked); with the mode off (d, e, j, k) Cognito
@@ -52,6 +54,15 @@ def test_smoke_bench_measures_every_configuration_and_writes_results(tmp_path: P
     calls = results["get_user_calls"]
     assert 1 <= calls["g_revocation_hot"] <= 2
     assert calls["h_revocation_cold"] >= results["configs"]["h_revocation_cold"]["requests"] > 0
+    # With the shared state too (n, o): Redis was emptied before each run, so each token is still asked once, and
+    # Redis's own CPU is measured beside the server's (a hot run may cost it less than a clock tick: zero).
+    assert 1 <= calls["n_state_hot"] <= 2
+    assert calls["o_state_cold"] >= results["configs"]["o_state_cold"]["requests"] > 0
+    assert {name for name, run in results["configs"].items() if "state_cpu_us_per_check" in run} == {
+        "n_state_hot",
+        "o_state_cold",
+    }
+    assert all(results["configs"][name]["state_cpu_us_per_check"] >= 0 for name in ("n_state_hot", "o_state_cold"))
     assert calls["d_ext_authz_hot"] == calls["e_ext_authz_cold"] == calls["j_http_hot"] == calls["k_http_cold"] == 0
     # CPU per Check for every configuration with a Check server, and only those: positive (each Check costs a Python
     # server well over the 10 ms clock tick spread over a second's requests) and no more than every core could have
