@@ -173,9 +173,11 @@ def _revoke(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from authz.cache import token_digest
     from authz.config import StateSettings
-    from authz.denylist import LONGEST_TOKEN_SECONDS, MAX_REASON_CHARS, EntryKind, EntryRules, subject_ok
+    from authz.denylist import LONGEST_TOKEN_SECONDS, MAX_REASON_CHARS, EntryKind, EntryRules, Source, subject_ok
+    from authz.errors import AuthzError
     from authz.state import connect, store_entry
-    from authz.tokens import unverified_expiry
+    from authz.tokens import JWT_SHAPE, bearer_token, unverified_expiry
+    from identity_headers import MAX_TOKEN_BYTES
 
     try:
         settings = StateSettings.from_env()
@@ -190,22 +192,27 @@ def _revoke(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.sub is not None:
         if not subject_ok(EntryKind.USER, args.sub):
             parser.error("--sub is not a Cognito sub (letters, digits and ._:@+-, at most 128)")
-        entry = rules.for_user(args.sub, now, reason)
+        entry = rules.for_user(args.sub, now, Source.OPERATOR, reason)
     elif args.origin_jti is not None:
         if not subject_ok(EntryKind.SESSION, args.origin_jti):
             parser.error("--origin-jti is not a Cognito origin_jti (letters, digits and ._:-, at most 128)")
-        entry = rules.for_session(args.origin_jti, now, reason)
+        entry = rules.for_session(args.origin_jti, now, Source.OPERATOR, reason)
     else:
         token = (sys.stdin.readline() if args.token == "-" else args.token).strip()
-        token = token.removeprefix("Bearer ").strip()
-        if not token:
-            parser.error("--token is empty")
+        if " " in token:  # an Authorization value: its token as a Check reads it
+            try:
+                token = bearer_token(token, MAX_TOKEN_BYTES)
+            except AuthzError:
+                parser.error("--token must be a token or 'Bearer <token>'")
+        if not JWT_SHAPE.fullmatch(token):
+            # A digest of anything else would never match what a Check looks up: say so rather than store it.
+            parser.error("--token is not a JWT (three base64url parts separated by dots)")
         # The token is not verified (it may be revoked because it leaked; any string can be refused): its exp
         # only says how long the entry must live, and one without a readable exp gets the longest a token can.
         expires_at = unverified_expiry(token)
         if expires_at is None or expires_at > now + LONGEST_TOKEN_SECONDS:
             expires_at = now + LONGEST_TOKEN_SECONDS
-        entry = rules.for_token(token_digest(token), expires_at, reason)
+        entry = rules.for_token(token_digest(token), expires_at, Source.OPERATOR, reason)
     client = connect(settings.state_url, settings.timeout_seconds)
     try:
         stored = store_entry(client, entry)

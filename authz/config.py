@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import identity_headers
 
@@ -139,6 +139,9 @@ class Settings:
     cognito_endpoint_url: str | None = None
     # Cognito's FIPS endpoints for GetUser (AWS_USE_FIPS_ENDPOINT, as the AWS SDKs read it; GovCloud has only those).
     cognito_fips: bool = False
+    # The CA bundle GetUser's TLS trusts (AWS_CA_BUNDLE, as the AWS SDKs read it: a TLS-inspecting proxy's); None:
+    # requests' own rules (REQUESTS_CA_BUNDLE, else certifi's).
+    cognito_ca_bundle: str | None = None
     # The route table for Checks without context_extensions (authz/routes.py); None: every such route requires an
     # access token. Re-read when it changes, checked every routes_reload_seconds.
     routes_file: str | None = None
@@ -150,8 +153,8 @@ class Settings:
     # sign-out routes, and GetUser's answers. None: each replica on its own, with no denylist. Kept out of repr: the
     # URL may hold a password.
     state_url: str | None = field(default=None, repr=False)
-    # Every command to it is bounded by this (a sign-out's Check waits at most about twice it), well below Envoy's
-    # ext_authz timeout (1 s).
+    # Every command to it is bounded by this, and a sign-out's Check waits at most this for its write in all: with
+    # AUTHZ_REVOCATION_TIMEOUT_SECONDS' wait before it, still below Envoy's ext_authz timeout (1 s).
     state_timeout_seconds: float = 0.25
     # Denylist entries each replica holds in memory (about 200 bytes each); an entry beyond is not enforced there.
     state_max_entries: int = 1_000_000
@@ -208,6 +211,7 @@ class Settings:
             ),
             cognito_endpoint_url=_url(env, "AWS_ENDPOINT_URL_COGNITO_IDP"),
             cognito_fips=_flag(env, "AWS_USE_FIPS_ENDPOINT"),
+            cognito_ca_bundle=env.get("AWS_CA_BUNDLE", "").strip() or None,
             routes_file=env.get("AUTHZ_ROUTES", "").strip() or None,
             routes_reload_seconds=_number(
                 env, "AUTHZ_ROUTES_RELOAD_SECONDS", cls.routes_reload_seconds, float, 0.1, 3_600
@@ -459,6 +463,11 @@ def _state_url(env: Mapping[str, str]) -> str | None:
             raise ConfigError(name, "port 0")
         if parts.path not in ("", "/") and not re.fullmatch(r"/\d{1,2}", parts.path):
             raise ConfigError(name, "the path must be a database number (redis://HOST:PORT/0)")
+    # redis-py lets a URL's query override the client's settings: only TLS ones may, never the timeouts that bound a
+    # Check (AUTHZ_STATE_TIMEOUT_SECONDS) or the retries that would multiply them.
+    for option in parse_qs(parts.query, keep_blank_values=True):
+        if not option.startswith("ssl_"):
+            raise ConfigError(name, f"the URL may set only TLS options (ssl_...) in its query, not {option!r}")
     return raw
 
 

@@ -6,11 +6,12 @@ An entry names what it refuses in one of three ways (`EntryKind`):
   refreshed from it carries, whenever it was issued);
 - `user`: every token of one user (by `sub`) issued at or before the entry's `before` time; a sign-in after it is
   not refused.
-Each entry lives until `until`, when no token it covers can still be valid, and is then forgotten.
+Each entry lives until `until`, when no token it covers can still be valid, and is then forgotten; it is never
+withdrawn before.
 
 `Denylist` is a replica's local view: what the shared state (authz/state.py) has told it, held in memory so a
-Check never waits on the network to read it. It is bounded (max_entries): an entry that finds it full is counted
-and not held, never one already held dropped. Entries as stored in Redis are parsed strictly (`parse_entry`): a
+Check never waits on the network to read it. It is bounded (max_entries): when it is full, an operator's or
+Cognito's entry takes the place of a sign-out's (`Source`); an entry that finds no room is counted and not held. Entries as stored in Redis are parsed strictly (`parse_entry`): a
 malformed or foreign value is refused, never read as something it does not say.
 """
 
@@ -47,6 +48,15 @@ class EntryKind(enum.StrEnum):
     USER = "user"
 
 
+class Source(enum.StrEnum):
+    """Who wrote an entry. A full local view makes room for an operator's or Cognito's entry by dropping a sign-out's
+    (which any signed-in caller can make, and which Cognito's own sign-out covers too), never the other way round."""
+
+    OPERATOR = "operator"  # python -m authz revoke
+    COGNITO = "cognito"  # GetUser said revoked
+    SIGN_OUT = "sign-out"  # a sign-out route
+
+
 @dataclass(frozen=True)
 class DenyEntry:
     """One denylist entry: refuse the tokens `subject` names (by kind) until `until` (epoch seconds)."""
@@ -56,11 +66,12 @@ class DenyEntry:
     until: float
     # USER only: tokens issued (iat) at or before this time are refused.
     before: float | None = None
+    source: Source = Source.OPERATOR
     reason: str = ""
 
     def value(self) -> str:
         """The entry as stored (JSON; the key carries kind and subject)."""
-        document: dict[str, object] = {"v": _VERSION, "until": self.until}
+        document: dict[str, object] = {"v": _VERSION, "until": self.until, "by": self.source.value}
         if self.before is not None:
             document["before"] = self.before
         if self.reason:
@@ -68,9 +79,17 @@ class DenyEntry:
         return json.dumps(document, separators=(",", ":"))
 
     def stronger(self, other: DenyEntry) -> DenyEntry:
-        """The entry refusing everything either refuses (same kind and subject): the later until and before."""
+        """The entry refusing everything either refuses (same kind and subject): the later until and before, and
+        the weightier source (an operator's entry stays one)."""
         before = None if self.before is None or other.before is None else max(self.before, other.before)
-        return DenyEntry(self.kind, self.subject, max(self.until, other.until), before, self.reason or other.reason)
+        source = min(self.source, other.source, key=_WEIGHT.index)
+        return DenyEntry(
+            self.kind, self.subject, max(self.until, other.until), before, source, self.reason or other.reason
+        )
+
+
+# Sources from the weightiest (kept longest when the view is full) to the lightest.
+_WEIGHT = (Source.OPERATOR, Source.COGNITO, Source.SIGN_OUT)
 
 
 # Cognito's longest access and ID token lifetime (1 day): a token issued before an entry is written is invalid
@@ -85,17 +104,21 @@ class EntryRules:
     leeway: float
     session_seconds: float = DEFAULT_SESSION_SECONDS
 
-    def for_token(self, digest: bytes, expires_at: float, reason: str = "") -> DenyEntry:
-        return DenyEntry(EntryKind.TOKEN, digest.hex(), expires_at + self.leeway, reason=reason)
+    def for_token(self, digest: bytes, expires_at: float, source: Source, reason: str = "") -> DenyEntry:
+        return DenyEntry(EntryKind.TOKEN, digest.hex(), expires_at + self.leeway, source=source, reason=reason)
 
-    def for_session(self, origin_jti: str, now: float, reason: str = "") -> DenyEntry:
-        """Every token of the session: those it mints until its refresh token expires, valid a day beyond."""
-        until = now + self.session_seconds + LONGEST_TOKEN_SECONDS + self.leeway
-        return DenyEntry(EntryKind.SESSION, origin_jti, until, reason=reason)
+    def for_session(self, origin_jti: str, now: float, source: Source, reason: str = "") -> DenyEntry:
+        """Every token of the session. An operator's entry covers what the session mints until its refresh token
+        expires, valid a day beyond; a sign-out's covers the tokens issued so far (a day), since a sign-out also
+        revokes the refresh token in Cognito (the pages' GlobalSignOut), and any caller can make one."""
+        refreshes = self.session_seconds if source is Source.OPERATOR else 0.0
+        until = now + refreshes + LONGEST_TOKEN_SECONDS + self.leeway
+        return DenyEntry(EntryKind.SESSION, origin_jti, until, source=source, reason=reason)
 
-    def for_user(self, sub: str, now: float, reason: str = "") -> DenyEntry:
+    def for_user(self, sub: str, now: float, source: Source, reason: str = "") -> DenyEntry:
         """Every token of the user issued until now."""
-        return DenyEntry(EntryKind.USER, sub, now + LONGEST_TOKEN_SECONDS + self.leeway, before=now, reason=reason)
+        until = now + LONGEST_TOKEN_SECONDS + self.leeway
+        return DenyEntry(EntryKind.USER, sub, until, before=now, source=source, reason=reason)
 
 
 class MalformedEntry(ValueError):
@@ -126,12 +149,16 @@ def parse_entry(kind: str, subject: str, value: str | bytes) -> DenyEntry:
         before = _time(before)
     elif before is not None:
         raise MalformedEntry("before on an entry that is not a user's")
+    try:
+        source = Source(str(document.get("by")))
+    except ValueError:
+        raise MalformedEntry("unknown source") from None
     reason = document.get("reason", "")
     if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS or not _REASON.fullmatch(reason):
         raise MalformedEntry("malformed reason")
-    if set(document) - {"v", "until", "before", "reason"}:
+    if set(document) - {"v", "until", "before", "by", "reason"}:
         raise MalformedEntry("unknown fields")
-    return DenyEntry(entry_kind, subject, until, before, reason)
+    return DenyEntry(entry_kind, subject, until, before, source, reason)
 
 
 def _time(value: object) -> float:
@@ -154,8 +181,9 @@ class Denylist:
         self.max_entries = max_entries
         self._clock = clock
         self._on_overflow = on_overflow
-        # One dict per kind, each replaced whole by `replace` (a Check reading one mid-swap sees the old or the new,
-        # both complete). Tokens by their raw digest, the key the Check path already has.
+        # One dict per kind, only ever added to (an entry merged with the one it meets) and pruned of expired entries,
+        # so a Check reading one while it changes sees every entry that was there before. Tokens by their raw digest,
+        # the key the Check path already has.
         self._tokens: dict[bytes, DenyEntry] = {}
         self._sessions: dict[str, DenyEntry] = {}
         self._users: dict[str, DenyEntry] = {}
@@ -184,17 +212,20 @@ class Denylist:
         with self._lock:
             return self._add(entry)
 
-    def replace(self, entries: Iterable[DenyEntry]) -> int:
-        """The whole view anew (after a resync): entries past their until are left out. Returns how many could not
-        be held (the view was full)."""
+    def merge(self, entries: Iterable[DenyEntry]) -> int:
+        """Hold every entry read from the shared state (after a resync), merged into what is held: nothing held is
+        dropped, since an entry is never withdrawn and a store that lost some (a restart inside its fsync window, a
+        failover, a flush) must not take them from the replicas too. Returns how many could not be held."""
+        missed = 0
+        for entry in entries:
+            with self._lock:
+                missed += not self._add(entry)
+        return missed
+
+    def entries(self) -> list[DenyEntry]:
+        """Every entry held now (to write back to a store that lost them)."""
         with self._lock:
-            old = self._tokens, self._sessions, self._users
-            self._tokens, self._sessions, self._users = {}, {}, {}
-            try:
-                return sum(not self._add(entry) for entry in entries)
-            except BaseException:
-                self._tokens, self._sessions, self._users = old
-                raise
+            return [*self._tokens.values(), *self._sessions.values(), *self._users.values()]
 
     def prune(self) -> int:
         """Forget the entries past their until; how many were forgotten."""
@@ -213,15 +244,30 @@ class Denylist:
 
     def _put(self, table: dict[Key, DenyEntry], key: Key, entry: DenyEntry) -> bool:
         held = table.get(key)
-        if held is None and len(self) >= self.max_entries:
+        if held is None and len(self) >= self.max_entries and not self._make_room(entry):
             if self._on_overflow is not None:
                 self._on_overflow()
             return False
         table[key] = entry if held is None else held.stronger(entry)
         return True
 
+    def _make_room(self, entry: DenyEntry) -> bool:
+        """Drop a sign-out's entry for an operator's or Cognito's; False when there is none to drop (or the new one
+        is a sign-out's: those wait for room)."""
+        if entry.source is Source.SIGN_OUT:
+            return False
+        return _drop_one_sign_out(self._sessions) or _drop_one_sign_out(self._users) or _drop_one_sign_out(self._tokens)
+
 
 Key = TypeVar("Key", bytes, str)
+
+
+def _drop_one_sign_out(table: dict[Key, DenyEntry]) -> bool:
+    victim = next((key for key, held in table.items() if held.source is Source.SIGN_OUT), None)
+    if victim is None:
+        return False
+    del table[victim]
+    return True
 
 
 def _prune(table: dict[Key, DenyEntry], now: float) -> int:

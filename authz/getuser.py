@@ -142,13 +142,14 @@ def get_user_lookup(
     timeout: float,
     workers: int,
     fips: bool = False,
+    ca_bundle: str | None = None,
     max_bytes: int = MAX_BODY_BYTES,
 ) -> Lookup:
     """A Lookup calling GetUser at each pool's regional endpoint, or at `endpoint_url` (a local emulator), which
     then serves every Region. `workers` is how many calls run at once: each endpoint's connection pool keeps that
     many connections. Proxies and the CA bundle follow requests' environment rules (HTTPS_PROXY, NO_PROXY,
-    REQUESTS_CA_BUNDLE), read once per endpoint."""
-    transport = _Transport(workers)
+    REQUESTS_CA_BUNDLE), read once per endpoint; ca_bundle (AWS_CA_BUNDLE, as botocore reads it) comes first."""
+    transport = _Transport(workers, ca_bundle)
     # Each Region's route: one entry per Region of the configured pools (a token only gets here once verified).
     routes: dict[str, _Route] = {}
 
@@ -184,13 +185,14 @@ class _Transport(HTTPAdapter):
     # More pools than there are AWS Regions: the adapter's manager never closes a pool a route still holds.
     _POOLS = 64
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, ca_bundle: str | None = None) -> None:
         super().__init__(pool_connections=self._POOLS, pool_maxsize=workers)
+        self._ca_bundle = ca_bundle
 
     def route(self, url: str) -> _Route:
         with requests.Session() as environment:
             settings = environment.merge_environment_settings(url, {}, True, None, None)
-        proxies, verify = settings["proxies"], settings["verify"]
+        proxies, verify = settings["proxies"], self._ca_bundle or settings["verify"]
         request = requests.PreparedRequest()
         request.prepare(method="POST", url=url)
         # send() would point the pool at certifi's bundle (cert_verify) unless told another: so does this.

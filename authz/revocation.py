@@ -37,7 +37,7 @@ from concurrent import futures
 from typing import NamedTuple, Protocol
 
 from authz.cache import TokenCache, token_digest
-from authz.denylist import DenyEntry, Denylist, EntryKind, EntryRules, subject_ok
+from authz.denylist import DenyEntry, Denylist, EntryKind, EntryRules, Source, subject_ok
 from authz.errors import MustWait
 from authz.routes import SignOut
 from authz.tokens import VerifiedToken
@@ -59,6 +59,10 @@ REVOKED_ERROR_CODES = frozenset(
 )
 
 log = logging.getLogger("authz.revocation")
+
+# How many revocation timeouts a replica's claim to ask Cognito about a token holds: a GetUser call's bounds
+# (authz/getuser.py: connect and read within the timeout each, the whole call within twice it) and a margin.
+CLAIM_TIMEOUTS = 3.5
 
 
 class Status(enum.Enum):
@@ -111,7 +115,7 @@ class SharedState(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def record(self, entry: DenyEntry) -> None: ...
+    def record(self, entry: DenyEntry) -> bool: ...
 
     def answer(self, digest: bytes) -> SharedAnswer | None: ...
 
@@ -300,7 +304,9 @@ class RevocationChecker:
             # One GetUser per token per ttl across the replicas: an answer some replica has, or the claim to ask,
             # or the answer of the replica holding the claim. The state failing is no answer: ask Cognito here.
             try:
-                known, claimed = shared.claim(digest, 2 * self._timeout)
+                # Held as long as a GetUser can take (its connection, its answer, and its whole-call deadline beyond),
+                # so a slow Cognito is not asked about one token by two replicas.
+                known, claimed = shared.claim(digest, CLAIM_TIMEOUTS * self._timeout)
                 if known is None and not claimed:
                     known = shared.wait_answer(digest, self._clock() + self._timeout)
                     # None: the replica asking has no answer in time, as if Cognito were this slow.
@@ -347,7 +353,7 @@ class RevocationChecker:
                 return
             shared.put_answer(digest, asked, deadline)
             if asked.status is Status.REVOKED:
-                shared.record(DenyEntry(EntryKind.TOKEN, digest.hex(), deadline, reason="cognito"))
+                shared.record(DenyEntry(EntryKind.TOKEN, digest.hex(), deadline, source=Source.COGNITO))
         except StateUnavailable:
             pass  # this replica has the answer; the others ask themselves
 
@@ -390,16 +396,23 @@ class Revocation:
         shared: SharedState | None = None,
         denylist: Denylist | None = None,
         rules: EntryRules | None = None,
+        sign_out_timeout: float = 0.25,
     ) -> None:
         """checker: None on a server that cannot ask Cognito; by_default: confirm on routes that do not say
         (AUTHZ_REVOCATION=cognito); shared, denylist and rules: the shared state, the local view it keeps fresh,
-        and how long a sign-out's entry lives (all None without AUTHZ_STATE_URL)."""
+        and how long a sign-out's entry lives (all None without AUTHZ_STATE_URL); sign_out_timeout: the longest a
+        sign-out's Check waits on the shared state."""
         self.checker = checker
         self._by_default = by_default
         self._clock = clock
         self._shared = shared
         self._denylist = denylist
         self._rules = rules
+        self._sign_out_timeout = sign_out_timeout
+        # Sign-outs' writes, so a Check waits for one with a deadline of its own, whatever the write's round trips.
+        self._writes = (
+            futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sign-out") if shared is not None else None
+        )
 
     def refuses(self, identity: VerifiedToken, digest: bytes) -> bool:
         """Whether the denylist refuses a verified token (never any I/O: the local view)."""
@@ -408,22 +421,24 @@ class Revocation:
     def sign_out(self, identity: VerifiedToken, digest: bytes, scope: SignOut) -> SignOutOutcome:
         """Record in the shared state that the caller's tokens are refused from now on: its session's (its
         origin_jti; the token alone when it has none) or, with GLOBAL, every one it was issued until now. Waits on
-        the shared state (within its timeout)."""
-        if self._shared is None or self._rules is None:
+        the shared state at most `sign_out_timeout` in all (however many round trips a write takes), and says
+        UNAVAILABLE when it did not take the entry, or this replica cannot hold it, in that time."""
+        if self._shared is None or self._rules is None or self._writes is None:
             return SignOutOutcome.NOT_CONFIGURED
         now = self._clock()
         entry: DenyEntry
         if scope is SignOut.GLOBAL and subject_ok(EntryKind.USER, identity.sub):
-            entry = self._rules.for_user(identity.sub, now, "sign-out")
+            entry = self._rules.for_user(identity.sub, now, Source.SIGN_OUT)
         elif identity.origin_jti is not None:
-            entry = self._rules.for_session(identity.origin_jti, now, "sign-out")
+            entry = self._rules.for_session(identity.origin_jti, now, Source.SIGN_OUT)
         else:
-            entry = self._rules.for_token(digest, identity.expires_at, "sign-out")
+            entry = self._rules.for_token(digest, identity.expires_at, Source.SIGN_OUT)
         try:
-            self._shared.record(entry)
-        except StateUnavailable:
+            held = self._writes.submit(self._shared.record, entry).result(timeout=self._sign_out_timeout)
+        except (StateUnavailable, futures.TimeoutError, RuntimeError):
+            # RuntimeError: the executor is shut down (the server is stopping).
             return SignOutOutcome.UNAVAILABLE
-        return SignOutOutcome.RECORDED
+        return SignOutOutcome.RECORDED if held else SignOutOutcome.UNAVAILABLE
 
     def confirm(
         self, token: str, identity: VerifiedToken, route_says: bool | None, *, digest: bytes, wait: bool = True
@@ -450,3 +465,5 @@ class Revocation:
     def close(self) -> None:
         if self.checker is not None:
             self.checker.close()
+        if self._writes is not None:
+            self._writes.shutdown(wait=False, cancel_futures=True)

@@ -135,6 +135,7 @@ def build_revocation(
             timeout=settings.revocation_timeout_seconds,
             workers=workers,
             fips=settings.cognito_fips,
+            ca_bundle=settings.cognito_ca_bundle,
         ),
         ttl=settings.revocation_ttl_seconds,
         timeout=settings.revocation_timeout_seconds,
@@ -157,6 +158,7 @@ def build_revocation(
         shared=state,
         denylist=denylist,
         rules=EntryRules(leeway=settings.leeway_seconds, session_seconds=settings.session_lifetime_seconds),
+        sign_out_timeout=settings.state_timeout_seconds,
     )
     return revocation, state
 

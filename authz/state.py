@@ -21,6 +21,7 @@ never an allow: a malformed answer is no answer, a malformed entry refuses nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -106,9 +107,10 @@ class SharedState:
 
     # ------------------------------------------------------------------------------------------ the denylist
 
-    def record(self, entry: DenyEntry) -> None:
+    def record(self, entry: DenyEntry) -> bool:
         """Store an entry and tell every replica; held in this replica's view at once. StateUnavailable when Redis
-        did not take it (nothing is then held: the view stays what Redis has)."""
+        did not take it (nothing is then held: the view stays what Redis has); False when Redis took it but this
+        replica's view is full and cannot hold it (it counts that)."""
         if not self.connected:
             raise StateUnavailable()
         try:
@@ -116,7 +118,7 @@ class SharedState:
         except (redis.RedisError, OSError) as error:
             log.warning("shared state refused an entry", extra={"fields": {"error": type(error).__name__}})
             raise StateUnavailable() from None
-        self.denylist.add(entry)
+        return self.denylist.add(entry)
 
     # ------------------------------------------------------------------------------------ GetUser's answers
 
@@ -206,28 +208,46 @@ class SharedState:
             backoff = min(backoff * 2, BACKOFF_SECONDS[1])
 
     def _sync(self) -> None:
-        """Subscribe, read every entry, then follow what is published; returns only when stopped, raises when Redis
-        fails."""
+        """Subscribe, read every entry into the view (merged: nothing held is dropped), write back what Redis lost,
+        then follow what is published; returns only when stopped, raises when Redis fails or the subscription goes
+        silent."""
         pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
         try:
             pubsub.subscribe(CHANNEL)
             self._await_subscription(pubsub)
-            overflow = self.denylist.replace(self._read_entries())
-            if overflow:
+            read = list(self._read_entries())
+            missed = self.denylist.merge(read)
+            if missed:
                 log.error(
                     "denylist larger than its local bound: entries not held",
-                    extra={"fields": {"not_held": overflow, "max_entries": self.denylist.max_entries}},
+                    extra={"fields": {"not_held": missed, "max_entries": self.denylist.max_entries}},
                 )
+            in_redis = {(entry.kind, entry.subject) for entry in read}
+            lost = [entry for entry in self.denylist.entries() if (entry.kind, entry.subject) not in in_redis]
+            if lost:
+                _write_back(self._client, lost)
             self._syncs += 1
             self._set_connected(True, None)
+            # The subscription's own connection is proven alive: a PING on it each second, whose PONG must come
+            # back within a second and the timeout, else the subscription is taken for dead (a middlebox that dropped
+            # an idle flow would otherwise leave this replica deaf to every revoke, and "connected").
             next_ping = next_prune = time.monotonic()
+            pong_due: float | None = None
             while not self._stop.is_set():
                 message = pubsub.get_message(timeout=min(PING_SECONDS, 0.25))
-                if message is not None and message.get("type") == "message":
-                    self._apply(message.get("data"))
+                if message is not None:
+                    kind = message.get("type")
+                    if kind == "message":
+                        self._apply(message.get("data"))
+                    elif kind == "pong":
+                        pong_due = None
                 now = time.monotonic()
+                if pong_due is not None and now > pong_due:
+                    raise redis.TimeoutError("the subscription did not answer its PING")
                 if now >= next_ping:
-                    self._client.ping()
+                    pubsub.ping()
+                    if pong_due is None:
+                        pong_due = now + PING_SECONDS + self._timeout
                     next_ping = now + PING_SECONDS
                 if now >= next_prune:
                     self.denylist.prune()
@@ -315,28 +335,47 @@ def connect(url: str, timeout: float) -> redis.Redis:
 
 
 def store_entry(client: redis.Redis, entry: DenyEntry) -> DenyEntry:
-    """Store a denylist entry and publish it to every replica; the entry now stored (merged with one already there
-    for the same subject: an entry is never weakened). Raises redis.RedisError or OSError."""
+    """Store a denylist entry, merged with one already there for the same subject (an entry is never weakened), and
+    publish it to every replica; the entry now stored. One optimistic transaction (WATCH), tried again when another
+    writer changed the key meanwhile. Raises redis.RedisError or OSError."""
     key = f"{_DENY}{entry.kind.value}:{entry.subject}"
-    with client.pipeline(transaction=True) as pipe:
-        pipe.get(key)
-        pipe.set(key, entry.value(), pxat=_millis(entry.until))
-        pipe.publish(CHANNEL, f"{key} {entry.value()}")
-        held, _, _ = pipe.execute()
-    if isinstance(held, bytes):
-        # An earlier entry for the subject may reach further (a later until, or for a user a later before): store
-        # the stronger of the two again (a replica that read the weaker meanwhile merges this one into it).
-        try:
-            merged = parse_entry(entry.kind.value, entry.subject, held).stronger(entry)
-        except MalformedEntry:
-            merged = entry
-        if merged != entry:
-            with client.pipeline(transaction=True) as pipe:
-                pipe.set(key, merged.value(), pxat=_millis(merged.until))
-                pipe.publish(CHANNEL, f"{key} {merged.value()}")
+    stored = entry
+
+    def write(pipe: Any) -> None:
+        nonlocal stored
+        held = pipe.get(key)
+        stored = entry
+        if isinstance(held, bytes):
+            # A value this server did not write is replaced.
+            with contextlib.suppress(MalformedEntry):
+                stored = parse_entry(entry.kind.value, entry.subject, held).stronger(entry)
+        pipe.multi()
+        pipe.set(key, stored.value(), pxat=_millis(stored.until))
+        pipe.publish(CHANNEL, f"{key} {stored.value()}")
+
+    client.transaction(write, key)
+    return stored
+
+
+def _write_back(client: redis.Redis, entries: list[DenyEntry]) -> None:
+    """Store again, where Redis has nothing under their keys, the entries this replica holds: a Redis that came back
+    without them (a restart inside its fsync window, a failover, a flush) has them again, and replicas that started
+    meanwhile hear of them."""
+    for start in range(0, len(entries), _SCAN_BATCH):
+        with client.pipeline(transaction=False) as pipe:
+            for entry in entries[start : start + _SCAN_BATCH]:
+                key = f"{_DENY}{entry.kind.value}:{entry.subject}"
+                pipe.set(key, entry.value(), pxat=_millis(entry.until), nx=True)
+            written = pipe.execute()
+        missing = [entry for entry, done in zip(entries[start : start + _SCAN_BATCH], written, strict=True) if done]
+        if missing:
+            with client.pipeline(transaction=False) as pipe:
+                for entry in missing:
+                    pipe.publish(CHANNEL, f"{_DENY}{entry.kind.value}:{entry.subject} {entry.value()}")
                 pipe.execute()
-            return merged
-    return entry
+            log.warning(
+                "shared state had lost denylist entries: written back", extra={"fields": {"entries": len(missing)}}
+            )
 
 
 def _millis(epoch: float) -> int:

@@ -45,6 +45,8 @@ from authz.errors import (
 from identity_headers import GROUPS_SEPARATOR, MAX_VALUE_BYTES, PRINCIPAL_CLIENT, PRINCIPAL_USER, SCOPES_SEPARATOR
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+# A JWS in compact form as _split takes it: three base64url segments.
+JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 # Header parameters that would let a token pick its own key or demand semantics we do not implement.
 _FORBIDDEN_HEADER_PARAMS = ("crit", "jku", "x5u", "jwk", "x5c")
 _BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

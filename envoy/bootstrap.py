@@ -675,7 +675,7 @@ ROUTES = (
     ApiRoute("page-assets", RouteMatch(path_separated_prefix="/web"), None),
     ApiRoute("home-feed", RouteMatch(path="/api/activities/home"), {"auth": "optional"}),
     # Signing out (the pages call it before Cognito's GlobalSignOut): with the replicas' shared state, authz has every
-    # replica refuse the caller's tokens before the backend answers; without it, a misconfigured route (500).
+    # replica refuse the caller's tokens before the backend answers; without it, a misconfigured route (403).
     ApiRoute("sign-out", RouteMatch(path="/api/sign-out"), {"auth": "required", "sign_out": "global"}),
     ApiRoute("api", RouteMatch(prefix="/api/"), {"auth": "required"}),
     # Everything not listed needs a valid access token (default deny).

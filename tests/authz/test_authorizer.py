@@ -113,6 +113,7 @@ class Parts:
                 shared=state,
                 denylist=state.denylist if state else None,
                 rules=EntryRules(leeway=0.0) if state else None,
+                sign_out_timeout=0.25,
             )
             if with_revocation
             else None,
@@ -536,3 +537,18 @@ def test_a_sign_out_route_on_a_server_without_shared_state_is_misconfigured(part
     decision = part.authorizer.decide(facts(mint(), route={"sign_out": "session"}))
     assert (decision.allowed, decision.reason) == (False, "route_misconfigured")
     assert part.metric("authz_sign_outs_total", outcome="not_configured") == 1
+
+
+def test_a_sign_out_waits_no_longer_than_the_state_timeout_however_redis_stalls(parts, states, redis_server):
+    """A Redis that stops answering in the middle (paused, before any replica has noticed) costs a sign-out's Check
+    at most its state timeout in all, answered 503 sign_out_unavailable, far inside Envoy's 1 s."""
+    part = parts(state=states())
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        decision = part.authorizer.decide(facts(mint(), route={"sign_out": "session"}))
+        elapsed = time.monotonic() - started
+    finally:
+        redis_server.resume()
+    assert (decision.allowed, decision.reason) == (False, "sign_out_unavailable")
+    assert elapsed < 1.0, elapsed

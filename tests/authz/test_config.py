@@ -555,7 +555,13 @@ def test_issuer_settings_that_cannot_take_effect_are_configuration_errors(extra,
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://127.0.0.1:6379/0", "rediss://user:secret@redis.example.com:6380/2", "unix:///run/redis.sock"]
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://user:secret@redis.example.com:6380/2",
+        "rediss://user:secret@redis.example.com:6380/2?ssl_cert_reqs=required&ssl_ca_certs=/etc/ca.pem",
+        "unix:///run/redis.sock",
+    ],
 )
 def test_the_shared_state_url_is_taken_as_given(url: str) -> None:
     """AUTHZ_STATE_URL accepts redis://, rediss:// (TLS) and unix:// URLs, and is never shown by repr."""
@@ -576,12 +582,14 @@ def test_without_a_shared_state_url_there_is_none() -> None:
         "redis://:p4ssw0rd@/0",
         "redis://:p4ssw0rd@redis:notaport/0",
         "redis://:p4ssw0rd@redis:6379/db0",
+        "redis://:p4ssw0rd@redis:6379/0?socket_timeout=30",
+        "rediss://:p4ssw0rd@redis:6379/0?ssl_cert_reqs=required&retry_on_timeout=yes",
         "unix://",
     ],
 )
 def test_a_bad_shared_state_url_is_blamed_without_quoting_it(url: str) -> None:
-    """A malformed AUTHZ_STATE_URL is blamed on the variable, and the message never quotes it (it may hold a
-    password)."""
+    """A malformed AUTHZ_STATE_URL, or one whose query would set more than TLS (the timeouts and retries that bound
+    a Check), is blamed on the variable, and the message never quotes it (it may hold a password)."""
     error = config_error(env(AUTHZ_STATE_URL=url))
     assert error.variable == "AUTHZ_STATE_URL"
     assert "p4ssw0rd" not in str(error)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -548,3 +549,60 @@ def test_every_regions_endpoint_is_botocores(botocore_endpoints, fips):
     for region in regions:
         resolved = botocore_endpoints.resolve_endpoint(Region=region, UseFIPS=fips, UseDualStack=False)
         assert endpoint_for(region, fips=fips) == resolved.url + "/", region
+
+
+# ------------------------------------------------------------------------------------------- TLS trust
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by its own key (a TLS-inspecting proxy's CA, as far as trust goes)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "getuser test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+def test_the_ca_bundle_given_is_the_one_trusted(tmp_path: Path) -> None:
+    """With ca_bundle (AWS_CA_BUNDLE) naming the CA of an endpoint's certificate, the call is ACTIVE over TLS; without
+    it the same endpoint's certificate is not trusted and the lookup raises (no answer, never a guess)."""
+    import ssl
+
+    cert, key = _self_signed(tmp_path)
+    cognito = FaultCognito(answer(200, USER))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    cognito._httpd.socket = context.wrap_socket(cognito._httpd.socket, server_side=True)
+    url = f"https://127.0.0.1:{cognito.port}"
+    try:
+        trusted = get_user_lookup(endpoint_url=url, timeout=TIMEOUT, workers=1, ca_bundle=str(cert))
+        assert trusted(POOL_ID, TOKEN) is Status.ACTIVE
+        untrusted = get_user_lookup(endpoint_url=url, timeout=TIMEOUT, workers=1)
+        with pytest.raises(GetUserFailed):
+            untrusted(POOL_ID, TOKEN)
+    finally:
+        cognito.close()

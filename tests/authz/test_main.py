@@ -538,6 +538,26 @@ def test_revoke_without_what_it_needs_exits_2(args, env):
     assert authz(*args, env=env).returncode == 2
 
 
+@pytest.mark.parametrize("form", ["bearer {t}", "Bearer   {t}", "{t}"])
+def test_revoke_token_takes_it_as_a_check_reads_it(redis_server, form):
+    """A token given bare or as an Authorization value (any case of Bearer) is stored under the digest a Check of it
+    looks up."""
+    token = mint(access_claims(exp=int(time.time()) + 600))
+    result = authz("revoke", "--token", form.format(t=token), env={"AUTHZ_STATE_URL": redis_server.url})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["subject"] == hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("given", ['"{t}"', "Authorization: Bearer {t}", "not-a-jwt", "a.b"])
+def test_revoke_token_refuses_what_no_check_would_ever_match(redis_server, given):
+    """A value that is not a token nor 'Bearer <token>' exits 2 and stores nothing, rather than a digest no Check
+    ever looks up."""
+    token = mint(access_claims(exp=int(time.time()) + 600))
+    result = authz("revoke", "--token", given.format(t=token), env={"AUTHZ_STATE_URL": redis_server.url})
+    assert result.returncode == 2, result.stdout
+    assert list(redis_server.client.scan_iter(match=KEY_PREFIX + "*")) == []
+
+
 def test_revoke_with_redis_unreachable_exits_3():
     """A shared state nobody answers at: exit 3, one line naming the failure."""
     result = authz("revoke", "--sub", "user-1", env={"AUTHZ_STATE_URL": f"redis://127.0.0.1:{free_port()}/0"})

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from authz.cache import token_digest
-from authz.denylist import Denylist, EntryRules
+from authz.denylist import Denylist, EntryRules, Source
 from authz.revocation import Claim, RevocationChecker, SharedAnswer, StateUnavailable, Status
 from authz.state import CHANNEL, KEY_PREFIX, PING_SECONDS, SharedState
 from authz.tokens import VerifiedToken
 from tests.conftest import RedisServer, ScriptedLookup
 
+OP = Source.OPERATOR
 RULES = EntryRules(leeway=30.0)
 SUB = "7c0a1d2e-0000-4000-8000-000000000001"
 TIMEOUT = 0.25
@@ -94,7 +95,7 @@ def test_an_entry_one_replica_records_reaches_the_others_within_a_second(replica
     """A revoke recorded on one replica is refused by the recording one at once and by another within a second."""
     first, second = replicas(), replicas()
     token = identity()
-    first.state.record(RULES.for_user(SUB, time.time()))
+    first.state.record(RULES.for_user(SUB, time.time(), OP))
     assert first.refuses(token)
     assert until(lambda: second.refuses(token), 1.0) is not None
 
@@ -103,7 +104,7 @@ def test_a_replica_started_later_reads_every_entry(replicas: Callable[..., Repli
     """A replica that comes up after revokes were made holds them all once in sync."""
     first = replicas(max_entries=2000)
     for index in range(1200):  # more than one SCAN batch
-        first.state.record(RULES.for_user(f"user-{index}", time.time()))
+        first.state.record(RULES.for_user(f"user-{index}", time.time(), OP))
     late = replicas(max_entries=2000)
     assert len(late.state.denylist) == 1200
     assert late.refuses(identity(sub="user-1199"))
@@ -115,8 +116,8 @@ def test_an_entry_is_never_weakened_by_a_later_weaker_one(
     """A second revoke of a user with an earlier `before` leaves the later one in Redis and in every view."""
     first, second = replicas(), replicas()
     now = time.time()
-    first.state.record(RULES.for_user(SUB, now + 100))
-    second.state.record(RULES.for_user(SUB, now))
+    first.state.record(RULES.for_user(SUB, now + 100, OP))
+    second.state.record(RULES.for_user(SUB, now, OP))
     late = replicas()
     assert late.refuses(identity(issued_at=now + 50))
     assert until(lambda: second.refuses(identity(issued_at=now + 50)), 1.0) is not None
@@ -127,7 +128,7 @@ def test_redis_holds_token_digests_never_tokens(redis_server: RedisServer, repli
     replica = replicas()
     token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
     digest = token_digest(token)
-    replica.state.record(RULES.for_token(digest, time.time() + 600))
+    replica.state.record(RULES.for_token(digest, time.time() + 600, OP))
     replica.state.put_answer(digest, SharedAnswer(Status.ACTIVE, time.time()), time.time() + 30)
     stored = b"".join(
         key + (redis_server.client.get(key) or b"") for key in redis_server.client.scan_iter(match=KEY_PREFIX + "*")
@@ -218,7 +219,7 @@ def test_garbage_in_redis_is_ignored_and_counted(redis_server: RedisServer, repl
     client.set(KEY_PREFIX + "deny:user:someone", b'{"v":1,"until":99999999999,"before":0,"allow":true}')
     client.set(KEY_PREFIX + "deny:nonsense", b"{}")
     good = replicas()
-    good.state.record(RULES.for_user("revoked-user", time.time()))
+    good.state.record(RULES.for_user("revoked-user", time.time(), OP))
     replica = replicas()
     assert replica.malformed.count("entry") == 3
     assert replica.refuses(identity(sub="revoked-user"))
@@ -256,12 +257,12 @@ def test_a_killed_redis_keeps_the_view_and_is_reported_once(
     when Redis is back (with its append-only file) the view is rebuilt from it."""
     replica = replicas()
     token = identity()
-    replica.state.record(RULES.for_user(SUB, time.time()))
+    replica.state.record(RULES.for_user(SUB, time.time(), OP))
     redis_server.kill()
     assert until(lambda: not replica.state.connected, NOTICED_WITHIN) is not None
     assert replica.refuses(token)
     with pytest.raises(StateUnavailable):
-        replica.state.record(RULES.for_user("another", time.time()))
+        replica.state.record(RULES.for_user("another", time.time(), OP))
     with pytest.raises(StateUnavailable):
         replica.state.answer(token_digest("t"))
     time.sleep(0.5)  # a few reconnect attempts: still one transition
@@ -296,7 +297,7 @@ def test_a_replica_that_starts_while_redis_is_down_syncs_when_it_comes_up(
     redis_server: RedisServer, replicas: Callable[..., Replica]
 ) -> None:
     """A replica started during an outage is not in sync (and says so), and reads every entry once Redis is up."""
-    replicas().state.record(RULES.for_user(SUB, time.time()))
+    replicas().state.record(RULES.for_user(SUB, time.time(), OP))
     redis_server.kill()
     replica = replicas(wait=False)
     assert until(lambda: replica.transitions == [False], NOTICED_WITHIN) is not None
@@ -304,3 +305,103 @@ def test_a_replica_that_starts_while_redis_is_down_syncs_when_it_comes_up(
     redis_server.start()
     assert replica.state.wait_connected(NOTICED_WITHIN + 2.0)
     assert replica.refuses(identity())
+
+
+def test_a_redis_that_comes_back_empty_gets_the_denylist_back(
+    redis_server: RedisServer, replicas: Callable[..., Replica]
+) -> None:
+    """A Redis restarted without its data (a crash inside its fsync window, a failover, a flush) takes no entry
+    from the replicas: they keep refusing, write what they hold back, and a replica started afterwards has it."""
+    replica = replicas()
+    replica.state.record(RULES.for_user(SUB, time.time(), OP))
+    redis_server.client.flushall()  # what a Redis that lost its data would hold
+    redis_server.client.client_kill_filter(_type="pubsub")  # and the replica's subscription breaks, as on a restart
+    assert until(lambda: redis_server.client.exists(KEY_PREFIX + "deny:user:" + SUB) == 1, NOTICED_WITHIN) is not None
+    assert replica.refuses(identity())
+    assert replicas().refuses(identity())
+
+
+def test_a_resync_never_leaves_a_moment_without_the_denylist(
+    redis_server: RedisServer, replicas: Callable[..., Replica]
+) -> None:
+    """While a replica reads every entry again after its subscription broke, a revoked user stays refused at every
+    moment (the view is merged into, never emptied first)."""
+    writer = replicas(max_entries=30_000)
+    for start in range(0, 20_000, 1000):
+        with redis_server.client.pipeline(transaction=False) as pipe:
+            for index in range(start, start + 1000):
+                entry = RULES.for_user(f"user-{index}", time.time(), OP)
+                pipe.set(f"{KEY_PREFIX}deny:user:user-{index}", entry.value(), px=600_000)
+            pipe.execute()
+    writer.state.record(RULES.for_user(SUB, time.time(), OP))
+    replica = replicas(max_entries=30_000)
+    token = identity()
+    assert replica.refuses(token)
+    redis_server.client.client_kill_filter(_type="pubsub")
+    refused_throughout = True
+    deadline = time.monotonic() + NOTICED_WITHIN + 2.0
+    while time.monotonic() < deadline and replica.transitions.count(True) < 2:
+        refused_throughout = refused_throughout and replica.refuses(token)
+    assert replica.transitions.count(True) == 2, replica.transitions  # it did resync
+    assert refused_throughout
+
+
+class SilencingProxy:
+    """A TCP proxy in front of Redis that can go silent on one connection, forwarding nothing Redis sends there while
+    keeping the connection open: what a middlebox that forgot an idle flow does (a fault Redis cannot be asked
+    for). Connections are numbered from 1 in the order they are made."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+
+        self._target = ("127.0.0.1", port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.silenced: set[int] = set()
+        self._count = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self._count += 1
+            server = socket.create_connection(self._target)
+            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, self._count), daemon=True).start()
+
+    def _pipe(self, source: Any, sink: Any, number: int | None) -> None:
+        try:
+            while data := source.recv(65536):
+                if number is None or number not in self.silenced:
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_subscription_gone_silent_is_noticed_and_what_it_missed_is_learned(
+    redis_server: RedisServer, replicas: Callable[..., Replica]
+) -> None:
+    """A replica whose subscription stops delivering (its connection open, nothing coming) notices within a few
+    seconds (its PING there goes unanswered), reconnects and reads the revoke it missed."""
+    proxy = SilencingProxy(redis_server.port)
+    try:
+        deaf = Replica(f"redis://127.0.0.1:{proxy.port}/0")
+        deaf.state.start()
+        try:
+            assert deaf.state.wait_connected(5.0)
+            proxy.silenced.add(1)  # its first connection: the subscription
+            replicas().state.record(RULES.for_user(SUB, time.time(), OP))
+            assert until(lambda: deaf.refuses(identity()), NOTICED_WITHIN + 3.0) is not None
+            assert deaf.transitions[:3] == [True, False, True]
+        finally:
+            deaf.state.close()
+    finally:
+        proxy.close()
