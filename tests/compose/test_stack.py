@@ -20,7 +20,7 @@ from tests.browser.pages import App, Person
 from tests.compose.conftest import Compose, until
 from tests.integration.cruddur_api import bearer
 
-SERVICES = ("envoy", "authz", "backend", "cognito-local")
+SERVICES = ("envoy", "authz", "backend", "cognito-local", "redis")
 GRPCURL = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "grpcurl"
 
 
@@ -124,7 +124,7 @@ def test_a_visitor_signs_up_and_in_in_a_browser(stack: Compose, driver: webdrive
 
 
 def test_every_container_runs_as_a_user_other_than_root(stack: Compose):
-    """No service's process is root (authz, the backend and the emulator as 10001, Envoy as 101)."""
+    """No service's process is root (authz, the backend and the emulator as 10001, Envoy as 101, Redis as redis)."""
     for service in SERVICES:
         uid = stack.compose("exec", "-T", service, "id", "-u").strip()
         assert uid != "0", service
@@ -234,3 +234,102 @@ def test_one_of_two_authz_replicas_killed_under_load_costs_no_more_than_the_retr
     finally:
         stack.compose("up", "--detach", "--no-deps", "--wait", "--scale", "authz=1", "authz", timeout=180)
     assert until(lambda: stack.get("/api/me", headers=bearer(token)).status_code == 200, timeout=30)
+
+
+# ------------------------------------------------------------------------------------ the shared state (Redis)
+
+
+def _cognito(stack: Compose, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A user-pool call as the pages make it: through Envoy's /cognito/ route to the emulator."""
+    response = requests.post(
+        stack.url + "/cognito/",
+        json=body,
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"AWSCognitoIdentityProviderService.{action}",
+        },
+        timeout=10,
+    )
+    assert response.status_code == 200, (action, response.status_code, response.text)
+    return response.json() if response.content else {}
+
+
+def _new_user_token(stack: Compose) -> str:
+    """A visitor of its own (signed up, confirmed and signed in as the pages do it): its access token. A sign-out
+    here then touches no other test's caller."""
+    client_id = stack.get("/web/config.json").json()["clientId"]
+    name = f"visitor-{time.time_ns()}@example.com"  # the pool signs in by email, as the seed's does
+    password = "Correct-Horse-9-battery"
+    _cognito(
+        stack,
+        "SignUp",
+        {
+            "ClientId": client_id,
+            "Username": name,
+            "Password": password,
+            "UserAttributes": [{"Name": "email", "Value": name}],
+        },
+    )
+    _cognito(stack, "ConfirmSignUp", {"ClientId": client_id, "Username": name, "ConfirmationCode": "123456"})
+    signed_in = _cognito(
+        stack,
+        "InitiateAuth",
+        {
+            "ClientId": client_id,
+            "AuthFlow": "USER_PASSWORD_AUTH",
+            "AuthParameters": {"USERNAME": name, "PASSWORD": password},
+        },
+    )
+    return str(signed_in["AuthenticationResult"]["AccessToken"])
+
+
+def _refused_within(stack: Compose, token: str, seconds: float) -> float | None:
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if stack.get("/api/me", headers=bearer(token)).status_code == 401:
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def test_the_pages_sign_out_on_every_authz_replica(stack: Compose):
+    """The pages are told the sign-out route, and a POST there with a token answers 204, after which that token is
+    refused (401 token_revoked) by both authz replicas at once, while another user's token goes on working."""
+    assert stack.get("/web/config.json").json()["signOutPath"] == "/api/sign-out"
+    stack.compose("up", "--detach", "--no-deps", "--no-recreate", "--wait", "--scale", "authz=2", "authz", timeout=180)
+    try:
+        time.sleep(6)  # Envoy resolves `authz` anew every 5 s: both replicas take Checks once it has
+        leaving, staying = _new_user_token(stack), _new_user_token(stack)
+        assert stack.get("/api/me", headers=bearer(leaving)).status_code == 200
+        signed_out = requests.post(stack.url + "/api/sign-out", headers=bearer(leaving), timeout=10)
+        assert signed_out.status_code == 204, signed_out.text
+        refusals = [stack.get("/api/me", headers=bearer(leaving)) for _ in range(10)]
+        assert {(r.status_code, r.json()["error"]) for r in refusals} == {(401, "token_revoked")}
+        assert stack.get("/api/me", headers=bearer(staying)).status_code == 200
+    finally:
+        stack.compose("up", "--detach", "--no-deps", "--wait", "--scale", "authz=1", "authz", timeout=180)
+
+
+def test_a_revoke_is_enforced_within_a_second_and_outlives_a_redis_restart(stack: Compose):
+    """`python -m authz revoke --token -` inside the authz container refuses that token through Envoy within a
+    second; Redis restarted (its append-only file on the volume) and authz restarted after it, the token is still
+    refused, and a token of a later sign-in is not."""
+    token = _new_user_token(stack)
+    assert stack.get("/api/me", headers=bearer(token)).status_code == 200
+    revoked = subprocess.run(
+        ["docker", "compose", "exec", "-T", "authz", "python", "-m", "authz", "revoke", "--token", "-"],
+        input=token,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    assert token not in revoked.stdout
+    elapsed = _refused_within(stack, token, 5.0)
+    assert elapsed is not None and elapsed < 1.0, elapsed
+    stack.compose("restart", "redis", timeout=120)
+    stack.compose("restart", "authz", timeout=120)
+    assert until(lambda: stack.healthy("redis") and stack.healthy("authz"), timeout=60)
+    assert until(lambda: stack.get("/api/health").status_code == 200, timeout=30)
+    assert stack.get("/api/me", headers=bearer(token)).status_code == 401
+    assert until(lambda: stack.get("/api/me", headers=bearer(_new_user_token(stack))).status_code == 200, timeout=30)
