@@ -38,7 +38,10 @@ def browser_binaries() -> None:
 
 @pytest.fixture(scope="session")
 def browser_stack(browser_binaries: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with running_stack(Ports.free(), tmp_path_factory.mktemp("browser-stack"), envoy_concurrency=1) as stack:
+    # With a shared state, as compose has one: the pages' sign-out then goes through the sign-out route too.
+    with running_stack(
+        Ports.free(), tmp_path_factory.mktemp("browser-stack"), envoy_concurrency=1, state=True
+    ) as stack:
         yield stack
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 from stack.cognito import register
@@ -120,6 +121,31 @@ def test_sign_out_revokes_the_tokens_at_cognito(app: App, browser_stack: LocalSt
     assert refresh_refused(cognito, browser_stack, session["refreshToken"]), (
         "Cognito still refreshes with the refresh token of the signed-out session"
     )
+
+
+def test_sign_out_is_refused_by_authz_at_once_through_the_sign_out_route(
+    app: App, browser_stack: LocalStack, cognito: Any
+) -> None:
+    """With a shared state, "Sign out" first goes through the sign-out route: at once the access token the page held
+    is refused by authz through Envoy (401 token_revoked), where authz asks Cognito nothing (revocation is off here),
+    while the same person's next sign-in (a second later) works."""
+    person = confirmed_person(browser_stack, cognito)
+    app.sign_in(person.email, person.password)
+    session = app.signed_in_session()
+    me = browser_stack.envoy_url + "/api/me"
+    assert requests.get(me, headers={"Authorization": f"Bearer {session['accessToken']}"}, timeout=5).status_code == 200
+
+    app.find("button#signout").click()
+    app.wait_signed_out_home()
+    refused = requests.get(me, headers={"Authorization": f"Bearer {session['accessToken']}"}, timeout=5)
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_token")
+    assert "token revoked" in refused.headers["www-authenticate"]
+    # iat has whole seconds, so a token of the same second as the sign-out counts as issued before it: sign in again
+    # in a later one.
+    time.sleep(1.1)
+    app.sign_in(person.email, person.password)
+    again = app.signed_in_session()
+    assert requests.get(me, headers={"Authorization": f"Bearer {again['accessToken']}"}, timeout=5).status_code == 200
 
 
 def test_wrong_password_shows_cognitos_message(app: App, browser_stack: LocalStack, cognito: Any) -> None:

@@ -294,7 +294,7 @@ def _refused_within(stack: Compose, token: str, seconds: float) -> float | None:
 
 def test_the_pages_sign_out_on_every_authz_replica(stack: Compose):
     """The pages are told the sign-out route, and a POST there with a token answers 204, after which that token is
-    refused (401 token_revoked) by both authz replicas at once, while another user's token goes on working."""
+    refused (401 "token revoked") by both authz replicas at once, while another user's token goes on working."""
     assert stack.get("/web/config.json").json()["signOutPath"] == "/api/sign-out"
     stack.compose("up", "--detach", "--no-deps", "--no-recreate", "--wait", "--scale", "authz=2", "authz", timeout=180)
     try:
@@ -304,7 +304,9 @@ def test_the_pages_sign_out_on_every_authz_replica(stack: Compose):
         signed_out = requests.post(stack.url + "/api/sign-out", headers=bearer(leaving), timeout=10)
         assert signed_out.status_code == 204, signed_out.text
         refusals = [stack.get("/api/me", headers=bearer(leaving)) for _ in range(10)]
-        assert {(r.status_code, r.json()["error"]) for r in refusals} == {(401, "token_revoked")}
+        assert {(r.status_code, r.headers["www-authenticate"].endswith('"token revoked"')) for r in refusals} == {
+            (401, True)
+        }
         assert stack.get("/api/me", headers=bearer(staying)).status_code == 200
     finally:
         stack.compose("up", "--detach", "--no-deps", "--wait", "--scale", "authz=1", "authz", timeout=180)
