@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 import identity_headers
 from authz.config import Settings, make_pool
 from authz.revocation import RevocationChecker, Status
+from authz.tokens import VerifiedToken
 
 if TYPE_CHECKING:
     from stack.cognito import Provisioned
@@ -87,6 +88,26 @@ def access_claims(**overrides: Any) -> dict[str, Any]:
     }
     claims.update(overrides)
     return {k: v for k, v in claims.items() if v is not None}
+
+
+def verified(**overrides: Any) -> VerifiedToken:
+    """The identity verify() yields for access_claims(): a user's access token with the admin scope and a sign-in
+    session, issued a minute before NOW and expiring an hour after it."""
+    claims = access_claims()
+    values: dict[str, Any] = {
+        "sub": claims["sub"],
+        "token_use": "access",
+        "client_id": CLIENT_ID,
+        "pool_id": POOL_ID,
+        "username": "andrew",
+        "groups": (),
+        "scopes": ("aws.cognito.signin.user.admin",),
+        "expires_at": NOW + 3600,
+        "issued_at": NOW - 60,
+        "origin_jti": claims["origin_jti"],
+    }
+    values.update(overrides)
+    return VerifiedToken(**values)
 
 
 def client_claims(**overrides: Any) -> dict[str, Any]:

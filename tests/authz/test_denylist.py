@@ -19,7 +19,7 @@ from authz.denylist import (
     parse_entry,
 )
 from authz.tokens import VerifiedToken
-from tests.conftest import NOW, FakeClock
+from tests.conftest import NOW, FakeClock, verified
 
 SUB = "7c0a1d2e-0000-4000-8000-000000000001"
 SESSION = "0b1c2d3e-aaaa-4bbb-8ccc-000000000001"
@@ -28,18 +28,7 @@ RULES = EntryRules(leeway=30.0, session_seconds=7 * 86_400.0)
 
 
 def identity(*, sub: str = SUB, origin_jti: str | None = SESSION, issued_at: float = NOW - 60) -> VerifiedToken:
-    return VerifiedToken(
-        sub=sub,
-        token_use="access",
-        client_id="client",
-        pool_id="ca-central-1_AbC123",
-        username="andrew",
-        groups=(),
-        scopes=(),
-        expires_at=NOW + 3600,
-        issued_at=issued_at,
-        origin_jti=origin_jti,
-    )
+    return verified(sub=sub, origin_jti=origin_jti, issued_at=issued_at, scopes=())
 
 
 @pytest.fixture

@@ -27,11 +27,11 @@ from authz.revocation import (
 )
 from authz.tokens import VerifiedToken
 from tests.conftest import (
-    CLIENT_ID,
     NOW,
     POOL_ID,
     access_claims,
     throttled,
+    verified,
     wait_for,
 )
 from tests.held_lookup import HeldLookup
@@ -45,18 +45,7 @@ SUB = access_claims()["sub"]
 
 def identity(**overrides: Any) -> VerifiedToken:
     """A verified Cognito access token with the admin scope, expiring an hour after NOW."""
-    values: dict[str, Any] = {
-        "sub": SUB,
-        "token_use": "access",
-        "client_id": CLIENT_ID,
-        "pool_id": POOL_ID,
-        "username": "andrew",
-        "groups": (),
-        "scopes": (ADMIN,),
-        "expires_at": NOW + 3600,
-    }
-    values.update(overrides)
-    return VerifiedToken(**values)
+    return verified(**overrides)
 
 
 # ------------------------------------------------------------------------------------ checker: caching

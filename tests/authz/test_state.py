@@ -16,7 +16,7 @@ from authz.denylist import Denylist, EntryRules, Source
 from authz.revocation import Claim, RevocationChecker, SharedAnswer, StateUnavailable, Status
 from authz.state import CHANNEL, KEY_PREFIX, PING_SECONDS, SharedState
 from authz.tokens import VerifiedToken
-from tests.conftest import RedisServer, ScriptedLookup
+from tests.conftest import RedisServer, ScriptedLookup, verified
 
 OP = Source.OPERATOR
 RULES = EntryRules(leeway=30.0)
@@ -26,20 +26,10 @@ TIMEOUT = 0.25
 NOTICED_WITHIN = 3 * (PING_SECONDS + TIMEOUT)
 
 
-def identity(*, sub: str = SUB, issued_at: float | None = None, expires_in: float = 3600) -> VerifiedToken:
+def identity(*, sub: str = SUB, issued_at: float | None = None) -> VerifiedToken:
+    """A verified token on the wall clock (Redis's entries expire on it): issued a minute ago, for an hour."""
     now = time.time()
-    return VerifiedToken(
-        sub=sub,
-        token_use="access",
-        client_id="client",
-        pool_id="ca-central-1_AbC123",
-        username="andrew",
-        groups=(),
-        scopes=("aws.cognito.signin.user.admin",),
-        expires_at=now + expires_in,
-        issued_at=now - 60 if issued_at is None else issued_at,
-        origin_jti="0b1c2d3e-aaaa-4bbb-8ccc-000000000001",
-    )
+    return verified(sub=sub, expires_at=now + 3600, issued_at=now - 60 if issued_at is None else issued_at)
 
 
 class Replica:
