@@ -9,10 +9,12 @@ within a second without any Check reading Redis.
 
 `SharedState` keeps the replica's local view (a Denylist) fresh from one thread: it subscribes, then reads every
 entry (a subscription first, so nothing published during the read is missed; an entry read twice merges), then
-applies what is published. When Redis fails or stops answering (a PING each second, every command bounded by
-`timeout`), the view keeps what it had (nothing learned is forgotten before its until), `connected` turns False,
-the outage is counted and logged once, and the thread reconnects with backoff; on reconnecting it reads every entry
-again, so what was published meanwhile is learned then. While disconnected, no Check touches Redis: lookups ask
+applies what is published. When Redis fails or stops answering (a PING each second on the subscription, every command
+bounded by `timeout`), the view keeps what it had (nothing learned is forgotten before its until), `connected`
+turns False, the outage is counted and logged once, and the thread reconnects with backoff; on reconnecting it reads
+every entry again and merges it in (what was published meanwhile is learned then; nothing held is dropped), and
+writes back what Redis lost. The first sync's read completes before `connected` turns True (a replica serves only
+then); a resync's is merged in while the replica is connected. While disconnected, no Check touches Redis: lookups ask
 Cognito themselves and a sign-out is refused (StateUnavailable).
 
 Anything read from Redis is parsed strictly; what this server did not write is ignored and counted (on_malformed),
@@ -215,8 +217,19 @@ class SharedState:
         try:
             pubsub.subscribe(CHANNEL)
             self._await_subscription(pubsub)
-            read = list(self._read_entries())
-            missed = self.denylist.merge(read)
+            if self._syncs:
+                # A resync: the view is only ever added to, so what it holds stays enforced while Redis is read
+                # again, and writes and shared answers can go on at once (a large denylist takes seconds to read).
+                self._set_connected(True, None)
+            read: list[DenyEntry] = []
+            missed = 0
+            for batch in self._read_batches():
+                read += batch
+                missed += self.denylist.merge(batch)
+                # What is published meanwhile is applied as it comes, not after the whole read.
+                while (message := pubsub.get_message(timeout=0)) is not None:
+                    if message.get("type") == "message":
+                        self._apply(message.get("data"))
             if missed:
                 log.error(
                     "denylist larger than its local bound: entries not held",
@@ -263,23 +276,26 @@ class SharedState:
                 return
         raise redis.TimeoutError("no subscription confirmed")
 
-    def _read_entries(self) -> Iterator[DenyEntry]:
+    def _read_batches(self) -> Iterator[list[DenyEntry]]:
+        """Every entry in Redis, a batch at a time (SCAN, then MGET)."""
         batch: list[bytes] = []
         for key in self._client.scan_iter(match=_DENY + "*", count=_SCAN_BATCH):
             batch.append(key)
             if len(batch) >= _SCAN_BATCH:
-                yield from self._read_batch(batch)
+                yield self._read_batch(batch)
                 batch = []
-        yield from self._read_batch(batch)
+        yield self._read_batch(batch)
 
-    def _read_batch(self, keys: list[bytes]) -> Iterator[DenyEntry]:
+    def _read_batch(self, keys: list[bytes]) -> list[DenyEntry]:
         if not keys:
-            return
+            return []
+        entries = []
         for key, value in zip(keys, self._client.mget(keys), strict=True):
             if isinstance(value, bytes):  # None: expired since the scan
                 entry = self._parse_entry(key, value)
                 if entry is not None:
-                    yield entry
+                    entries.append(entry)
+        return entries
 
     def _apply(self, data: object) -> None:
         if not isinstance(data, bytes):
