@@ -57,6 +57,22 @@ POLL_SECONDS = 0.01
 PRUNE_SECONDS = 10.0
 _SCAN_BATCH = 500
 _LISTED = frozenset({Status.ACTIVE.value, Status.REVOKED.value})
+# claim(): the answer if there is one, else the claim (SET NX with an expiry), as {answer or false, 1 if claimed}.
+_CLAIM = """
+local answer = redis.call('GET', KEYS[1])
+if answer then
+  return {answer, 0}
+end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then
+  return {false, 1}
+end
+return {false, 0}
+"""
+# put_answer(): the answer, until its deadline (epoch ms), and the claim given up.
+_ANSWERED = """
+redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[2])
+redis.call('DEL', KEYS[2])
+"""
 
 
 class SharedState:
@@ -81,6 +97,8 @@ class SharedState:
         self._on_malformed = on_malformed
         self._where = _describe_url(url)
         self._client = connect(url, timeout)
+        self._claim_script = self._client.register_script(_CLAIM)
+        self._answered_script = self._client.register_script(_ANSWERED)
         # None until the first attempt to sync tells (so the first failure is logged too), then each transition.
         self._connected: bool | None = None
         self._syncs = 0  # times the view came in sync: a failure after one starts the backoff over
@@ -130,18 +148,19 @@ class SharedState:
 
     def claim(self, digest: bytes, hold: float) -> Claim:
         """Some replica's answer about a token if there is one; else whether this replica is now the one to ask
-        Cognito (for `hold` seconds at most). One transaction: an answer stored just before is always seen, so a
-        token is never asked about twice because a claim was given up between a look and a claim."""
-        answer_key, lock_key = _ANSWER + digest.hex(), _LOCK + digest.hex()
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(answer_key)
-            pipe.set(lock_key, b"1", nx=True, px=_positive_millis(hold))
-            raw, claimed = self._command(pipe.execute)
+        Cognito (for `hold` seconds at most). One script, so one round trip and atomic: an answer stored just before
+        is always seen, so a token is never asked about twice because a claim was given up between a look and a
+        claim."""
+        raw, claimed = self._command(
+            self._claim_script, keys=[_ANSWER + digest.hex(), _LOCK + digest.hex()], args=[_positive_millis(hold)]
+        )
         answer = self._parse_answer(raw)
         if answer is not None:
-            if claimed:
-                self._command(self._client.delete, lock_key)
             return Claim(answer, claimed=False)
+        if raw is not None:
+            # Something this server did not write stands where an answer goes: no answer, so claim the token and
+            # ask Cognito (whose answer then replaces it), as if nothing were there.
+            claimed = self._command(self._client.set, _LOCK + digest.hex(), b"1", nx=True, px=_positive_millis(hold))
         return Claim(None, claimed=bool(claimed))
 
     def wait_answer(self, digest: bytes, deadline: float) -> SharedAnswer | None:
@@ -153,12 +172,12 @@ class SharedState:
             time.sleep(POLL_SECONDS)
 
     def put_answer(self, digest: bytes, answer: SharedAnswer, deadline: float) -> None:
-        """Store Cognito's answer for every replica until deadline, and give up the claim."""
+        """Store Cognito's answer for every replica until deadline, and give up the claim (one script: one round
+        trip)."""
         value = json.dumps({"v": _VERSION, "status": answer.status.value, "at": answer.asked_at})
-        with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(_ANSWER + digest.hex(), value, pxat=_millis(deadline))
-            pipe.delete(_LOCK + digest.hex())
-            self._command(pipe.execute)
+        self._command(
+            self._answered_script, keys=[_ANSWER + digest.hex(), _LOCK + digest.hex()], args=[value, _millis(deadline)]
+        )
 
     def release(self, digest: bytes) -> None:
         """Give up a claim without an answer (Cognito gave none): the next Check anywhere may ask."""
