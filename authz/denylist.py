@@ -24,7 +24,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 from authz.config import DEFAULT_SESSION_SECONDS
 from authz.tokens import ORIGIN_JTI, VerifiedToken
@@ -150,7 +150,8 @@ def parse_entry(kind: str, subject: str, value: str | bytes) -> DenyEntry:
     elif before is not None:
         raise MalformedEntry("before on an entry that is not a user's")
     try:
-        source = Source(str(document.get("by")))
+        # An entry written before entries named their source is an operator's: never the first to be dropped.
+        source = Source(str(document.get("by", Source.OPERATOR.value)))
     except ValueError:
         raise MalformedEntry("unknown source") from None
     reason = document.get("reason", "")
@@ -187,6 +188,12 @@ class Denylist:
         self._tokens: dict[bytes, DenyEntry] = {}
         self._sessions: dict[str, DenyEntry] = {}
         self._users: dict[str, DenyEntry] = {}
+        # Which entries came from each of the lighter sources, oldest first: what a full view drops for a weightier
+        # entry, found without a scan.
+        self._droppable: dict[Source, dict[tuple[EntryKind, bytes | str], None]] = {
+            Source.COGNITO: {},
+            Source.SIGN_OUT: {},
+        }
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -223,55 +230,60 @@ class Denylist:
         return missed
 
     def entries(self) -> list[DenyEntry]:
-        """Every entry held now (to write back to a store that lost them)."""
+        """Every entry held now that has not expired (to write back to a store that lost them)."""
+        now = self._clock()
         with self._lock:
-            return [*self._tokens.values(), *self._sessions.values(), *self._users.values()]
+            held = [*self._tokens.values(), *self._sessions.values(), *self._users.values()]
+        return [entry for entry in held if entry.until > now]
 
     def prune(self) -> int:
         """Forget the entries past their until; how many were forgotten."""
         now = self._clock()
         with self._lock:
-            return _prune(self._tokens, now) + _prune(self._sessions, now) + _prune(self._users, now)
+            gone = 0
+            for kind, table in self._tables():
+                expired = [key for key, entry in table.items() if entry.until <= now]
+                for key in expired:
+                    self._forget(kind, table, key)
+                gone += len(expired)
+            return gone
+
+    def _tables(self) -> tuple[tuple[EntryKind, dict[Any, DenyEntry]], ...]:
+        return ((EntryKind.TOKEN, self._tokens), (EntryKind.SESSION, self._sessions), (EntryKind.USER, self._users))
+
+    def _table(self, kind: EntryKind) -> dict[Any, DenyEntry]:
+        return self._tokens if kind is EntryKind.TOKEN else self._sessions if kind is EntryKind.SESSION else self._users
 
     def _add(self, entry: DenyEntry) -> bool:
         if entry.until <= self._clock():
             return True  # nothing left to refuse
-        if entry.kind is EntryKind.TOKEN:
-            return self._put(self._tokens, bytes.fromhex(entry.subject), entry)
-        if entry.kind is EntryKind.SESSION:
-            return self._put(self._sessions, entry.subject, entry)
-        return self._put(self._users, entry.subject, entry)
-
-    def _put(self, table: dict[Key, DenyEntry], key: Key, entry: DenyEntry) -> bool:
+        key: bytes | str = bytes.fromhex(entry.subject) if entry.kind is EntryKind.TOKEN else entry.subject
+        table = self._table(entry.kind)
         held = table.get(key)
-        if held is None and len(self) >= self.max_entries and not self._make_room(entry):
+        if held is None and len(self) >= self.max_entries and not self._make_room(entry.source):
             if self._on_overflow is not None:
                 self._on_overflow()
             return False
-        table[key] = entry if held is None else held.stronger(entry)
+        stored = entry if held is None else held.stronger(entry)
+        if held is not None and held.source is not stored.source and held.source in self._droppable:
+            del self._droppable[held.source][(entry.kind, key)]
+        if stored.source in self._droppable:
+            self._droppable[stored.source][(entry.kind, key)] = None
+        table[key] = stored
         return True
 
-    def _make_room(self, entry: DenyEntry) -> bool:
-        """Drop a sign-out's entry for an operator's or Cognito's; False when there is none to drop (or the new one
-        is a sign-out's: those wait for room)."""
-        if entry.source is Source.SIGN_OUT:
-            return False
-        return _drop_one_sign_out(self._sessions) or _drop_one_sign_out(self._users) or _drop_one_sign_out(self._tokens)
-
-
-Key = TypeVar("Key", bytes, str)
-
-
-def _drop_one_sign_out(table: dict[Key, DenyEntry]) -> bool:
-    victim = next((key for key, held in table.items() if held.source is Source.SIGN_OUT), None)
-    if victim is None:
+    def _make_room(self, source: Source) -> bool:
+        """Drop an entry of a lighter source for one of a weightier (an operator's drops a sign-out's, else
+        Cognito's; Cognito's a sign-out's); False when there is none to drop."""
+        for lighter in _WEIGHT[_WEIGHT.index(source) + 1 :][::-1]:
+            droppable = self._droppable[lighter]
+            if droppable:
+                kind, key = next(iter(droppable))
+                self._forget(kind, self._table(kind), key)
+                return True
         return False
-    del table[victim]
-    return True
 
-
-def _prune(table: dict[Key, DenyEntry], now: float) -> int:
-    expired = [key for key, entry in table.items() if entry.until <= now]
-    for key in expired:
-        del table[key]
-    return len(expired)
+    def _forget(self, kind: EntryKind, table: dict[Any, DenyEntry], key: bytes | str) -> None:
+        entry = table.pop(key)
+        if entry.source in self._droppable:
+            self._droppable[entry.source].pop((kind, key), None)

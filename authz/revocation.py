@@ -63,6 +63,8 @@ log = logging.getLogger("authz.revocation")
 # How many revocation timeouts a replica's claim to ask Cognito about a token holds: a GetUser call's bounds
 # (authz/getuser.py: connect and read within the timeout each, the whole call within twice it) and a margin.
 CLAIM_TIMEOUTS = 3.5
+# Sign-outs' writes to the shared state at once, and as many again waiting; beyond, a sign-out is refused at once.
+SIGN_OUT_WRITERS = 4
 
 
 class Status(enum.Enum):
@@ -411,8 +413,11 @@ class Revocation:
         self._sign_out_timeout = sign_out_timeout
         # Sign-outs' writes, so a Check waits for one with a deadline of its own, whatever the write's round trips.
         self._writes = (
-            futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="sign-out") if shared is not None else None
+            futures.ThreadPoolExecutor(max_workers=SIGN_OUT_WRITERS, thread_name_prefix="sign-out")
+            if shared is not None
+            else None
         )
+        self._pending_writes = threading.BoundedSemaphore(2 * SIGN_OUT_WRITERS)
 
     def refuses(self, identity: VerifiedToken, digest: bytes) -> bool:
         """Whether the denylist refuses a verified token (never any I/O: the local view)."""
@@ -433,10 +438,19 @@ class Revocation:
             entry = self._rules.for_session(identity.origin_jti, now, Source.SIGN_OUT)
         else:
             entry = self._rules.for_token(digest, identity.expires_at, Source.SIGN_OUT)
+        # Writes waiting beyond the ones running are refused at once: a stalled Redis must not pile up sign-outs
+        # that would all land, later, after their callers were told 503.
+        if not self._pending_writes.acquire(blocking=False):
+            return SignOutOutcome.UNAVAILABLE
         try:
-            held = self._writes.submit(self._shared.record, entry).result(timeout=self._sign_out_timeout)
-        except (StateUnavailable, futures.TimeoutError, RuntimeError):
-            # RuntimeError: the executor is shut down (the server is stopping).
+            write = self._writes.submit(self._shared.record, entry)
+        except RuntimeError:  # the executor is shut down: the server is stopping
+            self._pending_writes.release()
+            return SignOutOutcome.UNAVAILABLE
+        write.add_done_callback(lambda _: self._pending_writes.release())
+        try:
+            held = write.result(timeout=self._sign_out_timeout)
+        except (StateUnavailable, futures.TimeoutError, futures.CancelledError):
             return SignOutOutcome.UNAVAILABLE
         return SignOutOutcome.RECORDED if held else SignOutOutcome.UNAVAILABLE
 

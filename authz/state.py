@@ -245,19 +245,29 @@ class SharedState:
             for batch in self._read_batches():
                 read += batch
                 missed += self.denylist.merge(batch)
-                # What is published meanwhile is applied as it comes, not after the whole read.
-                while (message := pubsub.get_message(timeout=0)) is not None:
-                    if message.get("type") == "message":
+                # What is published meanwhile is applied as it comes, not after the whole read (a message is read
+                # once its first bytes are there, with the timeout for the rest).
+                while pubsub.connection is not None and pubsub.connection.can_read(timeout=0):
+                    message = pubsub.get_message(timeout=self._timeout)
+                    if message is not None and message.get("type") == "message":
                         self._apply(message.get("data"))
             if missed:
                 log.error(
                     "denylist larger than its local bound: entries not held",
                     extra={"fields": {"not_held": missed, "max_entries": self.denylist.max_entries}},
                 )
-            in_redis = {(entry.kind, entry.subject) for entry in read}
-            lost = [entry for entry in self.denylist.entries() if (entry.kind, entry.subject) not in in_redis]
+            in_redis = {(entry.kind, entry.subject): entry for entry in read}
+            lost, weakened = [], []
+            for held in self.denylist.entries():
+                stored = in_redis.get((held.kind, held.subject))
+                if stored is None:
+                    lost.append(held)
+                elif stored.stronger(held) != stored:
+                    weakened.append(held)
             if lost:
                 _write_back(self._client, lost)
+            for held in weakened:  # a weaker entry stands where this one was: merge it back in
+                store_entry(self._client, held)
             self._syncs += 1
             self._set_connected(True, None)
             # The subscription's own connection is proven alive: a PING on it each second, whose PONG must come
@@ -369,27 +379,30 @@ def connect(url: str, timeout: float) -> redis.Redis:
     )
 
 
-def store_entry(client: redis.Redis, entry: DenyEntry) -> DenyEntry:
+def store_entry(client: redis.Redis, entry: DenyEntry, *, attempts: int = 3) -> DenyEntry:
     """Store a denylist entry, merged with one already there for the same subject (an entry is never weakened), and
-    publish it to every replica; the entry now stored. One optimistic transaction (WATCH), tried again when another
-    writer changed the key meanwhile. Raises redis.RedisError or OSError."""
+    publish it to every replica; the entry now stored. An optimistic transaction (WATCH), tried again at most
+    `attempts` times in all when another writer changed the key meanwhile, each command bounded by the client's
+    timeout. Raises redis.RedisError or OSError (also when the key kept changing, or a wait timed out)."""
     key = f"{_DENY}{entry.kind.value}:{entry.subject}"
-    stored = entry
-
-    def write(pipe: Any) -> None:
-        nonlocal stored
-        held = pipe.get(key)
-        stored = entry
-        if isinstance(held, bytes):
-            # A value this server did not write is replaced.
-            with contextlib.suppress(MalformedEntry):
-                stored = parse_entry(entry.kind.value, entry.subject, held).stronger(entry)
-        pipe.multi()
-        pipe.set(key, stored.value(), pxat=_millis(stored.until))
-        pipe.publish(CHANNEL, f"{key} {stored.value()}")
-
-    client.transaction(write, key)
-    return stored
+    for _ in range(attempts):
+        with client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+                held = pipe.get(key)
+                stored = entry
+                if isinstance(held, bytes):
+                    # A value this server did not write is replaced.
+                    with contextlib.suppress(MalformedEntry):
+                        stored = parse_entry(entry.kind.value, entry.subject, held).stronger(entry)
+                pipe.multi()
+                pipe.set(key, stored.value(), pxat=_millis(stored.until))
+                pipe.publish(CHANNEL, f"{key} {stored.value()}")
+                pipe.execute()
+                return stored
+            except redis.WatchError:
+                continue  # another writer (or a lost connection while watching): read and merge again
+    raise redis.RedisError("the entry could not be stored")
 
 
 def _write_back(client: redis.Redis, entries: list[DenyEntry]) -> None:

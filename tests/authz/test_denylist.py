@@ -116,7 +116,8 @@ def test_a_full_view_holds_what_it_has_and_counts_what_it_cannot(clock: FakeCloc
 
 def test_sign_outs_cannot_crowd_out_an_operators_revoke(clock: FakeClock) -> None:
     """A view filled by callers' own sign-outs makes room for an operator's (or Cognito's) entry by dropping one of
-    theirs; a further sign-out finds no room and is counted, and nothing ever drops an operator's entry."""
+    theirs, an operator's drops Cognito's when no sign-out is left, a further sign-out finds no room and is counted,
+    and nothing drops an operator's entry."""
     overflow: list[None] = []
     denylist = Denylist(3, clock=clock, on_overflow=lambda: overflow.append(None))
     for index in range(3):
@@ -125,11 +126,13 @@ def test_sign_outs_cannot_crowd_out_an_operators_revoke(clock: FakeClock) -> Non
     assert denylist.add(RULES.for_user("compromised", NOW, OP))
     assert denylist.add(RULES.for_token(token_digest("leaked"), NOW + 600, Source.COGNITO))
     assert denylist.add(RULES.for_user("another", NOW, OP))
+    assert not denylist.add(RULES.for_session("session-4", NOW, Source.SIGN_OUT))
+    assert denylist.add(RULES.for_user("third", NOW, OP))  # in the place of Cognito's
     assert not denylist.add(RULES.for_user("one-too-many", NOW, OP))
-    assert len(overflow) == 2
-    assert denylist.refuses(identity(sub="compromised", origin_jti=None), token_digest("x"))
-    assert denylist.refuses(identity(sub="another", origin_jti=None), token_digest("x"))
-    assert denylist.refuses(identity(sub="nobody", origin_jti=None), token_digest("leaked"))
+    assert len(overflow) == 3
+    for sub in ("compromised", "another", "third"):
+        assert denylist.refuses(identity(sub=sub, origin_jti=None), token_digest("x")), sub
+    assert not denylist.refuses(identity(sub="nobody", origin_jti=None), token_digest("leaked"))
 
 
 def test_a_sign_outs_session_entry_covers_the_tokens_issued_so_far_an_operators_the_refreshes_too() -> None:
@@ -180,7 +183,6 @@ def test_an_entry_reads_back_as_written(entry: DenyEntry) -> None:
     ("kind", "subject", "value"),
     [
         pytest.param("device", SUB, '{"v":1,"until":1,"by":"operator"}', id="unknown-kind"),
-        pytest.param("user", SUB, '{"v":1,"until":1,"before":0}', id="no-source"),
         pytest.param("user", SUB, '{"v":1,"until":1,"before":0,"by":"admin"}', id="unknown-source"),
         pytest.param("token", "not-hex", '{"v":1,"until":1}', id="token-subject-not-a-digest"),
         pytest.param("user", "a b", '{"v":1,"until":1,"before":0,"by":"operator"}', id="subject-with-space"),
@@ -221,3 +223,32 @@ def test_an_entry_of_each_kind_names_its_subject_as_the_key_part() -> None:
     assert entry.kind is EntryKind.TOKEN
     assert entry.subject == token_digest("secret.token.value").hex()
     assert "secret" not in entry.value()
+
+
+def test_an_entry_that_names_no_source_is_read_as_an_operators() -> None:
+    """A stored entry without `by` (as written before entries named their source) is read, as an operator's."""
+    assert parse_entry("user", SUB, '{"v":1,"until":5,"before":1}') == DenyEntry(EntryKind.USER, SUB, 5.0, 1.0, OP)
+
+
+def test_an_operators_revoke_makes_room_in_a_view_full_of_cognitos_entries(clock: FakeClock) -> None:
+    """A view filled with entries Cognito's answers made (any caller can make those: sign in, sign out, present the
+    tokens) still holds an operator's revoke, in place of one of them."""
+    denylist = Denylist(3, clock=clock)
+    for index in range(3):
+        assert denylist.add(RULES.for_token(token_digest(f"t{index}"), NOW + 600, Source.COGNITO))
+    assert not denylist.add(RULES.for_token(token_digest("t3"), NOW + 600, Source.COGNITO))
+    assert denylist.add(RULES.for_user("compromised", NOW, OP))
+    assert denylist.refuses(identity(sub="compromised", origin_jti=None), token_digest("x"))
+    assert len(denylist) == 3
+
+
+def test_the_entry_dropped_is_a_sign_outs_wherever_it_is_held(clock: FakeClock) -> None:
+    """With 50,000 operator entries held before one sign-out's, the next operator entry takes that sign-out's place
+    and every operator's entry stays (the droppable ones are indexed by source, not searched for)."""
+    denylist = Denylist(50_001, clock=clock)
+    for index in range(50_000):
+        denylist.add(RULES.for_user(f"u{index}", NOW, OP))
+    denylist.add(RULES.for_session("leaving", NOW, Source.SIGN_OUT))
+    assert denylist.add(RULES.for_user("late", NOW, OP))
+    assert not denylist.refuses(identity(sub="nobody", origin_jti="leaving"), token_digest("x"))
+    assert all(denylist.refuses(identity(sub=f"u{index}", origin_jti=None), token_digest("x")) for index in (0, 49_999))

@@ -395,3 +395,17 @@ def test_a_subscription_gone_silent_is_noticed_and_what_it_missed_is_learned(
             deaf.state.close()
     finally:
         proxy.close()
+
+
+def test_a_write_that_redis_holds_up_gives_up_within_a_few_timeouts(
+    redis_server: RedisServer, replicas: Callable[..., Replica]
+) -> None:
+    """With Redis holding writes up (CLIENT PAUSE WRITE, as during a failover), recording an entry gives up after
+    a few attempts, each bounded by the timeout, rather than retrying for as long as the pause lasts."""
+    replica = replicas()
+    redis_server.client.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+    started = time.monotonic()
+    with pytest.raises(StateUnavailable):
+        replica.state.record(RULES.for_user(SUB, time.time(), OP))
+    assert time.monotonic() - started < 2.0
+    redis_server.client.execute_command("CLIENT", "UNPAUSE")
