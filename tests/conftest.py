@@ -9,9 +9,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import grpc
 import pytest
@@ -336,18 +337,34 @@ class ScriptedHttp:
             worker.join(timeout=2.0)
 
 
+Closable = TypeVar("Closable", bound="SupportsClose")
+
+
+class SupportsClose(Protocol):
+    def close(self) -> None: ...
+
+
+@contextmanager
+def closed_at_exit(make: Callable[..., Closable]) -> Iterator[Callable[..., Closable]]:
+    """A maker of servers (or anything with close()) for a fixture to yield: every one it made is closed at exit."""
+    made: list[Closable] = []
+
+    def start(*args: Any, **kwargs: Any) -> Closable:
+        thing = make(*args, **kwargs)
+        made.append(thing)
+        return thing
+
+    try:
+        yield start
+    finally:
+        for thing in made:
+            thing.close()
+
+
 @pytest.fixture
 def scripted_http() -> Iterator[Callable[[Script], ScriptedHttp]]:
-    servers: list[ScriptedHttp] = []
-
-    def start(script: Script) -> ScriptedHttp:
-        server = ScriptedHttp(script)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    with closed_at_exit(ScriptedHttp) as start:
+        yield start
 
 
 # ----------------------------------------------------------------------------------- the Cognito emulator

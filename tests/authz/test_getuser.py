@@ -38,7 +38,7 @@ from authz.revocation import REVOKED_ERROR_CODES, Lookup, Status, _describe
 from bench.getuser_cost import botocore_lookup
 from stack.cognito import Provisioned, register, sign_in
 from stack.processes import free_port
-from tests.conftest import POOL_ID, LoopbackHttp, mint
+from tests.conftest import POOL_ID, LoopbackHttp, closed_at_exit, mint
 
 TIMEOUT = 0.5
 TOKEN = mint()
@@ -158,16 +158,8 @@ def flood(handler: BaseHTTPRequestHandler, release: threading.Event) -> None:
 
 @pytest.fixture
 def fault() -> Iterator[Callable[[Reply], FaultCognito]]:
-    servers: list[FaultCognito] = []
-
-    def start(reply: Reply) -> FaultCognito:
-        server = FaultCognito(reply)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
+    with closed_at_exit(FaultCognito) as start:
+        yield start
 
 
 def lookup_at(server: FaultCognito, *, workers: int = 2, path: str = "") -> Lookup:
