@@ -330,8 +330,13 @@ def _build_envoy_stand_in(image: str) -> None:
 
 
 def _build_redis_stand_in(image: str) -> None:
-    # The package makes the user `redis` (its uid is whatever Debian gives; the Dockerfile names it by name).
     with _rootfs(("redis-server",)) as rootfs:
+        # The package's user `redis` gets the public image's uid and gid, 999, with what it owns.
+        run(["chroot", str(rootfs), "groupmod", "--gid", "999", "redis"])
+        run(["chroot", str(rootfs), "usermod", "--uid", "999", "--gid", "999", "redis"])
+        for owned in ("var/lib/redis", "var/log/redis", "etc/redis"):
+            if (rootfs / owned).exists():
+                run(["chroot", str(rootfs), "chown", "-R", "999:999", f"/{owned}"])
         _import(rootfs, image, 'CMD ["redis-server"]')
 
 

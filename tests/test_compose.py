@@ -29,9 +29,9 @@ from stack.local import ROUTES_FILE
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENVOY_CONFIG = "envoy/envoy.compose.yaml"
-EXPECTED_SERVICES = {"envoy", "authz", "backend", "cognito-local", "provision"}
+EXPECTED_SERVICES = {"envoy", "authz", "backend", "cognito-local", "provision", "redis"}
 ONE_SHOT_SERVICES = {"provision"}
-PYTHON_SERVICES = EXPECTED_SERVICES - {"envoy"}
+PYTHON_SERVICES = EXPECTED_SERVICES - {"envoy", "redis"}
 # The lock each Python image's runtime virtual environment is installed from.
 IMAGE_LOCKS = {"authz": "authz.txt", "backend": "backend.txt", "cognito-local": "stack.txt", "provision": "stack.txt"}
 # What each lock resolves: pyproject.toml's [project].dependencies (None) or a dependency group (`make lock`).
@@ -552,6 +552,10 @@ def _listening_ports(service: str) -> set[int]:
         return {_port_of(_option(_argv("backend"), "--bind"))}
     if service == "cognito-local":
         return {_emulator_port()}
+    if service == "redis":
+        # The configuration its Dockerfile copies in.
+        config = (REPO / "deploy" / "kubernetes" / "components" / "redis" / "redis.conf").read_text()
+        return {int(port) for port in re.findall(r"^port (\d+)$", config, flags=re.MULTILINE)}
     raise AssertionError(f"no listening ports known for {service}")
 
 
@@ -588,7 +592,8 @@ def _image_reference(reference: str) -> tuple[str, str]:
 
 
 def test_compose_defines_the_stack_services():
-    """The compose file runs Envoy, authz, the backend, the Cognito emulator and the provisioning job."""
+    """The compose file runs Envoy, authz, the backend, the Cognito emulator, the provisioning job and Redis (authz's
+    shared state)."""
     assert set(_services()) == EXPECTED_SERVICES
 
 
@@ -625,9 +630,11 @@ def test_only_envoy_shares_a_network_with_the_backend():
     assert _network_peers("backend") == {"envoy"}
 
 
-def test_authz_shares_networks_only_with_envoy_and_the_cognito_services():
-    """authz is reachable only by Envoy, the emulator it fetches keys from and the job that provisions the pool."""
-    assert _network_peers("authz") <= {"envoy", "cognito-local", "provision"}
+def test_authz_shares_networks_only_with_envoy_the_cognito_services_and_its_state():
+    """authz is reachable only by Envoy, the emulator it fetches keys from, the job that provisions the pool and its
+    shared state (Redis), which in turn shares a network with authz alone."""
+    assert _network_peers("authz") <= {"envoy", "cognito-local", "provision", "redis"}
+    assert _network_peers("redis") == {"authz"}
 
 
 def test_each_caller_shares_a_network_with_the_services_it_addresses():
@@ -637,6 +644,7 @@ def test_each_caller_shares_a_network_with_the_services_it_addresses():
     }
     calls.add(("authz", urlsplit(_environment("authz")["AUTHZ_JWKS_URL"]).hostname))
     calls.add(("provision", urlsplit(_option(_command("provision"), "--endpoint")).hostname))
+    calls.add(("authz", urlsplit(_environment("authz")["AUTHZ_STATE_URL"]).hostname))
     for caller, callee in calls:
         assert callee in _network_peers(caller), f"{caller} addresses {callee} but shares no network with it"
 
