@@ -9,6 +9,7 @@ to interleave what the replicas do around that call.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
@@ -44,6 +45,11 @@ class CountingCognito(LoopbackHttp):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def handle(self) -> None:
+                # A replica stopped by a test drops its pooled keep-alive connections: nothing to report.
+                with contextlib.suppress(OSError):
+                    super().handle()
 
             def do_GET(self) -> None:
                 self._forward(b"")
