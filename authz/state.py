@@ -113,7 +113,8 @@ class SharedState:
         self._thread.start()
 
     def wait_connected(self, timeout: float) -> bool:
-        """Whether the view is in sync within timeout (start-up and tests; the server never waits on it)."""
+        """Whether the view is in sync within timeout (a starting server waits on it, in a thread of its own, before it
+        reports SERVING; no Check ever does)."""
         deadline = time.monotonic() + timeout
         while not self.connected and time.monotonic() < deadline:
             time.sleep(0.01)
