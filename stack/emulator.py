@@ -8,11 +8,16 @@ answers NotAuthorizedException and the sign-out does nothing. This wraps moto's 
 Cognito does: CodeDeliveryDetails for an unconfirmed user (the emulator sends no email, and accepts any code),
 and a sign-out of the token's user wherever its pool is; Cognito's own errors otherwise. moto has no
 GetClientToken (an app client's own access token, as the client credentials grant issues it); this issues one as
-Cognito's API Reference describes it, signed with the pool's key. Everything else is moto, unchanged, except that a
-call naming its action in X-Amz-Target (the JSON protocol every Cognito client uses) may not name another one where
-moto would read it first (the query string, or a body read as a form): through compose's Envoy, which lets the pages'
-own actions through by their X-Amz-Target, that would reach any action of the emulator, whose admin actions, like
-moto's, check no credentials.
+Cognito's API Reference describes it, signed with the pool's key. moto's TOTP MFA is not Cognito's (one fixed secret
+for every user, any code accepted, a challenge's session that signs in whichever user the answer names and never
+expires, MFA_SETUP answered without a setup): stack/emulator_mfa.py answers AssociateSoftwareToken,
+VerifySoftwareToken and the sign-in's SOFTWARE_TOKEN_MFA and MFA_SETUP challenges as Cognito does, with a secret per
+user, codes accepted once within a step of now, and sessions bound to their user, app client and challenge that
+expire after the client's AuthSessionValidity; moto still checks passwords and issues tokens. Everything else is
+moto, unchanged, except that a call naming its action in X-Amz-Target (the JSON protocol every Cognito client uses)
+may not name another one where moto would read it first (the query string, or a body read as a form): through
+compose's Envoy, which lets the pages' own actions through by their X-Amz-Target, that would reach any action of the
+emulator, whose admin actions, like moto's, check no credentials.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_ba
 from moto.server import MotoRequestHandler
 from werkzeug.serving import run_simple
 from werkzeug.wrappers import Request
+
+from stack.emulator_mfa import ACTIONS as MFA_ACTIONS
+from stack.emulator_mfa import Action
 
 RESEND = "AWSCognitoIdentityProviderService.ResendConfirmationCode"
 GLOBAL_SIGN_OUT = "AWSCognitoIdentityProviderService.GlobalSignOut"
@@ -133,7 +141,13 @@ def _access_token_seconds(config: dict[str, Any]) -> int:
     return int(validity) * {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86_400}.get(unit, 60)
 
 
-ACTIONS = {RESEND: resend_confirmation_code, GLOBAL_SIGN_OUT: global_sign_out, GET_CLIENT_TOKEN: get_client_token}
+ACTIONS: dict[str, Action] = {
+    RESEND: resend_confirmation_code,
+    GLOBAL_SIGN_OUT: global_sign_out,
+    GET_CLIENT_TOKEN: get_client_token,
+}
+# TOTP MFA: AssociateSoftwareToken, VerifySoftwareToken and the sign-in actions whose challenges it takes over.
+ACTIONS.update(MFA_ACTIONS)
 
 
 # One Cognito action: a repeated X-Amz-Target arrives joined with commas, and moto runs what follows the last dot.
@@ -161,7 +175,7 @@ def _error(kind: str, message: str) -> dict[str, str]:
 
 
 class WithUserPoolFixes:
-    """WSGI middleware: the ACTIONS here, everything else to moto."""
+    """WSGI middleware: the ACTIONS here (each may leave a call to moto), everything else to moto."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
@@ -174,22 +188,26 @@ class WithUserPoolFixes:
         if not _ONE_TARGET.fullmatch(target) or names_another_action(environ, raw):
             return self._answer(environ, start_response, 400, _error("SerializationException", "One action per call."))
         action = ACTIONS.get(target) if environ.get("REQUEST_METHOD") == "POST" else None
-        if action is None:
-            # moto reads the body again: hand it back, whole and of a known length.
-            environ["wsgi.input"] = io.BytesIO(raw)
-            environ["CONTENT_LENGTH"] = str(len(raw))
-            environ.pop("HTTP_TRANSFER_ENCODING", None)
-            return self.app(environ, start_response)
+        answer = None if action is None else self._run(action, raw)
+        if answer is not None:
+            return self._answer(environ, start_response, *answer)
+        # moto reads the body again: hand it back, whole and of a known length.
+        environ["wsgi.input"] = io.BytesIO(raw)
+        environ["CONTENT_LENGTH"] = str(len(raw))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def _run(action: Action, raw: bytes) -> tuple[int, dict[str, Any]] | None:
+        """The action's (HTTP status, body) for a JSON request body, or None where it leaves the call to moto."""
         try:
             request = json.loads(raw or b"{}")
         except ValueError:
             request = None
-        if isinstance(request, dict):
-            with _MOTO_STATE:  # moto's registries are plain dicts, and this server is threaded
-                status, body = action(request)
-        else:
-            status, body = 400, _error("SerializationException", "Malformed request body.")
-        return self._answer(environ, start_response, status, body)
+        if not isinstance(request, dict):
+            return 400, _error("SerializationException", "Malformed request body.")
+        with _MOTO_STATE:  # moto's registries are plain dicts, and this server is threaded
+            return action(request)
 
     @staticmethod
     def _answer(
