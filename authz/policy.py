@@ -192,6 +192,7 @@ class Policy:
             token.client_id,
             token.token_use,
             token.principal,
+            token.identity_provider or "",
             *token.claim_headers,
         )
         pairs = tuple(zip(self.identity_headers, values, strict=True))

@@ -103,6 +103,8 @@ class VerifiedToken:
     # the denylist (authz/denylist.py) matches besides the token itself.
     issued_at: float = 0.0
     origin_jti: str | None = None
+    # A federated user's identity provider, as the pool names it (an ID token's `identities`; identity_provider_of).
+    identity_provider: str | None = None
 
     def claim(self, name: str) -> str | None:
         """A kept claim's canonical JSON (claim_json), or None when the token lacks it."""
@@ -274,6 +276,8 @@ class TokenVerifier:
             claim_headers=_shared(tuple(claim_header_value(claims.get(name)) for name in self._claim_headers)),
             issued_at=_number(claims, "iat") or 0.0,
             origin_jti=_origin_jti(claims),
+            # Only an id token (always a user's) says.
+            identity_provider=identity_provider_of(claims) if token_use == "id" else None,
         )
 
 
@@ -451,6 +455,28 @@ def _origin_jti(claims: dict[str, Any]) -> str | None:
 # What an origin_jti the denylist can hold looks like: Cognito's are UUIDs; bounded and header-safe, so one read
 # from a foreign store cannot smuggle anything into a log.
 ORIGIN_JTI = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+# A user-pool identity provider's name (CreateIdentityProvider's ProviderName: 1 to 32 characters, none of them
+# whitespace or an underscore at its ends), kept to what a header carries as is.
+_PROVIDER_NAME = re.compile(r"[^\s_,\x00-\x1f\x7f](?:[^\s,\x00-\x1f\x7f]{0,30}[^\s_,\x00-\x1f\x7f])?")
+
+
+def identity_provider_of(claims: dict[str, Any]) -> str | None:
+    """The external provider a federated user's ID token names: Cognito's `identities` claim lists the user's linked
+    provider identities ({"providerName", "providerType", "userId", "primary", ...}); the provider is that of its only
+    entry, or of the one entry marked primary (true, or Cognito's "true"). Anything less certain names none: the
+    claim is information for the upstream, never a reason to refuse a token Cognito signed."""
+    identities = claims.get("identities")
+    if not isinstance(identities, list) or not identities or not all(isinstance(item, dict) for item in identities):
+        return None
+    named = (
+        identities if len(identities) == 1 else [item for item in identities if item.get("primary") in (True, "true")]
+    )
+    if len(named) != 1:
+        return None
+    name = named[0].get("providerName")
+    return name if isinstance(name, str) and _PROVIDER_NAME.fullmatch(name) else None
 
 
 def _validate_token_use(claims: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from identity_headers import (
     FIELDS,
     GROUPS,
     GROUPS_SEPARATOR,
+    IDP,
     NAME,
     PRINCIPAL,
     SCOPES,
@@ -32,7 +33,7 @@ from identity_headers import (
 # Values that are one token each (a Cognito sub is a UUID, a client id is alphanumeric, token use is a word).
 # A WSGI server joins a repeated header with ",", so a comma in one of these means the header came more than
 # once and we cannot tell which copy Envoy set: the request is treated as anonymous.
-_SINGLE_VALUED = (SUB, CLIENT_ID, TOKEN_USE, PRINCIPAL)
+_SINGLE_VALUED = (SUB, CLIENT_ID, TOKEN_USE, PRINCIPAL, IDP)
 # HTTP's optional whitespace around a value and a list item (RFC 9110 section 5.6.1): the only whitespace trimmed
 # here. str.strip() would also take a no-break space (or, before decoding, the \x85 and \xa0 bytes that end many a
 # UTF-8 character, `管理者` among them) off a value, and authz never sets a value with whitespace at its edges.
@@ -51,6 +52,8 @@ class Identity:
     token_use: str | None = None
     # "user", or "client" for an app client calling on its own behalf (identity_headers.PRINCIPAL_CLIENT).
     principal: str | None = None
+    # The external identity provider a federated user signed in with (x-user-idp), None for the pool's own users.
+    identity_provider: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -61,6 +64,7 @@ class Identity:
             "token_use": self.token_use,
             "client_id": self.client_id,
             "principal": self.principal,
+            "identity_provider": self.identity_provider,
         }
 
 
@@ -82,6 +86,7 @@ def read_identity(headers: Headers | Mapping[str, str], prefix: str) -> Identity
         client_id=values[CLIENT_ID] or None,
         token_use=values[TOKEN_USE] or None,
         principal=values[PRINCIPAL] or None,
+        identity_provider=values[IDP] or None,
     )
 
 

@@ -58,6 +58,7 @@ IDENTITY_HEADERS = tuple(
             "4f1client0allowed0000000",  # client-id
             "access",  # token-use
             "user",  # principal
+            "",  # idp: none for the pool's own users (listed in headers_to_remove, as a real allow does)
         ),
         strict=True,
     )
@@ -92,7 +93,9 @@ def _allow_response() -> external_auth_pb2.CheckResponse:
                     append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
                 )
                 for name, value in IDENTITY_HEADERS
+                if value
             ],
+            headers_to_remove=[name for name, value in IDENTITY_HEADERS if not value],
         ),
     )
     # The caller's dynamic metadata, as a real allow carries it (identity_headers.METADATA_KEYS).

@@ -48,7 +48,7 @@ class ConstantAllowHttp:
 
     def __init__(self) -> None:
         self._headers = [
-            *IDENTITY_HEADERS,
+            *((name, value) for name, value in IDENTITY_HEADERS if value),
             *((key, ",".join(value) if isinstance(value, list) else value) for key, value in CALLER_METADATA.items()),
         ]
 

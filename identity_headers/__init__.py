@@ -25,7 +25,10 @@ SCOPES = "scopes"  # space-joined
 CLIENT_ID = "client-id"
 TOKEN_USE = "token-use"
 PRINCIPAL = "principal"  # which kind of caller: PRINCIPAL_USER or PRINCIPAL_CLIENT
-FIELDS = (SUB, NAME, GROUPS, SCOPES, CLIENT_ID, TOKEN_USE, PRINCIPAL)
+# The external identity provider a federated user signed in with (its name in the pool, e.g. `Google`): only an ID
+# token says (its `identities` claim); absent for the pool's own users and for access tokens.
+IDP = "idp"
+FIELDS = (SUB, NAME, GROUPS, SCOPES, CLIENT_ID, TOKEN_USE, PRINCIPAL, IDP)
 # A person signed in to the pool, or an app client on its own (an OAuth 2.0 client credentials grant).
 PRINCIPAL_USER = "user"
 PRINCIPAL_CLIENT = "client"

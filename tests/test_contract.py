@@ -34,6 +34,8 @@ OTHER_PREFIX = "x-caller-"
 # Prefixes on both sides of the pattern: every part must accept exactly the ones the definition accepts.
 CANDIDATE_PREFIXES = ("x-user-", "x-caller-", "id-", "a1-", "X-User-", "x-user", "-x-", "x_user-", "x-us er-", "")
 
+# Every field set, so that an allow sets every header (an identity provider comes only with an id token, scopes only
+# with an access token: the names and their order are what this holds to).
 CALLER = VerifiedToken(
     sub="7c0a1d2e-0000-4000-8000-000000000001",
     token_use="access",
@@ -43,6 +45,7 @@ CALLER = VerifiedToken(
     groups=("admins", "staff"),
     scopes=("feed/read", "feed/write"),
     expires_at=2e9,
+    identity_provider="LocalIdP",
 )
 
 

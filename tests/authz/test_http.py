@@ -60,12 +60,13 @@ def raw(server: RunningServer, request: bytes) -> bytes:
 
 def test_an_allow_is_200_with_the_identity_headers_and_the_ones_to_remove(served):
     """A valid token: 200, each identity header with its value, and x-envoy-auth-headers-to-remove naming the ones
-    the caller has no value for (here groups), so Envoy takes a client's copy off the request."""
+    the caller has no value for (here groups, and the identity provider a pool's own user has none of), so Envoy
+    takes a client's copy off the request."""
     reply = ask(served, token=mint())
     assert reply.status_code == 200 and reply.content == b""
     assert reply.headers["x-user-sub"] == access_claims()["sub"]
     assert reply.headers["x-user-token-use"] == "access"
-    assert reply.headers[HEADERS_TO_REMOVE] == "x-user-groups"
+    assert reply.headers[HEADERS_TO_REMOVE] == "x-user-groups,x-user-idp"
 
 
 def test_an_allow_names_the_caller_for_envoys_metadata_in_headers_of_grpcs_keys(served):

@@ -41,7 +41,8 @@ def policy() -> Policy:
 
 
 def test_allow_sets_every_identity_header_with_a_value(policy):
-    """An allowed user's access token sets sub, name, groups, scopes, client id, token use and principal headers."""
+    """An allowed user's access token sets sub, name, groups, scopes, client id, token use and principal headers;
+    x-user-idp, which only a federated user's id token fills, is removed."""
     decision = policy.decide(token(), RouteSettings())
     assert decision.allowed and decision.grpc_code == 0 and decision.reason == "ok"
     assert dict(decision.upstream_headers) == {
@@ -53,7 +54,26 @@ def test_allow_sets_every_identity_header_with_a_value(policy):
         "x-user-token-use": "access",
         "x-user-principal": "user",
     }
-    assert decision.removed_headers == ()
+    assert decision.removed_headers == ("x-user-idp",)
+
+
+def test_a_federated_users_id_token_names_their_identity_provider(policy):
+    """An id token of a user who signed in through an external provider sets x-user-idp to the provider's name in
+    the pool; the provider's automatic group (`<pool id>_<provider>`) is a group like any other, for a header and
+    for a route's groups."""
+    group = "ca-central-1_AbC123_LocalIdP"
+    federated = token(
+        token_use="id", username="LocalIdP_alice", groups=(group,), scopes=(), identity_provider="LocalIdP"
+    )
+    decision = policy.decide(federated, RouteSettings(token_uses=frozenset({"id"}), groups=frozenset({group})))
+    assert decision.allowed
+    headers = dict(decision.upstream_headers)
+    assert (headers["x-user-idp"], headers["x-user-groups"], headers["x-user-name"]) == (
+        "LocalIdP",
+        group,
+        "LocalIdP_alice",
+    )
+    assert "x-user-idp" not in decision.removed_headers
 
 
 def test_identity_headers_without_a_value_are_removed(policy):
@@ -65,14 +85,14 @@ def test_identity_headers_without_a_value_are_removed(policy):
         "x-user-token-use",
         "x-user-principal",
     }
-    assert set(decision.removed_headers) == {"x-user-name", "x-user-groups", "x-user-scopes"}
+    assert set(decision.removed_headers) == {"x-user-name", "x-user-groups", "x-user-scopes", "x-user-idp"}
 
 
 def test_header_prefix_is_configurable():
     """AUTHZ_HEADER_PREFIX renames every identity header, set or removed."""
     decision = Policy(header_prefix="x-cognito-").decide(token(groups=()), RouteSettings())
     assert "x-cognito-sub" in dict(decision.upstream_headers)
-    assert decision.removed_headers == ("x-cognito-groups",)
+    assert decision.removed_headers == ("x-cognito-groups", "x-cognito-idp")
 
 
 def test_anonymous_allow_on_optional_route_removes_every_identity_header(policy):
@@ -174,7 +194,7 @@ def test_a_clients_allow_says_client_and_sends_no_name_or_groups(policy):
         "x-user-token-use": "access",
         "x-user-principal": "client",
     }
-    assert set(decision.removed_headers) == {"x-user-name", "x-user-groups"}
+    assert set(decision.removed_headers) == {"x-user-name", "x-user-groups", "x-user-idp"}
 
 
 def test_an_access_token_not_bound_to_the_routes_resource_is_401_wrong_audience(policy):

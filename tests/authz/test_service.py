@@ -115,7 +115,7 @@ def test_valid_access_token_is_allowed_with_overwriting_identity_headers(harness
     for option in headers.values():
         assert option.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
         assert option.HasField("append") and option.append.value is False
-    assert list(response.ok_response.headers_to_remove) == ["x-user-groups"]
+    assert list(response.ok_response.headers_to_remove) == ["x-user-groups", "x-user-idp"]
 
 
 def test_allowed_check_is_counted_by_pool_and_client(harness):

@@ -1255,3 +1255,62 @@ def test_non_ascii_printable_claims_are_accepted(harness: Harness) -> None:
     """Printable non-ASCII names (accents, CJK) are fine in identity headers."""
     verified = harness.verify(mint(access_claims(username="zoë-山田", **{"cognito:groups": ["équipe"]})))
     assert (verified.username, verified.groups) == ("zoë-山田", ("équipe",))
+
+
+# ------------------------------------------------------------------------------------ a federated user's provider
+
+
+def identity(provider: object = "LocalIdP", **fields: Any) -> dict[str, Any]:
+    """One entry of Cognito's `identities` claim, as an id token of a federated user carries it."""
+    return {
+        "userId": "alice",
+        "providerName": provider,
+        "providerType": "OIDC",
+        "issuer": None,
+        "primary": "true",
+        "dateCreated": "1764633600000",
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("identities", "provider"),
+    [
+        pytest.param([identity()], "LocalIdP", id="its-only-identity"),
+        pytest.param([identity(primary="false")], "LocalIdP", id="the-only-one-even-if-not-primary"),
+        pytest.param([identity("Google", primary=True)], "Google", id="primary-as-json-true"),
+        pytest.param(
+            [identity("Google", primary="false"), identity("LocalIdP", primary="true")], "LocalIdP", id="the-primary"
+        ),
+        pytest.param([identity("Google"), identity("LocalIdP")], None, id="two-primaries"),
+        pytest.param([identity("Google", primary="false"), identity(primary="false")], None, id="no-primary"),
+        pytest.param([], None, id="empty"),
+        pytest.param("LocalIdP", None, id="not-a-list"),
+        pytest.param([identity(), "LocalIdP"], None, id="an-entry-not-an-object"),
+        pytest.param([identity(provider=None)], None, id="no-name"),
+        pytest.param([identity(provider=7)], None, id="a-name-not-a-string"),
+        pytest.param([identity("Local IdP")], None, id="a-space"),
+        pytest.param([identity("_LocalIdP")], None, id="an-underscore-at-the-start"),
+        pytest.param([identity("Local,IdP")], None, id="the-header-list-separator"),
+        pytest.param([identity("Local\nIdP")], None, id="a-control-character"),
+        pytest.param([identity("x" * 33)], None, id="longer-than-cognito-allows"),
+    ],
+)
+def test_an_id_tokens_identities_name_the_provider_only_when_certain(
+    harness: Harness, identities: Any, provider: str | None
+) -> None:
+    """An id token's identity provider is its `identities` claim's only entry's, or the one primary entry's; any
+    other shape names none, and the token, which Cognito signed, is valid either way."""
+    verified = harness.verify(mint(id_claims(identities=identities)))
+    assert verified.identity_provider == provider
+    assert verified.sub == id_claims()["sub"]
+
+
+def test_an_id_token_of_the_pools_own_user_names_no_provider(harness: Harness) -> None:
+    assert harness.verify(mint(id_claims())).identity_provider is None
+
+
+def test_an_access_token_names_no_provider_even_with_an_identities_claim(harness: Harness) -> None:
+    """Cognito puts `identities` in id tokens only: an access token that carries one (a pre token generation
+    trigger's doing) does not set the provider."""
+    assert harness.verify(mint(access_claims(identities=[identity()]))).identity_provider is None

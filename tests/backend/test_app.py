@@ -88,6 +88,7 @@ def test_me_returns_identity_with_group_and_scope_lists(client: FlaskClient) -> 
         "token_use": "access",
         "client_id": "4f1client0allowed0000000",
         "principal": "user",
+        "identity_provider": None,
     }
     assert "no-store" in response.headers["Cache-Control"]
 

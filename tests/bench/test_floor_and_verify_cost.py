@@ -16,24 +16,30 @@ from bench.http_floor import serve_http_floor
 from stack.processes import free_ports
 
 
-def test_floor_allows_every_check_with_six_identity_headers():
-    """Over a real channel the floor answers an anonymous Check with OK and authz's six x-user-* headers."""
+def test_floor_allows_every_check_with_seven_identity_headers():
+    """Over a real channel the floor answers an anonymous Check with OK and authz's seven x-user-* headers."""
     with serve_floor("127.0.0.1:0") as port:
         answer = check(f"127.0.0.1:{port}", path="/api/me")
     assert answer["allowed"] and answer["grpc_code"] == 0
-    assert list(answer["upstream_headers"]) == list(identity_headers.header_names())
+    # As a real allow of a pool's own user: every header but the identity provider, which is removed.
+    assert list(answer["upstream_headers"]) == [
+        name for name in identity_headers.header_names() if name != "x-user-idp"
+    ]
+    assert answer["headers_to_remove"] == ["x-user-idp"]
 
 
-def test_http_floor_allows_every_request_with_six_identity_headers_and_reports_healthy():
+def test_http_floor_allows_every_request_with_seven_identity_headers_and_reports_healthy():
     """Envoy's HTTP mode asks with the request itself: the HTTP floor answers any of them 200, no body, with
-    authz's six x-user-* headers, and its /healthz (where Envoy health-checks it) answers 200."""
+    authz's seven x-user-* headers, and its /healthz (where Envoy health-checks it) answers 200."""
     port, health_port = free_ports(2)
     with serve_http_floor(f"127.0.0.1:{port}", f"127.0.0.1:{health_port}"):
         answer = requests.get(f"http://127.0.0.1:{port}/api/me", headers={"authorization": "Bearer x"}, timeout=5)
         health = requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
     assert answer.status_code == 200 and answer.content == b""
     names = [name.lower() for name in answer.headers]
-    assert [name for name in names if name.startswith("x-user-")] == list(identity_headers.header_names())
+    assert [name for name in names if name.startswith("x-user-")] == [
+        name for name in identity_headers.header_names() if name != "x-user-idp"
+    ]
     assert health.status_code == 200
 
 
