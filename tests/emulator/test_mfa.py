@@ -1,0 +1,465 @@
+"""TOTP multi-factor authentication on the local Cognito emulator (stack/emulator_mfa.py), as a client sees it.
+
+Every test talks to a real emulator process through boto3, as the pages talk to it through the same JSON API: a
+user enrols an authenticator (AssociateSoftwareToken, VerifySoftwareToken), turns it on (SetUserMFAPreference), and
+then signs in with a password and a code (InitiateAuth, RespondToAuthChallenge). Codes are computed with pyotp from
+the secret the emulator hands out, for explicit 30 s steps, so no test waits for the clock.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyotp
+import pytest
+from botocore.exceptions import ClientError
+
+from stack.cognito import Provisioned, cognito_client, provision, register, user_sub
+from stack.local import cognito_emulator, emulator_url
+from stack.processes import free_port
+from tests.conftest import REGION
+
+PASSWORD = "T0tp-Passw0rd!"
+INVALID_SESSION = "Invalid session for the user."
+CODE_MISMATCH = "Invalid code or auth state for the user."
+SHORT_SESSION_SECONDS = 2.0
+
+
+# -- users and codes ------------------------------------------------------------------------------------------
+
+
+def this_step() -> int:
+    """The current 30 s TOTP step (RFC 6238)."""
+    return int(time.time()) // 30
+
+
+def code_at(secret: str, step: int) -> str:
+    return pyotp.TOTP(secret).generate_otp(step)
+
+
+def wrong_code(secret: str) -> str:
+    """A 6-digit code that is no code of the secret's anywhere near now."""
+    near = {code_at(secret, step) for step in range(this_step() - 3, this_step() + 4)}
+    return next(code for code in (f"{n:06d}" for n in range(1000)) if code not in near)
+
+
+@dataclass
+class Enrolled:
+    """A user with a verified authenticator: the step whose code verified it is spent, the next one is not."""
+
+    email: str
+    secret: str
+    verified_at: int
+    access_token: str
+
+
+def new_user(cognito: Any, pool: Provisioned) -> str:
+    email = f"mfa-{uuid.uuid4().hex[:10]}@cruddur.local"
+    register(cognito, pool.pool_id, pool.client_id, email=email, password=PASSWORD, name="Mfa User", handle="mfa")
+    return email
+
+
+def password_sign_in(cognito: Any, client_id: str, email: str) -> dict[str, Any]:
+    return cognito.initiate_auth(
+        ClientId=client_id, AuthFlow="USER_PASSWORD_AUTH", AuthParameters={"USERNAME": email, "PASSWORD": PASSWORD}
+    )
+
+
+def enrol(cognito: Any, pool: Provisioned, *, turn_on: bool = True) -> Enrolled:
+    """A new user who associated an authenticator, verified it with this step's code and (by default) turned TOTP on."""
+    email = new_user(cognito, pool)
+    access_token = password_sign_in(cognito, pool.client_id, email)["AuthenticationResult"]["AccessToken"]
+    secret = cognito.associate_software_token(AccessToken=access_token)["SecretCode"]
+    step = this_step()
+    cognito.verify_software_token(AccessToken=access_token, UserCode=code_at(secret, step), FriendlyDeviceName="phone")
+    if turn_on:
+        cognito.set_user_mfa_preference(
+            AccessToken=access_token, SoftwareTokenMfaSettings={"Enabled": True, "PreferredMfa": True}
+        )
+    return Enrolled(email=email, secret=secret, verified_at=step, access_token=access_token)
+
+
+def answer_code(cognito: Any, client_id: str, session: str, username: str, code: str) -> dict[str, Any]:
+    return cognito.respond_to_auth_challenge(
+        ClientId=client_id,
+        ChallengeName="SOFTWARE_TOKEN_MFA",
+        Session=session,
+        ChallengeResponses={"USERNAME": username, "SOFTWARE_TOKEN_MFA_CODE": code},
+    )
+
+
+def refused(error: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
+    """(error code, message) of a refused call, as botocore reports Cognito's JSON error."""
+    return error.value.response["Error"]["Code"], error.value.response["Error"]["Message"]
+
+
+@pytest.fixture(scope="module")
+def mfa_pool(cognito: Any, pool: Provisioned) -> Provisioned:
+    """The seed's pool with MFA OPTIONAL and software tokens enabled, as a pool that offers TOTP is configured."""
+    cognito.set_user_pool_mfa_config(
+        UserPoolId=pool.pool_id, SoftwareTokenMfaConfiguration={"Enabled": True}, MfaConfiguration="OPTIONAL"
+    )
+    return pool
+
+
+def other_pool(cognito: Any, mfa: str) -> Provisioned:
+    """A pool of its own with MFA `mfa` (TOTP only when not OFF) and a public client allowing password sign-in."""
+    pool_id = cognito.create_user_pool(PoolName=f"mfa-{mfa.lower()}-{uuid.uuid4().hex[:6]}")["UserPool"]["Id"]
+    if mfa != "OFF":
+        cognito.set_user_pool_mfa_config(
+            UserPoolId=pool_id, SoftwareTokenMfaConfiguration={"Enabled": True}, MfaConfiguration=mfa
+        )
+    client_id = cognito.create_user_pool_client(
+        UserPoolId=pool_id,
+        ClientName="app",
+        ExplicitAuthFlows=["ALLOW_USER_SRP_AUTH", "ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+    )["UserPoolClient"]["ClientId"]
+    return Provisioned(pool_id=pool_id, client_id=client_id, region=REGION)
+
+
+# -- enrolment ------------------------------------------------------------------------------------------------
+
+
+def test_enrolment_hands_out_a_secret_and_takes_only_a_right_code(cognito, mfa_pool):
+    """AssociateSoftwareToken gives a 32-character base32 secret (160 bits); VerifySoftwareToken refuses a wrong
+    code with EnableSoftwareTokenMFAException and takes the right one (SUCCESS, no session for an access token)."""
+    email = new_user(cognito, mfa_pool)
+    access_token = password_sign_in(cognito, mfa_pool.client_id, email)["AuthenticationResult"]["AccessToken"]
+    answer = cognito.associate_software_token(AccessToken=access_token)
+    secret = answer["SecretCode"]
+    assert re.fullmatch(r"[A-Z2-7]{32}", secret) and "Session" not in answer
+    with pytest.raises(ClientError) as error:
+        cognito.verify_software_token(AccessToken=access_token, UserCode=wrong_code(secret))
+    assert refused(error) == ("EnableSoftwareTokenMFAException", "Code mismatch and fail enable Software Token MFA")
+    verified = cognito.verify_software_token(AccessToken=access_token, UserCode=code_at(secret, this_step()))
+    assert verified["Status"] == "SUCCESS" and "Session" not in verified
+
+
+def test_two_users_get_different_secrets_and_one_code_fits_one_user(cognito, mfa_pool):
+    """Each user has a secret of their own (moto gives every user one fixed secret): one user's code does not verify
+    the other's authenticator."""
+    first, second = new_user(cognito, mfa_pool), new_user(cognito, mfa_pool)
+    tokens = [password_sign_in(cognito, mfa_pool.client_id, email)["AuthenticationResult"] for email in (first, second)]
+    secrets = [cognito.associate_software_token(AccessToken=t["AccessToken"])["SecretCode"] for t in tokens]
+    assert secrets[0] != secrets[1]
+    with pytest.raises(ClientError) as error:
+        cognito.verify_software_token(AccessToken=tokens[1]["AccessToken"], UserCode=code_at(secrets[0], this_step()))
+    assert refused(error)[0] == "EnableSoftwareTokenMFAException"
+
+
+def test_totp_cannot_be_turned_on_before_a_token_is_verified(cognito, mfa_pool):
+    """SetUserMFAPreference Enabled=true is refused for a user whose associated token is still unverified, and that
+    user signs in with a password alone."""
+    email = new_user(cognito, mfa_pool)
+    access_token = password_sign_in(cognito, mfa_pool.client_id, email)["AuthenticationResult"]["AccessToken"]
+    cognito.associate_software_token(AccessToken=access_token)
+    with pytest.raises(ClientError) as error:
+        cognito.set_user_mfa_preference(AccessToken=access_token, SoftwareTokenMfaSettings={"Enabled": True})
+    assert refused(error)[0] == "InvalidParameterException"
+    assert "AuthenticationResult" in password_sign_in(cognito, mfa_pool.client_id, email)
+
+
+def test_enrolment_requests_out_of_shape_are_refused(cognito, mfa_pool):
+    """Both an access token and a session, or a code that is not 6 digits, is InvalidParameterException; an unknown
+    access token or session is NotAuthorizedException."""
+    email = new_user(cognito, mfa_pool)
+    access_token = password_sign_in(cognito, mfa_pool.client_id, email)["AuthenticationResult"]["AccessToken"]
+    with pytest.raises(ClientError) as error:
+        cognito.associate_software_token(AccessToken=access_token, Session="s" * 40)
+    assert refused(error)[0] == "InvalidParameterException"
+    cognito.associate_software_token(AccessToken=access_token)
+    with pytest.raises(ClientError) as error:
+        cognito.verify_software_token(AccessToken=access_token, UserCode="12a456")
+    assert refused(error)[0] == "InvalidParameterException"
+    with pytest.raises(ClientError) as error:
+        cognito.associate_software_token(Session="s" * 40)
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+    with pytest.raises(ClientError) as error:
+        cognito.associate_software_token(AccessToken="not-a-token")
+    assert refused(error)[0] == "NotAuthorizedException"
+
+
+def test_a_pool_without_totp_refuses_to_associate_a_token(cognito):
+    """Where the pool's MFA is OFF, AssociateSoftwareToken is SoftwareTokenMFANotFoundException."""
+    pool = other_pool(cognito, "OFF")
+    email = new_user(cognito, pool)
+    access_token = password_sign_in(cognito, pool.client_id, email)["AuthenticationResult"]["AccessToken"]
+    with pytest.raises(ClientError) as error:
+        cognito.associate_software_token(AccessToken=access_token)
+    assert refused(error) == (
+        "SoftwareTokenMFANotFoundException",
+        "Software Token MFA has not been enabled by the userPool",
+    )
+
+
+# -- signing in with a code -----------------------------------------------------------------------------------
+
+
+def test_sign_in_asks_for_a_code_and_gives_tokens_only_for_a_right_one(cognito, mfa_pool):
+    """With TOTP on, a right password gives SOFTWARE_TOKEN_MFA and a session, no tokens; a wrong code is
+    CodeMismatchException and keeps the session; the right code on it gives tokens."""
+    user = enrol(cognito, mfa_pool)
+    challenge = password_sign_in(cognito, mfa_pool.client_id, user.email)
+    assert challenge["ChallengeName"] == "SOFTWARE_TOKEN_MFA" and "AuthenticationResult" not in challenge
+    assert challenge["ChallengeParameters"] == {"FRIENDLY_DEVICE_NAME": "phone"}
+    session = challenge["Session"]
+    with pytest.raises(ClientError) as error:
+        answer_code(cognito, mfa_pool.client_id, session, user.email, wrong_code(user.secret))
+    assert refused(error) == ("CodeMismatchException", CODE_MISMATCH)
+    tokens = answer_code(cognito, mfa_pool.client_id, session, user.email, code_at(user.secret, user.verified_at + 1))
+    assert set(tokens["AuthenticationResult"]) >= {"AccessToken", "IdToken", "RefreshToken"}
+    with pytest.raises(ClientError) as error:  # the session ended with the sign-in
+        answer_code(cognito, mfa_pool.client_id, session, user.email, code_at(user.secret, user.verified_at + 1))
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+
+
+def test_tokens_of_a_sign_in_with_a_code_work_like_any_others(cognito, mfa_pool):
+    """The tokens identify the user to GetUser, refresh with REFRESH_TOKEN_AUTH, and GlobalSignOut revokes them."""
+    user = enrol(cognito, mfa_pool)
+    session = password_sign_in(cognito, mfa_pool.client_id, user.email)["Session"]
+    code = code_at(user.secret, user.verified_at + 1)
+    tokens = answer_code(cognito, mfa_pool.client_id, session, user.email, code)["AuthenticationResult"]
+    assert user_sub(cognito, tokens["AccessToken"]) == user_sub(cognito, user.access_token)
+    refreshed = cognito.initiate_auth(
+        ClientId=mfa_pool.client_id,
+        AuthFlow="REFRESH_TOKEN_AUTH",
+        AuthParameters={"REFRESH_TOKEN": tokens["RefreshToken"]},
+    )["AuthenticationResult"]
+    assert user_sub(cognito, refreshed["AccessToken"]) == user_sub(cognito, user.access_token)
+    cognito.global_sign_out(AccessToken=refreshed["AccessToken"])
+    with pytest.raises(ClientError) as error:
+        cognito.get_user(AccessToken=tokens["AccessToken"])
+    assert refused(error)[0] == "NotAuthorizedException"
+
+
+def test_a_code_is_accepted_once(cognito, mfa_pool):
+    """The code that verified the token cannot also sign the user in, and a code that signed them in is refused on
+    the next sign-in: both are CodeMismatchException, as a wrong code is."""
+    user = enrol(cognito, mfa_pool)
+    enrolment_code, code = code_at(user.secret, user.verified_at), code_at(user.secret, user.verified_at + 1)
+    session = password_sign_in(cognito, mfa_pool.client_id, user.email)["Session"]
+    with pytest.raises(ClientError) as error:
+        answer_code(cognito, mfa_pool.client_id, session, user.email, enrolment_code)
+    assert refused(error) == ("CodeMismatchException", CODE_MISMATCH)
+    answer_code(cognito, mfa_pool.client_id, session, user.email, code)
+    session = password_sign_in(cognito, mfa_pool.client_id, user.email)["Session"]
+    with pytest.raises(ClientError) as error:
+        answer_code(cognito, mfa_pool.client_id, session, user.email, code)
+    assert refused(error) == ("CodeMismatchException", CODE_MISMATCH)
+
+
+def test_a_session_ends_after_five_wrong_codes(cognito, mfa_pool):
+    """Five wrong codes end the sign-in: the right code is then refused as an invalid session."""
+    user = enrol(cognito, mfa_pool)
+    session = password_sign_in(cognito, mfa_pool.client_id, user.email)["Session"]
+    for _ in range(5):
+        with pytest.raises(ClientError) as error:
+            answer_code(cognito, mfa_pool.client_id, session, user.email, wrong_code(user.secret))
+        assert refused(error)[0] == "CodeMismatchException"
+    with pytest.raises(ClientError) as error:
+        answer_code(cognito, mfa_pool.client_id, session, user.email, code_at(user.secret, user.verified_at + 1))
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+
+
+def test_turning_totp_off_returns_to_signing_in_with_a_password(cognito, mfa_pool):
+    """After SetUserMFAPreference Enabled=false, a right password gives tokens with no challenge."""
+    user = enrol(cognito, mfa_pool)
+    assert password_sign_in(cognito, mfa_pool.client_id, user.email)["ChallengeName"] == "SOFTWARE_TOKEN_MFA"
+    cognito.set_user_mfa_preference(AccessToken=user.access_token, SoftwareTokenMfaSettings={"Enabled": False})
+    answer = password_sign_in(cognito, mfa_pool.client_id, user.email)
+    assert "ChallengeName" not in answer and "AccessToken" in answer["AuthenticationResult"]
+
+
+def test_a_wrong_password_is_refused_before_any_challenge(cognito, mfa_pool):
+    """moto still checks the password: a wrong one is NotAuthorizedException, with no session."""
+    user = enrol(cognito, mfa_pool)
+    with pytest.raises(ClientError) as error:
+        cognito.initiate_auth(
+            ClientId=mfa_pool.client_id,
+            AuthFlow="USER_PASSWORD_AUTH",
+            AuthParameters={"USERNAME": user.email, "PASSWORD": "Wr0ng-passw0rd!"},
+        )
+    assert refused(error) == ("NotAuthorizedException", "Incorrect username or password.")
+
+
+def test_srp_sign_in_also_asks_for_the_code(cognito, mfa_pool):
+    """After USER_SRP_AUTH's PASSWORD_VERIFIER, a user with TOTP on gets SOFTWARE_TOKEN_MFA, not tokens, and the
+    code on that session signs them in."""
+    user = enrol(cognito, mfa_pool)
+    start = cognito.initiate_auth(
+        ClientId=mfa_pool.client_id, AuthFlow="USER_SRP_AUTH", AuthParameters={"USERNAME": user.email, "SRP_A": "a1"}
+    )
+    parameters = start["ChallengeParameters"]
+    challenge = cognito.respond_to_auth_challenge(
+        ClientId=mfa_pool.client_id,
+        ChallengeName="PASSWORD_VERIFIER",
+        ChallengeResponses={
+            "USERNAME": user.email,
+            "PASSWORD_CLAIM_SECRET_BLOCK": parameters["SECRET_BLOCK"],
+            "PASSWORD_CLAIM_SIGNATURE": "signature",
+            "TIMESTAMP": "Mon Jan 5 10:00:00 UTC 2026",
+        },
+    )
+    assert challenge["ChallengeName"] == "SOFTWARE_TOKEN_MFA" and "AuthenticationResult" not in challenge
+    code = code_at(user.secret, user.verified_at + 1)
+    tokens = answer_code(cognito, mfa_pool.client_id, challenge["Session"], user.email, code)
+    assert "AccessToken" in tokens["AuthenticationResult"]
+
+
+def test_an_admin_sign_in_asks_for_the_code_too(cognito, mfa_pool):
+    """AdminInitiateAuth (ADMIN_USER_PASSWORD_AUTH) gives SOFTWARE_TOKEN_MFA to a user with TOTP on, and
+    AdminRespondToAuthChallenge takes a code exactly as RespondToAuthChallenge does: wrong, then right."""
+    user = enrol(cognito, mfa_pool)
+    challenge = cognito.admin_initiate_auth(
+        UserPoolId=mfa_pool.pool_id,
+        ClientId=mfa_pool.client_id,
+        AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": user.email, "PASSWORD": PASSWORD},
+    )
+    assert challenge["ChallengeName"] == "SOFTWARE_TOKEN_MFA" and "AuthenticationResult" not in challenge
+
+    def admin_answer(code: str) -> dict[str, Any]:
+        return cognito.admin_respond_to_auth_challenge(
+            UserPoolId=mfa_pool.pool_id,
+            ClientId=mfa_pool.client_id,
+            ChallengeName="SOFTWARE_TOKEN_MFA",
+            Session=challenge["Session"],
+            ChallengeResponses={"USERNAME": user.email, "SOFTWARE_TOKEN_MFA_CODE": code},
+        )
+
+    with pytest.raises(ClientError) as error:
+        admin_answer(wrong_code(user.secret))
+    assert refused(error) == ("CodeMismatchException", CODE_MISMATCH)
+    assert "AccessToken" in admin_answer(code_at(user.secret, user.verified_at + 1))["AuthenticationResult"]
+
+
+# -- the session belongs to one sign-in -----------------------------------------------------------------------
+
+
+def test_one_users_session_cannot_sign_in_another_user(cognito, mfa_pool):
+    """User A's session answered with USERNAME=B and B's right code is NotAuthorizedException and gives no tokens
+    (moto gave B's tokens): B's password was never given. A's own answer on it still works."""
+    a, b = enrol(cognito, mfa_pool), enrol(cognito, mfa_pool)
+    session = password_sign_in(cognito, mfa_pool.client_id, a.email)["Session"]
+    with pytest.raises(ClientError) as error:
+        answer_code(cognito, mfa_pool.client_id, session, b.email, code_at(b.secret, b.verified_at + 1))
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+    assert "AuthenticationResult" not in error.value.response
+    tokens = answer_code(cognito, mfa_pool.client_id, session, a.email, code_at(a.secret, a.verified_at + 1))
+    assert user_sub(cognito, tokens["AuthenticationResult"]["AccessToken"]) == user_sub(cognito, a.access_token)
+
+
+def test_a_session_is_for_the_client_that_started_the_sign_in(cognito, mfa_pool):
+    """The session answered with another app client of the pool is NotAuthorizedException."""
+    other = cognito.create_user_pool_client(
+        UserPoolId=mfa_pool.pool_id, ClientName="other", ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH"]
+    )["UserPoolClient"]["ClientId"]
+    user = enrol(cognito, mfa_pool)
+    session = password_sign_in(cognito, mfa_pool.client_id, user.email)["Session"]
+    with pytest.raises(ClientError) as error:
+        answer_code(cognito, other, session, user.email, code_at(user.secret, user.verified_at + 1))
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+
+
+def test_a_code_challenge_cannot_be_answered_as_mfa_setup_or_with_a_made_up_session(cognito, mfa_pool):
+    """A SOFTWARE_TOKEN_MFA session answered as MFA_SETUP (which moto turned into tokens, skipping the code) and a
+    session the emulator never issued are both NotAuthorizedException."""
+    user = enrol(cognito, mfa_pool)
+    session = password_sign_in(cognito, mfa_pool.client_id, user.email)["Session"]
+    with pytest.raises(ClientError) as error:
+        cognito.respond_to_auth_challenge(
+            ClientId=mfa_pool.client_id,
+            ChallengeName="MFA_SETUP",
+            Session=session,
+            ChallengeResponses={"USERNAME": user.email},
+        )
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+    with pytest.raises(ClientError) as error:
+        answer_code(cognito, mfa_pool.client_id, "x" * 64, user.email, code_at(user.secret, user.verified_at + 1))
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+
+
+@dataclass
+class ShortSessions:
+    cognito: Any
+    pool: Provisioned
+
+
+@pytest.fixture(scope="module")
+def short_sessions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShortSessions]:
+    """An emulator of its own whose sign-in sessions last SHORT_SESSION_SECONDS (EMULATOR_AUTH_SESSION_SECONDS, a
+    setting for tests: Cognito's shortest AuthSessionValidity is 3 minutes), with the seed's pool, TOTP optional."""
+    port = free_port()
+    emulator = cognito_emulator(port, tmp_path_factory.mktemp("short-sessions"), REGION)
+    emulator.env["EMULATOR_AUTH_SESSION_SECONDS"] = str(SHORT_SESSION_SECONDS)
+    with emulator:
+        cognito = cognito_client(REGION, emulator_url(port))
+        pool = provision(cognito, REGION)
+        cognito.set_user_pool_mfa_config(
+            UserPoolId=pool.pool_id, SoftwareTokenMfaConfiguration={"Enabled": True}, MfaConfiguration="OPTIONAL"
+        )
+        yield ShortSessions(cognito, pool)
+
+
+def test_an_expired_session_is_refused(short_sessions):
+    """A right code on a session older than its lifetime is NotAuthorizedException; the same code on a new sign-in's
+    session signs the user in."""
+    cognito, pool = short_sessions.cognito, short_sessions.pool
+    user = enrol(cognito, pool)
+    code = code_at(user.secret, user.verified_at + 1)
+    stale = password_sign_in(cognito, pool.client_id, user.email)["Session"]
+    time.sleep(SHORT_SESSION_SECONDS + 0.5)
+    with pytest.raises(ClientError) as error:
+        answer_code(cognito, pool.client_id, stale, user.email, code)
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+    fresh = password_sign_in(cognito, pool.client_id, user.email)["Session"]
+    assert "AccessToken" in answer_code(cognito, pool.client_id, fresh, user.email, code)["AuthenticationResult"]
+
+
+# -- a pool that requires MFA ---------------------------------------------------------------------------------
+
+
+def test_a_pool_that_requires_mfa_has_the_user_set_it_up_during_sign_in(cognito):
+    """MFA ON: a user with no authenticator gets MFA_SETUP (MFAS_CAN_SETUP the JSON string ["SOFTWARE_TOKEN_MFA"]);
+    that session cannot answer MFA_SETUP itself; AssociateSoftwareToken and VerifySoftwareToken on it give the
+    session that does, and tokens; the next sign-in asks for a code."""
+    pool = other_pool(cognito, "ON")
+    email = new_user(cognito, pool)
+    setup = password_sign_in(cognito, pool.client_id, email)
+    assert setup["ChallengeName"] == "MFA_SETUP" and "AuthenticationResult" not in setup
+    assert json.loads(setup["ChallengeParameters"]["MFAS_CAN_SETUP"]) == ["SOFTWARE_TOKEN_MFA"]
+
+    def answer_setup(session: str) -> dict[str, Any]:
+        return cognito.respond_to_auth_challenge(
+            ClientId=pool.client_id, ChallengeName="MFA_SETUP", Session=session, ChallengeResponses={"USERNAME": email}
+        )
+
+    with pytest.raises(ClientError) as error:
+        answer_setup(setup["Session"])
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+    associated = cognito.associate_software_token(Session=setup["Session"])
+    step = this_step()
+    with pytest.raises(ClientError) as error:
+        cognito.verify_software_token(Session=associated["Session"], UserCode=wrong_code(associated["SecretCode"]))
+    assert refused(error)[0] == "EnableSoftwareTokenMFAException"
+    with pytest.raises(ClientError) as error:  # not yet verified: the session is still not one for MFA_SETUP
+        answer_setup(associated["Session"])
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+    verified = cognito.verify_software_token(
+        Session=associated["Session"], UserCode=code_at(associated["SecretCode"], step)
+    )
+    assert verified["Status"] == "SUCCESS"
+    tokens = answer_setup(verified["Session"])["AuthenticationResult"]
+    assert "AccessToken" in tokens
+    again = password_sign_in(cognito, pool.client_id, email)
+    assert again["ChallengeName"] == "SOFTWARE_TOKEN_MFA"
+    signed_in = answer_code(
+        cognito, pool.client_id, again["Session"], email, code_at(associated["SecretCode"], step + 1)
+    )
+    assert "AccessToken" in signed_in["AuthenticationResult"]
