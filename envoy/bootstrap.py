@@ -747,6 +747,12 @@ PAGES_COGNITO_ACTIONS = (
     "GlobalSignOut",
     "ForgotPassword",
     "ConfirmForgotPassword",
+    # Sign-out also revokes the refresh token; TOTP: the sign-in code step and the Security page's authenticator app.
+    "RevokeToken",
+    "RespondToAuthChallenge",
+    "AssociateSoftwareToken",
+    "VerifySoftwareToken",
+    "SetUserMFAPreference",
 )
 COGNITO_REFUSED_BODY = '{"__type":"AccessDeniedException","message":"only the pages\' user-pool actions pass here"}'
 
