@@ -8,7 +8,9 @@ it; sign-in challenges (SOFTWARE_TOKEN_MFA, MFA_SETUP) carry the emulator's own 
 client, user and challenge, and expiring after the client's AuthSessionValidity; codes are checked within one 30 s
 step either way, and never accepted twice. moto still checks passwords and issues the tokens (so GetUser,
 GlobalSignOut and refresh keep working), and SetUserMFAPreference is moto's: it turns TOTP on only for a user whose
-token was verified here.
+token was verified here. The same holds for AdminInitiateAuth and AdminRespondToAuthChallenge, and after moto's
+NEW_PASSWORD_REQUIRED and PASSWORD_VERIFIER, which are answered only for their session's own user. The emulator does
+TOTP only: SMS MFA stays moto's.
 
 EMULATOR_AUTH_SESSION_SECONDS, when set, is every sign-in session's lifetime in seconds instead of the client's
 AuthSessionValidity (3 to 15 minutes): a setting for tests of expiry only, which Cognito does not have.
@@ -395,10 +397,10 @@ def _answer_challenge(request: dict[str, Any], name: str) -> dict[str, Any]:
         session.client.secret, session.client.id, username, responses.get("SECRET_HASH")
     ):
         raise NotAuthorizedError(f"Unable to verify secret hash for client {session.client.id}")
-    if name == SOFTWARE_TOKEN_MFA:
-        _check_sign_in_code(session_id, session, responses.get("SOFTWARE_TOKEN_MFA_CODE"))
     if not session.user.enabled:
         raise NotAuthorizedError("User is disabled.")
+    if name == SOFTWARE_TOKEN_MFA:
+        _check_sign_in_code(session_id, session, responses.get("SOFTWARE_TOKEN_MFA_CODE"))
     del _SESSIONS[session_id]
     return session.backend._log_user_in(session.pool, session.client, session.sign_in_name)
 
@@ -417,7 +419,8 @@ def _check_sign_in_code(session_id: str, session: ChallengeSession, code: Any) -
 
 def _answer_moto_challenge(request: dict[str, Any], name: str) -> Answer | None:
     """moto answers PASSWORD_VERIFIER (after USER_SRP_AUTH) and NEW_PASSWORD_REQUIRED, once USERNAME is shown to be
-    the session's user (moto would act for whichever user it names); its answer then goes as a password's does."""
+    the session's user (moto would act for whichever user it names); its answer then goes as a password's does.
+    moto checks no SRP proof (any PASSWORD_CLAIM_SIGNATURE passes): after USER_SRP_AUTH, a code is the only check."""
     found = _client(request.get("ClientId"))
     responses = request.get("ChallengeResponses")
     if found is None or not isinstance(responses, dict):

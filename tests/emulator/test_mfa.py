@@ -463,3 +463,34 @@ def test_a_pool_that_requires_mfa_has_the_user_set_it_up_during_sign_in(cognito)
         cognito, pool.client_id, again["Session"], email, code_at(associated["SecretCode"], step + 1)
     )
     assert "AccessToken" in signed_in["AuthenticationResult"]
+
+
+def test_a_new_password_leads_to_mfa_setup_for_its_own_user_only(cognito):
+    """MFA ON: a user an admin created answers NEW_PASSWORD_REQUIRED and then gets MFA_SETUP, not tokens; that
+    session answered with another user's name is NotAuthorizedException (moto set the named user's password)."""
+    pool = other_pool(cognito, "ON")
+    names = [f"new-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    for name in names:
+        cognito.admin_create_user(UserPoolId=pool.pool_id, Username=name, TemporaryPassword="Temp0rary-pass!")
+    first = cognito.initiate_auth(
+        ClientId=pool.client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": names[0], "PASSWORD": "Temp0rary-pass!"},
+    )
+    assert first["ChallengeName"] == "NEW_PASSWORD_REQUIRED"
+
+    def new_password(username: str) -> dict[str, Any]:
+        return cognito.respond_to_auth_challenge(
+            ClientId=pool.client_id,
+            ChallengeName="NEW_PASSWORD_REQUIRED",
+            Session=first["Session"],
+            ChallengeResponses={"USERNAME": username, "NEW_PASSWORD": PASSWORD},
+        )
+
+    with pytest.raises(ClientError) as error:
+        new_password(names[1])
+    assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+    setup = new_password(names[0])
+    assert setup["ChallengeName"] == "MFA_SETUP" and "AuthenticationResult" not in setup
+    assert json.loads(setup["ChallengeParameters"]["MFAS_CAN_SETUP"]) == ["SOFTWARE_TOKEN_MFA"]
+    assert cognito.associate_software_token(Session=setup["Session"])["SecretCode"]
