@@ -18,19 +18,11 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from backend.activities import home_activities
 from backend.identity import current_identity, init_identity
-from backend.pages import init_pages, page_config
+from backend.pages import PAGE_SETTINGS, init_pages, page_config
 from identity_headers import DEFAULT_PREFIX, PREFIX_PATTERN
 
 # The authz server's realm default; a 401 from here reads the same as one from Envoy.
 REALM = "api"
-# Where the pages find Cognito (backend/pages.py): the same pool, client and endpoint as the stack.
-_COGNITO_KEYS = (
-    "AWS_COGNITO_USER_POOLS_ID",
-    "AWS_COGNITO_CLIENT_ID",
-    "AWS_ENDPOINT_URL_COGNITO_IDP",
-    "PAGES_COGNITO_ENDPOINT",
-    "PAGES_SIGN_OUT_PATH",
-)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -52,7 +44,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     )
     init_identity(app, app.config["IDENTITY_HEADER_PREFIX"])
     _register_routes(app)
-    init_pages(app, page_config({key: str(source.get(key) or "") for key in _COGNITO_KEYS}))
+    # Where the pages find Cognito (backend/pages.py): the same pool, client and endpoint as the stack.
+    init_pages(app, page_config({key: str(source.get(key) or "") for key in PAGE_SETTINGS}))
     app.register_error_handler(HTTPException, _json_error)
     return app
 

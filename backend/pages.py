@@ -1,24 +1,112 @@
-"""The web pages (backend/web/): the sign-up, confirm, sign-in, recover and sign-out flows and the home feed.
+"""The web pages (backend/web/): the sign-up, confirm, sign-in (with a TOTP code step and "Sign in with <IdP>"),
+recover and sign-out flows, the security page (an authenticator app on or off) and the home feed.
 
 Served on the same origin as the API, through Envoy, which lets `/` and `/web/` through without a token. The
 pages call Cognito's user-pool API directly (as Amplify does) at the endpoint `/web/config.json` names: the
 pool, app client and endpoint the stack runs with (the local emulator by default, a real pool's regional
-endpoint otherwise). Nothing here reads a token: the pages send it to the API themselves.
+endpoint otherwise), and, for sign-in with another identity provider, the pool's hosted endpoints (its domain).
+Nothing here reads a token: the pages send it to the API themselves.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from pathlib import Path
+from typing import NotRequired, TypedDict
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, send_from_directory
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-_ASSETS = frozenset({"app.js", "cognito.js", "session.js", "style.css", "favicon.svg"})
+_ASSETS = frozenset(
+    {
+        "app.js",
+        "cognito.js",
+        "oauth.js",
+        "session.js",
+        "totp.js",
+        "qrcode-generator.js",
+        "style.css",
+        "favicon.svg",
+    }
+)
 REAL_ENDPOINT = "https://cognito-idp.{region}.amazonaws.com/"
+# The settings page_config reads; create_app hands it these and no others.
+PAGE_SETTINGS = (
+    "AWS_COGNITO_USER_POOLS_ID",
+    "AWS_COGNITO_CLIENT_ID",
+    "AWS_ENDPOINT_URL_COGNITO_IDP",
+    "PAGES_COGNITO_ENDPOINT",
+    "PAGES_SIGN_OUT_PATH",
+    "PAGES_COGNITO_DOMAIN",
+    "PAGES_IDENTITY_PROVIDERS",
+)
+# Where plain http may serve the hosted endpoints: the local emulator, on this machine only.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
+_HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+# Cognito's own sign-in, which `identity_provider=` also accepts: no other provider of the pool.
+COGNITO_PROVIDER = "COGNITO"
 
 
-def page_config(source: dict[str, str]) -> dict[str, str] | None:
+class PageConfig(TypedDict):
+    """/web/config.json: what the pages need to reach Cognito."""
+
+    userPoolId: str
+    clientId: str
+    region: str
+    endpoint: str
+    signOutPath: NotRequired[str]
+    domain: NotRequired[str]
+    identityProviders: NotRequired[list[str]]
+
+
+def hosted_origin(value: str) -> str | None:
+    """The origin of a pool's hosted endpoints (/oauth2/authorize, /oauth2/token, /oauth2/revoke) from
+    PAGES_COGNITO_DOMAIN, or None when value is not one: an https origin, or http on a loopback host (the local
+    emulator), with nothing after the host and port. The origin is rebuilt from its checked parts, since it goes
+    into the Content-Security-Policy as it is."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError:  # a port that is no number, or out of range
+        return None
+    scheme, host = parts.scheme.lower(), parts.hostname or ""
+    if scheme not in _DEFAULT_PORTS or (scheme == "http" and host not in LOOPBACK_HOSTS):
+        return None
+    if not _HOST.fullmatch(host) or parts.username is not None or parts.password is not None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+
+
+def is_provider_name(name: str) -> bool:
+    """Whether name is a name Cognito gives an identity provider of a pool (ProviderNameTypeV2: 1 to 32 characters
+    matching [^_\\p{Z}][\\p{L}\\p{M}\\p{S}\\p{N}\\p{P}][^_\\p{Z}]+, so at least three); Python's re has no \\p{...}
+    classes, so the Unicode categories are checked one by one."""
+    if not 3 <= len(name) <= 32:
+        return False
+
+    def outer(char: str) -> bool:
+        return char != "_" and not unicodedata.category(char).startswith("Z")
+
+    first, second, rest = name[0], name[1], name[2:]
+    return outer(first) and unicodedata.category(second)[0] in "LMSNP" and all(outer(char) for char in rest)
+
+
+def identity_providers(value: str) -> list[str]:
+    """The provider names of PAGES_IDENTITY_PROVIDERS (comma-separated), in order, each once; a name Cognito would
+    not give a provider, and COGNITO (the pool's own sign-in, which the pages have already), are left out."""
+    names: list[str] = []
+    for name in (part.strip() for part in value.split(",")):
+        if is_provider_name(name) and name != COGNITO_PROVIDER and name not in names:
+            names.append(name)
+    return names
+
+
+def page_config(source: dict[str, str]) -> PageConfig | None:
     """What the pages need to reach Cognito, or None when no pool is configured."""
     pool_id = source.get("AWS_COGNITO_USER_POOLS_ID", "").split(",")[0].strip()
     client_id = source.get("AWS_COGNITO_CLIENT_ID", "").split(",")[0].strip()
@@ -32,21 +120,38 @@ def page_config(source: dict[str, str]) -> dict[str, str] | None:
         or (source.get("AWS_ENDPOINT_URL_COGNITO_IDP") or "").strip()
         or REAL_ENDPOINT.format(region=region)
     )
-    config = {"userPoolId": pool_id, "clientId": client_id, "region": region, "endpoint": endpoint}
+    config: PageConfig = {"userPoolId": pool_id, "clientId": client_id, "region": region, "endpoint": endpoint}
     # PAGES_SIGN_OUT_PATH: the API route where authz signs a caller out on every replica at once (its route table's
     # sign_out rule, with the replicas' shared state); unset, the pages sign out with Cognito alone.
     sign_out_path = (source.get("PAGES_SIGN_OUT_PATH") or "").strip()
     if sign_out_path.startswith("/api/"):
         config["signOutPath"] = sign_out_path
+    # PAGES_COGNITO_DOMAIN: the pool's hosted endpoints (https://<prefix>.auth.<region>.amazoncognito.com, or the
+    # emulator's URL), where "Sign in with <provider>" starts and its code is exchanged for tokens;
+    # PAGES_IDENTITY_PROVIDERS: the providers offered there. Without a domain no provider can be reached.
+    domain = hosted_origin(source.get("PAGES_COGNITO_DOMAIN") or "")
+    if domain is not None:
+        config["domain"] = domain
+        providers = identity_providers(source.get("PAGES_IDENTITY_PROVIDERS") or "")
+        if providers:
+            config["identityProviders"] = providers
     return config
 
 
-def init_pages(app: Flask, config: dict[str, str] | None) -> None:
-    connect = "'self'"
+def _origin(url: str) -> str | None:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else None
+
+
+def init_pages(app: Flask, config: PageConfig | None) -> None:
+    sources = ["'self'"]
     if config is not None:
-        parts = urlsplit(config["endpoint"])
-        if parts.netloc:  # a path on the pages' own origin is 'self' already
-            connect += f" {parts.scheme}://{parts.netloc}"
+        # Cognito's user-pool API (a path on the pages' own origin is 'self' already) and its hosted endpoints,
+        # where the pages exchange a sign-in code for tokens (a navigation to /oauth2/authorize needs no source).
+        for origin in (_origin(config["endpoint"]), config.get("domain")):
+            if origin and origin not in sources:
+                sources.append(origin)
+    connect = " ".join(sources)
     # Only our own scripts and styles run; the only other place the pages talk to is Cognito.
     policy = (
         f"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src {connect}; "

@@ -1,9 +1,11 @@
-// The Cruddur pages: hash routes, one module. Cognito is called directly (cognito.js), the API through Envoy on
-// this same origin with the access token in the Authorization header (api below); tokens live in sessionStorage
-// (session.js says why). User data is only ever written with textContent.
+// The Cruddur pages: hash routes, one module. Cognito is called directly (cognito.js, and oauth.js for its hosted
+// endpoints), the API through Envoy on this same origin with the access token in the Authorization header (api
+// below); tokens live in sessionStorage (session.js says why). User data is only ever written with textContent.
 
 import { cognitoClient, CognitoError } from "./cognito.js";
+import { authorizationResponse, authorizeUrl, finishSignIn, OAuthError, takePending } from "./oauth.js";
 import { claims, clearSession, displayName, loadSession, saveProfile, saveSession } from "./session.js";
+import { groupedSecret, otpauthUri, qrSvg } from "./totp.js";
 
 const REFRESH_MARGIN_MS = 60_000; // refresh when less than this remains on the access token
 const REFRESH_CHECK_MS = 15_000;
@@ -15,8 +17,13 @@ const NOTICES = {
 };
 
 let cognito = null;
-let config = {}; // /web/config.json: the pool, client and Cognito endpoint, and the sign-out route if any
+// /web/config.json: the pool, client and Cognito endpoint, the sign-out route if any, and the hosted endpoints'
+// domain with the identity providers offered there, if any.
+let config = {};
 let refreshing = null;
+// Why the last sign-in did not complete, for the sign-in page to show once (a provider's sign-in comes back to a
+// fresh page load, so it cannot throw into the sign-in form).
+let signInProblem = "";
 
 const view = document.getElementById("view");
 const nav = document.getElementById("nav");
@@ -41,7 +48,7 @@ function show(element, text) {
 }
 
 function message(error) {
-  if (error instanceof CognitoError) return error.message;
+  if (error instanceof CognitoError || error instanceof OAuthError) return error.message;
   return "Something went wrong. Please try again.";
 }
 
@@ -120,16 +127,35 @@ async function signOut(event) {
       credentials: "omit",
     }).catch(() => null);
   }
+  let everywhere = true;
   if (session) {
+    // GlobalSignOut first: RevokeToken also revokes the access tokens issued with the refresh token, after which
+    // Cognito would no longer take GlobalSignOut from this one. RevokeToken still ends this tab's session at Cognito
+    // when GlobalSignOut fails (an access token Cognito no longer takes, say).
     try {
       await cognito.globalSignOut(session.accessToken); // every device, as the seed's signOut({ global: true })
     } catch {
-      // This device is signed out either way; say that the others may not be.
-      go("#/?notice=signed-out-here");
-      return;
+      everywhere = false;
+    }
+    try {
+      await cognito.revokeToken(session.refreshToken);
+    } catch {
+      everywhere = false;
     }
   }
-  go("#/");
+  // This device is signed out either way; when a call failed, say that the others may not be.
+  go(everywhere ? "#/" : "#/?notice=signed-out-here");
+}
+
+// After a sign-in (a password, a code, or a provider's): keep the tokens, and the name the user signed up with (id
+// tokens from some issuers, the local emulator's among them, lack it). The caller goes on to home.
+async function signedIn(result) {
+  const session = saveSession(result);
+  try {
+    saveProfile(session, (await cognito.getUser(session.accessToken)).UserAttributes);
+  } catch {
+    // Only the greeting needs it: fall back to the id token's claims.
+  }
 }
 
 // -- pages ----------------------------------------------------------------------------------------------------
@@ -175,19 +201,24 @@ function activity(item, me) {
 function form(pageId, formId, errorId, submit) {
   view.replaceChildren(clone(pageId));
   const element = document.getElementById(formId);
-  const error = document.getElementById(errorId);
+  bind(element, document.getElementById(errorId), submit);
+  return element;
+}
+
+// submit(values) on the form's submit, once every required field is filled in; what it throws is shown in error.
+function bind(element, error, submit) {
   element.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = element.querySelector("button[type=submit]");
     show(error, "");
-    const values = Object.fromEntries(new FormData(element));
-    for (const [name, value] of Object.entries(values)) {
-      if (!String(value).trim()) {
-        show(error, `Please fill in ${element.querySelector(`[name=${name}]`).labels[0].textContent.toLowerCase()}.`);
-        element.querySelector(`[name=${name}]`).focus();
+    for (const field of element.querySelectorAll("[required]")) {
+      if (!field.value.trim()) {
+        show(error, `Please fill in ${field.labels[0].textContent.toLowerCase()}.`);
+        field.focus();
         return;
       }
     }
+    const values = Object.fromEntries(new FormData(element));
     button.disabled = true;
     try {
       await submit(values);
@@ -197,7 +228,13 @@ function form(pageId, formId, errorId, submit) {
       button.disabled = false;
     }
   });
-  return element;
+}
+
+// A TOTP code as apps show it: six digits (spaces an app or a paste put in the middle are dropped).
+function totpCode(value) {
+  const code = value.replace(/\s+/g, "");
+  if (!/^[0-9]{6}$/.test(code)) throw new CognitoError("InvalidCode", "Enter the 6-digit code from your authenticator app.");
+  return code;
 }
 
 function signUp() {
@@ -234,6 +271,8 @@ function confirm(params) {
   });
 }
 
+const UNSUPPORTED_STEP = "This account needs a sign-in step these pages do not support.";
+
 function signIn(params) {
   const element = form("page-signin", "signin-form", "signin-error", async ({ email, password }) => {
     let answer;
@@ -246,20 +285,80 @@ function signIn(params) {
       }
       throw failure;
     }
+    if (answer.ChallengeName === "SOFTWARE_TOKEN_MFA") {
+      askForCode(email.trim(), answer);
+      return;
+    }
     if (!answer.AuthenticationResult) {
-      throw new CognitoError(answer.ChallengeName || "Challenge", "This account needs a sign-in step these pages do not support.");
+      throw new CognitoError(answer.ChallengeName || "Challenge", UNSUPPORTED_STEP);
     }
-    const session = saveSession(answer.AuthenticationResult);
-    try {
-      // The name the user signed up with (id tokens from some issuers, the local emulator's among them, lack it).
-      saveProfile(session, (await cognito.getUser(session.accessToken)).UserAttributes);
-    } catch {
-      // Only the greeting needs it: fall back to the id token's claims.
-    }
+    await signedIn(answer.AuthenticationResult);
     go("#/");
   });
   element.email.value = params.get("email") || "";
   show(document.getElementById("signin-notice"), notice(params.get("notice")));
+  show(document.getElementById("signin-error"), signInProblem);
+  signInProblem = "";
+  providerButtons(document.getElementById("signin-providers"), document.getElementById("signin-error"));
+}
+
+// "Sign in with <provider>", one button per provider the pool offers on its hosted endpoints.
+function providerButtons(container, error) {
+  const providers = config.domain && Array.isArray(config.identityProviders) ? config.identityProviders : [];
+  for (const provider of providers) {
+    const button = clone("provider-button").querySelector("button");
+    button.textContent = `Sign in with ${provider}`;
+    button.addEventListener("click", async () => {
+      show(error, "");
+      button.disabled = true;
+      try {
+        location.assign(await authorizeUrl(config, provider));
+      } catch (failure) {
+        show(error, message(failure));
+        button.disabled = false;
+      }
+    });
+    container.append(button);
+  }
+  container.hidden = providers.length === 0;
+}
+
+// The password was right and the account has an authenticator app: the code step, on the same page. The challenge's
+// Session lives in this closure only.
+function askForCode(email, challenge) {
+  const passwordForm = document.getElementById("signin-form");
+  const codeForm = document.getElementById("mfa-form");
+  // Cognito names the user it challenges (USER_ID_FOR_SRP: the username, which an email sign-in pool keeps apart
+  // from the email); the email the user typed otherwise.
+  const username = challenge.ChallengeParameters?.USER_ID_FOR_SRP || email;
+  let session = challenge.Session;
+  passwordForm.hidden = true;
+  codeForm.hidden = false;
+  document.getElementById("mfa-code").focus();
+  const again = (problem) => {
+    signInProblem = problem;
+    signIn(new URLSearchParams({ email }));
+  };
+  document.getElementById("mfa-back").addEventListener("click", () => again(""));
+  bind(codeForm, document.getElementById("mfa-error"), async ({ code }) => {
+    let answer;
+    try {
+      answer = await cognito.answerSoftwareTokenMfa(username, totpCode(code), session);
+    } catch (failure) {
+      if (failure instanceof CognitoError && failure.type === "NotAuthorizedException") {
+        // The challenge's session expired (a few minutes) or is spent: start again from the password.
+        again(`Your sign-in session has ended (${failure.message}). Enter your password again.`);
+        return;
+      }
+      throw failure; // a wrong code (CodeMismatchException) and the like: shown, and the user tries again
+    }
+    if (!answer.AuthenticationResult) {
+      session = answer.Session || session;
+      throw new CognitoError(answer.ChallengeName || "Challenge", UNSUPPORTED_STEP);
+    }
+    await signedIn(answer.AuthenticationResult);
+    go("#/");
+  });
 }
 
 function forgot() {
@@ -277,6 +376,107 @@ function reset(params) {
   element.email.value = params.get("email") || "";
 }
 
+// The signed-in user's authenticator app (TOTP): whether it is on, turning it on (a new key, shown once, and the
+// app's first code) and off.
+function security() {
+  if (!loadSession()) {
+    go("#/signin");
+    return;
+  }
+  view.replaceChildren(clone("page-security"));
+  const main = view.querySelector("main");
+  const status = document.getElementById("mfa-status");
+  const noticeBox = document.getElementById("security-notice");
+  const error = document.getElementById("security-error");
+  const turnOn = document.getElementById("mfa-on");
+  const turnOff = document.getElementById("mfa-off");
+  const setup = document.getElementById("totp-form");
+  const secret = document.getElementById("totp-secret");
+  const qr = document.getElementById("totp-qr");
+
+  // The access token to call Cognito with, or null (and off to sign-in) when the session is gone.
+  async function accessToken() {
+    const session = await freshSession();
+    if (!session) throw new CognitoError("NotAuthorizedException", "Your session has ended. Sign in again.");
+    return session.accessToken;
+  }
+
+  async function run(button, action) {
+    show(error, "");
+    show(noticeBox, "");
+    button.disabled = true;
+    try {
+      await action();
+    } catch (failure) {
+      if (failure instanceof CognitoError && failure.type === "NotAuthorizedException" && !loadSession()) return;
+      show(error, message(failure));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // The key leaves the page once the app is confirmed or the set-up is abandoned; it was never stored elsewhere.
+  function forgetKey() {
+    secret.textContent = "";
+    qr.replaceChildren();
+    setup.reset();
+    show(document.getElementById("totp-error"), "");
+    setup.hidden = true;
+  }
+
+  async function refresh() {
+    const user = await cognito.getUser(await accessToken());
+    const on = (user.UserMFASettingList || []).includes("SOFTWARE_TOKEN_MFA");
+    if (!main.isConnected) return; // navigated away meanwhile
+    main.dataset.mfa = on ? "on" : "off";
+    status.textContent = on
+      ? "An authenticator app is on: signing in asks for its code after your password."
+      : "An authenticator app is off: signing in asks for your password only.";
+    turnOn.hidden = on || !setup.hidden;
+    turnOff.hidden = !on;
+  }
+
+  turnOn.addEventListener("click", () =>
+    run(turnOn, async () => {
+      const { SecretCode } = await cognito.associateSoftwareToken(await accessToken());
+      const session = loadSession();
+      const account = (session && (session.profile?.email || claims(session.idToken).email)) || "account";
+      secret.textContent = groupedSecret(SecretCode);
+      qr.replaceChildren(qrSvg(otpauthUri(account, SecretCode), "QR code of the key for your authenticator app"));
+      setup.hidden = false;
+      turnOn.hidden = true;
+      document.getElementById("totp-code").focus();
+    }),
+  );
+  document.getElementById("totp-cancel").addEventListener("click", () => {
+    forgetKey();
+    turnOn.hidden = false;
+  });
+  bind(setup, document.getElementById("totp-error"), async ({ code, device }) => {
+    const token = await accessToken();
+    const answer = await cognito.verifySoftwareToken(token, totpCode(code), device.trim() || "Authenticator app");
+    if (answer.Status && answer.Status !== "SUCCESS") {
+      throw new CognitoError("VerifySoftwareToken", "The code was not accepted. Enter the code the app shows now.");
+    }
+    await cognito.setSoftwareTokenMfa(token, true);
+    forgetKey();
+    show(noticeBox, "Your authenticator app is on. Signing in now asks for its code.");
+    await refresh();
+  });
+  turnOff.addEventListener("click", () =>
+    run(turnOff, async () => {
+      await cognito.setSoftwareTokenMfa(await accessToken(), false);
+      show(noticeBox, "Your authenticator app is off. Signing in asks for your password only.");
+      await refresh();
+    }),
+  );
+
+  refresh().catch((failure) => {
+    status.textContent = "";
+    show(error, message(failure));
+  });
+}
+
 // A Map, not an object literal: the path comes from the URL, and an object would also answer for the names every
 // object inherits (#constructor, #__proto__), which are no pages.
 const PAGES = new Map([
@@ -286,6 +486,7 @@ const PAGES = new Map([
   ["/signin", signIn],
   ["/forgot", forgot],
   ["/reset", reset],
+  ["/security", security],
 ]);
 
 function route() {
@@ -296,6 +497,22 @@ function route() {
   if (heading) document.title = `${heading.textContent} · Cruddur`;
 }
 
+// Back from "Sign in with <provider>" (?code=&state=, or ?error=): exchange the code when the answer is to this tab's
+// own sign-in, before any page shows. The query leaves the address bar and the history at once: the code is
+// spent either way, and a reload must not bring it back.
+async function returnFromProvider() {
+  const response = authorizationResponse(location.search);
+  if (response === null) return;
+  const pending = takePending();
+  history.replaceState(null, "", `${location.pathname}#/signin`);
+  try {
+    await signedIn(await finishSignIn(config, response, pending));
+    history.replaceState(null, "", `${location.pathname}#/`);
+  } catch (failure) {
+    signInProblem = message(failure);
+  }
+}
+
 async function start() {
   const response = await fetch("/web/config.json", { cache: "no-store" });
   if (!response.ok) {
@@ -304,6 +521,7 @@ async function start() {
   }
   config = await response.json();
   cognito = cognitoClient(config);
+  await returnFromProvider();
   window.addEventListener("hashchange", route);
   // Refresh ahead of expiry, also while the page sits idle.
   setInterval(() => {

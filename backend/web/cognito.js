@@ -59,6 +59,14 @@ export function cognitoClient({ endpoint, clientId }) {
         AuthFlow: "USER_PASSWORD_AUTH",
         AuthParameters: { USERNAME: email, PASSWORD: password },
       }),
+    // The answer to InitiateAuth's SOFTWARE_TOKEN_MFA challenge: the code the user's authenticator app shows.
+    answerSoftwareTokenMfa: (username, code, session) =>
+      call("RespondToAuthChallenge", {
+        ClientId: clientId,
+        ChallengeName: "SOFTWARE_TOKEN_MFA",
+        Session: session,
+        ChallengeResponses: { USERNAME: username, SOFTWARE_TOKEN_MFA_CODE: code },
+      }),
     refresh: (refreshToken) =>
       call("InitiateAuth", {
         ClientId: clientId,
@@ -69,6 +77,17 @@ export function cognitoClient({ endpoint, clientId }) {
     confirmForgotPassword: (email, code, password) =>
       call("ConfirmForgotPassword", { ClientId: clientId, Username: email, ConfirmationCode: code, Password: password }),
     globalSignOut: (accessToken) => call("GlobalSignOut", { AccessToken: accessToken }),
+    // The refresh token and every access token issued from it (the app client's token revocation).
+    revokeToken: (refreshToken) => call("RevokeToken", { ClientId: clientId, Token: refreshToken }),
     getUser: (accessToken) => call("GetUser", { AccessToken: accessToken }),
+    // An authenticator app: a new key for the user, the app's first code to prove it holds it, then TOTP on.
+    associateSoftwareToken: (accessToken) => call("AssociateSoftwareToken", { AccessToken: accessToken }),
+    verifySoftwareToken: (accessToken, code, deviceName) =>
+      call("VerifySoftwareToken", { AccessToken: accessToken, UserCode: code, FriendlyDeviceName: deviceName }),
+    setSoftwareTokenMfa: (accessToken, enabled) =>
+      call("SetUserMFAPreference", {
+        AccessToken: accessToken,
+        SoftwareTokenMfaSettings: { Enabled: enabled, PreferredMfa: enabled },
+      }),
   };
 }
