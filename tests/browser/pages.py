@@ -19,6 +19,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 WAIT_SECONDS = 10
 SESSION_KEY = "cruddur.session"
+# Where the pages keep a provider sign-in's state and PKCE verifier between leaving for the provider and coming back.
+OAUTH_KEY = "cruddur.oauth"
 PASSWORD = "Sup3r-secret!"
 
 # One read of the feed, so no element goes stale between finding it and reading it.
@@ -173,6 +175,29 @@ class App:
             "sessionStorage.setItem(arguments[0], arguments[1])", SESSION_KEY, json.dumps(session)
         )
 
+    def storage(self) -> str:
+        """Everything this origin keeps in the tab's storage and cookies, as one text (to look for what must not be
+        kept there)."""
+        return self.driver.execute_script(
+            "return JSON.stringify([{...sessionStorage}, {...localStorage}, document.cookie])"
+        )
+
+    def pending_sign_in(self) -> dict[str, Any] | None:
+        """What the pages keep while a provider's sign-in is under way (state and PKCE verifier), or None."""
+        raw = self.driver.execute_script("return sessionStorage.getItem(arguments[0])", OAUTH_KEY)
+        return None if raw is None else json.loads(raw)
+
+    def store_pending_sign_in(self, pending: dict[str, Any]) -> None:
+        self.driver.execute_script("sessionStorage.setItem(arguments[0], arguments[1])", OAUTH_KEY, json.dumps(pending))
+
+    def loaded_url(self) -> str:
+        """The URL this document was loaded from, query included, whatever history.replaceState made of it since."""
+        return self.driver.execute_script("return performance.getEntriesByType('navigation')[0].name")
+
+    def requested_urls(self) -> list[str]:
+        """Every URL this document fetched (the Resource Timing entries: fetch() calls, scripts, styles)."""
+        return self.driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+
     # -- what a user does and sees --------------------------------------------------------------------------------
 
     def wait_signed_out_home(self) -> list[dict[str, Any]]:
@@ -214,10 +239,43 @@ class App:
         )
         self.submit("form#signup-form")
 
-    def sign_in(self, email: str, password: str) -> None:
-        """Sign in from the sign-in page and land on home, signed in."""
+    def enter_password(self, email: str, password: str) -> None:
+        """Open the sign-in page and send email and password (what follows is the caller's to wait for)."""
         self.open("/signin")
         self.wait_page("signin")
         self.fill({"#signin-email": email, "#signin-password": password})
         self.submit("form#signin-form")
+
+    def sign_in(self, email: str, password: str) -> None:
+        """Sign in from the sign-in page and land on home, signed in."""
+        self.enter_password(email, password)
         self.wait_signed_in_home()
+
+    def wait_code_step(self) -> None:
+        """The sign-in page's code step: the code form shown, the password form hidden."""
+        self.wait_page("signin")
+        self.wait(
+            lambda: self.shown("form#mfa-form input#mfa-code") and not self.shown("form#signin-form"),
+            lambda: f"the code step never showed (error: {self.text('#signin-error')!r})",
+        )
+
+    def enter_code(self, code: str) -> None:
+        self.fill({"#mfa-code": code})
+        self.submit("form#mfa-form")
+
+    # -- the security page ----------------------------------------------------------------------------------------
+
+    def open_security(self) -> None:
+        """From a signed-in page, follow the nav's Security link."""
+        self.find("nav#nav a#nav-security").click()
+        self.wait_page("security")
+
+    def wait_authenticator(self, state: str) -> None:
+        """The security page says the authenticator app is `state` ("on" or "off")."""
+        self.wait(
+            lambda: self.find('main[data-page="security"]').get_dom_attribute("data-mfa") == state,
+            lambda: (
+                f"the security page never said the authenticator app is {state} "
+                f"(status {self.text('#mfa-status')!r}, error {self.text('#security-error')!r})"
+            ),
+        )

@@ -9,52 +9,15 @@ from urllib.parse import unquote
 
 import pytest
 import requests
-from botocore.exceptions import ClientError
 
-from stack.cognito import register
 from stack.local import LocalStack
+from tests.browser.accounts import confirmed_person, refresh_refused, token_refused
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.pages import App, Person
 from tests.conftest import wait_for
 
 CODE = "123456"  # the emulator takes any code for ConfirmSignUp and ConfirmForgotPassword
 WRONG_PASSWORD = "Incorrect username or password."
-
-
-def confirmed_person(stack: LocalStack, cognito: Any) -> Person:
-    """A person signed up and confirmed beforehand (boto3: SignUp, AdminConfirmSignUp)."""
-    person = Person.new()
-    env = stack.cognito_env
-    register(
-        cognito,
-        env["AWS_COGNITO_USER_POOLS_ID"],
-        env["AWS_COGNITO_CLIENT_ID"],
-        email=person.email,
-        password=person.password,
-        name=person.name,
-        handle=person.handle,
-    )
-    return person
-
-
-def token_refused(cognito: Any, access_token: str) -> bool:
-    try:
-        cognito.get_user(AccessToken=access_token)
-    except ClientError as error:
-        return error.response["Error"]["Code"] == "NotAuthorizedException"
-    return False
-
-
-def refresh_refused(cognito: Any, stack: LocalStack, refresh_token: str) -> bool:
-    try:
-        cognito.initiate_auth(
-            ClientId=stack.cognito_env["AWS_COGNITO_CLIENT_ID"],
-            AuthFlow="REFRESH_TOKEN_AUTH",
-            AuthParameters={"REFRESH_TOKEN": refresh_token},
-        )
-    except ClientError as error:
-        return error.response["Error"]["Code"] == "NotAuthorizedException"
-    return False
 
 
 def test_sign_up_confirm_sign_in_and_sign_out(app: App, tmp_path: Path) -> None:

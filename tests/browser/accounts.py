@@ -1,0 +1,55 @@
+"""The browser tests' users and what Cognito (boto3, against the stack's emulator) says of their tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from botocore.exceptions import ClientError
+
+from stack.cognito import register
+from stack.local import LocalStack
+from tests.browser.pages import Person
+
+
+def confirmed_person(stack: LocalStack, cognito: Any) -> Person:
+    """A person signed up and confirmed beforehand (boto3: SignUp, AdminConfirmSignUp)."""
+    person = Person.new()
+    env = stack.cognito_env
+    register(
+        cognito,
+        env["AWS_COGNITO_USER_POOLS_ID"],
+        env["AWS_COGNITO_CLIENT_ID"],
+        email=person.email,
+        password=person.password,
+        name=person.name,
+        handle=person.handle,
+    )
+    return person
+
+
+def token_refused(cognito: Any, access_token: str) -> bool:
+    try:
+        cognito.get_user(AccessToken=access_token)
+    except ClientError as error:
+        return error.response["Error"]["Code"] == "NotAuthorizedException"
+    return False
+
+
+def refresh_refused(cognito: Any, stack: LocalStack, refresh_token: str) -> bool:
+    try:
+        cognito.initiate_auth(
+            ClientId=stack.cognito_env["AWS_COGNITO_CLIENT_ID"],
+            AuthFlow="REFRESH_TOKEN_AUTH",
+            AuthParameters={"REFRESH_TOKEN": refresh_token},
+        )
+    except ClientError as error:
+        return error.response["Error"]["Code"] == "NotAuthorizedException"
+    return False
+
+
+def api_identity(stack: LocalStack, access_token: str) -> dict[str, Any]:
+    """/api/me through the stack's Envoy with the token: who authz says the caller is (its sub, for one)."""
+    answer = requests.get(stack.envoy_url + "/api/me", headers={"Authorization": f"Bearer {access_token}"}, timeout=5)
+    assert answer.status_code == 200, (answer.status_code, answer.text)
+    return answer.json()
