@@ -232,7 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--port", type=int, required=True)
     args = parser.parse_args(argv)
     os.environ.setdefault("MOTO_PORT", str(args.port))  # as moto_server does: moto builds some URLs from it
-    app = WithUserPoolFixes(DomainDispatcherApplication(create_backend_app))
+    # Cognito's hosted OAuth 2.0 endpoints, RevokeToken and their sessions' refresh (stack/hosted.py, which builds on
+    # this module: imported here, not at the top), in front of everything else, under the same state lock.
+    from stack.hosted import HostedEndpoints
+
+    app = HostedEndpoints(WithUserPoolFixes(DomainDispatcherApplication(create_backend_app)), _MOTO_STATE)
     run_simple(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
     return 0
 
