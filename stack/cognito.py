@@ -1,13 +1,15 @@
 """The seed's Cognito console steps as boto3 calls: works against real AWS and against a local emulator.
 
 Pool `cruddur-user-pool`: email as sign-in, required attributes name, email and preferred_username,
-self-registration, email verification; a public app client `cruddur` without a secret. For machine-to-machine
-calls, a resource server `reports-api` and a confidential client `cruddur-reports` (provision_machine_client).
+self-registration, email verification, optional TOTP MFA (software tokens); a public app client `cruddur` without a
+secret, with token revocation. For machine-to-machine calls, a resource server `reports-api` and a confidential
+client `cruddur-reports` (provision_machine_client). For "Sign in with ...", an OIDC identity provider and the public
+client's hosted-UI settings (provision_identity_provider).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,10 +46,24 @@ def cognito_client_for(env: Mapping[str, str]) -> Any:
 
 
 def provision(client: Any, region: str) -> Provisioned:
-    """Create the pool and app client, or reuse them when a pool of that name already exists."""
+    """Create the pool and app client, or reuse them when a pool of that name already exists; either way the pool
+    offers TOTP MFA (optional, software tokens) and the client allows token revocation."""
     pool_id = _existing_pool(client) or _create_pool(client)
     client_id = _existing_client(client, pool_id) or _create_client(client, pool_id)
+    client.set_user_pool_mfa_config(
+        UserPoolId=pool_id, SoftwareTokenMfaConfiguration={"Enabled": True}, MfaConfiguration="OPTIONAL"
+    )
+    update_app_client(client, pool_id, client_id, EnableTokenRevocation=True)
     return Provisioned(pool_id=pool_id, client_id=client_id, region=region)
+
+
+def update_app_client(client: Any, pool_id: str, client_id: str, **changes: Any) -> None:
+    """UpdateUserPoolClient with changes, carrying every other setting the client has: Cognito resets any setting
+    the call leaves out."""
+    current = client.describe_user_pool_client(UserPoolId=pool_id, ClientId=client_id)["UserPoolClient"]
+    settable = client.meta.service_model.operation_model("UpdateUserPoolClient").input_shape.members
+    carried = {key: value for key, value in current.items() if key in settable}
+    client.update_user_pool_client(**{**carried, **changes, "UserPoolId": pool_id, "ClientId": client_id})
 
 
 def _existing_pool(client: Any) -> str | None:
@@ -98,6 +114,7 @@ def _create_client(client: Any, pool_id: str) -> str:
         GenerateSecret=False,
         ExplicitAuthFlows=["ALLOW_USER_SRP_AUTH", "ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
         PreventUserExistenceErrors="ENABLED",
+        EnableTokenRevocation=True,
     )
     return app["UserPoolClient"]["ClientId"]
 
@@ -190,3 +207,71 @@ def client_token(client: Any, machine: MachineClient, scopes: list[str] | None =
         request["Scopes"] = scopes
     token: str = client.get_client_token(**request)["ClientAuthenticationResult"]["AccessToken"]
     return token
+
+
+# "Sign in with <provider>": an OIDC identity provider of the pool, and the public client's hosted-UI settings.
+# Cognito's provider names allow no underscore (a federated username is `<ProviderName>_<IdP user id>`).
+LOCAL_IDP = "LocalIdP"
+IDP_SCOPES = "openid email profile"
+# The pool's attributes from the IdP's claims: the pool requires name, email and preferred_username, and an email
+# is verified only when email_verified is mapped too; the IdP's sub is the user's id there.
+IDP_ATTRIBUTE_MAPPING = {
+    "email": "email",
+    "email_verified": "email_verified",
+    "name": "name",
+    "preferred_username": "preferred_username",
+    "username": "sub",
+}
+HOSTED_SCOPES = ["openid", "email", "profile", "aws.cognito.signin.user.admin"]
+
+
+@dataclass(frozen=True)
+class OidcIdentityProvider:
+    """An external OpenID Connect IdP, as the pool knows it: its issuer and the app registration Cognito uses there
+    (whose redirect URI is the pool domain's /oauth2/idpresponse)."""
+
+    issuer: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    name: str = LOCAL_IDP
+
+
+def provision_identity_provider(
+    client: Any,
+    pool_id: str,
+    client_id: str,
+    provider: OidcIdentityProvider,
+    *,
+    callback_urls: Sequence[str],
+    logout_urls: Sequence[str],
+) -> None:
+    """The OIDC provider in the pool (created, or updated when it exists) and the app client's hosted-UI settings:
+    the code flow with the openid, email, profile and admin scopes, callback_urls and logout_urls, and sign-in with
+    the pool itself or the provider. Against a real pool too (which wants https URLs, but http://localhost)."""
+    settings = {
+        "ProviderDetails": {
+            "client_id": provider.client_id,
+            "client_secret": provider.client_secret,
+            "oidc_issuer": provider.issuer,
+            "authorize_scopes": IDP_SCOPES,
+            "attributes_request_method": "GET",
+        },
+        "AttributeMapping": IDP_ATTRIBUTE_MAPPING,
+    }
+    try:
+        client.describe_identity_provider(UserPoolId=pool_id, ProviderName=provider.name)
+    except client.exceptions.ResourceNotFoundException:
+        client.create_identity_provider(UserPoolId=pool_id, ProviderName=provider.name, ProviderType="OIDC", **settings)
+    else:
+        client.update_identity_provider(UserPoolId=pool_id, ProviderName=provider.name, **settings)
+    update_app_client(
+        client,
+        pool_id,
+        client_id,
+        AllowedOAuthFlows=["code"],
+        AllowedOAuthFlowsUserPoolClient=True,
+        AllowedOAuthScopes=HOSTED_SCOPES,
+        CallbackURLs=list(callback_urls),
+        LogoutURLs=list(logout_urls),
+        SupportedIdentityProviders=["COGNITO", provider.name],
+    )

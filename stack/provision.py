@@ -1,19 +1,46 @@
 """The local Cognito, ready to use: the seed's pool and client plus a confirmed demo user, and the env file
-that tells the rest of the stack about them.
+that tells the rest of the stack about them; and, for "Sign in with LocalIdP", the local external IdP's accounts and
+its provider in the pool.
 
-`make run` calls provision_local(); docker-compose runs `python -m stack.provision` as its one-shot job.
+`make run` calls provision_local() and provision_local_idp(); docker-compose runs `python -m stack.provision` as its
+one-shot job.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+import urllib.request
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from stack.cognito import cognito_client, ensure_user, provision
+from stack.cognito import (
+    LOCAL_IDP,
+    OidcIdentityProvider,
+    cognito_client,
+    cognito_client_for,
+    ensure_user,
+    provision,
+    provision_identity_provider,
+)
 
 DEMO = {"email": "demo@cruddur.local", "password": "Demo-Passw0rd!", "name": "Demo User", "handle": "demo"}
+# The local IdP's accounts (oidc-provider-mock's predefined users, a button each on its sign-in page), by sub, with
+# the claims the pool's attribute mapping reads: a user the pool requires name, email and preferred_username of.
+IDP_ACCOUNTS: dict[str, dict[str, Any]] = {
+    "alice": {
+        "email": "alice@idp.local",
+        "email_verified": True,
+        "name": "Alice Federated",
+        "preferred_username": "alice",
+    },
+    "bob": {"email": "bob@idp.local", "email_verified": True, "name": "Bob Federated", "preferred_username": "bobf"},
+}
+# Where Cognito's hosted endpoints expect the IdP to send the browser back.
+IDP_RESPONSE_PATH = "/oauth2/idpresponse"
 
 
 def provision_local(endpoint: str, region: str) -> dict[str, str]:
@@ -29,6 +56,39 @@ def provision_local(endpoint: str, region: str) -> dict[str, str]:
         "DEMO_USERNAME": DEMO["email"],
         "DEMO_PASSWORD": DEMO["password"],
     }
+
+
+def provision_local_idp(env: Mapping[str, str], idp_url: str, *, origins: Sequence[str]) -> None:
+    """The local IdP (at idp_url) as provider LocalIdP of the pool env describes: an app registration there for the
+    pool's /oauth2/idpresponse (at the emulator, AWS_ENDPOINT_URL_COGNITO_IDP), and the app client's hosted-UI
+    settings with each of origins + "/" (where the pages are served) as callback and sign-out URL."""
+    endpoint = env["AWS_ENDPOINT_URL_COGNITO_IDP"].rstrip("/")
+    client_id, client_secret = register_idp_client(idp_url, endpoint + IDP_RESPONSE_PATH)
+    pages = [origin.rstrip("/") + "/" for origin in origins]
+    provision_identity_provider(
+        cognito_client_for(env),
+        env["AWS_COGNITO_USER_POOLS_ID"],
+        env["AWS_COGNITO_CLIENT_ID"],
+        OidcIdentityProvider(issuer=idp_url, client_id=client_id, client_secret=client_secret, name=LOCAL_IDP),
+        callback_urls=pages,
+        logout_urls=pages,
+    )
+
+
+def register_idp_client(idp_url: str, redirect_uri: str) -> tuple[str, str]:
+    """(client_id, client_secret) of a new app registration at the local IdP (OAuth 2.0 dynamic client registration,
+    client_secret_basic) whose one redirect URI is redirect_uri."""
+    request = urllib.request.Request(
+        idp_url.rstrip("/") + "/oauth2/clients",
+        data=json.dumps(
+            {"redirect_uris": [redirect_uri], "token_endpoint_auth_method": "client_secret_basic"}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        registration = json.load(response)
+    return registration["client_id"], registration["client_secret"]
 
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:
