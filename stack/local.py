@@ -1,4 +1,5 @@
-"""The whole stack as local processes: Cognito emulator, backend, authz server(s) and a real Envoy.
+"""The whole stack as local processes: Cognito emulator (and a local external IdP), backend, authz server(s) and a
+real Envoy.
 
 `make run` starts it on the documented ports; the integration tests start it on free ports. Data flows
 client -> Envoy -> (ext_authz -> authz) -> backend; the stack only wires the parts together over the wire.
@@ -19,8 +20,9 @@ import redis
 
 from envoy import bootstrap
 from identity_headers import DEFAULT_PREFIX
+from stack.cognito import LOCAL_IDP
 from stack.processes import ManagedProcess, Probe, free_ports, grpc_serving, http_ok
-from stack.provision import emulator_answers, provision_local
+from stack.provision import IDP_ACCOUNTS, emulator_answers, provision_local, provision_local_idp
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -42,11 +44,13 @@ class Ports:
     # Redis, the authz replicas' shared state (LocalStack.state): beside the usual 6379, which a Redis of the
     # machine's own may hold.
     state: int = 6380
+    # The local external IdP (LocalStack.idp): oidc-provider-mock's own default port.
+    idp: int = 9400
 
     @classmethod
     def free(cls, *, authz_replicas: int = 1) -> Ports:
         """Distinct loopback ports nobody listens on right now."""
-        ports = iter(free_ports(5 + 2 * authz_replicas))
+        ports = iter(free_ports(6 + 2 * authz_replicas))
         return cls(
             envoy=next(ports),
             admin=next(ports),
@@ -55,6 +59,7 @@ class Ports:
             backend=next(ports),
             cognito=next(ports),
             state=next(ports),
+            idp=next(ports),
         )
 
     def beside(self, *, authz_replicas: int = 1) -> Ports:
@@ -69,6 +74,7 @@ class Ports:
             backend=self.backend,
             cognito=self.cognito,
             state=next(ports),
+            idp=self.idp,
         )
 
 
@@ -155,6 +161,9 @@ class LocalStack:
     user_rate_limit: int = 0
     # Give the authz replicas a shared state (AUTHZ_STATE_URL): a Redis of the stack's own on ports.state.
     state: bool = False
+    # An external IdP on 127.0.0.1:ports.idp (oidc-provider-mock, IDP_ACCOUNTS), provisioned in the emulator's pool as
+    # LocalIdP, and the pages' "Sign in with LocalIdP" (PAGES_COGNITO_DOMAIN, PAGES_IDENTITY_PROVIDERS).
+    idp: bool = False
     cognito_env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
 
@@ -193,6 +202,24 @@ class LocalStack:
         self.cognito_env = provision_local(emulator_url(self.ports.cognito), region)
         return self.cognito_env
 
+    @property
+    def idp_url(self) -> str:
+        """The local IdP's issuer (its address is its issuer: the emulator and the browser reach it the same way)."""
+        return f"http://127.0.0.1:{self.ports.idp}"
+
+    @property
+    def page_origins(self) -> tuple[str, ...]:
+        """Where a browser loads the pages: Envoy, by either loopback name (the app client's callback URLs)."""
+        return (self.envoy_url, f"http://localhost:{self.ports.envoy}")
+
+    def start_idp(self) -> None:
+        """The local external IdP with IDP_ACCOUNTS, then its provider LocalIdP in the emulator's pool and the app
+        client's hosted-UI settings (after start_cognito)."""
+        if "idp" not in self.processes:
+            self.processes["idp"] = local_idp(self.ports.idp, self.run_dir)
+        self.processes["idp"].start()
+        provision_local_idp(self.cognito_env, self.idp_url, origins=self.page_origins)
+
     def use_cognito(self, env: Mapping[str, str]) -> None:
         """A real pool (or an emulator started elsewhere): AWS_COGNITO_USER_POOLS_ID, _CLIENT_ID, _REGION."""
         self.cognito_env = dict(env)
@@ -217,6 +244,8 @@ class LocalStack:
             **{key: value for key, value in self.cognito_env.items() if key.startswith("AWS_")},
             # With the shared state, the pages' sign-out also signs the user out on every authz replica at once.
             **({"PAGES_SIGN_OUT_PATH": "/api/sign-out"} if self.state else {}),
+            # With the local IdP, "Sign in with LocalIdP" at the emulator's hosted endpoints.
+            **self._hosted_sign_in(),
         }
         self._start(
             "backend",
@@ -232,6 +261,12 @@ class LocalStack:
             http_ok(self.backend_url + "/api/health"),
             ports=(self.ports.backend,),
         )
+
+    def _hosted_sign_in(self) -> dict[str, str]:
+        endpoint = self.cognito_env.get("AWS_ENDPOINT_URL_COGNITO_IDP")
+        if not self.idp or not endpoint:
+            return {}
+        return {"PAGES_COGNITO_DOMAIN": endpoint, "PAGES_IDENTITY_PROVIDERS": LOCAL_IDP}
 
     def start_authz(self, replica: int = 0) -> None:
         http = self.authz_transport is bootstrap.Transport.HTTP
@@ -292,6 +327,8 @@ class LocalStack:
     def start_all(self, *, cognito: bool = True) -> None:
         if cognito:
             self.start_cognito()
+            if self.idp:
+                self.start_idp()
         if self.state:
             self.start_state()
         self.start_backend()
@@ -384,15 +421,43 @@ def emulator_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def cognito_emulator(port: int, run_dir: Path, region: str = DEFAULT_REGION) -> ManagedProcess:
+def cognito_emulator(
+    port: int, run_dir: Path, region: str = DEFAULT_REGION, *, settings: Mapping[str, str] | None = None
+) -> ManagedProcess:
     """The local Cognito emulator (stack/emulator.py: moto's server, plus what moto lacks) on 127.0.0.1:port, ready
-    once it answers for region; use it as a context manager, or start() it."""
+    once it answers for region; use it as a context manager, or start() it. settings: environment variables of its
+    own (EMULATOR_AUTHORIZATION_CODE_SECONDS, ...) on top of this process's."""
     return ManagedProcess(
         "cognito",
         [sys.executable, "-m", "stack.emulator", "-H", "127.0.0.1", "-p", str(port)],
-        env=dict(os.environ),
+        env={**os.environ, **(settings or {})},
         run_dir=run_dir,
         ready=lambda: emulator_answers(emulator_url(port), region),
+        ports=(port,),
+        cwd=ROOT,
+    )
+
+
+def local_idp(port: int, run_dir: Path) -> ManagedProcess:
+    """oidc-provider-mock on 127.0.0.1:port only (it runs Werkzeug's interactive debugger: never on another
+    interface), with IDP_ACCOUNTS as its predefined users, app registration required and a nonce in every sign-in;
+    ready once its discovery document answers."""
+    accounts = [json.dumps({"sub": sub, **claims}) for sub, claims in IDP_ACCOUNTS.items()]
+    return ManagedProcess(
+        "idp",
+        [
+            str(BIN / "oidc-provider-mock"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--require-registration",
+            "--require-nonce",
+            *(argument for account in accounts for argument in ("--user-claims", account)),
+        ],
+        env=dict(os.environ),
+        run_dir=run_dir,
+        ready=http_ok(f"http://127.0.0.1:{port}/.well-known/openid-configuration"),
         ports=(port,),
         cwd=ROOT,
     )

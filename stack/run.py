@@ -1,7 +1,9 @@
 """`make run`: the whole stack as local processes, no Docker and no AWS account.
 
 Starts moto's Cognito emulator on 127.0.0.1:9229 (unless AWS_COGNITO_USER_POOLS_ID points at a real pool) with
-the seed's pool, client and a confirmed demo user, writes .run/cognito.env, then the backend, the authz server
+the seed's pool, client and a confirmed demo user, and beside it a local external IdP on 127.0.0.1:9400
+(oidc-provider-mock, provider LocalIdP of the pool: the pages' "Sign in with LocalIdP"), writes .run/cognito.env,
+then the backend, the authz server
 (with the route table stack/routes/routes.yaml, or $AUTHZ_ROUTES; asked over gRPC, or in Envoy's HTTP mode with
 AUTHZ_TRANSPORT=http) and Envoy, each once the one before is healthy, and prints how to talk to them. With
 STACK_STATE=redis, also a local redis-server (Debian's) as authz's shared state (AUTHZ_STATE_URL): the denylist of
@@ -23,7 +25,7 @@ from identity_headers import DEFAULT_PREFIX
 from stack.cognito import cognito_client_for, sign_in
 from stack.local import ROOT, ROUTES_FILE, LocalStack, Ports, transport_from_env
 from stack.processes import StartupError, stop_stale
-from stack.provision import write_env_file
+from stack.provision import IDP_ACCOUNTS, write_env_file
 
 RUN_DIR = ROOT / ".run"
 # serve-http's default AUTHZ_HTTP_ADDR port, so `make run` with AUTHZ_TRANSPORT=http listens where the docs say.
@@ -76,6 +78,9 @@ def main() -> int:
         user_rate_limit=user_rate_limit(os.environ.get("ENVOY_USER_RATE_LIMIT")),
         # A Redis of the stack's own as authz's shared state: revoke and sign out on every replica at once.
         state=shared_state(os.environ.get("STACK_STATE")),
+        # "Sign in with LocalIdP": an IdP of this machine's own, which only the local emulator can reach (a real
+        # pool's Cognito cannot call 127.0.0.1).
+        idp=not os.environ.get("AWS_COGNITO_USER_POOLS_ID"),
     )
     try:
         env_file = RUN_DIR / "cognito.env"
@@ -84,6 +89,8 @@ def main() -> int:
             stack.use_cognito({key: os.environ[key] for key in REAL_POOL_VARIABLES if key in os.environ})
         else:
             _step("cognito", stack.start_cognito)
+        if stack.idp:
+            _step("idp", stack.start_idp)
         # Rewritten on every run, so `make token` never reads an earlier run's emulator.
         write_env_file(env_file, stack.cognito_env)
         if stack.state:
@@ -142,6 +149,19 @@ def _revoke_hint(stack: LocalStack) -> str:
     )
 
 
+def _idp(stack: LocalStack) -> str:
+    if not stack.idp:
+        return ""
+    accounts = ", ".join(f"{sub} ({claims['name']})" for sub, claims in IDP_ACCOUNTS.items())
+    return f"""  IdP (local)       {stack.idp_url}   where "Sign in with LocalIdP" on the pages leads
+                    accounts: {accounts}: one click each on its page
+                    any other sub typed there signs in at the IdP, but the pool refuses it (no name or
+                    preferred_username claim, as Cognito would) until you give it claims:
+                    curl -X PUT {stack.idp_url}/users/carol -H 'Content-Type: application/json' \\
+                      -d '{{"email": "carol@idp.local", "name": "Carol", "preferred_username": "carol"}}'
+"""
+
+
 def _rate(limit: int) -> str:
     if not limit:
         return "none per caller (ENVOY_USER_RATE_LIMIT=0)"
@@ -173,7 +193,7 @@ def _banner(stack: LocalStack) -> None:
   shared state      {_state(stack)}
   backend           {stack.backend_url}          loopback only; reach it through Envoy
   Cognito (local)   {env.get("AWS_ENDPOINT_URL_COGNITO_IDP", "real AWS")}   pool {env["AWS_COGNITO_USER_POOLS_ID"]}
-  ids and demo credentials: .run/cognito.env     a fresh token: make token
+{_idp(stack)}  ids and demo credentials: .run/cognito.env     a fresh token: make token
 
   Try it:
     curl -i {stack.envoy_url}/api/me                                  # 401, no token
