@@ -102,6 +102,8 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 @dataclass(frozen=True)
 class Endpoint:
+    """One hosted endpoint: the method it takes, and what answers it."""
+
     method: str
     handle: Callable[[Request], Response]
     # Called by pages with fetch() from another origin: answers carry CORS headers, OPTIONS is a preflight.
@@ -260,6 +262,7 @@ class HostedEndpoints:
         return _redirect(_with_query(authorization.redirect_uri, {"code": code, "state": authorization.state}))
 
     def token(self, request: Request) -> Response:
+        """The tokens a grant gives, as JSON, or its OAuth error (HTTP 400)."""
         form = _form(request)
         basic = _basic_credentials(request, status=400)
         with self.lock:
@@ -267,6 +270,8 @@ class HostedEndpoints:
         return _json(200, tokens.token_answer())
 
     def revoke(self, request: Request) -> Response:
+        """200 with an empty body once the refresh token and its tokens are revoked (or for a token unknown here);
+        an OAuth error otherwise, invalid_client as HTTP 401."""
         form = _form(request)
         if not form.get("token"):
             raise OAuthError("invalid_request", "token is required")
@@ -298,6 +303,7 @@ class HostedEndpoints:
         return _json(200, answer)
 
     def logout(self, request: Request) -> Response:
+        """Back to the app's sign-out URL, or an error page."""
         with self.lock:
             location = oauth.logout_location(_parameters(request.args))
         return _redirect(location)
