@@ -132,7 +132,7 @@ export async function finishSignIn({ domain, clientId }, response, pending) {
     const code = typeof data.error === "string" ? data.error : `HTTP ${answer.status}`;
     const words = Object.hasOwn(TOKEN_ERRORS, code) ? TOKEN_ERRORS[code] : "The sign-in service refused the sign-in.";
     const detail = typeof data.error_description === "string" ? `${code}: ${data.error_description}` : code;
-    throw new OAuthError(code, `${words} (${detail}) Please try again.`);
+    throw new OAuthError(code, `${words} Please try again. (${detail})`);
   }
   return { AccessToken: data.access_token, IdToken: data.id_token, RefreshToken: data.refresh_token };
 }
