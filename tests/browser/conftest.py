@@ -1,7 +1,8 @@
 """The stack and the browser for the page tests.
 
-One stack for the session (moto's Cognito, the backend, authz, a real Envoy on free ports), one headless chromium per
-test module, and a fresh browser state (no session, no storage, no cookies) for every test.
+One stack for the session (moto's Cognito, the backend, authz, a real Envoy, Redis and an external OIDC IdP on free
+ports), one headless chromium per test module, and a fresh browser state (no session, no storage, no cookies) for
+every test.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def browser_binaries() -> None:
 
 @pytest.fixture(scope="session")
 def browser_stack(browser_binaries: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    # With a shared state, as compose has one: the pages' sign-out then goes through the sign-out route too.
+    # With a shared state, as compose has one: the pages' sign-out then goes through the sign-out route too. With the
+    # local IdP: the pages offer "Sign in with LocalIdP" through the emulator's hosted endpoints.
     with running_stack(
-        Ports.free(), tmp_path_factory.mktemp("browser-stack"), envoy_concurrency=1, state=True
+        Ports.free(), tmp_path_factory.mktemp("browser-stack"), envoy_concurrency=1, state=True, idp=True
     ) as stack:
         yield stack
 

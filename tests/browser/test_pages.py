@@ -78,11 +78,35 @@ def test_sign_out_revokes_the_tokens_at_cognito(app: App, browser_stack: LocalSt
     app.find("button#signout").click()
     app.wait_signed_out_home()
     assert app.session() is None
+    assert not app.shown("#home-notice"), app.text("#home-notice")  # both calls went through
     assert wait_for(lambda: token_refused(cognito, session["accessToken"]), timeout=5), (
         "Cognito still accepts the access token of the signed-out session: the sign-out was not global"
     )
     assert refresh_refused(cognito, browser_stack, session["refreshToken"]), (
         "Cognito still refreshes with the refresh token of the signed-out session"
+    )
+
+
+def test_sign_out_revokes_the_refresh_token_also_when_global_sign_out_fails(
+    app: App, browser_stack: LocalStack, cognito: Any
+) -> None:
+    """Sign-out also revokes the tab's refresh token (RevokeToken, which needs no access token): when GlobalSignOut
+    fails (here: the stored access token is one Cognito never issued), the tab is signed out, the page says the other
+    devices may not be, and Cognito no longer refreshes with the refresh token."""
+    person = confirmed_person(browser_stack, cognito)
+    app.sign_in(person.email, person.password)
+    session = app.signed_in_session()
+    # Changed under the page, which reads the session from storage when it signs out (a reload would have the API
+    # refuse the token first).
+    app.store_session({**session, "accessToken": session["accessToken"] + "x"})
+
+    app.find("button#signout").click()
+    app.wait_page("home")
+    assert "failed" in app.wait_text("#home-notice", "other devices").lower()
+    app.wait_signed_out_home()
+    assert app.session() is None
+    assert refresh_refused(cognito, browser_stack, session["refreshToken"]), (
+        "Cognito still refreshes with the refresh token of a tab that signed out"
     )
 
 
