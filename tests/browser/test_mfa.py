@@ -187,3 +187,11 @@ def test_the_code_step_and_the_security_page_are_labelled_and_announce_errors(
     assert code.get_dom_attribute("inputmode") == "numeric"
     assert app.driver.find_elements("css selector", 'label[for="mfa-code"]')
     assert app.find("#mfa-error").get_dom_attribute("role") == "alert"
+
+
+def test_the_security_page_asks_a_visitor_to_sign_in(app: App) -> None:
+    """Signed out, #/security leads to the sign-in page, and the nav has no Security link."""
+    app.open("/security")
+    app.wait_page("signin")
+    assert app.hash.startswith("#/signin"), app.hash
+    assert not app.shown("#nav-security")
