@@ -331,7 +331,7 @@ function askForCode(email, challenge) {
   // Cognito names the user it challenges (USER_ID_FOR_SRP: the username, which an email sign-in pool keeps apart
   // from the email); the email the user typed otherwise.
   const username = challenge.ChallengeParameters?.USER_ID_FOR_SRP || email;
-  let session = challenge.Session;
+  const session = challenge.Session;
   passwordForm.hidden = true;
   codeForm.hidden = false;
   document.getElementById("mfa-code").focus();
@@ -353,7 +353,6 @@ function askForCode(email, challenge) {
       throw failure; // a wrong code (CodeMismatchException) and the like: shown, and the user tries again
     }
     if (!answer.AuthenticationResult) {
-      session = answer.Session || session;
       throw new CognitoError(answer.ChallengeName || "Challenge", UNSUPPORTED_STEP);
     }
     await signedIn(answer.AuthenticationResult);
