@@ -140,10 +140,11 @@ async function signOut(event) {
     try {
       await cognito.revokeToken(session.refreshToken);
     } catch {
-      everywhere = false;
+      // Nothing more to say: after a GlobalSignOut that went through, this refresh token is revoked already (and
+      // what Cognito answers RevokeToken for it then is not documented); after one that failed, the notice says so.
     }
   }
-  // This device is signed out either way; when a call failed, say that the others may not be.
+  // This device is signed out either way; when GlobalSignOut failed, say that the others may not be.
   go(everywhere ? "#/" : "#/?notice=signed-out-here");
 }
 
