@@ -168,6 +168,12 @@ def _rate(limit: int) -> str:
     return f"{limit} requests a second per signed-in caller, then 429 (ENVOY_USER_RATE_LIMIT)"
 
 
+def _provider_sign_in(stack: LocalStack) -> str:
+    if stack.idp:
+        return '"Sign in with LocalIdP" (the IdP below)'
+    return "provider sign-in with PAGES_COGNITO_DOMAIN and PAGES_IDENTITY_PROVIDERS"
+
+
 def _banner(stack: LocalStack) -> None:
     env = stack.cognito_env
     reload_seconds = os.environ.get("AUTHZ_ROUTES_RELOAD_SECONDS") or "2"
@@ -184,7 +190,8 @@ def _banner(stack: LocalStack) -> None:
     )
     print(
         f"""
-  In a browser      {stack.envoy_url}/         sign up, sign in, the feed, sign out (any code works locally)
+  In a browser      {stack.envoy_url}/         sign up, sign in, the feed, sign out (any emailed code works locally);
+                    Security: an authenticator app's code at sign-in; {_provider_sign_in(stack)}
   Envoy (the API)   {stack.envoy_url}          every request goes through ext_authz
   Envoy admin       {stack.admin_url}
   authz ({transport_name})      {stack.authz_addr()}            metrics {stack.metrics_url()}
