@@ -23,6 +23,7 @@ emulator, whose admin actions, like moto's, check no credentials.
 from __future__ import annotations
 
 import argparse
+import base64
 import hmac
 import io
 import json
@@ -37,7 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from joserfc import jwt
-from moto.cognitoidp.models import UserStatus, cognitoidp_backends, find_account_region_by_value
+from moto.cognitoidp.models import CognitoIdpUserPool, UserStatus, cognitoidp_backends, find_account_region_by_value
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.server import MotoRequestHandler
@@ -167,7 +168,88 @@ def names_another_action(environ: Mapping[str, Any], body: bytes) -> bool:
     return "Action" in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
+# Held around everything that reads or writes moto's state: the emulator's own actions, the hosted endpoints, and
+# every call handed to moto (its registries are plain dicts, and this server is threaded).
 _MOTO_STATE = threading.Lock()
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The payload of a token in moto's tables (moto or the emulator signed it): read, not verified."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return claims if isinstance(claims, dict) else {}
+
+
+class TokenTable(dict[str, tuple[str, str]]):
+    """One of a pool's token tables (access_tokens or id_tokens: token -> (client id, user name), as moto keeps
+    them), which also holds each session's tokens by their origin_jti and the sub they were issued to. It exists so
+    that revoking a session reaches its tokens without decoding every token the pool ever issued; its index holds
+    exactly the table's tokens, which moto keeps while the process lives (or until a sign-out or revocation)."""
+
+    def __init__(self, tokens: Mapping[str, tuple[str, str]]) -> None:
+        super().__init__()
+        self._sessions: dict[str, set[str]] = {}
+        # origin_jti -> the sub of the session's first token (kept after its tokens go: its refresh token may not).
+        self.subjects: dict[str, str] = {}
+        for token, value in tokens.items():
+            self[token] = value
+
+    def __setitem__(self, token: str, value: tuple[str, str]) -> None:
+        super().__setitem__(token, value)
+        claims = token_claims(token)
+        origin = claims.get("origin_jti")
+        if isinstance(origin, str):
+            self._sessions.setdefault(origin, set()).add(token)
+            if isinstance(claims.get("sub"), str):
+                self.subjects.setdefault(origin, claims["sub"])
+
+    def __delitem__(self, token: str) -> None:
+        super().__delitem__(token)
+        self._forget(token)
+
+    def pop(self, token: str, *default: Any) -> Any:
+        value = super().pop(token, *default)
+        self._forget(token)
+        return value
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for token, value in dict(*args, **kwargs).items():
+            self[token] = value
+
+    def _forget(self, token: str) -> None:
+        origin = token_claims(token).get("origin_jti")
+        if not isinstance(origin, str) or origin not in self._sessions:
+            return
+        tokens = self._sessions[origin]
+        tokens.discard(token)
+        if not tokens:
+            del self._sessions[origin]
+
+    def drop_session(self, origin_jti: str) -> None:
+        """Take the session's tokens out of the table."""
+        for token in self._sessions.pop(origin_jti, set()):
+            super().pop(token, None)
+
+
+def token_tables(pool: CognitoIdpUserPool) -> tuple[TokenTable, TokenTable]:
+    """The pool's access_tokens and id_tokens as TokenTables, put in place of moto's plain dicts the first time (moto
+    reads and writes them by attribute, under the state lock, so it goes on using them unchanged)."""
+    tables = []
+    for name in ("access_tokens", "id_tokens"):
+        table = getattr(pool, name)
+        if not isinstance(table, TokenTable):
+            table = TokenTable(table)
+            setattr(pool, name, table)
+        tables.append(table)
+    return tables[0], tables[1]
+
+
+def session_subject(pool: CognitoIdpUserPool, origin_jti: str) -> str | None:
+    """The sub a session's tokens were issued to (None when the pool holds none of them, nor ever did)."""
+    return token_tables(pool)[0].subjects.get(origin_jti)
 
 
 def _error(kind: str, message: str) -> dict[str, str]:
@@ -183,7 +265,7 @@ class WithUserPoolFixes:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET")
         if target is None:
-            return self.app(environ, start_response)
+            return self._moto(environ, start_response)
         raw = Request(environ).get_data(cache=False)
         if not _ONE_TARGET.fullmatch(target) or names_another_action(environ, raw):
             return self._answer(environ, start_response, 400, _error("SerializationException", "One action per call."))
@@ -195,7 +277,18 @@ class WithUserPoolFixes:
         environ["wsgi.input"] = io.BytesIO(raw)
         environ["CONTENT_LENGTH"] = str(len(raw))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
-        return self.app(environ, start_response)
+        return self._moto(environ, start_response)
+
+    def _moto(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """moto's answer, read whole under the state lock: moto's app may build its body only as it is iterated."""
+        with _MOTO_STATE:
+            body = self.app(environ, start_response)
+            try:
+                return list(body)
+            finally:
+                close = getattr(body, "close", None)
+                if callable(close):
+                    close()
 
     @staticmethod
     def _run(action: Action, raw: bytes) -> tuple[int, dict[str, Any]] | None:
@@ -206,7 +299,7 @@ class WithUserPoolFixes:
             request = None
         if not isinstance(request, dict):
             return 400, _error("SerializationException", "Malformed request body.")
-        with _MOTO_STATE:  # moto's registries are plain dicts, and this server is threaded
+        with _MOTO_STATE:
             return action(request)
 
     @staticmethod

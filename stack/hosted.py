@@ -112,8 +112,9 @@ class Endpoint:
 
 class HostedEndpoints:
     """WSGI middleware: the hosted endpoints and their two API actions here, everything else to app. state_lock is
-    the lock the emulator's own actions hold around moto's state (its registries are plain dicts, and the server is
-    threaded); it is never held while an IdP is called."""
+    the lock held around everything that touches moto's state (the emulator's own actions and every call app hands
+    to moto: its registries are plain dicts, and the server is threaded); it is never held while an IdP is called,
+    nor while app is called."""
 
     def __init__(
         self,

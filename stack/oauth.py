@@ -35,6 +35,7 @@ from moto.cognitoidp.models import (
 )
 from moto.cognitoidp.utils import check_secret_hash
 
+from stack.emulator import token_tables
 from stack.federation import OidcProvider
 
 ADMIN_SCOPE = "aws.cognito.signin.user.admin"
@@ -575,8 +576,9 @@ def _user_tokens(
         }
     )
     access_token = _sign(pool, access)
+    access_tokens, id_tokens = token_tables(pool)
     # In moto's table under the name the session was opened with, which its sign-outs compare.
-    pool.access_tokens[access_token] = (client.id, username)
+    access_tokens[access_token] = (client.id, username)
     if not id_token:
         return IssuedTokens(access_token, access_seconds)
     identity: dict[str, Any] = {"at_hash": _at_hash(access_token), "sub": user.id}
@@ -599,7 +601,7 @@ def _user_tokens(
     if nonce:
         identity["nonce"] = nonce
     id_token_value = _sign(pool, identity)
-    pool.id_tokens[id_token_value] = (client.id, username)
+    id_tokens[id_token_value] = (client.id, username)
     return IssuedTokens(access_token, access_seconds, id_token=id_token_value)
 
 
@@ -756,27 +758,16 @@ def revoke(state: HostedState, client: AppClient, token: str) -> None:
 
 
 def revoke_session(state: HostedState, pool: CognitoIdpUserPool, refresh_token: str) -> None:
-    """Mark the refresh token revoked in moto's table (as its sign-outs do) and drop the access and id tokens that
-    carry its origin_jti from moto's tables, so GetUser and the token endpoint refuse them."""
+    """Drop the access and id tokens that carry the refresh token's origin_jti from moto's tables, so GetUser and
+    the token endpoint refuse them, then mark the refresh token revoked (as moto's sign-outs do): in that order, so
+    a revocation cut short leaves the refresh token to revoke again, never its tokens live."""
     record = pool.refresh_tokens.get(refresh_token)
     if record is None:
         return
-    origin_jti = record[2]
+    for table in token_tables(pool):
+        table.drop_session(record[2])
     pool.refresh_tokens[refresh_token] = None
-    for table in (pool.access_tokens, pool.id_tokens):
-        for token in [token for token in table if _issued_claims(token).get("origin_jti") == origin_jti]:
-            del table[token]
     state.sessions.pop(refresh_token, None)
-
-
-def _issued_claims(token: str) -> dict[str, Any]:
-    """The payload of a token in moto's tables, which the emulator signed itself: read, not verified."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
 
 
 # ----------------------------------------------------------------------------------------- userInfo

@@ -8,7 +8,10 @@ import base64
 import hashlib
 import json
 import secrets
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -174,6 +177,19 @@ def claims(hosted: Hosted, value: str) -> dict[str, Any]:
     keys = requests.get(f"{hosted.endpoint}/{hosted.pool_id}/.well-known/jwks.json", timeout=10).json()
     decoded: dict[str, Any] = jwt.decode(value, KeySet.import_key_set(keys), algorithms=["RS256"]).claims
     return decoded
+
+
+def api(hosted: Hosted, action: str, *, http: requests.Session | None = None, **body: Any) -> requests.Response:
+    """One user-pool API call as the JSON protocol sends it, its answer unread (no retries, unlike boto3's)."""
+    return (http or requests).post(
+        hosted.endpoint,
+        data=json.dumps(body),
+        headers={
+            "Content-Type": "application/x-amz-json-1.1",
+            "X-Amz-Target": f"AWSCognitoIdentityProviderService.{action}",
+        },
+        timeout=30,
+    )
 
 
 def oauth_error(response: requests.Response, status: int = 400) -> str:
@@ -680,6 +696,50 @@ def test_the_revoke_token_action_revokes_as_the_endpoint_does(hosted):
         )
     with pytest.raises(cognito.exceptions.NotAuthorizedException):
         cognito.get_user(AccessToken=tokens["access_token"])
+
+
+def test_a_revocation_racing_refreshes_always_ends_its_session(hosted):
+    """RevokeToken while the user's other session refreshes through the user-pool API in several threads (each
+    refresh adding tokens to the pool's tables) answers 200 every time, and the revoked session's access token is
+    refused by GetUser right after."""
+    cognito = cognito_client(REGION, hosted.endpoint)
+    ensure_user(cognito, provision(cognito, REGION), **PASSWORD_USER)
+    refreshed = sign_in(cognito, hosted.client_id, PASSWORD_USER["email"], PASSWORD_USER["password"])["RefreshToken"]
+    stop = threading.Event()
+
+    def refresh_until_stopped() -> int:
+        with requests.Session() as http:
+            count = 0
+            while not stop.is_set():
+                answer = api(
+                    hosted,
+                    "InitiateAuth",
+                    http=http,
+                    ClientId=hosted.client_id,
+                    AuthFlow="REFRESH_TOKEN_AUTH",
+                    AuthParameters={"REFRESH_TOKEN": refreshed},
+                )
+                assert answer.status_code == 200, answer.text
+                count += 1
+            return count
+
+    refused: list[tuple[int, str]] = []
+    with ThreadPoolExecutor(4) as threads:
+        refreshing = [threads.submit(refresh_until_stopped) for _ in range(4)]
+        try:
+            time.sleep(3)  # the tables grow while the refreshes run
+            for _ in range(20):
+                session = sign_in(cognito, hosted.client_id, PASSWORD_USER["email"], PASSWORD_USER["password"])
+                revoked = api(hosted, "RevokeToken", ClientId=hosted.client_id, Token=session["RefreshToken"])
+                if revoked.status_code != 200:
+                    refused.append((revoked.status_code, revoked.text))
+                still = api(hosted, "GetUser", AccessToken=session["AccessToken"])
+                if still.status_code != 400:
+                    refused.append((still.status_code, "GetUser answered for a revoked session"))
+        finally:
+            stop.set()
+        assert all(future.result() > 0 for future in refreshing)
+    assert refused == []
 
 
 def test_global_sign_out_ends_a_federated_users_sessions(hosted):
