@@ -13,7 +13,11 @@ for every user, any code accepted, a challenge's session that signs in whichever
 expires, MFA_SETUP answered without a setup): stack/emulator_mfa.py answers AssociateSoftwareToken,
 VerifySoftwareToken and the sign-in's SOFTWARE_TOKEN_MFA and MFA_SETUP challenges as Cognito does, with a secret per
 user, codes accepted once within a step of now, and sessions bound to their user, app client and challenge that
-expire after the client's AuthSessionValidity; moto still checks passwords and issues tokens. Everything else is
+expire after the client's AuthSessionValidity; moto still checks passwords and issues tokens. Before any action, the
+CHECKS hold calls to what Cognito holds them to where moto does not: an email attribute must be an email address;
+and since moto finds a token's user by the name the token was issued under (in a pool that signs in with email, any
+user's email first), an access or refresh token whose name now finds another user than its sub's is refused, never
+answered for that other user. Everything else is
 moto, unchanged, except that a call naming its action in X-Amz-Target (the JSON protocol every Cognito client uses)
 may not name another one where moto would read it first (the query string, or a body read as a form): through
 compose's Envoy, which lets the pages' own actions through by their X-Amz-Target, that would reach any action of the
@@ -38,7 +42,13 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from joserfc import jwt
-from moto.cognitoidp.models import CognitoIdpUserPool, UserStatus, cognitoidp_backends, find_account_region_by_value
+from moto.cognitoidp.models import (
+    CognitoIdpUser,
+    CognitoIdpUserPool,
+    UserStatus,
+    cognitoidp_backends,
+    find_account_region_by_value,
+)
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.server import MotoRequestHandler
@@ -46,11 +56,20 @@ from werkzeug.serving import run_simple
 from werkzeug.wrappers import Request
 
 from stack.emulator_mfa import ACTIONS as MFA_ACTIONS
-from stack.emulator_mfa import Action
+from stack.emulator_mfa import Action, Answer
+from stack.federation import INVALID_EMAIL, is_email_address
 
-RESEND = "AWSCognitoIdentityProviderService.ResendConfirmationCode"
-GLOBAL_SIGN_OUT = "AWSCognitoIdentityProviderService.GlobalSignOut"
-GET_CLIENT_TOKEN = "AWSCognitoIdentityProviderService.GetClientToken"
+TARGET = "AWSCognitoIdentityProviderService."
+RESEND = TARGET + "ResendConfirmationCode"
+GLOBAL_SIGN_OUT = TARGET + "GlobalSignOut"
+GET_CLIENT_TOKEN = TARGET + "GetClientToken"
+# The actions that take a user's attributes, whose email must be an email address.
+ATTRIBUTE_ACTIONS = frozenset(
+    TARGET + name for name in ("SignUp", "AdminCreateUser", "UpdateUserAttributes", "AdminUpdateUserAttributes")
+)
+# The actions whose REFRESH_TOKEN_AUTH moto answers with new tokens of the refresh token's user.
+INITIATE_AUTH_ACTIONS = frozenset(TARGET + name for name in ("InitiateAuth", "AdminInitiateAuth"))
+REFRESH_FLOWS = frozenset({"REFRESH_TOKEN_AUTH", "REFRESH_TOKEN"})
 CLIENT_TOKEN_FLOW = "ALLOW_CLIENT_TOKEN_AUTH"
 # moto signs every token with one key, under this kid (its jwks-public.json).
 _MOTO_KID = "dummy"
@@ -256,8 +275,104 @@ def _error(kind: str, message: str) -> dict[str, str]:
     return {"__type": kind, "message": message}
 
 
+def session_user(pool: CognitoIdpUserPool, name: str, origin_jti: str) -> CognitoIdpUser | None:
+    """The user of a session moto holds by name (what it was opened with: a username, or the email a password sign-in
+    gave, which moto looks up as an email first): the user moto's own lookup finds, while that is the user the
+    session's tokens were issued to (their sub); None otherwise."""
+    user: CognitoIdpUser | None = pool._get_user(name)
+    if user is None or user.id != session_subject(pool, origin_jti):
+        return None
+    return user
+
+
+def _index_token_tables() -> None:
+    """Every pool's token tables indexed before a call can add to them (a pool is made by one call, its first tokens
+    come from a later one)."""
+    for account in cognitoidp_backends.values():
+        for region, backend in account.items():
+            if region != "global":
+                for pool in backend.user_pools.values():
+                    token_tables(pool)
+
+
+def _pool_of_access_token(token: str) -> CognitoIdpUserPool | None:
+    account, region = find_account_region_by_value("access_token", token, fallback=("", ""))
+    if not account:
+        return None
+    return next((p for p in cognitoidp_backends[account][region].user_pools.values() if token in p.access_tokens), None)
+
+
+def _pool_of_client(client_id: object) -> CognitoIdpUserPool | None:
+    if not isinstance(client_id, str):
+        return None
+    account, region = find_account_region_by_value("client_id", client_id, fallback=("", ""))
+    if not account:
+        return None
+    return next((p for p in cognitoidp_backends[account][region].user_pools.values() if client_id in p.clients), None)
+
+
+def check_access_token(target: str, request: dict[str, Any]) -> Answer | None:
+    """Cognito's refusal of an AccessToken, for every action that takes one (GetUser, GlobalSignOut, ChangePassword,
+    UpdateUserAttributes, AssociateSoftwareToken, ...): NotAuthorizedException for one whose user, as moto would look
+    it up by the name it holds, is not the user the token was issued to (its sub). A token the emulator does not hold
+    is each action's to answer."""
+    token = request.get("AccessToken")
+    if not isinstance(token, str) or not token:
+        return None
+    pool = _pool_of_access_token(token)
+    if pool is None:
+        return None
+    claims = token_claims(token)
+    user: CognitoIdpUser | None = pool._get_user(pool.access_tokens[token][1])
+    if user is not None and user.id != claims.get("sub"):
+        return 400, _error("NotAuthorizedException", "Invalid Access Token")
+    return None
+
+
+def check_refresh_token(target: str, request: dict[str, Any]) -> Answer | None:
+    """NotAuthorizedException for InitiateAuth's and AdminInitiateAuth's REFRESH_TOKEN_AUTH with a refresh token whose
+    user, as moto would look it up, is not the user its session's tokens were issued to (session_user)."""
+    parameters = request.get("AuthParameters")
+    if target not in INITIATE_AUTH_ACTIONS or request.get("AuthFlow") not in REFRESH_FLOWS:
+        return None
+    if not isinstance(parameters, dict) or not isinstance(parameters.get("REFRESH_TOKEN"), str):
+        return None
+    pool = _pool_of_client(request.get("ClientId"))
+    record = None if pool is None else pool.refresh_tokens.get(parameters["REFRESH_TOKEN"])
+    if pool is None or record is None:
+        return None  # moto's own errors
+    if session_user(pool, record[1], record[2]) is None:
+        return 400, _error("NotAuthorizedException", "Invalid Refresh Token")
+    return None
+
+
+def check_email(target: str, request: dict[str, Any]) -> Answer | None:
+    """Cognito's InvalidParameterException for an email attribute that is not an email address (moto takes any
+    string, and looks users up by their email where the pool signs in with email)."""
+    attributes = request.get("UserAttributes")
+    if target not in ATTRIBUTE_ACTIONS or not isinstance(attributes, list):
+        return None
+    emails = [
+        attribute.get("Value")
+        for attribute in attributes
+        if isinstance(attribute, dict) and attribute.get("Name") == "email"
+    ]
+    if not all(is_email_address(email) for email in emails):
+        return 400, _error("InvalidParameterException", INVALID_EMAIL)
+    return None
+
+
+# Checks every JSON call passes before its action (the emulator's or moto's) runs: each answers a refusal, or None.
+CHECKS: tuple[Callable[[str, dict[str, Any]], Answer | None], ...] = (
+    check_access_token,
+    check_refresh_token,
+    check_email,
+)
+
+
 class WithUserPoolFixes:
-    """WSGI middleware: the ACTIONS here (each may leave a call to moto), everything else to moto."""
+    """WSGI middleware: the CHECKS, then the ACTIONS here (each may leave a call to moto), everything else to moto;
+    each call wholly under the state lock."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
@@ -265,42 +380,51 @@ class WithUserPoolFixes:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET")
         if target is None:
-            return self._moto(environ, start_response)
+            with _MOTO_STATE:
+                _index_token_tables()
+                return self._moto(environ, start_response)
         raw = Request(environ).get_data(cache=False)
         if not _ONE_TARGET.fullmatch(target) or names_another_action(environ, raw):
             return self._answer(environ, start_response, 400, _error("SerializationException", "One action per call."))
-        action = ACTIONS.get(target) if environ.get("REQUEST_METHOD") == "POST" else None
-        answer = None if action is None else self._run(action, raw)
-        if answer is not None:
-            return self._answer(environ, start_response, *answer)
-        # moto reads the body again: hand it back, whole and of a known length.
-        environ["wsgi.input"] = io.BytesIO(raw)
-        environ["CONTENT_LENGTH"] = str(len(raw))
-        environ.pop("HTTP_TRANSFER_ENCODING", None)
-        return self._moto(environ, start_response)
+        with _MOTO_STATE:
+            _index_token_tables()
+            answer = self._run(target, raw) if environ.get("REQUEST_METHOD") == "POST" else None
+            if answer is None:
+                # moto reads the body again: hand it back, whole and of a known length.
+                environ["wsgi.input"] = io.BytesIO(raw)
+                environ["CONTENT_LENGTH"] = str(len(raw))
+                environ.pop("HTTP_TRANSFER_ENCODING", None)
+                return self._moto(environ, start_response)
+        return self._answer(environ, start_response, *answer)
 
     def _moto(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        """moto's answer, read whole under the state lock: moto's app may build its body only as it is iterated."""
-        with _MOTO_STATE:
-            body = self.app(environ, start_response)
-            try:
-                return list(body)
-            finally:
-                close = getattr(body, "close", None)
-                if callable(close):
-                    close()
+        """moto's answer, read whole (the caller holds the state lock): moto's app may build its body only as it is
+        iterated."""
+        body = self.app(environ, start_response)
+        try:
+            return list(body)
+        finally:
+            close = getattr(body, "close", None)
+            if callable(close):
+                close()
 
     @staticmethod
-    def _run(action: Action, raw: bytes) -> tuple[int, dict[str, Any]] | None:
-        """The action's (HTTP status, body) for a JSON request body, or None where it leaves the call to moto."""
+    def _run(target: str, raw: bytes) -> Answer | None:
+        """A check's refusal or the emulator's own action's (HTTP status, body) for a JSON request body, or None where
+        the call is moto's."""
+        action = ACTIONS.get(target)
         try:
             request = json.loads(raw or b"{}")
         except ValueError:
             request = None
         if not isinstance(request, dict):
-            return 400, _error("SerializationException", "Malformed request body.")
-        with _MOTO_STATE:
-            return action(request)
+            # moto answers a malformed body of its own actions as it does.
+            return None if action is None else (400, _error("SerializationException", "Malformed request body."))
+        for check in CHECKS:
+            refusal = check(target, request)
+            if refusal is not None:
+                return refusal
+        return None if action is None else action(request)
 
     @staticmethod
     def _answer(

@@ -36,8 +36,11 @@ from moto.cognitoidp.models import (
     CognitoIdpUserPoolAttribute,
     UserStatus,
 )
+from moto.cognitoidp.utils import validate_username_format
 
 EXTERNAL_PROVIDER = "EXTERNAL_PROVIDER"
+# Cognito's message for an email attribute that is not an email address (the emulator's API actions answer it too).
+INVALID_EMAIL = "Invalid email address format."
 # The only signature an IdP's id token may carry here (Cognito's OIDC IdPs sign with RS256 too).
 ID_TOKEN_ALGORITHMS = ("RS256",)
 # Discovery documents, token answers and key sets are small; a larger body is refused, not read.
@@ -290,6 +293,11 @@ class FederatedUser(CognitoIdpUser):
         return answer
 
 
+def is_email_address(value: object) -> bool:
+    """Whether value is an email address, by the pattern moto's SignUp holds a username to in an email pool."""
+    return isinstance(value, str) and validate_username_format(value, _format="email")
+
+
 def idp_user_id(provider: OidcProvider, claims: Mapping[str, Any]) -> str:
     """The user's id at the IdP: the claim AttributeMapping gives `username` (`sub` by default)."""
     claim = provider.attribute_mapping.get("username", "sub")
@@ -326,6 +334,9 @@ def sign_in_federated_user(
     missing = [name for name in _required_attributes(pool) if not merged.get(name)]
     if missing:
         raise SignInRefused(f"attributes required: [{', '.join(missing)}]")
+    if "email" in attributes and not is_email_address(attributes["email"]):
+        # As Cognito refuses it; and moto looks users up by their email where the pool signs in with email.
+        raise SignInRefused(f"Invalid user attributes: email: {INVALID_EMAIL}")
     listed = [{"Name": name, "Value": value} for name, value in attributes.items()]
     if existing is None:
         user = FederatedUser(pool.id, username, None, UserStatus.CONFIRMED, listed)

@@ -257,6 +257,7 @@ class HostedEndpoints:
                     scopes=authorization.scopes,
                     nonce=authorization.nonce,
                     username=user.username,
+                    sub=user.id,
                     issued_at=now,
                 )
             )

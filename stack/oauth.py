@@ -35,7 +35,7 @@ from moto.cognitoidp.models import (
 )
 from moto.cognitoidp.utils import check_secret_hash
 
-from stack.emulator import token_tables
+from stack.emulator import session_user, token_tables
 from stack.federation import OidcProvider
 
 ADMIN_SCOPE = "aws.cognito.signin.user.admin"
@@ -394,7 +394,8 @@ class PendingSignIn:
 
 @dataclass(frozen=True)
 class AuthorizationCode:
-    """What a code stands for: one user's sign-in for one client, redirect_uri, PKCE challenge and scopes."""
+    """What a code stands for: one user's sign-in (by username and sub: a user deleted and made again under the
+    same name is another user) for one client, redirect_uri, PKCE challenge and scopes."""
 
     pool_id: str
     client_id: str
@@ -403,14 +404,16 @@ class AuthorizationCode:
     scopes: tuple[str, ...]
     nonce: str | None
     username: str
+    sub: str
     issued_at: float
 
 
 @dataclass(frozen=True)
 class SignInSession:
-    """What a refresh token the endpoints issued stands for besides moto's (client, user, origin_jti): the scopes
-    granted and when the user signed in, which every token refreshed from it keeps."""
+    """What a refresh token the endpoints issued stands for besides moto's (client, username, origin_jti): the sub of
+    its user, the scopes granted and when the user signed in, which every token refreshed from it keeps."""
 
+    sub: str
     scopes: tuple[str, ...]
     auth_time: int
 
@@ -487,15 +490,15 @@ class IssuedTokens:
         return result
 
 
-def start_session(state: HostedState, client: AppClient, code: AuthorizationCode, *, now: float) -> IssuedTokens:
-    """The tokens a redeemed code gives: a new refresh token (a session of its own, its origin_jti in every token
-    refreshed from it), an access token and, with the openid scope, an id token."""
-    refresh_token, origin_jti = client.pool.create_refresh_token(client.id, code.username)
-    session = SignInSession(code.scopes, auth_time=int(code.issued_at))
+def start_session(
+    state: HostedState, client: AppClient, code: AuthorizationCode, user: CognitoIdpUser, *, now: float
+) -> IssuedTokens:
+    """The tokens a redeemed code gives its user: a new refresh token (a session of its own, its origin_jti in every
+    token refreshed from it), an access token and, with the openid scope, an id token."""
+    refresh_token, origin_jti = client.pool.create_refresh_token(client.id, user.username)
+    session = SignInSession(user.id, code.scopes, auth_time=int(code.issued_at))
     state.sessions[refresh_token] = session
-    tokens = _user_tokens(
-        client, code.username, origin_jti, session, now=now, id_token=OPENID in code.scopes, nonce=code.nonce
-    )
+    tokens = _user_tokens(client, user, origin_jti, session, now=now, id_token=OPENID in code.scopes, nonce=code.nonce)
     return replace(tokens, refresh_token=refresh_token)
 
 
@@ -508,16 +511,19 @@ def refresh_session(
     record = client.pool.refresh_tokens.get(refresh_token)
     if record is None:
         raise OAuthError("invalid_grant", "Refresh token is invalid, expired or revoked")
-    owner, username, origin_jti = record
+    owner, name, origin_jti = record
     if owner != client.id:
         raise OAuthError("invalid_grant", "Refresh token was issued to another client")
-    user = _user(client.pool, username)
+    session = state.sessions.get(refresh_token)
+    # An API session is moto's, by the name its sign-in gave (an email, in an email pool).
+    user = session_user(client.pool, name, origin_jti) if session is None else _user(client.pool, name, session.sub)
     if user is None or not user.enabled:
         raise OAuthError("invalid_grant", "User is disabled or does not exist")
-    session = state.sessions.get(refresh_token) or SignInSession((ADMIN_SCOPE,), auth_time=int(now))
     if id_token is None:
-        id_token = OPENID in session.scopes or refresh_token not in state.sessions
-    return _user_tokens(client, username, origin_jti, session, now=now, id_token=id_token, nonce=None)
+        id_token = session is None or OPENID in session.scopes
+    if session is None:
+        session = SignInSession(user.id, (ADMIN_SCOPE,), auth_time=int(now))
+    return _user_tokens(client, user, origin_jti, session, now=now, id_token=id_token, nonce=None, name=name)
 
 
 def client_token(client: AppClient, scopes: tuple[str, ...], *, now: float) -> IssuedTokens:
@@ -542,18 +548,19 @@ def client_token(client: AppClient, scopes: tuple[str, ...], *, now: float) -> I
 
 def _user_tokens(
     client: AppClient,
-    username: str,
+    user: CognitoIdpUser,
     origin_jti: str,
     session: SignInSession,
     *,
     now: float,
     id_token: bool,
     nonce: str | None,
+    name: str | None = None,
 ) -> IssuedTokens:
+    """The session's new access (and id) token for user, in moto's tables under name (the name the session was
+    opened with, which moto's sign-outs compare; the username unless given)."""
     pool = client.pool
-    user = _user(pool, username)
-    if user is None:
-        raise OAuthError("invalid_grant", "User does not exist")
+    name = name or user.username
     issued_at = int(now)
     groups = sorted(group.group_name for group in user.groups)
     access_seconds = client.seconds("AccessToken")
@@ -578,7 +585,7 @@ def _user_tokens(
     access_token = _sign(pool, access)
     access_tokens, id_tokens = token_tables(pool)
     # In moto's table under the name the session was opened with, which its sign-outs compare.
-    access_tokens[access_token] = (client.id, username)
+    access_tokens[access_token] = (client.id, name)
     if not id_token:
         return IssuedTokens(access_token, access_seconds)
     identity: dict[str, Any] = {"at_hash": _at_hash(access_token), "sub": user.id}
@@ -601,14 +608,15 @@ def _user_tokens(
     if nonce:
         identity["nonce"] = nonce
     id_token_value = _sign(pool, identity)
-    id_tokens[id_token_value] = (client.id, username)
+    id_tokens[id_token_value] = (client.id, name)
     return IssuedTokens(access_token, access_seconds, id_token=id_token_value)
 
 
-def _user(pool: CognitoIdpUserPool, username: str) -> CognitoIdpUser | None:
-    """moto's own lookup (a username, or an email where the pool signs in with email)."""
-    user: CognitoIdpUser | None = pool._get_user(username)
-    return user
+def _user(pool: CognitoIdpUserPool, username: str, sub: object) -> CognitoIdpUser | None:
+    """The user of that exact username, while it is the one of that sub (never moto's lookup, which takes a name for
+    another user's email first where the pool signs in with email)."""
+    user = pool.users.get(username)
+    return user if user is not None and user.id == sub else None
 
 
 def _issuer(pool: CognitoIdpUserPool) -> str:
@@ -710,10 +718,10 @@ def _authorization_code_grant(
         verifier = form.get("code_verifier")
         if not verifier or not verifier_matches(code.code_challenge, verifier):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
-    user = _user(client.pool, code.username)
+    user = _user(client.pool, code.username, code.sub)
     if user is None or not user.enabled:
         raise OAuthError("invalid_grant", "User is disabled or does not exist")
-    return start_session(state, client, code, now=now)
+    return start_session(state, client, code, user, now=now)
 
 
 def _refresh_token_grant(state: HostedState, client: AppClient, form: Mapping[str, str], now: float) -> IssuedTokens:
@@ -789,7 +797,7 @@ def user_info(access_token: str, *, now: float) -> dict[str, Any]:
     if OPENID not in str(claims.get("scope", "")).split(" "):
         raise _invalid_token("Access token does not have the openid scope.")
     client_id, username = pool.access_tokens[access_token]
-    user = _user(pool, username)
+    user = _user(pool, username, claims.get("sub"))
     client = app_client(client_id)
     if user is None or client is None or not user.enabled:
         raise _invalid_token("Access token is expired, disabled, or deleted, or the user has globally signed out.")

@@ -378,6 +378,158 @@ def test_idpresponse_takes_only_a_state_it_sent_and_only_once(hosted, tampering)
     assert "Unknown sign-in" in error_page(answer)
 
 
+def idp_user(hosted: Hosted, sub: str, **claims_at_idp: Any) -> None:
+    """An account at the IdP with the claims the pool requires (and any given)."""
+    local = sub.partition("@")[0]
+    body = {"email": f"{local}@idp.local", "email_verified": True, "name": local.title(), "preferred_username": local}
+    requests.put(f"{hosted.idp}/users/{sub}", json={**body, **claims_at_idp}, timeout=10).raise_for_status()
+
+
+def password_user(hosted: Hosted, handle: str) -> tuple[str, dict[str, str]]:
+    """A new user of the pool who signed up with a password: (their email, their sign-in's tokens)."""
+    cognito = cognito_client(REGION, hosted.endpoint)
+    email, password = f"{handle}-{secrets.token_hex(4)}@cruddur.local", "Sup3r-secret!"
+    ensure_user(cognito, provision(cognito, REGION), email=email, password=password, name=handle, handle=handle)
+    return email, sign_in(cognito, hosted.client_id, email, password)
+
+
+def cognito_error(answer: requests.Response) -> tuple[str, str]:
+    """A user-pool API error answer's (type, message)."""
+    assert answer.status_code == 400, (answer.status_code, answer.text)
+    body = answer.json()
+    return body["__type"], body["message"]
+
+
+def test_an_email_that_is_no_email_address_is_refused(hosted):
+    """Cognito's InvalidParameterException for an email attribute that is not an email address, from
+    UpdateUserAttributes, AdminUpdateUserAttributes and SignUp: a native user cannot make her email a federated
+    user's name (LocalIdP_alice), which moto's user lookups take for her email."""
+    signed_in(hosted, "alice")
+    email, tokens = password_user(hosted, "mallory")
+    refused = ("InvalidParameterException", "Invalid email address format.")
+    email_of = [{"Name": "email", "Value": "LocalIdP_alice"}]
+    assert (
+        cognito_error(api(hosted, "UpdateUserAttributes", AccessToken=tokens["AccessToken"], UserAttributes=email_of))
+        == refused
+    )
+    pool_id = claims(hosted, tokens["AccessToken"])["iss"].rpartition("/")[2]
+    assert (
+        cognito_error(
+            api(hosted, "AdminUpdateUserAttributes", UserPoolId=pool_id, Username=email, UserAttributes=email_of)
+        )
+        == refused
+    )
+    sign_up = api(
+        hosted,
+        "SignUp",
+        ClientId=hosted.client_id,
+        Username=f"other-{email}",
+        Password="Sup3r-secret!",
+        UserAttributes=[*email_of, {"Name": "name", "Value": "M"}, {"Name": "preferred_username", "Value": "m"}],
+    )
+    assert cognito_error(sign_up) == refused
+    me = api(hosted, "GetUser", AccessToken=tokens["AccessToken"]).json()
+    assert {a["Name"]: a["Value"] for a in me["UserAttributes"]}["email"] == email
+
+
+def test_an_idp_email_that_is_no_email_address_is_refused(hosted):
+    """An IdP whose email claim is not an email address (here a federated user's name) ends the sign-in with
+    invalid_request on the app's callback URL, and no user is made."""
+    idp_user(hosted, "erin", email="LocalIdP_alice")
+    to_idp = authorize(hosted).headers["Location"]
+    back = at_idp(to_idp, "erin").headers["Location"]
+    callback = redirect_query(requests.get(back, allow_redirects=False, timeout=10), APP)
+    assert (callback["error"], callback["state"]) == ("invalid_request", "app-state-1")
+    assert callback["error_description"] == "Invalid user attributes: email: Invalid email address format."
+    cognito = cognito_client(REGION, hosted.endpoint)
+    with pytest.raises(cognito.exceptions.UserNotFoundException):
+        cognito.admin_get_user(UserPoolId=hosted.pool_id, Username="LocalIdP_erin")
+
+
+def test_a_user_whose_email_is_a_federated_users_name_gets_none_of_its_sessions(hosted):
+    """A federated user's name can be an email address (LocalIdP_carol@idp.local, for an IdP whose user ids are
+    emails), which moto looks up as an email first: once a native user takes it as her email, the federated user's
+    refresh (token endpoint and REFRESH_TOKEN_AUTH), a new sign-in and userInfo still give the federated user's own
+    sub and name, and GetUser refuses the federated user's token rather than answer with the other user."""
+    idp_user(hosted, "carol@idp.local")
+    carol = signed_in(hosted, "carol@idp.local")
+    sub = claims(hosted, carol["access_token"])["sub"]
+    _, mallory = password_user(hosted, "mallory")
+    taken = [{"Name": "email", "Value": "LocalIdP_carol@idp.local"}]
+    assert (
+        api(hosted, "UpdateUserAttributes", AccessToken=mallory["AccessToken"], UserAttributes=taken).status_code == 200
+    )
+
+    def own(access_token: str) -> None:
+        access = claims(hosted, access_token)
+        assert (access["sub"], access["username"]) == (sub, "LocalIdP_carol@idp.local")
+
+    refreshed = token(hosted, grant_type="refresh_token", refresh_token=carol["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    own(refreshed.json()["access_token"])
+    by_api = api(
+        hosted,
+        "InitiateAuth",
+        ClientId=hosted.client_id,
+        AuthFlow="REFRESH_TOKEN_AUTH",
+        AuthParameters={"REFRESH_TOKEN": carol["refresh_token"]},
+    )
+    assert by_api.status_code == 200, by_api.text
+    own(by_api.json()["AuthenticationResult"]["AccessToken"])
+    again = signed_in(hosted, "carol@idp.local")
+    own(again["access_token"])
+    info = requests.get(
+        hosted.endpoint + "/oauth2/userInfo", headers={"Authorization": f"Bearer {again['access_token']}"}, timeout=10
+    ).json()
+    assert (info["sub"], info["username"]) == (sub, "LocalIdP_carol@idp.local")
+    for access_token in (carol["access_token"], again["access_token"]):
+        assert cognito_error(api(hosted, "GetUser", AccessToken=access_token)) == (
+            "NotAuthorizedException",
+            "Invalid Access Token",
+        )
+
+
+def test_a_password_users_session_never_passes_to_whoever_takes_its_old_email(hosted):
+    """moto names a password sign-in's user by the email it signed in with: once the user changes email and another
+    user takes the old one, the first sign-in's access token is refused by GetUser and its refresh token by
+    REFRESH_TOKEN_AUTH and the token endpoint, where moto would answer with the other user."""
+    first_email, first = password_user(hosted, "pat")
+    _, mallory = password_user(hosted, "mallory")
+    moved = [{"Name": "email", "Value": f"moved-{first_email}"}]
+    assert (
+        api(hosted, "UpdateUserAttributes", AccessToken=first["AccessToken"], UserAttributes=moved).status_code == 200
+    )
+    taken = [{"Name": "email", "Value": first_email}]
+    assert (
+        api(hosted, "UpdateUserAttributes", AccessToken=mallory["AccessToken"], UserAttributes=taken).status_code == 200
+    )
+
+    assert cognito_error(api(hosted, "GetUser", AccessToken=first["AccessToken"]))[0] == "NotAuthorizedException"
+    refresh = api(
+        hosted,
+        "InitiateAuth",
+        ClientId=hosted.client_id,
+        AuthFlow="REFRESH_TOKEN_AUTH",
+        AuthParameters={"REFRESH_TOKEN": first["RefreshToken"]},
+    )
+    assert cognito_error(refresh) == ("NotAuthorizedException", "Invalid Refresh Token")
+    at_endpoint = token(hosted, grant_type="refresh_token", refresh_token=first["RefreshToken"])
+    assert oauth_error(at_endpoint) == "invalid_grant"
+
+
+def test_a_deleted_users_code_and_session_do_not_pass_to_a_new_user_of_the_same_name(hosted):
+    """A code and a refresh token are bound to the user's sub: once the federated user is deleted and signs in again
+    (the same name, a new sub), the old user's unredeemed code and refresh token are invalid_grant."""
+    idp_user(hosted, "frank")
+    old_callback, old_verifier = sign_in_with_idp(hosted, "frank")
+    old = signed_in(hosted, "frank")
+    cognito_client(REGION, hosted.endpoint).admin_delete_user(UserPoolId=hosted.pool_id, Username="LocalIdP_frank")
+    new = signed_in(hosted, "frank")
+    assert claims(hosted, new["access_token"])["sub"] != claims(hosted, old["access_token"])["sub"]
+    assert oauth_error(redeem(hosted, old_callback["code"], old_verifier)) == "invalid_grant"
+    assert oauth_error(token(hosted, grant_type="refresh_token", refresh_token=old["refresh_token"])) == "invalid_grant"
+
+
 def test_authz_allows_a_federated_users_tokens(hosted, emulator):
     """The authz server accepts a federated user's access token (asking GetUser, as AUTHZ_REVOCATION=cognito does),
     with its sub, client and automatic group, and its id token on an id-token route with the provider."""
