@@ -1,16 +1,22 @@
-"""TOTP multi-factor authentication in the local Cognito emulator, as Cognito does it (stack/emulator.py merges ACTIONS).
+"""Sign-in challenges and TOTP multi-factor authentication in the local Cognito emulator, as Cognito does them
+(stack/emulator.py merges ACTIONS).
 
 moto 5.2.5 gives every user one fixed secret, accepts any code unless an environment flag is set, trusts the USERNAME
-of a challenge response over the session (user A's password and USERNAME=B gave B's tokens), lets any live session
-answer MFA_SETUP (skipping the setup), never expires a session, and never asks a user of a pool that requires MFA to
-set it up. Here every TOTP step is the emulator's own: a random 160-bit secret per user, pending until a code proves
-it; sign-in challenges (SOFTWARE_TOKEN_MFA, MFA_SETUP) carry the emulator's own sessions, bound to the pool, app
-client, user and challenge, and expiring after the client's AuthSessionValidity; codes are checked within one 30 s
-step either way, and never accepted twice. moto still checks passwords and issues the tokens (so GetUser,
-GlobalSignOut and refresh keep working), and SetUserMFAPreference is moto's: it turns TOTP on only for a user whose
-token was verified here. The same holds for AdminInitiateAuth and AdminRespondToAuthChallenge, and after moto's
-NEW_PASSWORD_REQUIRED and PASSWORD_VERIFIER, which are answered only for their session's own user. The emulator does
-TOTP only: SMS MFA stays moto's.
+of a challenge response over the session (user A's password and USERNAME=B gave B's tokens; any session of its own
+answered as SMS_MFA with any code gave the named user's), lets any live session answer MFA_SETUP (skipping the
+setup), never expires a session, and never asks a user of a pool that requires MFA to set it up; and it checks no
+SRP proof (any PASSWORD_CLAIM_SIGNATURE passes).
+
+Here every sign-in challenge is the emulator's own: SOFTWARE_TOKEN_MFA, MFA_SETUP and NEW_PASSWORD_REQUIRED carry
+sessions of the emulator's, bound to the pool, app client, user and challenge, and expiring after the client's
+AuthSessionValidity. RespondToAuthChallenge and AdminRespondToAuthChallenge never reach moto: they refuse every
+other challenge (NotAuthorizedException "Invalid session for the user."), a name Cognito does not have
+(InvalidParameterException) and an admin call whose UserPoolId is not the client's pool (ResourceNotFoundException).
+USER_SRP_AUTH is refused (InvalidParameterException): the emulator cannot check an SRP proof. SMS MFA is refused at
+sign-in: the emulator sends no SMS. TOTP: a random 160-bit secret per user, pending until a code proves it; codes
+are checked within one 30 s step either way, and never accepted twice. moto still checks passwords, sets new ones
+(its password policy) and issues the tokens (so GetUser, GlobalSignOut and refresh keep working), and
+SetUserMFAPreference is moto's: it turns TOTP on only for a user whose token was verified here.
 
 EMULATOR_AUTH_SESSION_SECONDS, when set, is every sign-in session's lifetime in seconds instead of the client's
 AuthSessionValidity (3 to 15 minutes): a setting for tests of expiry only, which Cognito does not have.
@@ -29,7 +35,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
 
 import pyotp
@@ -37,6 +43,7 @@ from moto.cognitoidp.exceptions import (
     CodeMismatchException,
     InvalidParameterException,
     NotAuthorizedError,
+    ResourceNotFoundError,
 )
 from moto.cognitoidp.models import (
     CognitoIdpBackend,
@@ -53,6 +60,29 @@ from moto.core.exceptions import JsonRESTError
 TARGET = "AWSCognitoIdentityProviderService."
 SOFTWARE_TOKEN_MFA = "SOFTWARE_TOKEN_MFA"
 MFA_SETUP = "MFA_SETUP"
+NEW_PASSWORD_REQUIRED = "NEW_PASSWORD_REQUIRED"
+USER_SRP_AUTH = "USER_SRP_AUTH"
+# Cognito's challenge names (the API Reference's ChallengeNameType): an answer to any other is an invalid request.
+CHALLENGE_NAMES = frozenset(
+    {
+        "SMS_MFA",
+        "EMAIL_OTP",
+        SOFTWARE_TOKEN_MFA,
+        "SELECT_MFA_TYPE",
+        MFA_SETUP,
+        "PASSWORD_VERIFIER",
+        "CUSTOM_CHALLENGE",
+        "SELECT_CHALLENGE",
+        "DEVICE_SRP_AUTH",
+        "DEVICE_PASSWORD_VERIFIER",
+        "ADMIN_NO_SRP_AUTH",
+        NEW_PASSWORD_REQUIRED,
+        "SMS_OTP",
+        "PASSWORD",
+        "WEB_AUTHN",
+        "PASSWORD_SRP",
+    }
+)
 # What an MFA_SETUP challenge offers: TOTP only (the emulator sends no SMS), as the JSON string Cognito sends.
 MFAS_CAN_SETUP = json.dumps([SOFTWARE_TOKEN_MFA])
 
@@ -61,6 +91,15 @@ INVALID_SESSION = "Invalid session for the user."
 CODE_MISMATCH = "Invalid code or auth state for the user."
 ENABLE_MISMATCH = "Code mismatch and fail enable Software Token MFA"
 NO_SOFTWARE_TOKEN_MFA = "Software Token MFA has not been enabled by the userPool"
+# The emulator's own refusals, of what Cognito does and it cannot.
+NO_SRP = (
+    "USER_SRP_AUTH is not supported by the local Cognito emulator, which cannot check an SRP password proof: "
+    "sign in with USER_PASSWORD_AUTH."
+)
+NO_SMS = (
+    "The local Cognito emulator sends no SMS, so it signs in no user whose MFA is SMS: "
+    "use an authenticator app (SOFTWARE_TOKEN_MFA)."
+)
 
 SESSION_SECONDS_VARIABLE = "EMULATOR_AUTH_SESSION_SECONDS"
 # Wrong codes a sign-in session takes before it ends. Cognito documents a "maximum number of retries" but not the
@@ -97,6 +136,15 @@ class Step(enum.Enum):
     MFA_SETUP = "associate a software token (the user has none yet)"
     ASSOCIATED = "verify the associated token's first code"
     VERIFIED = "answer MFA_SETUP"
+    NEW_PASSWORD_REQUIRED = "answer NEW_PASSWORD_REQUIRED with a new password"
+
+
+# The step a session must be at to answer each challenge: the emulator answers no other challenge.
+_ANSWERED_AT = {
+    SOFTWARE_TOKEN_MFA: Step.SOFTWARE_TOKEN_MFA,
+    MFA_SETUP: Step.VERIFIED,
+    NEW_PASSWORD_REQUIRED: Step.NEW_PASSWORD_REQUIRED,
+}
 
 
 @dataclass
@@ -112,6 +160,8 @@ class ChallengeSession:
     step: Step
     expires_at: float
     wrong_codes: int = 0
+    # NEW_PASSWORD_REQUIRED's: the session moto issued, which moto needs to set the password. No client sees it.
+    moto_session: str | None = None
 
 
 @dataclass
@@ -250,43 +300,89 @@ def _accepted_step(secret: str, code: str, *, after: int) -> int | None:
 
 @_cognito_errors
 def initiate_auth(request: dict[str, Any]) -> Answer | None:
-    """(HTTP status, body) for one InitiateAuth with USER_PASSWORD_AUTH: moto checks the password; a user who must
-    answer a TOTP challenge gets SOFTWARE_TOKEN_MFA or MFA_SETUP with a session of the emulator's instead of tokens.
-    Every other flow (REFRESH_TOKEN_AUTH, USER_SRP_AUTH, ...) is moto's, unchanged."""
-    if request.get("AuthFlow") != "USER_PASSWORD_AUTH":
+    """(HTTP status, body) for one InitiateAuth. USER_PASSWORD_AUTH: moto checks the password, and a right one is
+    answered as Cognito would (_after_password). USER_SRP_AUTH is InvalidParameterException: the
+    emulator cannot check an SRP proof. Every other flow (REFRESH_TOKEN_AUTH, ...) is moto's, unchanged."""
+    flow = request.get("AuthFlow")
+    if flow == USER_SRP_AUTH:
+        raise InvalidParameterException(NO_SRP)
+    if flow != "USER_PASSWORD_AUTH":
         return None
-    client_id, parameters = request.get("ClientId"), request.get("AuthParameters")
-    found = _client(client_id)
-    if found is None or not isinstance(parameters, dict):
-        return None  # moto's own errors
-    backend, pool, client = found
-    answer = backend.initiate_auth(client.id, "USER_PASSWORD_AUTH", parameters)
-    return 200, _after_password(backend, pool, client, str(parameters["USERNAME"]), answer)
+    backend, pool, client = _client(request.get("ClientId"))
+    parameters = _auth_parameters(request)
+    username = _sign_in_name(parameters)
+    answer = backend.initiate_auth(client.id, flow, parameters)
+    return 200, _after_password(backend, pool, client, username, answer)
 
 
 @_cognito_errors
 def admin_initiate_auth(request: dict[str, Any]) -> Answer | None:
     """(HTTP status, body) for one AdminInitiateAuth: as InitiateAuth, for ADMIN_USER_PASSWORD_AUTH (and its old
-    name ADMIN_NO_SRP_AUTH); the other flows are moto's."""
-    flow, parameters = request.get("AuthFlow"), request.get("AuthParameters")
+    name ADMIN_NO_SRP_AUTH) and USER_SRP_AUTH, with the UserPoolId of the client's own pool; the other flows are
+    moto's."""
+    flow = request.get("AuthFlow")
+    if flow == USER_SRP_AUTH:
+        raise InvalidParameterException(NO_SRP)
     if flow not in ("ADMIN_USER_PASSWORD_AUTH", "ADMIN_NO_SRP_AUTH"):
         return None
-    found = _client(request.get("ClientId"))
-    if found is None or found[1].id != request.get("UserPoolId") or not isinstance(parameters, dict):
-        return None
-    backend, pool, client = found
+    backend, pool, client = _admin_client(request)
+    parameters = _auth_parameters(request)
+    username = _sign_in_name(parameters)
     answer = backend.admin_initiate_auth(pool.id, client.id, str(flow), parameters)
-    return 200, _after_password(backend, pool, client, str(parameters["USERNAME"]), answer)
+    return 200, _after_password(backend, pool, client, username, answer)
 
 
-def _client(client_id: Any) -> tuple[CognitoIdpBackend, CognitoIdpUserPool, CognitoIdpUserPoolClient] | None:
-    """The backend, pool and app client of a client id, or None."""
-    if not isinstance(client_id, str):
-        return None
-    account, region = find_account_region_by_value("client_id", client_id, fallback=(DEFAULT_ACCOUNT_ID, "us-east-1"))
-    backend = cognitoidp_backends[account][region]
-    pool = next((p for p in backend.user_pools.values() if client_id in p.clients), None)
-    return None if pool is None else (backend, pool, pool.clients[client_id])
+class AppClient(NamedTuple):
+    """An app client, its pool, and the moto backend (account and region) that holds them."""
+
+    backend: CognitoIdpBackend
+    pool: CognitoIdpUserPool
+    client: CognitoIdpUserPoolClient
+
+
+def _client(client_id: Any) -> AppClient:
+    """The app client of a client id; ResourceNotFoundException when no pool has that client."""
+    if isinstance(client_id, str):
+        account, region = find_account_region_by_value(
+            "client_id", client_id, fallback=(DEFAULT_ACCOUNT_ID, "us-east-1")
+        )
+        backend = cognitoidp_backends[account][region]
+        pool = next((p for p in backend.user_pools.values() if client_id in p.clients), None)
+        if pool is not None:
+            return AppClient(backend, pool, pool.clients[client_id])
+    raise ResourceNotFoundError(f"User pool client {client_id} does not exist.")
+
+
+def _admin_client(request: dict[str, Any]) -> AppClient:
+    """As _client, for an admin call: its UserPoolId must be the client's pool (moto's admin answers look no further
+    than the client), else ResourceNotFoundException."""
+    backend, pool, client = app = _client(request.get("ClientId"))
+    pool_id = request.get("UserPoolId")
+    if pool_id != pool.id:
+        if not isinstance(pool_id, str) or pool_id not in backend.user_pools:
+            raise ResourceNotFoundError(f"User pool {pool_id} does not exist.")
+        raise ResourceNotFoundError(f"User pool client {client.id} does not exist.")
+    return app
+
+
+def _auth_parameters(request: dict[str, Any]) -> dict[str, Any]:
+    parameters = request.get("AuthParameters")
+    if not isinstance(parameters, dict):
+        raise InvalidParameterException("Missing required parameter AuthParameters")
+    return parameters
+
+
+def _sign_in_name(parameters: dict[str, Any]) -> str:
+    """The USERNAME of a password sign-in's AuthParameters (moto checks the password)."""
+    username = parameters.get("USERNAME")
+    if not isinstance(username, str) or not username:
+        raise InvalidParameterException("Missing required parameter USERNAME")
+    return username
+
+
+def _check_secret_hash(client: CognitoIdpUserPoolClient, username: str, secret_hash: Any) -> None:
+    if client.generate_secret and not check_secret_hash(client.secret, client.id, username, secret_hash):
+        raise NotAuthorizedError(f"Unable to verify secret hash for client {client.id}")
 
 
 def _after_password(
@@ -296,24 +392,32 @@ def _after_password(
     sign_in_name: str,
     answer: dict[str, Any],
 ) -> dict[str, Any]:
-    """moto's answer to a right password, with the TOTP challenge Cognito would ask in place of moto's (or of its
-    tokens, which are then withdrawn), or tokens where moto asks a TOTP challenge Cognito would not. Other
-    challenges (NEW_PASSWORD_REQUIRED, SMS_MFA, an SMS-only MFA_SETUP) stay moto's."""
+    """moto's answer to a right password, with the challenge Cognito would ask in place of moto's (or of its tokens,
+    which are then withdrawn), or tokens where moto asks a TOTP challenge Cognito would not. Every challenge carries
+    a session of the emulator's: NEW_PASSWORD_REQUIRED's keeps moto's own inside, for moto to set the password, and
+    no other session of moto's is ever handed out. SMS MFA (SMS_MFA, or an MFA_SETUP that offers SMS only) is
+    InvalidParameterException: the emulator sends no SMS."""
     theirs = answer.get("ChallengeName")
-    if theirs not in (None, SOFTWARE_TOKEN_MFA, MFA_SETUP) or (
-        theirs == MFA_SETUP and not _offers_software_token_mfa(pool)
-    ):
-        return answer
     user = pool._get_user(sign_in_name)
+    if theirs == NEW_PASSWORD_REQUIRED:
+        new_password = ChallengeSession(
+            backend, pool, client, user, sign_in_name, Step.NEW_PASSWORD_REQUIRED, 0.0, moto_session=answer["Session"]
+        )
+        parameters = answer.get("ChallengeParameters") or {}
+        return {"ChallengeName": theirs, "Session": _open_session(new_password), "ChallengeParameters": parameters}
+    if theirs is not None:
+        backend.sessions.pop(answer.get("Session", ""), None)
+        if theirs not in (SOFTWARE_TOKEN_MFA, MFA_SETUP) or (
+            theirs == MFA_SETUP and not _offers_software_token_mfa(pool)
+        ):
+            raise InvalidParameterException(NO_SMS)
     ours = _challenge_due(pool, user)
     if theirs is None:
         if ours is None:
             return answer
         _withdraw_tokens(pool, answer.get("AuthenticationResult") or {})
-    else:
-        backend.sessions.pop(answer.get("Session", ""), None)
-        if ours is None:
-            return backend._log_user_in(pool, client, sign_in_name)
+    elif ours is None:
+        return backend._log_user_in(pool, client, sign_in_name)
     step = Step.SOFTWARE_TOKEN_MFA if ours == SOFTWARE_TOKEN_MFA else Step.MFA_SETUP
     session_id = _open_session(ChallengeSession(backend, pool, client, user, sign_in_name, step, 0.0))
     return {"ChallengeName": ours, "Session": session_id, "ChallengeParameters": _challenge_parameters(user, step)}
@@ -351,54 +455,55 @@ def _withdraw_tokens(pool: CognitoIdpUserPool, tokens: dict[str, Any]) -> None:
 
 
 @_cognito_errors
-def respond_to_auth_challenge(request: dict[str, Any]) -> Answer | None:
-    """(HTTP status, body) for one RespondToAuthChallenge. SOFTWARE_TOKEN_MFA and MFA_SETUP are the emulator's:
-    the session must be one it issued, unexpired, for this ClientId and this challenge, and USERNAME its user, else
-    NotAuthorizedException "Invalid session for the user."; MFA_SETUP takes only the session of a successful
+def respond_to_auth_challenge(request: dict[str, Any]) -> Answer:
+    """(HTTP status, body) for one RespondToAuthChallenge, never moto's: a ChallengeName Cognito does not have is
+    InvalidParameterException. The emulator answers only the challenges it asks (SOFTWARE_TOKEN_MFA, MFA_SETUP,
+    NEW_PASSWORD_REQUIRED), and only on a session it issued, unexpired, for this ClientId and this challenge, with
+    USERNAME its user; anything else (another challenge, SMS_MFA, PASSWORD_VERIFIER, CUSTOM_CHALLENGE, DEVICE_*...)
+    is NotAuthorizedException "Invalid session for the user.". MFA_SETUP takes only the session of a successful
     VerifySoftwareToken. A wrong code is CodeMismatchException and keeps the session, up to MAX_WRONG_CODES. Success
-    ends the session and gives moto's tokens. PASSWORD_VERIFIER and NEW_PASSWORD_REQUIRED are moto's, for the
-    session's own user only, and may lead to a TOTP challenge; every other challenge is moto's, unchanged."""
-    return _respond(request)
+    ends the session and gives moto's tokens, or (after a new password) the TOTP challenge due."""
+    name = _challenge_name(request)
+    return 200, _answer_challenge(request, name, _client(request.get("ClientId")).client)
 
 
 @_cognito_errors
-def admin_respond_to_auth_challenge(request: dict[str, Any]) -> Answer | None:
-    """(HTTP status, body) for one AdminRespondToAuthChallenge: as RespondToAuthChallenge, for the client's pool."""
-    found = _client(request.get("ClientId"))
-    if found is None or found[1].id != request.get("UserPoolId"):
-        return None
-    return _respond(request)
+def admin_respond_to_auth_challenge(request: dict[str, Any]) -> Answer:
+    """(HTTP status, body) for one AdminRespondToAuthChallenge: as RespondToAuthChallenge, with the UserPoolId of the
+    client's own pool (ResourceNotFoundException otherwise)."""
+    name = _challenge_name(request)
+    return 200, _answer_challenge(request, name, _admin_client(request).client)
 
 
-def _respond(request: dict[str, Any]) -> Answer | None:
+def _challenge_name(request: dict[str, Any]) -> str:
     name = request.get("ChallengeName")
-    if name in (SOFTWARE_TOKEN_MFA, MFA_SETUP):
-        return 200, _answer_challenge(request, str(name))
-    if name in ("PASSWORD_VERIFIER", "NEW_PASSWORD_REQUIRED"):
-        return _answer_moto_challenge(request, str(name))
-    return None
+    if not isinstance(name, str) or name not in CHALLENGE_NAMES:
+        raise InvalidParameterException(
+            f"1 validation error detected: Value '{name}' at 'challengeName' failed to satisfy constraint: "
+            f"Member must satisfy enum value set: [{', '.join(sorted(CHALLENGE_NAMES))}]"
+        )
+    return name
 
 
-def _answer_challenge(request: dict[str, Any], name: str) -> dict[str, Any]:
+def _answer_challenge(request: dict[str, Any], name: str, client: CognitoIdpUserPoolClient) -> dict[str, Any]:
+    """The answer to challenge `name` of a sign-in with the app client `client`, as respond_to_auth_challenge says."""
+    step = _ANSWERED_AT.get(name)
+    if step is None:  # no session of the emulator's is ever for this challenge
+        raise NotAuthorizedError(INVALID_SESSION)
     session_id, responses = request.get("Session"), request.get("ChallengeResponses") or {}
     if not isinstance(session_id, str) or not session_id:
         raise InvalidParameterException("Missing required parameter Session")
     if not isinstance(responses, dict) or not isinstance(responses.get("USERNAME"), str):
         raise InvalidParameterException("Missing required parameter USERNAME")
-    session = _live_session(session_id, Step.SOFTWARE_TOKEN_MFA if name == SOFTWARE_TOKEN_MFA else Step.VERIFIED)
+    session = _live_session(session_id, step)
     username = responses["USERNAME"]
-    client_id = request.get("ClientId")
-    if (
-        session.pool.clients.get(str(client_id)) is not session.client
-        or session.pool._get_user(username) is not session.user
-    ):
+    if session.client is not client or session.pool._get_user(username) is not session.user:
         raise NotAuthorizedError(INVALID_SESSION)
-    if session.client.generate_secret and not check_secret_hash(
-        session.client.secret, session.client.id, username, responses.get("SECRET_HASH")
-    ):
-        raise NotAuthorizedError(f"Unable to verify secret hash for client {session.client.id}")
+    _check_secret_hash(client, username, responses.get("SECRET_HASH"))
     if not session.user.enabled:
         raise NotAuthorizedError("User is disabled.")
+    if name == NEW_PASSWORD_REQUIRED:
+        return _answer_new_password(session_id, session, responses)
     if name == SOFTWARE_TOKEN_MFA:
         _check_sign_in_code(session_id, session, responses.get("SOFTWARE_TOKEN_MFA_CODE"))
     del _SESSIONS[session_id]
@@ -417,26 +522,15 @@ def _check_sign_in_code(session_id: str, session: ChallengeSession, code: Any) -
     token.last_step = step
 
 
-def _answer_moto_challenge(request: dict[str, Any], name: str) -> Answer | None:
-    """moto answers PASSWORD_VERIFIER (after USER_SRP_AUTH) and NEW_PASSWORD_REQUIRED, once USERNAME is shown to be
-    the session's user (moto would act for whichever user it names); its answer then goes as a password's does.
-    moto checks no SRP proof (any PASSWORD_CLAIM_SIGNATURE passes): after USER_SRP_AUTH, a code is the only check."""
-    found = _client(request.get("ClientId"))
-    responses = request.get("ChallengeResponses")
-    if found is None or not isinstance(responses, dict):
-        return None
-    backend, pool, client = found
-    moto_session = (
-        responses.get("PASSWORD_CLAIM_SECRET_BLOCK") if name == "PASSWORD_VERIFIER" else request.get("Session")
+def _answer_new_password(session_id: str, session: ChallengeSession, responses: dict[str, Any]) -> dict[str, Any]:
+    """moto sets the new password (its policy checks, on the moto session kept inside this one); its answer then goes
+    as a right password's does. A password moto refuses leaves the session open for another."""
+    for_moto = {**responses, "USERNAME": session.sign_in_name}
+    answer = session.backend.respond_to_auth_challenge(
+        str(session.moto_session), session.client.id, NEW_PASSWORD_REQUIRED, for_moto
     )
-    bound = backend.sessions.get(moto_session) if isinstance(moto_session, str) else None
-    if bound is None or bound[1] is not pool:
-        return None  # moto's own errors for a session it does not know
-    username = responses.get("USERNAME")
-    if not isinstance(username, str) or pool._get_user(username) is not pool._get_user(bound[0]):
-        raise NotAuthorizedError(INVALID_SESSION)
-    answer = backend.respond_to_auth_challenge(str(request.get("Session")), client.id, name, responses)
-    return 200, _after_password(backend, pool, client, username, answer)
+    del _SESSIONS[session_id]
+    return _after_password(session.backend, session.pool, session.client, session.sign_in_name, answer)
 
 
 # ---------------------------------------------------------------------------------------------- the sessions
@@ -446,7 +540,8 @@ def _open_session(session: ChallengeSession) -> str:
     """A new opaque session id for `session`, which expires after the client's AuthSessionValidity from now."""
     now = time.monotonic()
     for expired in [key for key, open_session in _SESSIONS.items() if open_session.expires_at <= now]:
-        del _SESSIONS[expired]
+        ended = _SESSIONS.pop(expired)
+        ended.backend.sessions.pop(ended.moto_session or "", None)
     minutes = session.client.extended_config.get("AuthSessionValidity") or 3
     session.expires_at = now + (_SESSION_SECONDS or 60 * float(minutes))
     session_id = secrets.token_urlsafe(48)

@@ -26,8 +26,11 @@ from stack.processes import free_port
 from tests.conftest import REGION
 
 PASSWORD = "T0tp-Passw0rd!"
+TEMPORARY_PASSWORD = "Temp0rary-pass!"
 INVALID_SESSION = "Invalid session for the user."
 CODE_MISMATCH = "Invalid code or auth state for the user."
+# Every password flow, as (API, AuthFlow): InitiateAuth's and AdminInitiateAuth's two names for the same flow.
+PASSWORD_FLOWS = [("user", "USER_PASSWORD_AUTH"), ("admin", "ADMIN_USER_PASSWORD_AUTH"), ("admin", "ADMIN_NO_SRP_AUTH")]
 SHORT_SESSION_SECONDS = 2.0
 
 
@@ -92,6 +95,28 @@ def answer_code(cognito: Any, client_id: str, session: str, username: str, code:
         Session=session,
         ChallengeResponses={"USERNAME": username, "SOFTWARE_TOKEN_MFA_CODE": code},
     )
+
+
+def sign_in_with(cognito: Any, pool: Provisioned, api: str, flow: str, parameters: dict[str, str]) -> dict[str, Any]:
+    """InitiateAuth (api "user") or AdminInitiateAuth (api "admin") with flow and AuthParameters as given."""
+    if api == "user":
+        return cognito.initiate_auth(ClientId=pool.client_id, AuthFlow=flow, AuthParameters=parameters)
+    return cognito.admin_initiate_auth(
+        UserPoolId=pool.pool_id, ClientId=pool.client_id, AuthFlow=flow, AuthParameters=parameters
+    )
+
+
+def new_password_session(cognito: Any, pool: Provisioned) -> tuple[str, str]:
+    """(username, session) of a user an admin created, signed in with the temporary password: NEW_PASSWORD_REQUIRED."""
+    name = f"new-{uuid.uuid4().hex[:8]}@cruddur.local"
+    cognito.admin_create_user(UserPoolId=pool.pool_id, Username=name, TemporaryPassword=TEMPORARY_PASSWORD)
+    started = cognito.initiate_auth(
+        ClientId=pool.client_id,
+        AuthFlow="USER_PASSWORD_AUTH",
+        AuthParameters={"USERNAME": name, "PASSWORD": TEMPORARY_PASSWORD},
+    )
+    assert started["ChallengeName"] == "NEW_PASSWORD_REQUIRED"
+    return name, started["Session"]
 
 
 def refused(error: pytest.ExceptionInfo[ClientError]) -> tuple[str, str]:
@@ -288,28 +313,18 @@ def test_a_wrong_password_is_refused_before_any_challenge(cognito, mfa_pool):
     assert refused(error) == ("NotAuthorizedException", "Incorrect username or password.")
 
 
-def test_srp_sign_in_also_asks_for_the_code(cognito, mfa_pool):
-    """After USER_SRP_AUTH's PASSWORD_VERIFIER, a user with TOTP on gets SOFTWARE_TOKEN_MFA, not tokens, and the
-    code on that session signs them in."""
-    user = enrol(cognito, mfa_pool)
-    start = cognito.initiate_auth(
-        ClientId=mfa_pool.client_id, AuthFlow="USER_SRP_AUTH", AuthParameters={"USERNAME": user.email, "SRP_A": "a1"}
-    )
-    parameters = start["ChallengeParameters"]
-    challenge = cognito.respond_to_auth_challenge(
-        ClientId=mfa_pool.client_id,
-        ChallengeName="PASSWORD_VERIFIER",
-        ChallengeResponses={
-            "USERNAME": user.email,
-            "PASSWORD_CLAIM_SECRET_BLOCK": parameters["SECRET_BLOCK"],
-            "PASSWORD_CLAIM_SIGNATURE": "signature",
-            "TIMESTAMP": "Mon Jan 5 10:00:00 UTC 2026",
-        },
-    )
-    assert challenge["ChallengeName"] == "SOFTWARE_TOKEN_MFA" and "AuthenticationResult" not in challenge
-    code = code_at(user.secret, user.verified_at + 1)
-    tokens = answer_code(cognito, mfa_pool.client_id, challenge["Session"], user.email, code)
-    assert "AccessToken" in tokens["AuthenticationResult"]
+def test_a_user_whose_mfa_is_sms_is_refused_at_sign_in(cognito, mfa_pool):
+    """The emulator sends no SMS: a right password for a user who turned SMS MFA on is InvalidParameterException
+    saying so, with no session (moto asked SMS_MFA and took any code for it)."""
+    email = new_user(cognito, mfa_pool)
+    access_token = password_sign_in(cognito, mfa_pool.client_id, email)["AuthenticationResult"]["AccessToken"]
+    cognito.set_user_mfa_preference(AccessToken=access_token, SMSMfaSettings={"Enabled": True, "PreferredMfa": True})
+    for api, flow in PASSWORD_FLOWS:
+        with pytest.raises(ClientError) as error:
+            sign_in_with(cognito, mfa_pool, api, flow, {"USERNAME": email, "PASSWORD": PASSWORD})
+        kind, message = refused(error)
+        assert kind == "InvalidParameterException" and "SMS" in message
+        assert "Session" not in error.value.response
 
 
 def test_an_admin_sign_in_asks_for_the_code_too(cognito, mfa_pool):
@@ -339,7 +354,18 @@ def test_an_admin_sign_in_asks_for_the_code_too(cognito, mfa_pool):
     assert "AccessToken" in admin_answer(code_at(user.secret, user.verified_at + 1))["AuthenticationResult"]
 
 
-# -- the session belongs to one sign-in -----------------------------------------------------------------------
+def test_srp_sign_in_is_refused(cognito, mfa_pool):
+    """USER_SRP_AUTH, by InitiateAuth or AdminInitiateAuth, is InvalidParameterException saying the emulator cannot
+    check an SRP proof and to use USER_PASSWORD_AUTH: moto took any PASSWORD_CLAIM_SIGNATURE, so a username alone
+    signed a user in."""
+    user = enrol(cognito, mfa_pool)
+    for api in ("user", "admin"):
+        with pytest.raises(ClientError) as error:
+            sign_in_with(cognito, mfa_pool, api, "USER_SRP_AUTH", {"USERNAME": user.email, "SRP_A": "ab"})
+        kind, message = refused(error)
+        assert kind == "InvalidParameterException"
+        assert "SRP" in message and "USER_PASSWORD_AUTH" in message
+        assert "Session" not in error.value.response
 
 
 def test_one_users_session_cannot_sign_in_another_user(cognito, mfa_pool):
@@ -383,6 +409,99 @@ def test_a_code_challenge_cannot_be_answered_as_mfa_setup_or_with_a_made_up_sess
     with pytest.raises(ClientError) as error:
         answer_code(cognito, mfa_pool.client_id, "x" * 64, user.email, code_at(user.secret, user.verified_at + 1))
     assert refused(error) == ("NotAuthorizedException", INVALID_SESSION)
+
+
+def test_a_challenge_the_emulator_did_not_ask_signs_no_one_in(cognito, mfa_pool):
+    """A live session (a new password's, and a code's after the victim's right password) answered as any other of
+    Cognito's challenges (SMS_MFA, CUSTOM_CHALLENGE, SELECT_MFA_TYPE, PASSWORD_VERIFIER, DEVICE_SRP_AUTH, ...), for
+    its own user or the victim, is NotAuthorizedException "Invalid session for the user." and gives no tokens (moto
+    gave the named user's for any SMS_MFA code); each session still answers its own challenge afterwards."""
+    victim = enrol(cognito, mfa_pool)
+    name, new_password = new_password_session(cognito, mfa_pool)
+    code_session = password_sign_in(cognito, mfa_pool.client_id, victim.email)["Session"]
+    every_challenge = cognito.meta.service_model.shape_for("ChallengeNameType").enum
+    for session, own in ((new_password, "NEW_PASSWORD_REQUIRED"), (code_session, "SOFTWARE_TOKEN_MFA")):
+        for challenge in every_challenge:
+            if challenge == own:
+                continue
+            for username in (victim.email, name):
+                responses = {
+                    "USERNAME": username,
+                    f"{challenge}_CODE": "000000",
+                    "ANSWER": "SMS_MFA",
+                    "NEW_PASSWORD": PASSWORD,
+                    "PASSWORD": PASSWORD,
+                    "PASSWORD_CLAIM_SECRET_BLOCK": session,
+                    "PASSWORD_CLAIM_SIGNATURE": "c2lnbmF0dXJl",
+                    "TIMESTAMP": "Mon Jan 5 10:00:00 UTC 2026",
+                    "SRP_A": "ab",
+                    "DEVICE_KEY": f"{REGION}_device",
+                }
+                with pytest.raises(ClientError) as error:
+                    cognito.respond_to_auth_challenge(
+                        ClientId=mfa_pool.client_id,
+                        ChallengeName=challenge,
+                        Session=session,
+                        ChallengeResponses=responses,
+                    )
+                assert refused(error) == ("NotAuthorizedException", INVALID_SESSION), (own, challenge, username)
+                assert "AuthenticationResult" not in error.value.response
+    signed_in_with_new_password = cognito.respond_to_auth_challenge(
+        ClientId=mfa_pool.client_id,
+        ChallengeName="NEW_PASSWORD_REQUIRED",
+        Session=new_password,
+        ChallengeResponses={"USERNAME": name, "NEW_PASSWORD": PASSWORD},
+    )
+    assert "AccessToken" in signed_in_with_new_password["AuthenticationResult"]
+    code = code_at(victim.secret, victim.verified_at + 1)
+    tokens = answer_code(cognito, mfa_pool.client_id, code_session, victim.email, code)["AuthenticationResult"]
+    assert user_sub(cognito, tokens["AccessToken"]) == user_sub(cognito, victim.access_token)
+
+
+def test_a_challenge_name_cognito_does_not_know_is_invalid(cognito, mfa_pool):
+    """A ChallengeName outside Cognito's list is InvalidParameterException naming the value (moto answered 200 with
+    an empty body)."""
+    _, session = new_password_session(cognito, mfa_pool)
+    for answer in (cognito.respond_to_auth_challenge, cognito.admin_respond_to_auth_challenge):
+        pool_id = {"UserPoolId": mfa_pool.pool_id} if answer == cognito.admin_respond_to_auth_challenge else {}
+        with pytest.raises(ClientError) as error:
+            answer(
+                ClientId=mfa_pool.client_id,
+                ChallengeName="NOT_A_CHALLENGE",
+                Session=session,
+                ChallengeResponses={"USERNAME": "anyone"},
+                **pool_id,
+            )
+        kind, message = refused(error)
+        assert kind == "InvalidParameterException" and "NOT_A_CHALLENGE" in message
+
+
+def test_an_admin_answer_for_another_pool_is_refused(cognito, mfa_pool):
+    """AdminRespondToAuthChallenge whose UserPoolId is not the client's pool (another pool, or none) is
+    ResourceNotFoundException, whatever the session: moto then checked a SOFTWARE_TOKEN_MFA code of any user named,
+    accepting any. The right pool id with the victim's own session and code still signs the victim in."""
+    victim = enrol(cognito, mfa_pool)
+    _, new_password = new_password_session(cognito, mfa_pool)
+    code_session = password_sign_in(cognito, mfa_pool.client_id, victim.email)["Session"]
+    code = code_at(victim.secret, victim.verified_at + 1)
+
+    def admin_answer(pool_id: str, session: str, code: str) -> dict[str, Any]:
+        return cognito.admin_respond_to_auth_challenge(
+            UserPoolId=pool_id,
+            ClientId=mfa_pool.client_id,
+            ChallengeName="SOFTWARE_TOKEN_MFA",
+            Session=session,
+            ChallengeResponses={"USERNAME": victim.email, "SOFTWARE_TOKEN_MFA_CODE": code},
+        )
+
+    for pool_id in (f"{REGION}_nopool", other_pool(cognito, "OPTIONAL").pool_id):
+        for session, answer in ((new_password, "000000"), (code_session, code)):
+            with pytest.raises(ClientError) as error:
+                admin_answer(pool_id, session, answer)
+            assert refused(error)[0] == "ResourceNotFoundException", pool_id
+            assert "AuthenticationResult" not in error.value.response
+    tokens = admin_answer(mfa_pool.pool_id, code_session, code)["AuthenticationResult"]
+    assert user_sub(cognito, tokens["AccessToken"]) == user_sub(cognito, victim.access_token)
 
 
 @dataclass
