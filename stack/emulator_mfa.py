@@ -1,21 +1,25 @@
-"""Sign-in challenges and TOTP multi-factor authentication in the local Cognito emulator, as Cognito does them
-(stack/emulator.py merges ACTIONS).
+"""Sign-in and TOTP multi-factor authentication in the local Cognito emulator, as Cognito does them (stack/emulator.py
+merges ACTIONS).
 
 moto 5.2.5 gives every user one fixed secret, accepts any code unless an environment flag is set, trusts the USERNAME
 of a challenge response over the session (user A's password and USERNAME=B gave B's tokens; any session of its own
 answered as SMS_MFA with any code gave the named user's), lets any live session answer MFA_SETUP (skipping the
-setup), never expires a session, and never asks a user of a pool that requires MFA to set it up; and it checks no
-SRP proof (any PASSWORD_CLAIM_SIGNATURE passes).
+setup), never expires a session, and never asks a user of a pool that requires MFA to set it up. It checks no SRP
+proof (any PASSWORD_CLAIM_SIGNATURE passes) and no SECRET_HASH of a password sign-in, and compares passwords with
+`!=`, so a user it holds without one (a federated user, a user an admin created without a temporary password)
+would sign in with no PASSWORD at all.
 
 Here every sign-in challenge is the emulator's own: SOFTWARE_TOKEN_MFA, MFA_SETUP and NEW_PASSWORD_REQUIRED carry
 sessions of the emulator's, bound to the pool, app client, user and challenge, and expiring after the client's
 AuthSessionValidity. RespondToAuthChallenge and AdminRespondToAuthChallenge never reach moto: they refuse every
 other challenge (NotAuthorizedException "Invalid session for the user."), a name Cognito does not have
 (InvalidParameterException) and an admin call whose UserPoolId is not the client's pool (ResourceNotFoundException).
-USER_SRP_AUTH is refused (InvalidParameterException): the emulator cannot check an SRP proof. SMS MFA is refused at
-sign-in: the emulator sends no SMS. TOTP: a random 160-bit secret per user, pending until a code proves it; codes
-are checked within one 30 s step either way, and never accepted twice. moto still checks passwords, sets new ones
-(its password policy) and issues the tokens (so GetUser, GlobalSignOut and refresh keep working), and
+Every password flow (USER_PASSWORD_AUTH, ADMIN_USER_PASSWORD_AUTH, ADMIN_NO_SRP_AUTH) needs a non-empty PASSWORD,
+and SECRET_HASH where the client has a secret, and the password is checked here; a federated user has none to sign
+in with. USER_SRP_AUTH is refused (InvalidParameterException): the emulator cannot check an SRP proof. SMS MFA is
+refused at sign-in: the emulator sends no SMS. TOTP: a random 160-bit secret per user, pending until a code proves
+it; codes are checked within one 30 s step either way, and never accepted twice. moto still sets new passwords (its
+password policy) and issues the tokens (so GetUser, GlobalSignOut and refresh keep working), and
 SetUserMFAPreference is moto's: it turns TOTP on only for a user whose token was verified here.
 
 EMULATOR_AUTH_SESSION_SECONDS, when set, is every sign-in session's lifetime in seconds instead of the client's
@@ -57,6 +61,8 @@ from moto.cognitoidp.utils import check_secret_hash
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.exceptions import JsonRESTError
 
+from stack.federation import FederatedUser
+
 TARGET = "AWSCognitoIdentityProviderService."
 SOFTWARE_TOKEN_MFA = "SOFTWARE_TOKEN_MFA"
 MFA_SETUP = "MFA_SETUP"
@@ -91,6 +97,8 @@ INVALID_SESSION = "Invalid session for the user."
 CODE_MISMATCH = "Invalid code or auth state for the user."
 ENABLE_MISMATCH = "Code mismatch and fail enable Software Token MFA"
 NO_SOFTWARE_TOKEN_MFA = "Software Token MFA has not been enabled by the userPool"
+INCORRECT_PASSWORD = "Incorrect username or password."
+MISSING_PASSWORD = "Missing required parameter PASSWORD"
 # The emulator's own refusals, of what Cognito does and it cannot.
 NO_SRP = (
     "USER_SRP_AUTH is not supported by the local Cognito emulator, which cannot check an SRP password proof: "
@@ -300,8 +308,8 @@ def _accepted_step(secret: str, code: str, *, after: int) -> int | None:
 
 @_cognito_errors
 def initiate_auth(request: dict[str, Any]) -> Answer | None:
-    """(HTTP status, body) for one InitiateAuth. USER_PASSWORD_AUTH: moto checks the password, and a right one is
-    answered as Cognito would (_after_password). USER_SRP_AUTH is InvalidParameterException: the
+    """(HTTP status, body) for one InitiateAuth. USER_PASSWORD_AUTH: a password is checked here (_password_checked),
+    and a right one answered as Cognito would (_after_password). USER_SRP_AUTH is InvalidParameterException: the
     emulator cannot check an SRP proof. Every other flow (REFRESH_TOKEN_AUTH, ...) is moto's, unchanged."""
     flow = request.get("AuthFlow")
     if flow == USER_SRP_AUTH:
@@ -310,7 +318,7 @@ def initiate_auth(request: dict[str, Any]) -> Answer | None:
         return None
     backend, pool, client = _client(request.get("ClientId"))
     parameters = _auth_parameters(request)
-    username = _sign_in_name(parameters)
+    username = _password_checked(pool, client, parameters)
     answer = backend.initiate_auth(client.id, flow, parameters)
     return 200, _after_password(backend, pool, client, username, answer)
 
@@ -327,7 +335,7 @@ def admin_initiate_auth(request: dict[str, Any]) -> Answer | None:
         return None
     backend, pool, client = _admin_client(request)
     parameters = _auth_parameters(request)
-    username = _sign_in_name(parameters)
+    username = _password_checked(pool, client, parameters)
     answer = backend.admin_initiate_auth(pool.id, client.id, str(flow), parameters)
     return 200, _after_password(backend, pool, client, username, answer)
 
@@ -372,11 +380,26 @@ def _auth_parameters(request: dict[str, Any]) -> dict[str, Any]:
     return parameters
 
 
-def _sign_in_name(parameters: dict[str, Any]) -> str:
-    """The USERNAME of a password sign-in's AuthParameters (moto checks the password)."""
-    username = parameters.get("USERNAME")
+def _password_checked(pool: CognitoIdpUserPool, client: CognitoIdpUserPoolClient, parameters: dict[str, Any]) -> str:
+    """The USERNAME of a password sign-in whose AuthParameters hold, checked here for every password flow as Cognito
+    checks them: USERNAME and PASSWORD are non-empty strings (InvalidParameterException), SECRET_HASH holds for a
+    client with a secret, and the user has a password of their own and it is this one ("Incorrect username or
+    password."). moto compares `user.password != password`, so a user it holds with None (a federated user, a user
+    an admin created without a temporary password) would sign in with no PASSWORD at all. A name no user has is left
+    to moto (UserNotFoundException), as are a disabled user and one not yet confirmed."""
+    username, password = parameters.get("USERNAME"), parameters.get("PASSWORD")
     if not isinstance(username, str) or not username:
         raise InvalidParameterException("Missing required parameter USERNAME")
+    if not isinstance(password, str) or not password:
+        raise InvalidParameterException(MISSING_PASSWORD)
+    _check_secret_hash(client, username, parameters.get("SECRET_HASH"))
+    user = pool._get_user(username)
+    if user is None:
+        return username
+    # A federated user signs in at their IdP only, even after an admin set them a password.
+    own = user.password if isinstance(user.password, str) and not isinstance(user, FederatedUser) else None
+    if not own or not hmac.compare_digest(own.encode(errors="surrogatepass"), password.encode(errors="surrogatepass")):
+        raise NotAuthorizedError(INCORRECT_PASSWORD)
     return username
 
 

@@ -8,6 +8,9 @@ the secret the emulator hands out, for explicit 30 s steps, so no test waits for
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -21,14 +24,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from stack.cognito import Provisioned, cognito_client, provision, register, user_sub
-from stack.local import cognito_emulator, emulator_url
+from stack.local import cognito_emulator, emulator_url, local_idp
 from stack.processes import free_port
 from tests.conftest import REGION
+from tests.emulator.test_hosted import Hosted, _provisioned, claims, signed_in
 
 PASSWORD = "T0tp-Passw0rd!"
 TEMPORARY_PASSWORD = "Temp0rary-pass!"
 INVALID_SESSION = "Invalid session for the user."
 CODE_MISMATCH = "Invalid code or auth state for the user."
+INCORRECT_PASSWORD = "Incorrect username or password."
+MISSING_PASSWORD = "Missing required parameter PASSWORD"
 # Every password flow, as (API, AuthFlow): InitiateAuth's and AdminInitiateAuth's two names for the same flow.
 PASSWORD_FLOWS = [("user", "USER_PASSWORD_AUTH"), ("admin", "ADMIN_USER_PASSWORD_AUTH"), ("admin", "ADMIN_NO_SRP_AUTH")]
 SHORT_SESSION_SECONDS = 2.0
@@ -131,6 +137,15 @@ def mfa_pool(cognito: Any, pool: Provisioned) -> Provisioned:
         UserPoolId=pool.pool_id, SoftwareTokenMfaConfiguration={"Enabled": True}, MfaConfiguration="OPTIONAL"
     )
     return pool
+
+
+@pytest.fixture(scope="module")
+def federated(emulator: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosted]:
+    """The module's emulator with LocalIdP, provisioned as tests/emulator/test_hosted.py provisions it, against a
+    real local IdP (oidc-provider-mock) on a free loopback port: its users sign in through the hosted endpoints."""
+    port = free_port()
+    with local_idp(port, tmp_path_factory.mktemp("idp")):
+        yield _provisioned(emulator, f"http://127.0.0.1:{port}")
 
 
 def other_pool(cognito: Any, mfa: str) -> Provisioned:
@@ -302,15 +317,42 @@ def test_turning_totp_off_returns_to_signing_in_with_a_password(cognito, mfa_poo
 
 
 def test_a_wrong_password_is_refused_before_any_challenge(cognito, mfa_pool):
-    """moto still checks the password: a wrong one is NotAuthorizedException, with no session."""
+    """A wrong password is NotAuthorizedException "Incorrect username or password." in every password flow (moto's
+    admin flows answered with the username), with no session."""
     user = enrol(cognito, mfa_pool)
-    with pytest.raises(ClientError) as error:
-        cognito.initiate_auth(
-            ClientId=mfa_pool.client_id,
-            AuthFlow="USER_PASSWORD_AUTH",
-            AuthParameters={"USERNAME": user.email, "PASSWORD": "Wr0ng-passw0rd!"},
-        )
-    assert refused(error) == ("NotAuthorizedException", "Incorrect username or password.")
+    for api, flow in PASSWORD_FLOWS:
+        with pytest.raises(ClientError) as error:
+            sign_in_with(cognito, mfa_pool, api, flow, {"USERNAME": user.email, "PASSWORD": "Wr0ng-passw0rd!"})
+        assert refused(error) == ("NotAuthorizedException", INCORRECT_PASSWORD), flow
+        assert "Session" not in error.value.response
+
+
+def test_a_client_with_a_secret_signs_in_only_with_its_secret_hash(cognito, mfa_pool):
+    """For an app client with a secret, every password flow without SECRET_HASH, or with another client's or user's,
+    is NotAuthorizedException (moto checked none); the right one signs the user in."""
+    client = cognito.create_user_pool_client(
+        UserPoolId=mfa_pool.pool_id,
+        ClientName="with-secret",
+        GenerateSecret=True,
+        ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_ADMIN_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+    )["UserPoolClient"]
+    confidential = Provisioned(pool_id=mfa_pool.pool_id, client_id=client["ClientId"], region=REGION)
+    email, other = new_user(cognito, mfa_pool), new_user(cognito, mfa_pool)
+
+    def secret_hash(username: str) -> str:
+        digest = hmac.new(client["ClientSecret"].encode(), (username + client["ClientId"]).encode(), hashlib.sha256)
+        return base64.b64encode(digest.digest()).decode()
+
+    for api, flow in PASSWORD_FLOWS:
+        for wrong in ({}, {"SECRET_HASH": secret_hash(other)}, {"SECRET_HASH": "c2VjcmV0"}):
+            with pytest.raises(ClientError) as error:
+                sign_in_with(cognito, confidential, api, flow, {"USERNAME": email, "PASSWORD": PASSWORD, **wrong})
+            assert refused(error) == (
+                "NotAuthorizedException",
+                f"Unable to verify secret hash for client {client['ClientId']}",
+            )
+        right = {"USERNAME": email, "PASSWORD": PASSWORD, "SECRET_HASH": secret_hash(email)}
+        assert "AccessToken" in sign_in_with(cognito, confidential, api, flow, right)["AuthenticationResult"]
 
 
 def test_a_user_whose_mfa_is_sms_is_refused_at_sign_in(cognito, mfa_pool):
@@ -366,6 +408,51 @@ def test_srp_sign_in_is_refused(cognito, mfa_pool):
         assert kind == "InvalidParameterException"
         assert "SRP" in message and "USER_PASSWORD_AUTH" in message
         assert "Session" not in error.value.response
+
+
+def test_a_password_sign_in_needs_a_password(cognito, mfa_pool):
+    """Every password flow without PASSWORD, or with an empty one, is InvalidParameterException "Missing required
+    parameter PASSWORD", also for a user an admin created without a temporary password (moto held it as None, so
+    no PASSWORD matched it and led on to setting a new one); any PASSWORD for that user is the wrong one."""
+    registered = new_user(cognito, mfa_pool)
+    created = f"bare-{uuid.uuid4().hex[:8]}@cruddur.local"
+    cognito.admin_create_user(UserPoolId=mfa_pool.pool_id, Username=created, MessageAction="SUPPRESS")
+    for username in (registered, created):
+        for api, flow in PASSWORD_FLOWS:
+            for parameters in ({"USERNAME": username}, {"USERNAME": username, "PASSWORD": ""}):
+                with pytest.raises(ClientError) as error:
+                    sign_in_with(cognito, mfa_pool, api, flow, parameters)
+                assert refused(error) == ("InvalidParameterException", MISSING_PASSWORD), (username, flow, parameters)
+    for api, flow in PASSWORD_FLOWS:
+        with pytest.raises(ClientError) as error:
+            sign_in_with(cognito, mfa_pool, api, flow, {"USERNAME": created, "PASSWORD": TEMPORARY_PASSWORD})
+        assert refused(error)[0] == "NotAuthorizedException"
+        assert "Session" not in error.value.response
+
+
+def test_a_federated_user_has_no_password_to_sign_in_with(cognito, federated):
+    """A user made by a sign-in at the IdP (LocalIdP_alice) is refused by every password flow: no PASSWORD is
+    InvalidParameterException (moto let None match None and gave tokens), and any PASSWORD, even one an admin set
+    for them, is NotAuthorizedException "Incorrect username or password.\""""
+    username = claims(federated, signed_in(federated, "alice")["access_token"])["username"]
+    assert username == "LocalIdP_alice"
+    pool = Provisioned(pool_id=federated.pool_id, client_id=federated.client_id, region=REGION)
+    for api, flow in PASSWORD_FLOWS:
+        with pytest.raises(ClientError) as error:
+            sign_in_with(cognito, pool, api, flow, {"USERNAME": username})
+        assert refused(error) == ("InvalidParameterException", MISSING_PASSWORD)
+        with pytest.raises(ClientError) as error:
+            sign_in_with(cognito, pool, api, flow, {"USERNAME": username, "PASSWORD": PASSWORD})
+        assert refused(error) == ("NotAuthorizedException", INCORRECT_PASSWORD)
+    cognito.admin_set_user_password(UserPoolId=pool.pool_id, Username=username, Password=PASSWORD, Permanent=True)
+    for api, flow in PASSWORD_FLOWS:
+        with pytest.raises(ClientError) as error:
+            sign_in_with(cognito, pool, api, flow, {"USERNAME": username, "PASSWORD": PASSWORD})
+        assert refused(error) == ("NotAuthorizedException", INCORRECT_PASSWORD)
+        assert "AuthenticationResult" not in error.value.response
+
+
+# -- the session belongs to one sign-in -----------------------------------------------------------------------
 
 
 def test_one_users_session_cannot_sign_in_another_user(cognito, mfa_pool):
