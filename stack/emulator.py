@@ -15,9 +15,9 @@ VerifySoftwareToken and the sign-in's SOFTWARE_TOKEN_MFA and MFA_SETUP challenge
 user, codes accepted once within a step of now, and sessions bound to their user, app client and challenge that
 expire after the client's AuthSessionValidity; moto still checks passwords and issues tokens. Before any action, the
 CHECKS hold calls to what Cognito holds them to where moto does not: an email attribute must be an email address;
-and since moto finds a token's user by the name the token was issued under (in a pool that signs in with email, any
-user's email first), an access or refresh token whose name now finds another user than its sub's is refused, never
-answered for that other user. Everything else is
+an access token needs the aws.cognito.signin.user.admin scope; and since moto finds a token's user by the name the
+token was issued under (in a pool that signs in with email, any user's email first), an access or refresh token
+whose name now finds another user than its sub's is refused, never answered for that other user. Everything else is
 moto, unchanged, except that a call naming its action in X-Amz-Target (the JSON protocol every Cognito client uses)
 may not name another one where moto would read it first (the query string, or a body read as a form): through
 compose's Envoy, which lets the pages' own actions through by their X-Amz-Target, that would reach any action of the
@@ -70,6 +70,8 @@ ATTRIBUTE_ACTIONS = frozenset(
 # The actions whose REFRESH_TOKEN_AUTH moto answers with new tokens of the refresh token's user.
 INITIATE_AUTH_ACTIONS = frozenset(TARGET + name for name in ("InitiateAuth", "AdminInitiateAuth"))
 REFRESH_FLOWS = frozenset({"REFRESH_TOKEN_AUTH", "REFRESH_TOKEN"})
+# The scope Cognito requires of an access token for every user-pool action that takes one (GetUser, ...).
+ADMIN_SCOPE = "aws.cognito.signin.user.admin"
 CLIENT_TOKEN_FLOW = "ALLOW_CLIENT_TOKEN_AUTH"
 # moto signs every token with one key, under this kid (its jwks-public.json).
 _MOTO_KID = "dummy"
@@ -313,9 +315,10 @@ def _pool_of_client(client_id: object) -> CognitoIdpUserPool | None:
 
 def check_access_token(target: str, request: dict[str, Any]) -> Answer | None:
     """Cognito's refusal of an AccessToken, for every action that takes one (GetUser, GlobalSignOut, ChangePassword,
-    UpdateUserAttributes, AssociateSoftwareToken, ...): NotAuthorizedException for one whose user, as moto would look
-    it up by the name it holds, is not the user the token was issued to (its sub). A token the emulator does not hold
-    is each action's to answer."""
+    UpdateUserAttributes, AssociateSoftwareToken, ...): NotAuthorizedException for a token without the
+    aws.cognito.signin.user.admin scope (moto's own tokens have it), and for one whose user, as moto would look it up
+    by the name it holds, is not the user the token was issued to (its sub). A token the emulator does not hold is
+    each action's to answer."""
     token = request.get("AccessToken")
     if not isinstance(token, str) or not token:
         return None
@@ -323,6 +326,8 @@ def check_access_token(target: str, request: dict[str, Any]) -> Answer | None:
     if pool is None:
         return None
     claims = token_claims(token)
+    if ADMIN_SCOPE not in str(claims.get("scope", "")).split(" "):
+        return 400, _error("NotAuthorizedException", "Access Token does not have required scopes")
     user: CognitoIdpUser | None = pool._get_user(pool.access_tokens[token][1])
     if user is not None and user.id != claims.get("sub"):
         return 400, _error("NotAuthorizedException", "Invalid Access Token")

@@ -35,10 +35,9 @@ from moto.cognitoidp.models import (
 )
 from moto.cognitoidp.utils import check_secret_hash
 
-from stack.emulator import session_user, token_tables
+from stack.emulator import ADMIN_SCOPE, session_user, token_tables
 from stack.federation import OidcProvider
 
-ADMIN_SCOPE = "aws.cognito.signin.user.admin"
 OPENID = "openid"
 # Cognito's system-reserved scopes; email, phone and profile "can only be requested if openid is also requested".
 SYSTEM_SCOPES = frozenset({OPENID, "email", "phone", "profile", ADMIN_SCOPE})

@@ -617,6 +617,34 @@ def test_scopes_the_client_is_not_allowed_are_left_out_and_none_means_all(hosted
     assert claims(hosted, everything["access_token"])["scope"] == SCOPES
 
 
+@pytest.mark.parametrize(
+    ("action", "body"),
+    [
+        ("GetUser", {}),
+        ("GlobalSignOut", {}),
+        ("UpdateUserAttributes", {"UserAttributes": [{"Name": "name", "Value": "Changed"}]}),
+        ("ChangePassword", {"PreviousPassword": "x", "ProposedPassword": "Sup3r-secret!"}),
+        ("AssociateSoftwareToken", {}),
+        ("VerifySoftwareToken", {"UserCode": "123456"}),
+        ("SetUserMFAPreference", {"SoftwareTokenMfaSettings": {"Enabled": False}}),
+        ("DeleteUser", {}),
+    ],
+)
+def test_a_token_without_the_admin_scope_is_refused_by_the_user_api(hosted, action, body):
+    """An access token granted openid, email and profile but not aws.cognito.signin.user.admin is refused by every
+    user-pool action that takes an AccessToken, with Cognito's NotAuthorizedException, and the action does nothing:
+    the user is still there, the token still good at userInfo."""
+    tokens = signed_in(hosted, "bob", scope="openid email profile")
+    answer = api(hosted, action, AccessToken=tokens["access_token"], **body)
+    assert cognito_error(answer) == ("NotAuthorizedException", "Access Token does not have required scopes")
+    user = cognito_client(REGION, hosted.endpoint).admin_get_user(UserPoolId=hosted.pool_id, Username="LocalIdP_bob")
+    assert {a["Name"]: a["Value"] for a in user["UserAttributes"]}["name"] == IDP_ACCOUNTS["bob"]["name"]
+    info = requests.get(
+        hosted.endpoint + "/oauth2/userInfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10
+    )
+    assert info.status_code == 200, info.text
+
+
 def test_without_openid_there_is_no_id_token(hosted):
     """An id token comes only with the openid scope."""
     tokens = signed_in(hosted, scope="aws.cognito.signin.user.admin")
