@@ -713,10 +713,13 @@ def _authorization_code_grant(
         raise OAuthError("invalid_grant", "Authorization code is invalid, expired or used already")
     if code.redirect_uri != redirect_uri:
         raise OAuthError("invalid_grant", "redirect_uri is not the one the code was issued for")
-    if code.code_challenge is not None:
-        verifier = form.get("code_verifier")
-        if not verifier or not verifier_matches(code.code_challenge, verifier):
-            raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
+    verifier = form.get("code_verifier")
+    if code.code_challenge is None:
+        # RFC 9700 2.1.1: a verifier for a code issued without a challenge is refused, not ignored (PKCE downgrade).
+        if verifier is not None:
+            raise OAuthError("invalid_grant", "code_verifier given for a code issued without a code_challenge")
+    elif not verifier or not verifier_matches(code.code_challenge, verifier):
+        raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
     user = _user(client.pool, code.username, code.sub)
     if user is None or not user.enabled:
         raise OAuthError("invalid_grant", "User is disabled or does not exist")

@@ -140,7 +140,7 @@ def sign_in_with_idp(hosted: Hosted, sub: str = "alice", **parameters: str | Non
     """The whole browser round trip: the app's authorize request, the IdP's page, back through /oauth2/idpresponse
     to the app. (the app's callback query, the code_verifier)."""
     verifier, challenge = pkce()
-    started = authorize(hosted, code_challenge=challenge, **parameters)
+    started = authorize(hosted, **{"code_challenge": challenge, **parameters})
     to_idp = started.headers["Location"]
     assert started.status_code == 302 and to_idp.startswith(hosted.idp + "/oauth2/authorize"), started.text
     back_from_idp = at_idp(to_idp, sub)
@@ -660,6 +660,29 @@ def test_a_wrong_verifier_is_invalid_grant_and_uses_the_code_up(hosted):
     callback, verifier = sign_in_with_idp(hosted)
     assert oauth_error(redeem(hosted, callback["code"], pkce()[0])) == "invalid_grant"
     assert oauth_error(redeem(hosted, callback["code"], verifier)) == "invalid_grant"
+
+
+def test_a_verifier_for_a_code_issued_without_a_challenge_is_invalid_grant(hosted):
+    """RFC 9700 2.1.1: a code_verifier sent for a code issued without a code_challenge (a confidential client's,
+    which may leave PKCE out) is invalid_grant, not ignored; the same client's code without a verifier is good."""
+    cognito = cognito_client(REGION, hosted.endpoint)
+    confidential = cognito.create_user_pool_client(
+        UserPoolId=hosted.pool_id,
+        ClientName="confidential-pages",
+        GenerateSecret=True,
+        AllowedOAuthFlows=["code"],
+        AllowedOAuthFlowsUserPoolClient=True,
+        AllowedOAuthScopes=SCOPES.split(),
+        CallbackURLs=[APP],
+        SupportedIdentityProviders=[LOCAL_IDP],
+    )["UserPoolClient"]
+    credentials = {"client_id": confidential["ClientId"], "client_secret": confidential["ClientSecret"]}
+    without_pkce = {"client_id": confidential["ClientId"], "code_challenge": None, "code_challenge_method": None}
+    callback, _ = sign_in_with_idp(hosted, **without_pkce)
+    assert oauth_error(redeem(hosted, callback["code"], pkce()[0], **credentials)) == "invalid_grant"
+    callback, _ = sign_in_with_idp(hosted, **without_pkce)
+    fields = {"grant_type": "authorization_code", "code": callback["code"], "redirect_uri": APP, **credentials}
+    assert requests.post(hosted.endpoint + "/oauth2/token", data=fields, timeout=10).status_code == 200
 
 
 def test_a_code_is_good_once(hosted):
