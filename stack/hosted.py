@@ -2,9 +2,9 @@
 emulator's own (stack/emulator.py wraps its app in HostedEndpoints), serving every pool of the emulator.
 
     GET  /oauth2/authorize     response_type=code with PKCE (S256) and identity_provider=<an OIDC provider of the
-                               client>: the browser goes on to that IdP's sign-in page
-    GET  /oauth2/idpresponse   where the IdP sends the browser back: the federated user signs in, the app's
-                               callback URL gets ?code=...&state=...
+                               client>: the browser goes on to that IdP's sign-in page, with a sign-in cookie
+    GET  /oauth2/idpresponse   where the IdP sends the browser back (that browser only: its cookie is required):
+                               the federated user signs in, the app's callback URL gets ?code=...&state=...
     POST /oauth2/token         authorization_code, refresh_token and client_credentials grants
     POST /oauth2/revoke        revoke a refresh token and the tokens issued from it
     GET  /oauth2/userInfo      the user's attributes, for an access token with the openid scope
@@ -24,11 +24,14 @@ code lives, for tests of expiry; EMULATOR_IDP_TIMEOUT_SECONDS (default 5) bounds
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import html
 import io
 import json
 import os
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -63,6 +66,11 @@ REFRESH_FLOWS = frozenset({"REFRESH_TOKEN_AUTH", "REFRESH_TOKEN"})
 CODE_SECONDS_VARIABLE = "EMULATOR_AUTHORIZATION_CODE_SECONDS"
 IDP_TIMEOUT_VARIABLE = "EMULATOR_IDP_TIMEOUT_SECONDS"
 FORM = "application/x-www-form-urlencoded"
+# The cookie that ties a federated sign-in to the browser that started it, one per sign-in (so that two at once in
+# one browser both finish): its name's suffix is derived from the state, its value is random and the emulator keeps
+# only its SHA-256. Cognito ties /oauth2/idpresponse to the browser with cookies of its own too.
+SIGN_IN_COOKIE_PREFIX = "emulator-sign-in-"
+SIGN_IN_COOKIE_PATH = "/oauth2/"
 # An IdP's error code passes through to the app when it is one (RFC 6749: %x20-21 / %x23-5B / %x5D-7E, in practice
 # lower-case words and underscores).
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
@@ -183,7 +191,8 @@ class HostedEndpoints:
             return _oauth_error(error)
 
     def authorize(self, request: Request) -> Response:
-        """The app's authorization request: on to the IdP's sign-in page with the emulator's own state and nonce."""
+        """The app's authorization request: on to the IdP's sign-in page with the emulator's own state and nonce, the
+        browser given the sign-in's cookie."""
         query, now = _parameters(request.args), self.clock()
         with self.lock:
             authorization = oauth.authorize(query)
@@ -191,8 +200,9 @@ class HostedEndpoints:
             endpoints = discover(authorization.provider, timeout=self.settings.idp_timeout_seconds)
         except IdpError as error:
             raise BackToApp(authorization.redirect_uri, authorization.state, "invalid_request", str(error)) from error
+        browser_secret = secrets.token_urlsafe(32)
         with self.lock:
-            state, pending = self.state.start_sign_in(authorization, now=now)
+            state, pending = self.state.start_sign_in(authorization, browser_binding=_digest(browser_secret), now=now)
         location = authorization_url(
             endpoints,
             authorization.provider,
@@ -200,7 +210,17 @@ class HostedEndpoints:
             state=state,
             nonce=pending.idp_nonce,
         )
-        return _redirect(location)
+        response = _redirect(location)
+        response.set_cookie(
+            _sign_in_cookie(state),
+            browser_secret,
+            max_age=oauth.SIGN_IN_SECONDS,
+            path=SIGN_IN_COOKIE_PATH,
+            secure=request.is_secure,
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
 
     def idp_response(self, request: Request) -> Response:
         """The IdP's answer: its code exchanged and its id token verified, the federated user signed in, and the app
@@ -213,6 +233,14 @@ class HostedEndpoints:
                 "Unknown sign-in",
                 "state names no sign-in the emulator sent to an identity provider, or one that came back already: "
                 "start the sign-in again from the app.",
+            )
+        cookie = _sign_in_cookie(query["state"])
+        if not hmac.compare_digest(_digest(request.cookies.get(cookie) or ""), pending.browser_binding):
+            # A login CSRF: someone's own sign-in, its answer brought to another browser to sign it in as them.
+            raise ErrorPage(
+                "Sign-in started in another browser",
+                "This browser did not start the sign-in the identity provider answered (it has not the sign-in's "
+                "cookie), so it is not signed in: start the sign-in again from the app.",
             )
         authorization = pending.authorization
         provider = authorization.provider
@@ -261,7 +289,11 @@ class HostedEndpoints:
                     issued_at=now,
                 )
             )
-        return _redirect(_with_query(authorization.redirect_uri, {"code": code, "state": authorization.state}))
+        response = _redirect(_with_query(authorization.redirect_uri, {"code": code, "state": authorization.state}))
+        response.delete_cookie(
+            cookie, path=SIGN_IN_COOKIE_PATH, secure=request.is_secure, httponly=True, samesite="Lax"
+        )
+        return response
 
     def token(self, request: Request) -> Response:
         """The tokens a grant gives, as JSON, or its OAuth error (HTTP 400)."""
@@ -409,6 +441,15 @@ def _basic_credentials(request: Request, *, status: int) -> tuple[str, str] | No
     if credentials is None or credentials.type != "basic" or not credentials.username:
         raise OAuthError("invalid_client", "Authorization must be Basic base64(client_id:client_secret)", status=status)
     return credentials.username, credentials.password or ""
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _sign_in_cookie(state: str) -> str:
+    """The name of the sign-in cookie of the sign-in that state names."""
+    return SIGN_IN_COOKIE_PREFIX + _digest(state)[:16]
 
 
 def _idp_response_url(request: Request) -> str:

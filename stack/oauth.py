@@ -381,11 +381,13 @@ def _identity_provider(client: AppClient, name: str | None) -> OidcProvider:
 
 @dataclass(frozen=True)
 class PendingSignIn:
-    """A federated sign-in under way: the app's request, and the nonce the emulator sent the IdP."""
+    """A federated sign-in under way: the app's request, the nonce the emulator sent the IdP, and the SHA-256 of the
+    sign-in cookie given to the browser that went there (only that browser may bring the IdP's answer back)."""
 
     authorization: Authorization
     idp_nonce: str
     started_at: float
+    browser_binding: str = field(repr=False)
 
     def expired(self, now: float) -> bool:
         return now - self.started_at >= SIGN_IN_SECONDS
@@ -429,11 +431,16 @@ class HostedState:
         self._codes: dict[str, AuthorizationCode] = {}
         self.sessions: dict[str, SignInSession] = {}
 
-    def start_sign_in(self, authorization: Authorization, *, now: float) -> tuple[str, PendingSignIn]:
-        """The state and the pending sign-in to send the IdP."""
+    def start_sign_in(
+        self, authorization: Authorization, *, browser_binding: str, now: float
+    ) -> tuple[str, PendingSignIn]:
+        """The state and the pending sign-in to send the IdP (browser_binding: the SHA-256 of the browser's sign-in
+        cookie)."""
         self._pending = {key: value for key, value in self._pending.items() if not value.expired(now)}
         state = secrets.token_urlsafe(32)
-        pending = PendingSignIn(authorization, idp_nonce=secrets.token_urlsafe(32), started_at=now)
+        pending = PendingSignIn(
+            authorization, idp_nonce=secrets.token_urlsafe(32), started_at=now, browser_binding=browser_binding
+        )
         self._pending[state] = pending
         return state, pending
 

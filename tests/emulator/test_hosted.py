@@ -79,6 +79,14 @@ def hosted(emulator: str, idp: str) -> Hosted:
     return _provisioned(emulator, idp)
 
 
+@pytest.fixture
+def browser() -> Iterator[requests.Session]:
+    """A browser's cookie jar, for a test that follows the redirects by hand: the emulator's sign-in cookie, set at
+    /oauth2/authorize, goes back with it to /oauth2/idpresponse."""
+    with requests.Session() as session:
+        yield session
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 
 
@@ -89,9 +97,10 @@ def pkce() -> tuple[str, str]:
     return verifier, challenge
 
 
-def authorize(hosted: Hosted, **parameters: str | None) -> requests.Response:
+def authorize(hosted: Hosted, browser: requests.Session | None = None, **parameters: str | None) -> requests.Response:
     """GET /oauth2/authorize as the pages send it (a sign-in with LocalIdP, PKCE S256), parameters changed or, as
-    None, left out; its redirect is not followed."""
+    None, left out, from browser (which keeps the emulator's sign-in cookie for /oauth2/idpresponse; without one,
+    nothing keeps it); its redirect is not followed."""
     query: dict[str, str | None] = {
         "response_type": "code",
         "client_id": hosted.client_id,
@@ -104,7 +113,7 @@ def authorize(hosted: Hosted, **parameters: str | None) -> requests.Response:
         "nonce": "app-nonce-1",
     }
     query.update(parameters)
-    return requests.get(
+    return (browser or requests).get(
         hosted.endpoint + "/oauth2/authorize",
         params={key: value for key, value in query.items() if value is not None},
         allow_redirects=False,
@@ -137,16 +146,17 @@ def redirect_query(response: requests.Response, origin: str) -> dict[str, str]:
 
 
 def sign_in_with_idp(hosted: Hosted, sub: str = "alice", **parameters: str | None) -> tuple[dict[str, str], str]:
-    """The whole browser round trip: the app's authorize request, the IdP's page, back through /oauth2/idpresponse
-    to the app. (the app's callback query, the code_verifier)."""
+    """The whole browser round trip, in a browser of its own: the app's authorize request, the IdP's page, back
+    through /oauth2/idpresponse to the app. (the app's callback query, the code_verifier)."""
     verifier, challenge = pkce()
-    started = authorize(hosted, **{"code_challenge": challenge, **parameters})
-    to_idp = started.headers["Location"]
-    assert started.status_code == 302 and to_idp.startswith(hosted.idp + "/oauth2/authorize"), started.text
-    back_from_idp = at_idp(to_idp, sub)
-    idp_response = back_from_idp.headers["Location"]
-    assert back_from_idp.status_code == 302 and idp_response.startswith(hosted.endpoint + "/oauth2/idpresponse")
-    return redirect_query(requests.get(idp_response, allow_redirects=False, timeout=10), APP), verifier
+    with requests.Session() as browser:
+        started = authorize(hosted, browser, **{"code_challenge": challenge, **parameters})
+        to_idp = started.headers["Location"]
+        assert started.status_code == 302 and to_idp.startswith(hosted.idp + "/oauth2/authorize"), started.text
+        back_from_idp = at_idp(to_idp, sub)
+        idp_response = back_from_idp.headers["Location"]
+        assert back_from_idp.status_code == 302 and idp_response.startswith(hosted.endpoint + "/oauth2/idpresponse")
+        return redirect_query(browser.get(idp_response, allow_redirects=False, timeout=10), APP), verifier
 
 
 def token(hosted: Hosted, *, auth: tuple[str, str] | None = None, **form: str) -> requests.Response:
@@ -285,12 +295,12 @@ def test_a_second_sign_in_writes_the_mapped_attributes_again_to_the_same_user(ho
     assert len(users["Users"]) == 1
 
 
-def test_a_user_the_idp_knows_nothing_of_is_refused_for_the_pools_required_attributes(hosted):
+def test_a_user_the_idp_knows_nothing_of_is_refused_for_the_pools_required_attributes(hosted, browser):
     """A sub typed on the IdP's page has only an email claim: the pool requires name and preferred_username, so the
     app gets invalid_request naming them, and no user is made."""
-    to_idp = authorize(hosted).headers["Location"]
+    to_idp = authorize(hosted, browser).headers["Location"]
     back = at_idp(to_idp, "typed-by-hand").headers["Location"]
-    callback = redirect_query(requests.get(back, allow_redirects=False, timeout=10), APP)
+    callback = redirect_query(browser.get(back, allow_redirects=False, timeout=10), APP)
     assert callback["error"] == "invalid_request" and callback["state"] == "app-state-1"
     assert callback["error_description"] == "attributes required: [name, preferred_username]"
     cognito = cognito_client(REGION, hosted.endpoint)
@@ -298,12 +308,12 @@ def test_a_user_the_idp_knows_nothing_of_is_refused_for_the_pools_required_attri
         cognito.admin_get_user(UserPoolId=hosted.pool_id, Username="LocalIdP_typed-by-hand")
 
 
-def test_an_idps_error_reaches_the_app_as_its_own(hosted):
+def test_an_idps_error_reaches_the_app_as_its_own(hosted, browser):
     """An IdP's standard error answer (access_denied, with the state it was sent) goes on to the app's callback URL
     as that error, with the provider named in its description and the app's own state."""
-    to_idp = urlsplit(authorize(hosted).headers["Location"])
+    to_idp = urlsplit(authorize(hosted, browser).headers["Location"])
     sent_state = parse_qs(to_idp.query)["state"][0]
-    answer = requests.get(
+    answer = browser.get(
         hosted.endpoint + "/oauth2/idpresponse",
         params={"error": "access_denied", "error_description": "The user said no", "state": sent_state},
         allow_redirects=False,
@@ -314,18 +324,18 @@ def test_an_idps_error_reaches_the_app_as_its_own(hosted):
     assert callback["error_description"] == "LocalIdP Error - access_denied The user said no"
 
 
-def test_a_denial_without_state_gets_a_page(hosted):
+def test_a_denial_without_state_gets_a_page(hosted, browser):
     """oidc-provider-mock's Deny button answers access_denied without the state it was sent (RFC 6749 wants it
     echoed): the emulator cannot tell whose sign-in that was, so the browser is shown a page, and no app is sent
     anything."""
-    to_idp = authorize(hosted).headers["Location"]
+    to_idp = authorize(hosted, browser).headers["Location"]
     back = at_idp(to_idp, "alice", deny=True).headers["Location"]
     assert "error=access_denied" in back and "state=" not in back
-    assert "Unknown sign-in" in error_page(requests.get(back, allow_redirects=False, timeout=10))
+    assert "Unknown sign-in" in error_page(browser.get(back, allow_redirects=False, timeout=10))
 
 
 @pytest.mark.parametrize("fault", ["unreachable", "another issuer", "wrong client secret"])
-def test_an_idp_the_emulator_cannot_use_is_reported_to_the_app(hosted, fault):
+def test_an_idp_the_emulator_cannot_use_is_reported_to_the_app(hosted, browser, fault):
     """An IdP that does not answer, whose discovery document names another issuer, or whose token endpoint refuses
     the emulator's client_secret_basic, ends the sign-in with invalid_request on the app's callback URL, worded as
     Cognito words it."""
@@ -341,10 +351,10 @@ def test_an_idp_the_emulator_cannot_use_is_reported_to_the_app(hosted, fault):
         cognito, hosted.pool_id, hosted.client_id, provider, callback_urls=[APP], logout_urls=[APP]
     )
     try:
-        started = authorize(hosted)
+        started = authorize(hosted, browser)
         if fault == "wrong client secret":
             back = at_idp(started.headers["Location"], "alice").headers["Location"]
-            callback = redirect_query(requests.get(back, allow_redirects=False, timeout=10), APP)
+            callback = redirect_query(browser.get(back, allow_redirects=False, timeout=10), APP)
         else:
             callback = redirect_query(started, APP)
     finally:
@@ -359,10 +369,10 @@ def test_an_idp_the_emulator_cannot_use_is_reported_to_the_app(hosted, fault):
 
 
 @pytest.mark.parametrize("tampering", ["changed", "missing", "replayed"])
-def test_idpresponse_takes_only_a_state_it_sent_and_only_once(hosted, tampering):
+def test_idpresponse_takes_only_a_state_it_sent_and_only_once(hosted, browser, tampering):
     """A state the emulator did not send (changed, missing) or saw back already is shown an error page: no code, no
     redirect anywhere."""
-    to_idp = authorize(hosted).headers["Location"]
+    to_idp = authorize(hosted, browser).headers["Location"]
     back = at_idp(to_idp, "alice").headers["Location"]
     parts = urlsplit(back)
     query = {key: values[0] for key, values in parse_qs(parts.query).items()}
@@ -371,8 +381,8 @@ def test_idpresponse_takes_only_a_state_it_sent_and_only_once(hosted, tampering)
     elif tampering == "missing":
         del query["state"]
     else:
-        redirect_query(requests.get(back, allow_redirects=False, timeout=10), APP)
-    answer = requests.get(
+        redirect_query(browser.get(back, allow_redirects=False, timeout=10), APP)
+    answer = browser.get(
         f"{parts.scheme}://{parts.netloc}{parts.path}", params=query, allow_redirects=False, timeout=10
     )
     assert "Unknown sign-in" in error_page(answer)
@@ -432,13 +442,13 @@ def test_an_email_that_is_no_email_address_is_refused(hosted):
     assert {a["Name"]: a["Value"] for a in me["UserAttributes"]}["email"] == email
 
 
-def test_an_idp_email_that_is_no_email_address_is_refused(hosted):
+def test_an_idp_email_that_is_no_email_address_is_refused(hosted, browser):
     """An IdP whose email claim is not an email address (here a federated user's name) ends the sign-in with
     invalid_request on the app's callback URL, and no user is made."""
     idp_user(hosted, "erin", email="LocalIdP_alice")
-    to_idp = authorize(hosted).headers["Location"]
+    to_idp = authorize(hosted, browser).headers["Location"]
     back = at_idp(to_idp, "erin").headers["Location"]
-    callback = redirect_query(requests.get(back, allow_redirects=False, timeout=10), APP)
+    callback = redirect_query(browser.get(back, allow_redirects=False, timeout=10), APP)
     assert (callback["error"], callback["state"]) == ("invalid_request", "app-state-1")
     assert callback["error_description"] == "Invalid user attributes: email: Invalid email address format."
     cognito = cognito_client(REGION, hosted.endpoint)
@@ -528,6 +538,38 @@ def test_a_deleted_users_code_and_session_do_not_pass_to_a_new_user_of_the_same_
     assert claims(hosted, new["access_token"])["sub"] != claims(hosted, old["access_token"])["sub"]
     assert oauth_error(redeem(hosted, old_callback["code"], old_verifier)) == "invalid_grant"
     assert oauth_error(token(hosted, grant_type="refresh_token", refresh_token=old["refresh_token"])) == "invalid_grant"
+
+
+@pytest.mark.parametrize("cookie", ["none", "another sign-in's", "changed"])
+def test_idpresponse_takes_only_the_browser_that_started_the_sign_in(hosted, browser, cookie):
+    """/oauth2/authorize gives the browser it sends to the IdP a sign-in cookie (HttpOnly, SameSite=Lax, for
+    /oauth2/ only, as long as a sign-in may take); the IdP's answer brought back by any other browser (a login CSRF:
+    the attacker's own sign-in, finished in the victim's browser) gets an error page, no code, and that sign-in is
+    over. The browser that started it is sent on to the app, and its cookie cleared."""
+    started = authorize(hosted, browser)
+    [set_cookie] = started.raw.headers.getlist("Set-Cookie")
+    attributes = {
+        part.strip().partition("=")[0].lower(): part.strip().partition("=")[2] for part in set_cookie.split(";")
+    }
+    assert attributes["path"] == "/oauth2/" and attributes["samesite"] == "Lax" and "httponly" in attributes
+    assert attributes["max-age"] == "600" and "secure" not in attributes  # the emulator is reached over http
+    [jar_cookie] = list(browser.cookies)
+    back = at_idp(started.headers["Location"], "alice").headers["Location"]
+
+    with requests.Session() as elsewhere:
+        if cookie == "another sign-in's":
+            authorize(hosted, elsewhere)
+        elif cookie == "changed":
+            elsewhere.cookies.set(jar_cookie.name, "not-the-value", path="/oauth2/")
+        page = error_page(elsewhere.get(back, allow_redirects=False, timeout=10))
+    assert "another browser" in page
+    assert "Unknown sign-in" in error_page(browser.get(back, allow_redirects=False, timeout=10))
+
+    again = authorize(hosted, browser)
+    back = at_idp(again.headers["Location"], "alice").headers["Location"]
+    finished = browser.get(back, allow_redirects=False, timeout=10)
+    assert set(redirect_query(finished, APP)) == {"code", "state"}
+    assert "Max-Age=0" in finished.headers["Set-Cookie"]
 
 
 def test_authz_allows_a_federated_users_tokens(hosted, emulator):
