@@ -3,8 +3,9 @@
 What the emulator asks of an IdP, in order: its discovery document (at the provider's configured `oidc_issuer`,
 whose `issuer` must be that same URL), then, when the browser comes back with a code, its token endpoint
 (client_secret_basic, as Cognito authenticates to OIDC IdPs) and its JWKS, to verify the id token (RS256 signature,
-iss, aud, exp and the emulator's own nonce). It fetches nothing else: no URL from a request, no userInfo endpoint
-(the claims are the id token's), no redirect an IdP answers with, and every call has a timeout. Errors read as
+iss, aud and azp, exp, iat and nbf, the last two give or take CLOCK_SKEW_SECONDS, and the emulator's own nonce). It
+fetches nothing else: no URL from a request, no userInfo endpoint (the claims are the id token's), no redirect an
+IdP answers with, and every call has a timeout. Errors read as
 Cognito's (`<ProviderName> Error - <status> <error>`, "Timeout occurred in calling IdP token endpoint"); the app
 sees them as `error=invalid_request&error_description=...` on its callback URL.
 
@@ -23,7 +24,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -45,6 +46,8 @@ INVALID_EMAIL = "Invalid email address format."
 ID_TOKEN_ALGORITHMS = ("RS256",)
 # Discovery documents, token answers and key sets are small; a larger body is refused, not read.
 MAX_ANSWER_BYTES = 1 << 20
+# How far an IdP's clock may run ahead of the emulator's: an id token's iat and nbf may be this much later than now.
+CLOCK_SKEW_SECONDS = 30
 # Cognito's limit on a mapped attribute's value.
 MAX_ATTRIBUTE_LENGTH = 2048
 
@@ -158,8 +161,8 @@ def verified_claims(
     now: float,
     timeout: float,
 ) -> dict[str, Any]:
-    """The claims of the id token the IdP gives for code, once its signature, issuer, audience, expiry and nonce
-    hold; IdpError otherwise."""
+    """The claims of the id token the IdP gives for code, once its signature, issuer, audience (and authorized
+    party), expiry, issue and not-before times and nonce hold; IdpError otherwise."""
     id_token = _exchange_code(provider, endpoints, code, redirect_uri=redirect_uri, timeout=timeout)
     keys = _fetch_json(endpoints.jwks_uri, timeout=timeout, what="jwks uri", provider=provider.name)
     try:
@@ -205,13 +208,26 @@ def _check_claims(claims: Mapping[str, Any], provider: OidcProvider, *, nonce: s
     audiences = [audience] if isinstance(audience, str) else audience
     if not isinstance(audiences, list) or provider.client_id not in audiences:
         raise refuse(f"aud does not name client {provider.client_id}")
+    # OIDC Core 3.1.3.7: a token for several audiences says which one it was issued to (azp), and that is this one.
+    if ("azp" in claims or len(audiences) > 1) and claims.get("azp") != provider.client_id:
+        raise refuse(f"azp is not client {provider.client_id}")
     expires = claims.get("exp")
-    if not isinstance(expires, int | float) or isinstance(expires, bool) or expires <= now:
+    if not _is_time(expires) or expires <= now:
         raise refuse("expired")
+    issued = claims.get("iat")
+    if not _is_time(issued) or issued > now + CLOCK_SKEW_SECONDS:
+        raise refuse("iat is missing or later than now")
+    if "nbf" in claims and (not _is_time(claims["nbf"]) or claims["nbf"] > now + CLOCK_SKEW_SECONDS):
+        raise refuse("nbf is later than now")
     if claims.get("nonce") != nonce:
         raise refuse("nonce is not the one this sign-in sent")
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
         raise refuse("no sub")
+
+
+def _is_time(value: object) -> TypeGuard[int | float]:
+    """A NumericDate (seconds since the epoch)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):

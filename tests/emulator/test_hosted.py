@@ -368,6 +368,52 @@ def test_an_idp_the_emulator_cannot_use_is_reported_to_the_app(hosted, browser, 
     assert callback["error_description"].startswith(expected), callback
 
 
+@pytest.mark.parametrize(
+    ("claims_at_idp", "refused"),
+    [
+        ({"aud": ["{client}", "another-client"]}, "azp"),
+        ({"aud": ["{client}", "another-client"], "azp": "another-client"}, "azp"),
+        ({"azp": "another-client"}, "azp"),
+        ({"iat": "{in an hour}"}, "iat"),
+        ({"iat": "no time"}, "iat"),
+        ({"nbf": "{in an hour}"}, "nbf"),
+        ({"aud": ["{client}", "another-client"], "azp": "{client}"}, None),
+        ({"iat": "{in 10 s}", "nbf": "{in 10 s}"}, None),
+    ],
+    ids=[
+        "two audiences, no azp",
+        "two audiences, azp another",
+        "azp another",
+        "issued in an hour",
+        "iat no time",
+        "not before an hour",
+        "two audiences, azp the emulator",
+        "issued within the clock skew",
+    ],
+)
+def test_the_idps_id_token_must_be_for_the_emulator_and_issued_by_now(hosted, browser, claims_at_idp, refused):
+    """OIDC Core 3.1.3.7: an id token with several audiences needs azp, and an azp must name the emulator's client at
+    the IdP; its iat (required) and nbf may not be later than now, give or take a small clock skew. Any other token
+    ends the sign-in with invalid_request on the app's callback URL, naming the claim."""
+    cognito = cognito_client(REGION, hosted.endpoint)
+    provider = cognito.describe_identity_provider(UserPoolId=hosted.pool_id, ProviderName=LOCAL_IDP)
+    client_at_idp = provider["IdentityProvider"]["ProviderDetails"]["client_id"]
+    now = int(time.time())
+    values = {"{client}": client_at_idp, "{in an hour}": now + 3600, "{in 10 s}": now + 10}
+
+    def filled(value: Any) -> Any:
+        return [filled(item) for item in value] if isinstance(value, list) else values.get(value, value)
+
+    idp_user(hosted, "gina", **{claim: filled(value) for claim, value in claims_at_idp.items()})
+    back = at_idp(authorize(hosted, browser).headers["Location"], "gina").headers["Location"]
+    callback = redirect_query(browser.get(back, allow_redirects=False, timeout=10), APP)
+    if refused is None:
+        assert set(callback) == {"code", "state"}, callback
+    else:
+        assert (callback.get("error"), callback["state"]) == ("invalid_request", "app-state-1"), callback
+        assert callback["error_description"].startswith(f"LocalIdP Error - invalid id_token: {refused}"), callback
+
+
 @pytest.mark.parametrize("tampering", ["changed", "missing", "replayed"])
 def test_idpresponse_takes_only_a_state_it_sent_and_only_once(hosted, browser, tampering):
     """A state the emulator did not send (changed, missing) or saw back already is shown an error page: no code, no
