@@ -13,7 +13,11 @@ for every user, any code accepted, a challenge's session that signs in whichever
 expires, MFA_SETUP answered without a setup): stack/emulator_mfa.py answers AssociateSoftwareToken,
 VerifySoftwareToken and the sign-in's SOFTWARE_TOKEN_MFA and MFA_SETUP challenges as Cognito does, with a secret per
 user, codes accepted once within a step of now, and sessions bound to their user, app client and challenge that
-expire after the client's AuthSessionValidity; moto still checks passwords and issues tokens. Before any action, the
+expire after the client's AuthSessionValidity. moto also answers any sign-in challenge for whichever USERNAME it
+is sent (SMS_MFA with any code, on any session of its own), checks no SRP proof, and lets a user it holds without a
+password (a federated user) sign in with none: emulator_mfa.py answers the password flows of InitiateAuth and
+AdminInitiateAuth and every RespondToAuthChallenge itself, honouring only the challenges it issued on its own
+sessions and refusing USER_SRP_AUTH; moto still sets new passwords and issues the tokens. Before any action, the
 CHECKS hold calls to what Cognito holds them to where moto does not: an email attribute must be an email address;
 an access token needs the aws.cognito.signin.user.admin scope; and since moto finds a token's user by the name the
 token was issued under (in a pool that signs in with email, any user's email first), an access or refresh token
