@@ -10,6 +10,7 @@ Nothing here reads a token: the pages send it to the API themselves.
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from pathlib import Path
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, jsonify, send_from_directory
 
+logger = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent / "web"
 _ASSETS = frozenset(
     {
@@ -46,6 +48,8 @@ PAGE_SETTINGS = (
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost"})
 _HOST = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*")
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+# A path segment of RFC 3986's unreserved characters: nothing that could end the path or a policy directive.
+_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 # Cognito's own sign-in, which `identity_provider=` also accepts: no other provider of the pool.
 COGNITO_PROVIDER = "COGNITO"
 
@@ -62,13 +66,14 @@ class PageConfig(TypedDict):
     identityProviders: NotRequired[list[str]]
 
 
-def hosted_origin(value: str) -> str | None:
-    """The origin of a pool's hosted endpoints (/oauth2/authorize, /oauth2/token, /oauth2/revoke) from
-    PAGES_COGNITO_DOMAIN, or None when value is not one: an https origin, or http on a loopback host (the local
-    emulator), with nothing after the host and port. The origin is rebuilt from its checked parts, since it goes
-    into the Content-Security-Policy as it is."""
+def _checked_url(value: str) -> tuple[str, str] | None:
+    """(origin, path) of an absolute URL the pages may call, each rebuilt from its checked parts (they go into the
+    Content-Security-Policy and the pages' config): https, or http on a loopback host (the local emulator); a host
+    name and a port only, no userinfo, query or fragment; a path of plain segments. None for anything else."""
+    if not _printable(value):
+        return None
     try:
-        parts = urlsplit(value.strip())
+        parts = urlsplit(value)
         port = parts.port
     except ValueError:  # a port that is no number, or out of range
         return None
@@ -77,9 +82,49 @@ def hosted_origin(value: str) -> str | None:
         return None
     if not _HOST.fullmatch(host) or parts.username is not None or parts.password is not None:
         return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
+    if "?" in value or "#" in value or not _is_plain_path(parts.path):
         return None
-    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+    origin = f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+    return origin, parts.path
+
+
+def _printable(value: str) -> bool:
+    """Printable ASCII with no whitespace: urlsplit drops tabs and line breaks silently, so they are refused here."""
+    return value.isascii() and value.isprintable() and not any(char.isspace() for char in value)
+
+
+def _is_plain_path(path: str) -> bool:
+    """Whether path is empty, "/", or /segment/segment... (a trailing slash allowed) of RFC 3986's unreserved
+    characters, with no empty segment (so never "//", which a browser reads as another host) and no "." or ".."."""
+    if path in ("", "/"):
+        return True
+    if not path.startswith("/"):
+        return False
+    segments = path[1:].removesuffix("/").split("/")
+    return all(_SEGMENT.fullmatch(segment) and segment not in (".", "..") for segment in segments)
+
+
+def hosted_origin(value: str) -> str | None:
+    """The origin of a pool's hosted endpoints (/oauth2/authorize, /oauth2/token, /logout) from
+    PAGES_COGNITO_DOMAIN, or None when value is not one: an https origin, or http on a loopback host (the local
+    emulator), with nothing after the host and port. The origin is rebuilt from its checked parts, since it goes
+    into the Content-Security-Policy as it is."""
+    checked = _checked_url(value.strip())
+    if checked is None or checked[1] not in ("", "/"):
+        return None
+    return checked[0]
+
+
+def browser_endpoint(value: str) -> str | None:
+    """Where the pages call Cognito's user-pool API, from PAGES_COGNITO_ENDPOINT (or the servers' endpoint, or the
+    regional one), or None when value is not a place they may call: a path on the pages' own origin (compose's
+    "/cognito/", through Envoy), or an https URL (http on a loopback host) of a host, a port and a path. Rebuilt from
+    its checked parts, as its origin goes into the Content-Security-Policy's connect-src."""
+    value = value.strip()
+    if value.startswith("/"):
+        return value if _printable(value) and _is_plain_path(value) else None
+    checked = _checked_url(value)
+    return None if checked is None else checked[0] + checked[1]
 
 
 def is_provider_name(name: str) -> bool:
@@ -107,7 +152,8 @@ def identity_providers(value: str) -> list[str]:
 
 
 def page_config(source: dict[str, str]) -> PageConfig | None:
-    """What the pages need to reach Cognito, or None when no pool is configured."""
+    """What the pages need to reach Cognito, or None when no pool is configured or no endpoint the pages may call
+    (the pages then say sign-in is not available, and the log says why)."""
     pool_id = source.get("AWS_COGNITO_USER_POOLS_ID", "").split(",")[0].strip()
     client_id = source.get("AWS_COGNITO_CLIENT_ID", "").split(",")[0].strip()
     if not pool_id or not client_id or "_" not in pool_id:
@@ -115,11 +161,22 @@ def page_config(source: dict[str, str]) -> PageConfig | None:
     region = pool_id.partition("_")[0]
     # Where the browser reaches Cognito: PAGES_COGNITO_ENDPOINT when the pages reach it another way than the servers
     # do (compose: "/cognito/" on the pages' own origin, through Envoy), else the servers' endpoint or the real one.
-    endpoint = (
-        (source.get("PAGES_COGNITO_ENDPOINT") or "").strip()
-        or (source.get("AWS_ENDPOINT_URL_COGNITO_IDP") or "").strip()
-        or REAL_ENDPOINT.format(region=region)
-    )
+    # The first of these that is set is the one: one that is no place the pages may call leaves them with none (and
+    # no sign-in), rather than sending passwords to the next.
+    setting, value = "AWS_COGNITO_USER_POOLS_ID", REAL_ENDPOINT.format(region=region)
+    for name in ("PAGES_COGNITO_ENDPOINT", "AWS_ENDPOINT_URL_COGNITO_IDP"):
+        if (source.get(name) or "").strip():
+            setting, value = name, (source.get(name) or "").strip()
+            break
+    endpoint = browser_endpoint(value)
+    if endpoint is None:
+        logger.warning(
+            "the pages offer no sign-in: %s gives %r, which is not a path on the pages' origin nor an https URL "
+            "(or http on 127.0.0.1 or localhost) of a host, port and path",
+            setting,
+            value,
+        )
+        return None
     config: PageConfig = {"userPoolId": pool_id, "clientId": client_id, "region": region, "endpoint": endpoint}
     # PAGES_SIGN_OUT_PATH: the API route where authz signs a caller out on every replica at once (its route table's
     # sign_out rule, with the replicas' shared state); unset, the pages sign out with Cognito alone.
@@ -139,6 +196,7 @@ def page_config(source: dict[str, str]) -> PageConfig | None:
 
 
 def _origin(url: str) -> str | None:
+    """The origin of an endpoint browser_endpoint rebuilt, or None for a path on the pages' own origin."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.netloc else None
 
@@ -172,7 +230,8 @@ def init_pages(app: Flask, config: PageConfig | None) -> None:
     @app.get("/web/config.json")
     def web_config() -> Response | tuple[Response, int]:
         if config is None:
-            return jsonify(error="not_configured", message="no Cognito user pool is configured for the pages"), 404
+            message = "no Cognito user pool, or no Cognito endpoint the pages may call, is configured for the pages"
+            return jsonify(error="not_configured", message=message), 404
         return secured(jsonify(config))
 
     @app.get("/web/<name>")

@@ -65,6 +65,93 @@ def test_pages_can_be_sent_to_cognito_on_their_own_origin():
     assert "connect-src 'self';" in reply.headers["Content-Security-Policy"]
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "endpoint"),
+    [
+        ("PAGES_COGNITO_ENDPOINT", "/cognito/", "/cognito/"),
+        ("PAGES_COGNITO_ENDPOINT", "/cognito", "/cognito"),
+        ("PAGES_COGNITO_ENDPOINT", "https://Cognito.Example.com:443/idp/", "https://cognito.example.com/idp/"),
+        ("PAGES_COGNITO_ENDPOINT", "https://cognito.example.com:8443", "https://cognito.example.com:8443"),
+        ("AWS_ENDPOINT_URL_COGNITO_IDP", " http://localhost:9229/ ", "http://localhost:9229/"),
+        (
+            "AWS_ENDPOINT_URL_COGNITO_IDP",
+            "https://cognito-idp.eu-west-1.amazonaws.com/",
+            "https://cognito-idp.eu-west-1.amazonaws.com/",
+        ),
+    ],
+)
+def test_an_endpoint_is_kept_as_rebuilt_from_its_checked_parts(setting: str, value: str, endpoint: str):
+    """A path on the pages' origin, or an https URL (http on a loopback host) of a host, port and path, is the
+    pages' endpoint: lower-case host, no default port; only its origin goes into connect-src."""
+    reply = client_for(AWS_COGNITO_USER_POOLS_ID=POOL, AWS_COGNITO_CLIENT_ID=CLIENT, **{setting: value}).get(
+        "/web/config.json"
+    )
+    assert reply.get_json()["endpoint"] == endpoint
+    origin = "" if endpoint.startswith("/") else " " + "/".join(endpoint.split("/")[:3])
+    assert f"connect-src 'self'{origin};" in reply.headers["Content-Security-Policy"]
+
+
+REFUSED_ENDPOINTS = [
+    "https://a.com; script-src *",  # no way into the policy
+    "https://a.com;script-src",
+    "https://a.com/ 'unsafe-inline'",
+    "https://a.com/x\nscript-src *",
+    "https://a.com/x\tb",
+    "https://a.com/cognito;x",
+    "https://user:pass@cognito.example.com",
+    "https://cognito.example.com\\@evil.example",
+    "https://cognito.example.com?x=1",
+    "https://cognito.example.com/#x",
+    "https://cognito.example.com:99999",
+    "https://cognito.example.com:port",
+    "https://cognito.example.com/a/../b",
+    "https://cognito.example.com//evil.example",
+    "https://",
+    "http://cognito-local:5000",  # plain http off this machine
+    "http://10.0.0.5:9229",
+    "ftp://127.0.0.1",
+    "javascript:alert(1)",
+    "cognito.example.com",  # no scheme
+    "//evil.example/",  # another origin, not a path on this one
+    "/\\evil.example/",
+    "/cognito/?x=1",
+    "/cognito/#x",
+    "/cognito/ x",
+    "/cognito/;script-src",
+    "/../cognito/",
+    "/cognitö/",
+]
+
+
+@pytest.mark.parametrize("endpoint", REFUSED_ENDPOINTS)
+def test_an_endpoint_the_pages_may_not_call_leaves_them_without_sign_in(
+    endpoint: str, caplog: pytest.LogCaptureFixture
+):
+    """A PAGES_COGNITO_ENDPOINT that is neither a plain path on the pages' origin nor an https URL (http on a loopback
+    host) of a host, port and path is not used, nor is the next setting in its place: /web/config.json is 404 (the
+    pages say sign-in is not available), nothing of the value reaches the policy, and the log names the setting."""
+    client = client_for(
+        AWS_COGNITO_USER_POOLS_ID=POOL,
+        AWS_COGNITO_CLIENT_ID=CLIENT,
+        AWS_ENDPOINT_URL_COGNITO_IDP=EMULATOR,
+        PAGES_COGNITO_ENDPOINT=endpoint,
+    )
+    reply = client.get("/web/config.json")
+    assert reply.status_code == 404 and reply.get_json()["error"] == "not_configured"
+    shell = client.get("/")
+    assert shell.status_code == 200
+    assert "connect-src 'self';" in shell.headers["Content-Security-Policy"]
+    assert "PAGES_COGNITO_ENDPOINT" in caplog.text
+
+
+def test_a_pool_id_whose_region_is_no_host_name_gives_no_endpoint():
+    """The regional endpoint is built from the pool id's region: a region that would not make a host name (here one
+    carrying a policy directive) gives the pages no endpoint, and nothing of it reaches the policy."""
+    client = client_for(AWS_COGNITO_USER_POOLS_ID="eu-west-1;script-src *_Real1", AWS_COGNITO_CLIENT_ID=CLIENT)
+    assert client.get("/web/config.json").status_code == 404
+    assert "connect-src 'self';" in client.get("/").headers["Content-Security-Policy"]
+
+
 def test_without_a_pool_the_config_is_404_and_the_shell_still_loads():
     """A backend with no pool configured says so (the pages show "sign-in is not available") instead of guessing."""
     client = client_for()
