@@ -256,6 +256,21 @@ def settings_for(jwks_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def emulator_settings(emulator: str, pool_id: str, *client_ids: str, revocation: bool = False) -> Settings:
+    """Settings of an authz server for a pool of the local emulator at `emulator` (its keys, and with revocation its
+    GetUser), on free loopback ports."""
+    env = {
+        "AWS_COGNITO_USER_POOLS_ID": pool_id,
+        "AWS_COGNITO_CLIENT_ID": ",".join(client_ids),
+        "AUTHZ_JWKS_URL": emulator + "/{pool}/.well-known/jwks.json",
+        "AUTHZ_ADDR": "127.0.0.1:0",
+        "AUTHZ_METRICS_ADDR": "127.0.0.1:0",
+    }
+    if revocation:
+        env |= {"AUTHZ_REVOCATION": "cognito", "AWS_ENDPOINT_URL_COGNITO_IDP": emulator}
+    return Settings.from_env(env)
+
+
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Whether condition became true within timeout seconds of real time, polling every 20 ms."""
     deadline = time.monotonic() + timeout

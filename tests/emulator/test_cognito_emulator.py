@@ -6,7 +6,6 @@ import pytest
 from botocore.exceptions import ClientError
 
 from authz.client import check
-from authz.config import Settings
 from authz.server import run_server
 from stack.cognito import (
     REPORTS_READ,
@@ -18,7 +17,7 @@ from stack.cognito import (
     provision_machine_client,
     sign_in,
 )
-from tests.conftest import REGION
+from tests.conftest import REGION, emulator_settings
 
 USER = {"email": "andrew@cruddur.local", "password": "Sup3r-secret!", "name": "Andrew Brown", "handle": "andrewbrown"}
 
@@ -47,15 +46,7 @@ def test_emulator_tokens_are_allowed_and_identify_the_user(emulator):
     tokens = sign_in(client, provisioned.client_id, USER["email"], USER["password"])
     sub = client.get_user(AccessToken=tokens["AccessToken"])["UserAttributes"]
     sub = next(attribute["Value"] for attribute in sub if attribute["Name"] == "sub")
-    settings = Settings.from_env(
-        {
-            "AWS_COGNITO_USER_POOLS_ID": provisioned.pool_id,
-            "AWS_COGNITO_CLIENT_ID": provisioned.client_id,
-            "AUTHZ_JWKS_URL": emulator + "/{pool}/.well-known/jwks.json",
-            "AUTHZ_ADDR": "127.0.0.1:0",
-            "AUTHZ_METRICS_ADDR": "127.0.0.1:0",
-        }
-    )
+    settings = emulator_settings(emulator, provisioned.pool_id, provisioned.client_id)
     with run_server(settings) as server:
         addr = f"127.0.0.1:{server.port}"
         allowed = check(addr, token=tokens["AccessToken"], path="/api/me")
@@ -76,16 +67,8 @@ def test_an_app_clients_own_token_from_the_emulator_is_a_client_principal(emulat
     token = client_token(client, machine)
     with pytest.raises(client.exceptions.NotAuthorizedException):
         client.get_user(AccessToken=token)
-    settings = Settings.from_env(
-        {
-            "AWS_COGNITO_USER_POOLS_ID": provisioned.pool_id,
-            "AWS_COGNITO_CLIENT_ID": f"{provisioned.client_id},{machine.client_id}",
-            "AUTHZ_JWKS_URL": emulator + "/{pool}/.well-known/jwks.json",
-            "AUTHZ_ADDR": "127.0.0.1:0",
-            "AUTHZ_METRICS_ADDR": "127.0.0.1:0",
-            "AUTHZ_REVOCATION": "cognito",
-            "AWS_ENDPOINT_URL_COGNITO_IDP": emulator,
-        }
+    settings = emulator_settings(
+        emulator, provisioned.pool_id, provisioned.client_id, machine.client_id, revocation=True
     )
     with run_server(settings) as server:
         addr = f"127.0.0.1:{server.port}"

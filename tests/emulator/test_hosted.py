@@ -22,7 +22,6 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from authz.client import check
-from authz.config import Settings
 from authz.server import run_server
 from stack.cognito import (
     LOCAL_IDP,
@@ -37,7 +36,7 @@ from stack.cognito import (
 from stack.local import cognito_emulator, emulator_url, local_idp
 from stack.processes import free_port
 from stack.provision import IDP_ACCOUNTS, provision_local, provision_local_idp, register_idp_client
-from tests.conftest import REGION
+from tests.conftest import REGION, emulator_settings
 
 # Where the app's pages are: the app client's callback and sign-out URL. Nothing listens there; the tests read the
 # redirects the browser would follow.
@@ -622,17 +621,7 @@ def test_authz_allows_a_federated_users_tokens(hosted, emulator):
     """The authz server accepts a federated user's access token (asking GetUser, as AUTHZ_REVOCATION=cognito does),
     with its sub, client and automatic group, and its id token on an id-token route with the provider."""
     tokens = signed_in(hosted)
-    settings = Settings.from_env(
-        {
-            "AWS_COGNITO_USER_POOLS_ID": hosted.pool_id,
-            "AWS_COGNITO_CLIENT_ID": hosted.client_id,
-            "AUTHZ_JWKS_URL": emulator + "/{pool}/.well-known/jwks.json",
-            "AUTHZ_ADDR": "127.0.0.1:0",
-            "AUTHZ_METRICS_ADDR": "127.0.0.1:0",
-            "AUTHZ_REVOCATION": "cognito",
-            "AWS_ENDPOINT_URL_COGNITO_IDP": emulator,
-        }
-    )
+    settings = emulator_settings(emulator, hosted.pool_id, hosted.client_id, revocation=True)
     with run_server(settings) as server:
         addr = f"127.0.0.1:{server.port}"
         allowed = check(addr, token=tokens["access_token"], path="/api/me")
