@@ -9,16 +9,19 @@ import dataclasses
 import gzip
 import http.client
 import json
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pyotp
 import pytest
 import requests
 
 from envoy import bootstrap
-from stack.cognito import cognito_client, provision
+from stack.cognito import cognito_client, provision, register
 from stack.emulator import names_another_action
 from stack.local import envoy_process
 from stack.processes import free_ports
@@ -68,6 +71,61 @@ def test_the_pages_actions_reach_the_emulator_through_envoy(edge: str, emulator:
     )
     assert answer.status_code == 400, answer.text
     assert answer.json()["__type"].split("#")[-1] in ("NotAuthorizedException", "UserNotFoundException")
+
+
+def test_the_pages_authenticator_app_and_sign_out_pass_through_envoy(edge: str, emulator: str):
+    """Everything the pages' Security page, code step and sign-out call passes the route, as the pages call it: an
+    authenticator app turned on (AssociateSoftwareToken, VerifySoftwareToken, SetUserMFAPreference), a sign-in
+    answered with its code (RespondToAuthChallenge), and the refresh token revoked (RevokeToken)."""
+    cognito = cognito_client(REGION, emulator)
+    provisioned = provision(cognito, REGION)
+    client_id = provisioned.client_id
+    email, password = f"route-{uuid.uuid4().hex[:10]}@cruddur.local", "Sup3r-secret!"
+    register(
+        cognito,
+        provisioned.pool_id,
+        client_id,
+        email=email,
+        password=password,
+        name="Route User",
+        handle="route",
+    )
+    route = edge + "/cognito/"
+    sign_in = {
+        "ClientId": client_id,
+        "AuthFlow": "USER_PASSWORD_AUTH",
+        "AuthParameters": {"USERNAME": email, "PASSWORD": password},
+    }
+    tokens = call(route, "InitiateAuth", sign_in).json()["AuthenticationResult"]
+    secret = call(route, "AssociateSoftwareToken", {"AccessToken": tokens["AccessToken"]}).json()["SecretCode"]
+    totp = pyotp.TOTP(secret)
+    now = int(time.time())
+    verified = call(route, "VerifySoftwareToken", {"AccessToken": tokens["AccessToken"], "UserCode": totp.at(now)})
+    assert verified.json().get("Status") == "SUCCESS", verified.text
+    preference = {"AccessToken": tokens["AccessToken"], "SoftwareTokenMfaSettings": {"Enabled": True}}
+    assert call(route, "SetUserMFAPreference", preference).status_code == 200
+    challenge = call(route, "InitiateAuth", sign_in).json()
+    assert challenge["ChallengeName"] == "SOFTWARE_TOKEN_MFA", challenge
+    # A step's code is accepted once, and this step's verified the app: the next step's is accepted as well.
+    answer = call(
+        route,
+        "RespondToAuthChallenge",
+        {
+            "ClientId": client_id,
+            "ChallengeName": "SOFTWARE_TOKEN_MFA",
+            "Session": challenge["Session"],
+            "ChallengeResponses": {"USERNAME": email, "SOFTWARE_TOKEN_MFA_CODE": totp.at(now + 30)},
+        },
+    )
+    refresh_token = answer.json()["AuthenticationResult"]["RefreshToken"]
+    assert call(route, "RevokeToken", {"ClientId": client_id, "Token": refresh_token}).status_code == 200
+    refresh = {
+        "ClientId": client_id,
+        "AuthFlow": "REFRESH_TOKEN_AUTH",
+        "AuthParameters": {"REFRESH_TOKEN": refresh_token},
+    }
+    refused = call(route, "InitiateAuth", refresh)
+    assert refused.status_code == 400 and refused.json()["__type"].endswith("NotAuthorizedException"), refused.text
 
 
 def test_a_second_target_or_a_compressed_body_runs_no_other_action(edge: str, emulator: str):
