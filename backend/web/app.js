@@ -231,9 +231,9 @@ function bind(element, error, submit) {
   });
 }
 
-// A TOTP code as apps show it: six digits (spaces an app or a paste put in the middle are dropped).
+// A TOTP code as apps show it: six digits (spaces or dashes an app or a paste put in the middle are dropped).
 function totpCode(value) {
-  const code = value.replace(/\s+/g, "");
+  const code = value.replace(/[\s-]+/g, "");
   if (!/^[0-9]{6}$/.test(code)) throw new CognitoError("InvalidCode", "Enter the 6-digit code from your authenticator app.");
   return code;
 }

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
@@ -154,6 +156,24 @@ class App:
             element = self.find(css)
             element.clear()
             element.send_keys(text)
+
+    def paste(self, css: str, text: str) -> None:
+        """Paste text into the field css as a user does: copied to the browser's clipboard (Ctrl+C on a text area
+        put in the page for the moment), then Ctrl+V in the field, which takes it as the field's limits allow."""
+        self.driver.execute_script(
+            """const area = document.createElement('textarea');
+               area.id = 'test-clipboard';
+               area.value = arguments[0];
+               document.body.append(area);
+               area.select();""",
+            text,
+        )
+        ActionChains(self.driver).key_down(Keys.CONTROL).send_keys("c").key_up(Keys.CONTROL).perform()
+        self.driver.execute_script("document.getElementById('test-clipboard').remove()")
+        field = self.find(css)
+        field.clear()
+        field.click()
+        ActionChains(self.driver).key_down(Keys.CONTROL).send_keys("v").key_up(Keys.CONTROL).perform()
 
     def submit(self, form_css: str) -> None:
         self.find(f"{form_css} [type=submit]").click()

@@ -195,3 +195,37 @@ def test_the_security_page_asks_a_visitor_to_sign_in(app: App) -> None:
     app.wait_page("signin")
     assert app.hash.startswith("#/signin"), app.hash
     assert not app.shown("#nav-security")
+
+
+def grouped(code: str, separator: str) -> str:
+    """A six-digit code as an authenticator app shows or copies it: two groups of three."""
+    return f"{code[:3]}{separator}{code[3:]}"
+
+
+def test_a_code_pasted_with_a_space_or_a_dash_is_taken_whole(app: App, browser_stack: LocalStack, cognito: Any) -> None:
+    """Authenticator apps show and copy a code in two groups ("123 456", some "123-456"): pasted like that, the code
+    field keeps all of it, and the code turns the app on at the security page and signs the user in at the code
+    step."""
+    person = confirmed_person(browser_stack, cognito)
+    app.sign_in(person.email, person.password)
+    app.open_security()
+    app.wait_authenticator("off")
+    app.find("button#mfa-on").click()
+    totp = pyotp.TOTP(app.wait_text("#totp-secret").replace(" ", ""))
+    dashed = grouped(totp.now(), "-")
+    app.paste("#totp-code", dashed)
+    assert app.value("#totp-code") == dashed
+    app.submit("form#totp-form")
+    app.wait_authenticator("on")
+    app.find("button#signout").click()
+    app.wait_signed_out_home()
+
+    app.enter_password(person.email, person.password)
+    app.wait_code_step()
+    # The next step's code: enrolment took the current one (see test_turn_on_an_authenticator_...).
+    spaced = grouped(totp.at(time.time() + STEP_SECONDS), " ")
+    app.paste("#mfa-code", spaced)
+    assert app.value("#mfa-code") == spaced
+    app.submit("form#mfa-form")
+    app.wait_signed_in_home()
+    assert app.text("#nav-user") == person.name
