@@ -48,9 +48,14 @@ export function clearSession() {
   sessionStorage.removeItem(KEY);
 }
 
+// The user's attributes as GetUser returned them for session, kept with the session stored now, if that is still
+// session (the same refresh token): one signed out meanwhile stays signed out, and one refreshed meanwhile keeps its
+// new tokens.
 export function saveProfile(session, attributes) {
+  const current = loadSession();
+  if (!current || current.refreshToken !== session.refreshToken) return;
   const profile = Object.fromEntries((attributes || []).map(({ Name, Value }) => [Name, Value]));
-  sessionStorage.setItem(KEY, JSON.stringify({ ...session, profile }));
+  sessionStorage.setItem(KEY, JSON.stringify({ ...current, profile }));
 }
 
 export function displayName(session) {

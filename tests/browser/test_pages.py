@@ -256,6 +256,55 @@ def test_tokens_are_refreshed_before_they_expire(app: App, browser_stack: LocalS
     assert app.text("#nav-user") == person.name
 
 
+# The session module in a page, with what GetUser answered arriving after the session it was asked for changed: signed
+# out, signed out and in again as a new session, or refreshed. Returns what is stored after each.
+_LATE_PROFILE_JS = """
+const done = arguments[arguments.length - 1];
+import('/web/session.js').then(({ saveSession, saveProfile, clearSession, loadSession }) => {
+  const token = (n) => `header.${btoa(JSON.stringify({ exp: 4102444800, n }))}.signature`;
+  const result = (n, refreshToken) => ({ AccessToken: token(n), IdToken: token(n), RefreshToken: refreshToken });
+  const attributes = [{ Name: 'name', Value: 'From GetUser' }];
+  const seen = {};
+
+  const signedOut = saveSession(result(1, 'refresh-1'));
+  clearSession();
+  saveProfile(signedOut, attributes);
+  seen.signedOut = loadSession();
+
+  const replaced = saveSession(result(2, 'refresh-2'));
+  clearSession();
+  saveSession(result(3, 'refresh-3'));
+  saveProfile(replaced, attributes);
+  seen.replaced = loadSession();
+
+  const first = saveSession(result(4, 'refresh-4'));
+  saveSession({ AccessToken: token(5), IdToken: token(5) }, first);
+  saveProfile(first, attributes);
+  seen.refreshed = loadSession();
+  seen.refreshedToken = token(5);
+
+  clearSession();
+  done(seen);
+}).catch((error) => done(String(error)));
+"""
+
+
+def test_a_profile_that_arrives_after_sign_out_signs_nothing_back_in(app: App) -> None:
+    """After a sign-in the pages ask GetUser for the user's name and keep it with the session; when the answer arrives
+    after the user signed out, nothing is stored (the tab stays signed out); after another sign-in, the new session
+    is kept as it is; after a refresh, the name joins the refreshed tokens, which stay. (The session module itself,
+    in a page of the app's origin where none of the app runs: the race is one of milliseconds in the app.)"""
+    app.driver.get(app.origin + "/api/health")
+    seen = app.driver.execute_async_script(_LATE_PROFILE_JS)
+    assert isinstance(seen, dict), seen
+    assert seen["signedOut"] is None
+    assert seen["replaced"]["refreshToken"] == "refresh-3" and seen["replaced"]["profile"] == {}
+    assert seen["refreshed"]["refreshToken"] == "refresh-4"
+    assert seen["refreshed"]["accessToken"] == seen["refreshedToken"]
+    assert seen["refreshed"]["profile"] == {"name": "From GetUser"}
+    assert app.session() is None
+
+
 FORM_PAGES = {
     "signin": "/signin",
     "signup": "/signup",
