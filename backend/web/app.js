@@ -497,31 +497,50 @@ function route() {
   if (heading) document.title = `${heading.textContent} · Cruddur`;
 }
 
-// Back from "Sign in with <provider>" (?code=&state=, or ?error=): exchange the code when the answer is to this tab's
-// own sign-in, before any page shows. The query leaves the address bar and the history at once: the code is
-// spent either way, and a reload must not bring it back.
-async function returnFromProvider() {
+// Back from "Sign in with <provider>" (?code=&state=, or ?error=): the answer and the sign-in under way in this tab,
+// both taken at once, before anything awaits, so that neither outlives this page load whatever happens next (the
+// config failing to load, say). The query leaves the address bar and the history: the code is spent either way, and
+// a reload must not bring it back. Null when the page was not loaded with an answer.
+function takeProviderReturn() {
   const response = authorizationResponse(location.search);
-  if (response === null) return;
+  if (response === null) return null;
   const pending = takePending();
   history.replaceState(null, "", `${location.pathname}#/signin`);
+  return { response, pending };
+}
+
+// Exchange the code when the answer is to this tab's own sign-in (finishSignIn refuses any other), before any page
+// shows.
+async function returnFromProvider({ response, pending }) {
   try {
-    await signedIn(await finishSignIn(config, response, pending));
+    await signedIn(await finishSignIn(response, pending));
     history.replaceState(null, "", `${location.pathname}#/`);
   } catch (failure) {
     signInProblem = message(failure);
   }
 }
 
-async function start() {
-  const response = await fetch("/web/config.json", { cache: "no-store" });
-  if (!response.ok) {
-    view.replaceChildren(clone("page-unavailable"));
+function unavailable(reason) {
+  view.replaceChildren(clone("page-unavailable"));
+  if (reason) document.getElementById("unavailable-reason").textContent = reason;
+}
+
+async function start(providerReturn) {
+  let response = null;
+  try {
+    response = await fetch("/web/config.json", { cache: "no-store" });
+    config = response.ok ? await response.json() : null;
+  } catch {
+    config = null;
+  }
+  if (!config) {
+    // 404: no pool (or no endpoint) configured, as the page says; anything else may pass.
+    unavailable(response?.status === 404 ? "" : "The sign-in settings could not be loaded. Please try again later.");
+    config = {};
     return;
   }
-  config = await response.json();
   cognito = cognitoClient(config);
-  await returnFromProvider();
+  if (providerReturn) await returnFromProvider(providerReturn);
   window.addEventListener("hashchange", route);
   // Refresh ahead of expiry, also while the page sits idle.
   setInterval(() => {
@@ -531,4 +550,4 @@ async function start() {
   route();
 }
 
-start();
+start(takeProviderReturn());

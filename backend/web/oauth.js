@@ -4,8 +4,9 @@
 // exchange for the pool's tokens.
 //
 // What the round trip needs is kept in sessionStorage (this tab, this origin) until the browser comes back: the
-// state, which ties the answer to a sign-in this tab started (no one else's code is taken in), and the verifier.
-// Both are taken out on return, whatever happens.
+// state, which ties the answer to a sign-in this tab started (no one else's code is taken in), the verifier, and
+// where the code is to be exchanged (the domain, client and callback the sign-in started with: the code is only ever
+// sent there, whatever the page's config is by then). All of it is taken out on return, whatever happens.
 
 const PENDING = "cruddur.oauth";
 // openid, email and profile for the id token's claims; aws.cognito.signin.user.admin lets the access token call the
@@ -43,7 +44,8 @@ export function redirectUri() {
   return `${location.origin}/`;
 }
 
-// Where to send the browser to sign in with provider; stores the state and the verifier for the way back.
+// Where to send the browser to sign in with provider; stores the state, the verifier and where to exchange the code
+// for the way back.
 export async function authorizeUrl({ domain, clientId }, provider) {
   if (!crypto.subtle) {
     throw new OAuthError("insecure_context", "Signing in with another provider needs this page on https.");
@@ -51,11 +53,12 @@ export async function authorizeUrl({ domain, clientId }, provider) {
   const state = randomToken();
   const verifier = randomToken();
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier));
-  sessionStorage.setItem(PENDING, JSON.stringify({ state, verifier, provider }));
+  const callback = redirectUri();
+  sessionStorage.setItem(PENDING, JSON.stringify({ state, verifier, provider, domain, clientId, redirectUri: callback }));
   const query = new URLSearchParams({
     response_type: "code",
     client_id: clientId,
-    redirect_uri: redirectUri(),
+    redirect_uri: callback,
     state,
     identity_provider: provider,
     scope: SCOPES,
@@ -91,9 +94,22 @@ export function takePending() {
   return null;
 }
 
+// Whether pending names where to exchange its code: an http(s) origin, a client and an absolute callback URL.
+function exchangeable({ domain, clientId, redirectUri: callback }) {
+  return (
+    typeof domain === "string" &&
+    /^https?:\/\/[^/?#\s]+$/.test(domain) &&
+    typeof clientId === "string" &&
+    clientId !== "" &&
+    typeof callback === "string" &&
+    /^https?:\/\/[^/?#\s]+\//.test(callback)
+  );
+}
+
 // The tokens for an authorization response, shaped as InitiateAuth's AuthenticationResult; an OAuthError when the
-// response is not the answer to this tab's sign-in, or when Cognito refuses the code.
-export async function finishSignIn({ domain, clientId }, response, pending) {
+// response is not the answer to this tab's sign-in, or when Cognito refuses the code. The code goes to the domain,
+// client and callback the sign-in started with (pending), and nowhere else.
+export async function finishSignIn(response, pending) {
   if (!pending || !response.state || response.state !== pending.state) {
     // Not the answer to a sign-in this tab started (or one already answered): its code is not exchanged.
     throw new OAuthError(
@@ -109,16 +125,23 @@ export async function finishSignIn({ domain, clientId }, response, pending) {
   if (!response.code) {
     throw new OAuthError("invalid_request", `Signing in with ${provider} did not complete: no code came back.`);
   }
+  if (!exchangeable(pending)) {
+    // Never a relative URL, nor a guess: without them the code and the verifier are not sent anywhere.
+    throw new OAuthError(
+      "incomplete_sign_in",
+      `Signing in with ${provider} could not be completed: this page no longer knows where to finish it. Please try again.`,
+    );
+  }
   let answer;
   try {
-    answer = await fetch(`${domain}/oauth2/token`, {
+    answer = await fetch(`${pending.domain}/oauth2/token`, {
       method: "POST",
       headers: { "Content-Type": "application/x-www-form-urlencoded" },
       body: new URLSearchParams({
         grant_type: "authorization_code",
-        client_id: clientId,
+        client_id: pending.clientId,
         code: response.code,
-        redirect_uri: redirectUri(),
+        redirect_uri: pending.redirectUri,
         code_verifier: pending.verifier,
       }),
       cache: "no-store",

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, TimeoutException
+from selenium.webdriver.chromium.webdriver import ChromiumDriver
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -56,7 +57,7 @@ class Person:
 
 
 class App:
-    def __init__(self, driver: WebDriver, origin: str) -> None:
+    def __init__(self, driver: ChromiumDriver, origin: str) -> None:
         self.driver = driver
         self.origin = origin.rstrip("/")
 
@@ -79,6 +80,18 @@ class App:
 
     def reload(self) -> None:
         self.driver.refresh()
+
+    @contextmanager
+    def blocking(self, *patterns: str) -> Iterator[None]:
+        """Within the block, a request to a URL matching one of patterns (Chrome's wildcards: "*/web/config.json")
+        fails as an unreachable server's would (DevTools' Network.setBlockedURLs)."""
+        self.driver.execute_cdp_cmd("Network.enable", {})
+        self.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": list(patterns)})
+        try:
+            yield
+        finally:
+            self.driver.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+            self.driver.execute_cdp_cmd("Network.disable", {})
 
     @property
     def hash(self) -> str:

@@ -1,7 +1,7 @@
 """ "Sign in with LocalIdP" in a real browser: the pages' authorization code flow with PKCE through the emulator's
-hosted endpoints (/oauth2/authorize, /oauth2/token) and the stack's external IdP (oidc-provider-mock, whose own page
-signs the user in), and what the pages refuse: an answer to a sign-in this tab did not start, and a code whose
-verifier does not match."""
+hosted endpoints (/oauth2/authorize, /oauth2/token) and the stack's external IdP (oidc-provider-mock, whose
+own page signs the user in), and what the pages refuse: an answer to a sign-in this tab did not start, a code whose
+verifier does not match, and a sign-in that no longer says where its code is to be exchanged."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 import requests
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -211,3 +212,60 @@ def test_a_code_from_a_sign_in_this_tab_never_started_is_not_exchanged(app: App)
     assert not any("/oauth2/token" in url for url in app.requested_urls()), app.requested_urls()
     assert app.session() is None
     assert app.driver.execute_script("return location.search") == ""
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        {"domain": None},
+        {"domain": ""},
+        {"domain": "/cognito"},
+        {"clientId": None},
+        {"redirectUri": None},
+        {"redirectUri": "/"},
+    ],
+)
+def test_a_sign_in_that_lost_where_to_exchange_its_code_exchanges_nothing(
+    app: App, browser_stack: LocalStack, lost: dict[str, str | None]
+) -> None:
+    """The code is exchanged at the domain, with the client and callback the sign-in started with, and nowhere else:
+    when what the tab kept for the sign-in lacks one of them (or has a relative URL), the answer, though it has this
+    tab's state, is not exchanged (no token request, not even to the page's own origin): the sign-in page says the
+    sign-in could not be completed, and nothing is kept."""
+    app.open("/signin")
+    app.wait_page("signin")
+    pending: dict[str, str | None] = {
+        "state": "s" * 43,
+        "verifier": "v" * 43,
+        "provider": LOCAL_IDP,
+        "domain": browser_stack.cognito_env["AWS_ENDPOINT_URL_COGNITO_IDP"],
+        "clientId": browser_stack.cognito_env["AWS_COGNITO_CLIENT_ID"],
+        "redirectUri": app.origin + "/",
+    }
+    pending.update(lost)
+    app.store_pending_sign_in({key: value for key, value in pending.items() if value is not None})
+    app.driver.get(f"{app.origin}/?code=a-code&state={'s' * 43}")
+
+    app.wait_page("signin")
+    message = app.wait_text("#signin-error", "could not be completed")
+    assert LOCAL_IDP in message, message
+    assert not any("/oauth2/token" in url for url in app.requested_urls()), app.requested_urls()
+    assert app.session() is None and app.pending_sign_in() is None
+    assert app.driver.execute_script("return location.search") == ""
+
+
+def test_an_answer_is_cleared_away_even_when_the_config_does_not_load(app: App) -> None:
+    """When /web/config.json cannot be loaded (here: blocked, as an unreachable server), the pages say the sign-in
+    settings could not be loaded, and a provider's answer they were loaded with still leaves the address bar, and the
+    sign-in under way leaves storage: neither is there for a later load to use."""
+    app.open("/signin")
+    app.wait_page("signin")
+    app.store_pending_sign_in({"state": "s" * 43, "verifier": "v" * 43, "provider": LOCAL_IDP})
+
+    with app.blocking("*/web/config.json"):
+        app.driver.get(f"{app.origin}/?code=a-code&state={'s' * 43}")
+        app.wait_page("unavailable")
+        assert "could not be loaded" in app.wait_text('main[data-page="unavailable"] .error').lower()
+        assert app.driver.execute_script("return location.search") == ""
+        assert app.pending_sign_in() is None
+        assert not any("/oauth2/token" in url for url in app.requested_urls()), app.requested_urls()
