@@ -3,7 +3,7 @@
 // below); tokens live in sessionStorage (session.js says why). User data is only ever written with textContent.
 
 import { cognitoClient, CognitoError } from "./cognito.js";
-import { authorizationResponse, authorizeUrl, finishSignIn, OAuthError, takePending } from "./oauth.js";
+import { authorizationResponse, authorizeUrl, finishSignIn, logoutUrl, OAuthError, takePending } from "./oauth.js";
 import { claims, clearSession, displayName, loadSession, saveProfile, saveSession } from "./session.js";
 import { groupedSecret, otpauthUri, qrSvg } from "./totp.js";
 
@@ -15,6 +15,10 @@ const NOTICES = {
   session: "Your session has ended. Sign in again.",
   "signed-out-here": "You are signed out on this device, but signing out your other devices failed: they stay signed in until their session ends.",
 };
+
+// A notice for the page the browser comes back to after Cognito's /logout (the way back is the app client's sign-out
+// URL exactly, so it cannot carry the notice): kept in this tab's storage until the pages load again.
+const NOTICE_KEY = "cruddur.notice";
 
 let cognito = null;
 // /web/config.json: the pool, client and Cognito endpoint, the sign-out route if any, and the hosted endpoints'
@@ -145,13 +149,23 @@ async function signOut(event) {
     }
   }
   // This device is signed out either way; when GlobalSignOut failed, say that the others may not be.
-  go(everywhere ? "#/" : "#/?notice=signed-out-here");
+  const noticeKey = everywhere ? "" : "signed-out-here";
+  if (session?.hosted && config.domain) {
+    // Signed in through Cognito's hosted sign-in: Cognito keeps a session of its own there (a cookie on its domain,
+    // an hour at a real pool) that would sign the next "Sign in with <provider>" straight back in. Its /logout ends
+    // it and sends the browser back to the pages' root.
+    if (noticeKey) sessionStorage.setItem(NOTICE_KEY, noticeKey);
+    location.assign(logoutUrl(config));
+    return;
+  }
+  go(noticeKey ? `#/?notice=${noticeKey}` : "#/");
 }
 
-// After a sign-in (a password, a code, or a provider's): keep the tokens, and the name the user signed up with (id
-// tokens from some issuers, the local emulator's among them, lack it). The caller goes on to home.
-async function signedIn(result) {
-  const session = saveSession(result);
+// After a sign-in (a password, a code, or a provider's, hosted: through Cognito's hosted sign-in): keep the tokens,
+// and the name the user signed up with (id tokens from some issuers, the local emulator's among them, lack it). The
+// caller goes on to home.
+async function signedIn(result, { hosted = false } = {}) {
+  const session = saveSession(result, hosted ? { hosted } : {});
   try {
     saveProfile(session, (await cognito.getUser(session.accessToken)).UserAttributes);
   } catch {
@@ -513,11 +527,18 @@ function takeProviderReturn() {
 // shows.
 async function returnFromProvider({ response, pending }) {
   try {
-    await signedIn(await finishSignIn(response, pending));
+    await signedIn(await finishSignIn(response, pending), { hosted: true });
     history.replaceState(null, "", `${location.pathname}#/`);
   } catch (failure) {
     signInProblem = message(failure);
   }
+}
+
+// What sign-out left for this page load to show (see NOTICE_KEY), taken out.
+function takeNotice() {
+  const key = sessionStorage.getItem(NOTICE_KEY);
+  sessionStorage.removeItem(NOTICE_KEY);
+  return key;
 }
 
 function unavailable(reason) {
@@ -525,7 +546,7 @@ function unavailable(reason) {
   if (reason) document.getElementById("unavailable-reason").textContent = reason;
 }
 
-async function start(providerReturn) {
+async function start(providerReturn, leftNotice) {
   let response = null;
   try {
     response = await fetch("/web/config.json", { cache: "no-store" });
@@ -541,6 +562,7 @@ async function start(providerReturn) {
   }
   cognito = cognitoClient(config);
   if (providerReturn) await returnFromProvider(providerReturn);
+  else if (notice(leftNotice)) history.replaceState(null, "", `${location.pathname}#/?notice=${leftNotice}`);
   window.addEventListener("hashchange", route);
   // Refresh ahead of expiry, also while the page sits idle.
   setInterval(() => {
@@ -550,4 +572,4 @@ async function start(providerReturn) {
   route();
 }
 
-start(takeProviderReturn());
+start(takeProviderReturn(), takeNotice());

@@ -40,7 +40,8 @@ function randomToken() {
 }
 
 export function redirectUri() {
-  // The pages' root: the app client's callback URL. The same value goes to /oauth2/authorize and /oauth2/token.
+  // The pages' root: the app client's callback URL and its sign-out URL. The same value goes to /oauth2/authorize
+  // and /oauth2/token, and to /logout as logout_uri.
   return `${location.origin}/`;
 }
 
@@ -92,6 +93,13 @@ export function takePending() {
     // unreadable: as good as none
   }
   return null;
+}
+
+// Cognito's logout endpoint, which ends its own sign-in session (a cookie on the hosted domain that would sign the
+// next "Sign in with <provider>" straight back in) and sends the browser back to the pages' root, which must be one
+// of the app client's sign-out URLs exactly.
+export function logoutUrl({ domain, clientId }) {
+  return `${domain}/logout?${new URLSearchParams({ client_id: clientId, logout_uri: redirectUri() })}`;
 }
 
 // Whether pending names where to exchange its code: an http(s) origin, a client and an absolute callback URL.

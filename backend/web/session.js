@@ -31,7 +31,8 @@ export function loadSession() {
 }
 
 // Store InitiateAuth's AuthenticationResult; a refresh answer carries no new refresh token, so keep the old one
-// (and the profile, the user's own attributes as GetUser returned them at sign-in).
+// (and the profile, the user's own attributes as GetUser returned them at sign-in, and whether the session came
+// from Cognito's hosted sign-in, whose own session sign-out ends too).
 export function saveSession(result, previous = {}) {
   const session = {
     accessToken: result.AccessToken,
@@ -39,6 +40,7 @@ export function saveSession(result, previous = {}) {
     refreshToken: result.RefreshToken || previous.refreshToken,
     expiresAt: (claims(result.AccessToken).exp || 0) * 1000,
     profile: previous.profile || {},
+    ...(previous.hosted === true ? { hosted: true } : {}),
   };
   sessionStorage.setItem(KEY, JSON.stringify(session));
   return session;

@@ -1,10 +1,13 @@
-"""The browser tests' users and what Cognito (boto3, against the stack's emulator) says of their tokens."""
+"""The browser tests' users, what Cognito (boto3, against the stack's emulator) says of their tokens, and what the
+emulator's log says the browser asked of its hosted endpoints."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 from botocore.exceptions import ClientError
@@ -61,3 +64,27 @@ def claims_of(token: str) -> dict[str, Any]:
     """A JWT's payload, unverified: for reading what the pages hold (authz and Cognito do the verifying)."""
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+# A request line of Werkzeug's log (the emulator's server): method, target, protocol (colour codes around them for
+# some statuses), then the status.
+_REQUEST_LINE = re.compile(
+    r'"(?:\x1b\[[0-9;]*m)?(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+(?:\x1b\[[0-9;]*m)?" (?P<status>\d{3})'
+)
+
+
+class EmulatorLog:
+    """The emulator's request log, from the moment this is made on."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.path = stack.process("cognito").log_path
+        self.start = self.path.stat().st_size
+
+    def logouts(self) -> list[dict[str, list[str]]]:
+        """The query of each GET /logout the emulator answered with a redirect since then, in order."""
+        text = self.path.read_bytes()[self.start :].decode(errors="replace")
+        return [
+            parse_qs(urlsplit(match["target"]).query)
+            for match in _REQUEST_LINE.finditer(text)
+            if match["method"] == "GET" and urlsplit(match["target"]).path == "/logout" and match["status"] == "302"
+        ]

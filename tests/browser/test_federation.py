@@ -1,5 +1,5 @@
 """ "Sign in with LocalIdP" in a real browser: the pages' authorization code flow with PKCE through the emulator's
-hosted endpoints (/oauth2/authorize, /oauth2/token) and the stack's external IdP (oidc-provider-mock, whose
+hosted endpoints (/oauth2/authorize, /oauth2/token, /logout) and the stack's external IdP (oidc-provider-mock, whose
 own page signs the user in), and what the pages refuse: an answer to a sign-in this tab did not start, a code whose
 verifier does not match, and a sign-in that no longer says where its code is to be exchanged."""
 
@@ -17,7 +17,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from stack.cognito import LOCAL_IDP
 from stack.local import LocalStack
 from stack.provision import IDP_ACCOUNTS
-from tests.browser.accounts import api_identity, claims_of, refresh_refused
+from tests.browser.accounts import EmulatorLog, api_identity, claims_of, refresh_refused
 from tests.browser.pages import App
 
 BUTTON = f"Sign in with {LOCAL_IDP}"
@@ -57,6 +57,15 @@ def back_on_the_pages(app: App) -> None:
         lambda: app.driver.current_url.startswith(app.origin) and app.page_names(),
         lambda: f"never back on the pages (at {app.driver.current_url!r}: {app.body_text()[:300]!r})",
     )
+
+
+def signed_in_with_the_idp(app: App, stack: LocalStack, account: str) -> dict[str, Any]:
+    """Sign in with LocalIdP as account, through to home signed in; returns the stored session."""
+    leave_for_the_idp(app, stack)
+    sign_in_at_the_idp(app, account)
+    back_on_the_pages(app)
+    app.wait_signed_in_home()
+    return app.signed_in_session()
 
 
 def tamper_pending_sign_in(app: App, idp_page: str, **changes: str) -> dict[str, Any]:
@@ -103,11 +112,7 @@ def test_a_federated_session_refreshes_and_its_sign_out_revokes_it(
 ) -> None:
     """A session from the IdP sign-in is refreshed as a password one is (InitiateAuth REFRESH_TOKEN_AUTH with the
     refresh token the token endpoint gave), and signing out revokes that refresh token at Cognito."""
-    leave_for_the_idp(app, browser_stack)
-    sign_in_at_the_idp(app, "bob")
-    back_on_the_pages(app)
-    app.wait_signed_in_home()
-    before = app.signed_in_session()
+    before = signed_in_with_the_idp(app, browser_stack, "bob")
     before["expiresAt"] = time.time() * 1000 + 30_000
     app.store_session(before)
 
@@ -117,6 +122,7 @@ def test_a_federated_session_refreshes_and_its_sign_out_revokes_it(
         "the federated session's access token was not refreshed within 10 s",
     )
     assert after["refreshToken"] == before["refreshToken"]
+    assert after.get("hosted") is True  # still known to be a hosted sign-in's, for sign-out to end that session too
     app.wait_signed_in_home()
 
     app.find("button#signout").click()
@@ -212,6 +218,51 @@ def test_a_code_from_a_sign_in_this_tab_never_started_is_not_exchanged(app: App)
     assert not any("/oauth2/token" in url for url in app.requested_urls()), app.requested_urls()
     assert app.session() is None
     assert app.driver.execute_script("return location.search") == ""
+
+
+def test_sign_out_after_the_idp_sign_in_ends_cognitos_hosted_session(
+    app: App, browser_stack: LocalStack, cognito: Any
+) -> None:
+    """After "Sign in with LocalIdP", "Sign out" also ends Cognito's own sign-in session: once the tab's tokens are
+    revoked, the browser passes through the hosted /logout (the app client's id, the pages' root as logout_uri: the
+    client's sign-out URL exactly) and lands on the pages' root, home signed out with no notice; Cognito refuses the
+    refresh token."""
+    session = signed_in_with_the_idp(app, browser_stack, "alice")
+    log = EmulatorLog(browser_stack)
+
+    app.find("button#signout").click()
+    app.wait(lambda: log.logouts(), "the browser never went through the hosted /logout")
+    app.wait_signed_out_home()
+    assert log.logouts() == [
+        {"client_id": [browser_stack.cognito_env["AWS_COGNITO_CLIENT_ID"]], "logout_uri": [app.origin + "/"]}
+    ]
+    assert app.driver.current_url == app.origin + "/", app.driver.current_url
+    assert not app.shown("#home-notice"), app.text("#home-notice")
+    assert app.session() is None and "cruddur." not in app.storage()
+    assert refresh_refused(cognito, browser_stack, session["refreshToken"])
+
+
+def test_the_hosted_sign_out_still_says_when_other_devices_may_be_signed_in(
+    app: App, browser_stack: LocalStack, cognito: Any
+) -> None:
+    """When GlobalSignOut fails at the sign-out of an IdP sign-in (here: the stored access token is one Cognito never
+    issued), the page the hosted /logout sends the browser back to says the other devices may not be signed out;
+    the tab's refresh token is revoked all the same, and the notice shows once (not again on a reload)."""
+    session = signed_in_with_the_idp(app, browser_stack, "bob")
+    app.store_session({**session, "accessToken": session["accessToken"] + "x"})
+    log = EmulatorLog(browser_stack)
+
+    app.find("button#signout").click()
+    app.wait_page("home")
+    assert "failed" in app.wait_text("#home-notice", "other devices").lower()
+    assert len(log.logouts()) == 1
+    app.wait_signed_out_home()
+    assert app.session() is None
+    assert refresh_refused(cognito, browser_stack, session["refreshToken"])
+
+    app.open("/")
+    app.wait_signed_out_home()
+    assert not app.shown("#home-notice"), app.text("#home-notice")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from stack.local import LocalStack
-from tests.browser.accounts import confirmed_person, refresh_refused, token_refused
+from tests.browser.accounts import EmulatorLog, confirmed_person, refresh_refused, token_refused
 from tests.browser.conftest import ARTIFACTS
 from tests.browser.pages import App, Person
 from tests.conftest import wait_for
@@ -69,15 +69,18 @@ def test_sign_up_confirm_sign_in_and_sign_out(app: App, tmp_path: Path) -> None:
 
 def test_sign_out_revokes_the_tokens_at_cognito(app: App, browser_stack: LocalStack, cognito: Any) -> None:
     """Signing out signs the user out everywhere: after "Sign out" the tokens the page held are refused by Cognito
-    (GetUser with the old access token, a refresh with the old refresh token), not only forgotten by this tab."""
+    (GetUser with the old access token, a refresh with the old refresh token), not only forgotten by this tab. A
+    password sign-in's sign-out stays on the pages: Cognito's hosted /logout is for sessions of its hosted sign-in."""
     person = confirmed_person(browser_stack, cognito)
     app.sign_in(person.email, person.password)
     session = app.signed_in_session()
     assert not token_refused(cognito, session["accessToken"])
+    log = EmulatorLog(browser_stack)
 
     app.find("button#signout").click()
     app.wait_signed_out_home()
     assert app.session() is None
+    assert app.hash == "#/" and log.logouts() == []
     assert not app.shown("#home-notice"), app.text("#home-notice")  # both calls went through
     assert wait_for(lambda: token_refused(cognito, session["accessToken"]), timeout=5), (
         "Cognito still accepts the access token of the signed-out session: the sign-out was not global"
