@@ -49,6 +49,7 @@ from joserfc import jwt
 from moto.cognitoidp.models import (
     CognitoIdpUser,
     CognitoIdpUserPool,
+    CognitoIdpUserPoolClient,
     UserStatus,
     cognitoidp_backends,
     find_account_region_by_value,
@@ -79,6 +80,7 @@ ADMIN_SCOPE = "aws.cognito.signin.user.admin"
 CLIENT_TOKEN_FLOW = "ALLOW_CLIENT_TOKEN_AUTH"
 # moto signs every token with one key, under this kid (its jwks-public.json).
 _MOTO_KID = "dummy"
+_VALIDITY_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86_400}
 JSON = "application/x-amz-json-1.1"
 
 
@@ -133,38 +135,63 @@ def get_client_token(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return 400, _error("NotAuthorizedException", "Invalid client secret.")
     if CLIENT_TOKEN_FLOW not in client.extended_config.get("ExplicitAuthFlows", []):
         return 400, _error("NotAuthorizedException", f"The client is not enabled for {CLIENT_TOKEN_FLOW}.")
-    custom = {
-        f"{server.identifier}/{scope['ScopeName']}"
-        for server in pool.resource_servers.values()
-        for scope in server.scopes
-    }
+    custom = custom_scopes(pool)
     allowed = [scope for scope in client.extended_config.get("AllowedOAuthScopes", []) if scope in custom]
     scopes = allowed if requested is None else list(dict.fromkeys(requested))
     if not scopes or not set(scopes) <= set(allowed):
         return 400, _error("InvalidParameterException", "Invalid scope requested.")
-    expires_in = _access_token_seconds(client.extended_config)
-    now = int(time.time())
+    token, expires_in = client_access_token(pool, client, scopes, now=time.time())
+    return 200, {"ClientAuthenticationResult": {"AccessToken": token, "ExpiresIn": expires_in, "TokenType": "Bearer"}}
+
+
+def client_access_token(
+    pool: CognitoIdpUserPool, client: CognitoIdpUserPoolClient, scopes: Iterable[str], *, now: float
+) -> tuple[str, int]:
+    """An app client's own access token (GetClientToken's, the client credentials grant's) and its lifetime in
+    seconds: the client is its subject; no user, no groups (not in moto's tables: GetUser has no user for it)."""
+    client_id = str(client.id)
+    expires_in = token_seconds(client.extended_config, "AccessToken")
+    issued_at = int(now)
     payload = {
         "sub": client_id,
         "token_use": "access",
         "scope": " ".join(scopes),
-        "auth_time": now,
-        "iss": f"https://cognito-idp.{pool.region}.amazonaws.com/{pool.id}",
-        "exp": now + expires_in,
-        "iat": now,
+        "auth_time": issued_at,
+        "iss": issuer(pool),
+        "exp": issued_at + expires_in,
+        "iat": issued_at,
         "version": 2,
         "jti": str(uuid.uuid4()),
         "client_id": client_id,
     }
-    token = jwt.encode({"kid": _MOTO_KID, "alg": "RS256"}, payload, pool.json_web_key)
-    return 200, {"ClientAuthenticationResult": {"AccessToken": token, "ExpiresIn": expires_in, "TokenType": "Bearer"}}
+    return sign(pool, payload), expires_in
 
 
-def _access_token_seconds(config: dict[str, Any]) -> int:
-    """The client's AccessTokenValidity in seconds (its TokenValidityUnits; Cognito's default: 60 minutes)."""
-    validity = config.get("AccessTokenValidity") or 60
-    unit = (config.get("TokenValidityUnits") or {}).get("AccessToken", "minutes")
-    return int(validity) * {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86_400}.get(unit, 60)
+def custom_scopes(pool: CognitoIdpUserPool) -> frozenset[str]:
+    """The pool's custom scopes: `<resource server identifier>/<scope name>`."""
+    return frozenset(
+        f"{server.identifier}/{scope['ScopeName']}"
+        for server in pool.resource_servers.values()
+        for scope in server.scopes
+    )
+
+
+def token_seconds(config: Mapping[str, Any], token: str) -> int:
+    """How long a client's AccessToken or IdToken lasts, from its extended config (its validity and
+    TokenValidityUnits; Cognito's default: 60 minutes)."""
+    validity = config.get(f"{token}Validity") or 60
+    unit = (config.get("TokenValidityUnits") or {}).get(token, "minutes")
+    return int(validity) * _VALIDITY_UNITS.get(unit, 60)
+
+
+def issuer(pool: CognitoIdpUserPool) -> str:
+    """The pool's token issuer (`iss`)."""
+    return f"https://cognito-idp.{pool.region}.amazonaws.com/{pool.id}"
+
+
+def sign(pool: CognitoIdpUserPool, payload: Mapping[str, Any]) -> str:
+    """Signed with the pool's key, under moto's kid, as moto signs the pool's tokens."""
+    return str(jwt.encode({"kid": _MOTO_KID, "alg": "RS256"}, dict(payload), pool.json_web_key))
 
 
 ACTIONS: dict[str, Action] = {

@@ -35,7 +35,16 @@ from moto.cognitoidp.models import (
 )
 from moto.cognitoidp.utils import check_secret_hash
 
-from stack.emulator import ADMIN_SCOPE, session_user, token_tables
+from stack.emulator import (
+    ADMIN_SCOPE,
+    client_access_token,
+    custom_scopes,
+    issuer,
+    session_user,
+    sign,
+    token_seconds,
+    token_tables,
+)
 from stack.federation import OidcProvider
 
 OPENID = "openid"
@@ -52,7 +61,6 @@ S256 = "S256"
 SIGN_IN_SECONDS = 600
 _CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
 _CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")
-_VALIDITY_UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86_400}
 
 
 class OAuthError(Exception):
@@ -162,9 +170,7 @@ class AppClient:
     def seconds(self, token: str) -> int:
         """How long this client's AccessToken or IdToken lasts (its validity and TokenValidityUnits; Cognito's
         default: 60 minutes)."""
-        validity = self._config.get(f"{token}Validity") or 60
-        unit = (self._config.get("TokenValidityUnits") or {}).get(token, "minutes")
-        return int(validity) * _VALIDITY_UNITS.get(unit, 60)
+        return token_seconds(self._config, token)
 
     def readable(self, attribute: str) -> bool:
         """Whether this client may read attribute (ReadAttributes; without any, every attribute)."""
@@ -222,15 +228,6 @@ def secret_hash_matches(client: AppClient, username: str, secret_hash: object) -
 # ----------------------------------------------------------------------------------------------- scopes
 
 
-def resource_server_scopes(pool: CognitoIdpUserPool) -> frozenset[str]:
-    """The pool's custom scopes: `<resource server identifier>/<scope name>`."""
-    return frozenset(
-        f"{server.identifier}/{scope['ScopeName']}"
-        for server in pool.resource_servers.values()
-        for scope in server.scopes
-    )
-
-
 def _each_once(names: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
@@ -243,7 +240,7 @@ def authorized_scopes(client: AppClient, requested: str | None) -> tuple[str, ..
         granted = list(client.scopes)
     else:
         names = _each_once(requested.split(" "))
-        known = SYSTEM_SCOPES | resource_server_scopes(client.pool)
+        known = SYSTEM_SCOPES | custom_scopes(client.pool)
         unknown = [name for name in names if name not in known]
         if unknown:
             raise OAuthError("invalid_scope", f"Unknown scope: {' '.join(unknown)}")
@@ -259,7 +256,7 @@ def client_credentials_scopes(client: AppClient, requested: str | None) -> tuple
     """The scopes of a client credentials grant: custom (resource server) scopes the client is allowed, those
     requested among them ("any scope requested must be preassociated with the client or it will be ignored"), all
     of them when none is requested; invalid_scope when none is left."""
-    custom = resource_server_scopes(client.pool)
+    custom = custom_scopes(client.pool)
     allowed = [scope for scope in client.scopes if scope in custom]
     if requested is None or not requested.strip():
         granted = allowed
@@ -535,21 +532,8 @@ def refresh_session(
 def client_token(client: AppClient, scopes: tuple[str, ...], *, now: float) -> IssuedTokens:
     """The client credentials grant's access token: the client is its subject; no user, groups or id token (not in
     moto's tables: GetUser has no user for it)."""
-    issued_at = int(now)
-    expires_in = client.seconds("AccessToken")
-    payload = {
-        "sub": client.id,
-        "token_use": "access",
-        "scope": " ".join(scopes),
-        "auth_time": issued_at,
-        "iss": _issuer(client.pool),
-        "exp": issued_at + expires_in,
-        "iat": issued_at,
-        "version": 2,
-        "jti": str(uuid.uuid4()),
-        "client_id": client.id,
-    }
-    return IssuedTokens(_sign(client.pool, payload), expires_in)
+    token, expires_in = client_access_token(client.pool, client.client, scopes, now=now)
+    return IssuedTokens(token, expires_in)
 
 
 def _user_tokens(
@@ -575,7 +559,7 @@ def _user_tokens(
         access["cognito:groups"] = groups
     access.update(
         {
-            "iss": _issuer(pool),
+            "iss": issuer(pool),
             "version": 2,
             "client_id": client.id,
             "origin_jti": origin_jti,
@@ -588,7 +572,7 @@ def _user_tokens(
             "username": user.username,
         }
     )
-    access_token = _sign(pool, access)
+    access_token = sign(pool, access)
     access_tokens, id_tokens = token_tables(pool)
     # In moto's table under the name the session was opened with, which its sign-outs compare.
     access_tokens[access_token] = (client.id, name)
@@ -600,7 +584,7 @@ def _user_tokens(
     identity.update(_attribute_claims(client, user))
     identity.update(
         {
-            "iss": _issuer(pool),
+            "iss": issuer(pool),
             "cognito:username": user.username,
             "origin_jti": origin_jti,
             "aud": client.id,
@@ -613,7 +597,7 @@ def _user_tokens(
     )
     if nonce:
         identity["nonce"] = nonce
-    id_token_value = _sign(pool, identity)
+    id_token_value = sign(pool, identity)
     id_tokens[id_token_value] = (client.id, name)
     return IssuedTokens(access_token, access_seconds, id_token=id_token_value)
 
@@ -623,15 +607,6 @@ def _user(pool: CognitoIdpUserPool, username: str, sub: object) -> CognitoIdpUse
     another user's email first where the pool signs in with email)."""
     user = pool.users.get(username)
     return user if user is not None and user.id == sub else None
-
-
-def _issuer(pool: CognitoIdpUserPool) -> str:
-    return f"https://cognito-idp.{pool.region}.amazonaws.com/{pool.id}"
-
-
-def _sign(pool: CognitoIdpUserPool, payload: Mapping[str, Any]) -> str:
-    """Signed with the pool's key, under its kid, as moto signs the pool's tokens."""
-    return str(jwt.encode({"kid": pool.json_web_key.kid, "alg": "RS256"}, dict(payload), pool.json_web_key))
 
 
 def _at_hash(access_token: str) -> str:
