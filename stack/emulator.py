@@ -61,10 +61,9 @@ from werkzeug.serving import run_simple
 from werkzeug.wrappers import Request
 
 from stack.emulator_mfa import ACTIONS as MFA_ACTIONS
-from stack.emulator_mfa import Action, Answer
+from stack.emulator_mfa import TARGET, Action, Answer
 from stack.federation import INVALID_EMAIL, is_email_address
 
-TARGET = "AWSCognitoIdentityProviderService."
 RESEND = TARGET + "ResendConfirmationCode"
 GLOBAL_SIGN_OUT = TARGET + "GlobalSignOut"
 GET_CLIENT_TOKEN = TARGET + "GetClientToken"
@@ -88,16 +87,16 @@ def resend_confirmation_code(request: dict[str, Any]) -> tuple[int, dict[str, An
     """(HTTP status, body) for one ResendConfirmationCode request, as Cognito answers it."""
     client_id, username = request.get("ClientId"), request.get("Username")
     if not isinstance(client_id, str) or not isinstance(username, str) or not username:
-        return 400, _error("InvalidParameterException", "ClientId and Username are required.")
+        return 400, cognito_error("InvalidParameterException", "ClientId and Username are required.")
     account, region = find_account_region_by_value("client_id", client_id, fallback=(DEFAULT_ACCOUNT_ID, "us-east-1"))
     pool = next((p for p in cognitoidp_backends[account][region].user_pools.values() if client_id in p.clients), None)
     if pool is None:
-        return 400, _error("ResourceNotFoundException", "User pool client does not exist.")
+        return 400, cognito_error("ResourceNotFoundException", "User pool client does not exist.")
     user = pool._get_user(username)
     if user is None:
-        return 400, _error("UserNotFoundException", "Username/client id combination not found.")
+        return 400, cognito_error("UserNotFoundException", "Username/client id combination not found.")
     if user.status != UserStatus.UNCONFIRMED:
-        return 400, _error("InvalidParameterException", "User is already confirmed.")
+        return 400, cognito_error("InvalidParameterException", "User is already confirmed.")
     email = next((a["Value"] for a in user.attributes if a["Name"] == "email"), username)
     masked = f"{email[:1]}***@{email.partition('@')[2]}" if "@" in email else "***"
     return 200, {"CodeDeliveryDetails": {"Destination": masked, "DeliveryMedium": "EMAIL", "AttributeName": "email"}}
@@ -107,10 +106,10 @@ def global_sign_out(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) for one GlobalSignOut: every token of the access token's user is revoked."""
     token = request.get("AccessToken")
     if not isinstance(token, str) or not token:
-        return 400, _error("InvalidParameterException", "AccessToken is required.")
+        return 400, cognito_error("InvalidParameterException", "AccessToken is required.")
     account, region = find_account_region_by_value("access_token", token, fallback=("", ""))
     if not account:
-        return 400, _error("NotAuthorizedException", "Invalid Access Token")
+        return 400, cognito_error("NotAuthorizedException", "Invalid Access Token")
     cognitoidp_backends[account][region].global_sign_out(token)
     return 200, {}
 
@@ -123,23 +122,23 @@ def get_client_token(request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     client id, no user, no groups; the errors' wording is the emulator's own."""
     client_id, secret, requested = request.get("ClientId"), request.get("Secret"), request.get("Scopes")
     if not isinstance(client_id, str) or not isinstance(secret, str) or not client_id or not secret:
-        return 400, _error("InvalidParameterException", "ClientId and Secret are required.")
+        return 400, cognito_error("InvalidParameterException", "ClientId and Secret are required.")
     if requested is not None and not (isinstance(requested, list) and all(isinstance(s, str) for s in requested)):
-        return 400, _error("InvalidParameterException", "Scopes must be a list of strings.")
+        return 400, cognito_error("InvalidParameterException", "Scopes must be a list of strings.")
     account, region = find_account_region_by_value("client_id", client_id, fallback=(DEFAULT_ACCOUNT_ID, "us-east-1"))
     pool = next((p for p in cognitoidp_backends[account][region].user_pools.values() if client_id in p.clients), None)
     if pool is None:
-        return 400, _error("ResourceNotFoundException", "User pool client does not exist.")
+        return 400, cognito_error("ResourceNotFoundException", "User pool client does not exist.")
     client = pool.clients[client_id]
     if not client.generate_secret or not hmac.compare_digest(client.secret.encode(), secret.encode()):
-        return 400, _error("NotAuthorizedException", "Invalid client secret.")
+        return 400, cognito_error("NotAuthorizedException", "Invalid client secret.")
     if CLIENT_TOKEN_FLOW not in client.extended_config.get("ExplicitAuthFlows", []):
-        return 400, _error("NotAuthorizedException", f"The client is not enabled for {CLIENT_TOKEN_FLOW}.")
+        return 400, cognito_error("NotAuthorizedException", f"The client is not enabled for {CLIENT_TOKEN_FLOW}.")
     custom = custom_scopes(pool)
     allowed = [scope for scope in client.extended_config.get("AllowedOAuthScopes", []) if scope in custom]
     scopes = allowed if requested is None else list(dict.fromkeys(requested))
     if not scopes or not set(scopes) <= set(allowed):
-        return 400, _error("InvalidParameterException", "Invalid scope requested.")
+        return 400, cognito_error("InvalidParameterException", "Invalid scope requested.")
     token, expires_in = client_access_token(pool, client, scopes, now=time.time())
     return 200, {"ClientAuthenticationResult": {"AccessToken": token, "ExpiresIn": expires_in, "TokenType": "Bearer"}}
 
@@ -304,7 +303,8 @@ def session_subject(pool: CognitoIdpUserPool, origin_jti: str) -> str | None:
     return token_tables(pool)[0].subjects.get(origin_jti)
 
 
-def _error(kind: str, message: str) -> dict[str, str]:
+def cognito_error(kind: str, message: str) -> dict[str, str]:
+    """A Cognito error body, as the JSON protocol answers it: its `__type` and `message`."""
     return {"__type": kind, "message": message}
 
 
@@ -358,10 +358,10 @@ def check_access_token(target: str, request: dict[str, Any]) -> Answer | None:
         return None
     claims = token_claims(token)
     if ADMIN_SCOPE not in str(claims.get("scope", "")).split(" "):
-        return 400, _error("NotAuthorizedException", "Access Token does not have required scopes")
+        return 400, cognito_error("NotAuthorizedException", "Access Token does not have required scopes")
     user: CognitoIdpUser | None = pool._get_user(pool.access_tokens[token][1])
     if user is not None and user.id != claims.get("sub"):
-        return 400, _error("NotAuthorizedException", "Invalid Access Token")
+        return 400, cognito_error("NotAuthorizedException", "Invalid Access Token")
     return None
 
 
@@ -378,7 +378,7 @@ def check_refresh_token(target: str, request: dict[str, Any]) -> Answer | None:
     if pool is None or record is None:
         return None  # moto's own errors
     if session_user(pool, record[1], record[2]) is None:
-        return 400, _error("NotAuthorizedException", "Invalid Refresh Token")
+        return 400, cognito_error("NotAuthorizedException", "Invalid Refresh Token")
     return None
 
 
@@ -394,7 +394,7 @@ def check_email(target: str, request: dict[str, Any]) -> Answer | None:
         if isinstance(attribute, dict) and attribute.get("Name") == "email"
     ]
     if not all(is_email_address(email) for email in emails):
-        return 400, _error("InvalidParameterException", INVALID_EMAIL)
+        return 400, cognito_error("InvalidParameterException", INVALID_EMAIL)
     return None
 
 
@@ -421,7 +421,9 @@ class WithUserPoolFixes:
                 return self._moto(environ, start_response)
         raw = Request(environ).get_data(cache=False)
         if not _ONE_TARGET.fullmatch(target) or names_another_action(environ, raw):
-            return self._answer(environ, start_response, 400, _error("SerializationException", "One action per call."))
+            return self._answer(
+                environ, start_response, 400, cognito_error("SerializationException", "One action per call.")
+            )
         with _MOTO_STATE:
             _index_token_tables()
             answer = self._run(target, raw) if environ.get("REQUEST_METHOD") == "POST" else None
@@ -455,7 +457,7 @@ class WithUserPoolFixes:
             request = None
         if not isinstance(request, dict):
             # moto answers a malformed body of its own actions as it does.
-            return None if action is None else (400, _error("SerializationException", "Malformed request body."))
+            return None if action is None else (400, cognito_error("SerializationException", "Malformed request body."))
         for check in CHECKS:
             refusal = check(target, request)
             if refusal is not None:

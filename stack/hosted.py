@@ -43,7 +43,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.wrappers import Request, Response
 
 from stack import oauth
-from stack.emulator import JSON, names_another_action
+from stack.emulator import JSON, REFRESH_FLOWS, TARGET, cognito_error, names_another_action
 from stack.federation import (
     IdpError,
     SignInRefused,
@@ -60,9 +60,8 @@ TOKEN_PATH = "/oauth2/token"
 REVOKE_PATH = "/oauth2/revoke"
 USER_INFO_PATH = "/oauth2/userInfo"
 LOGOUT_PATH = "/logout"
-REVOKE_TOKEN = "AWSCognitoIdentityProviderService.RevokeToken"
-INITIATE_AUTH = "AWSCognitoIdentityProviderService.InitiateAuth"
-REFRESH_FLOWS = frozenset({"REFRESH_TOKEN_AUTH", "REFRESH_TOKEN"})
+REVOKE_TOKEN = TARGET + "RevokeToken"
+INITIATE_AUTH = TARGET + "InitiateAuth"
 CODE_SECONDS_VARIABLE = "EMULATOR_AUTHORIZATION_CODE_SECONDS"
 IDP_TIMEOUT_VARIABLE = "EMULATOR_IDP_TIMEOUT_SECONDS"
 FORM = "application/x-www-form-urlencoded"
@@ -372,17 +371,17 @@ class HostedEndpoints:
         """RevokeToken: as /oauth2/revoke, with the API's errors."""
         client_id, token, secret = request.get("ClientId"), request.get("Token"), request.get("ClientSecret")
         if not isinstance(client_id, str) or not isinstance(token, str) or not client_id or not token:
-            return 400, _cognito_error("InvalidParameterException", "ClientId and Token are required.")
+            return 400, cognito_error("InvalidParameterException", "ClientId and Token are required.")
         if secret is not None and not isinstance(secret, str):
-            return 400, _cognito_error("InvalidParameterException", "ClientSecret must be a string.")
+            return 400, cognito_error("InvalidParameterException", "ClientSecret must be a string.")
         with self.lock:
             try:
                 client = oauth.authenticate_client(client_id, secret, basic=None, status=400)
                 oauth.revoke(self.state, client, token)
             except OAuthError:
-                return 400, _cognito_error("UnauthorizedException", "Invalid client credentials.")
+                return 400, cognito_error("UnauthorizedException", "Invalid client credentials.")
             except RevocationRefused as refused:
-                return 400, _cognito_error(_REVOKE_TOKEN_ERRORS[refused.reason], refused.reason.value)
+                return 400, cognito_error(_REVOKE_TOKEN_ERRORS[refused.reason], refused.reason.value)
         return 200, {}
 
     def refresh_action(self, request: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
@@ -397,16 +396,16 @@ class HostedEndpoints:
                 return None
             client = oauth.app_client(request.get("ClientId"))
             if client is None:
-                return 400, _cognito_error("ResourceNotFoundException", "User pool client does not exist.")
+                return 400, cognito_error("ResourceNotFoundException", "User pool client does not exist.")
             record = client.pool.refresh_tokens.get(refresh_token)
             if record is None:
-                return 400, _cognito_error("NotAuthorizedException", "Refresh Token has been revoked")
+                return 400, cognito_error("NotAuthorizedException", "Refresh Token has been revoked")
             if client.has_secret and not oauth.secret_hash_matches(client, record[1], parameters.get("SECRET_HASH")):
-                return 400, _cognito_error("NotAuthorizedException", "Unable to verify secret hash for client")
+                return 400, cognito_error("NotAuthorizedException", "Unable to verify secret hash for client")
             try:
                 tokens = oauth.refresh_session(self.state, client, refresh_token, now=self.clock(), id_token=True)
             except OAuthError:
-                return 400, _cognito_error("NotAuthorizedException", "Invalid Refresh Token")
+                return 400, cognito_error("NotAuthorizedException", "Invalid Refresh Token")
         return 200, {"ChallengeParameters": {}, "AuthenticationResult": tokens.authentication_result()}
 
 
@@ -502,7 +501,3 @@ def _preflight(endpoint: Endpoint, origin: str | None) -> Response:
     response.headers["Access-Control-Max-Age"] = "600"
     response.headers["Vary"] = "Origin"
     return response
-
-
-def _cognito_error(kind: str, message: str) -> dict[str, str]:
-    return {"__type": kind, "message": message}
