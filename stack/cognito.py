@@ -49,11 +49,14 @@ def provision(client: Any, region: str) -> Provisioned:
     """Create the pool and app client, or reuse them when a pool of that name already exists; either way the pool
     offers TOTP MFA (optional, software tokens) and the client allows token revocation."""
     pool_id = _existing_pool(client) or _create_pool(client)
-    client_id = _existing_client(client, pool_id) or _create_client(client, pool_id)
+    existing = _existing_client(client, pool_id)
+    client_id = existing or _create_client(client, pool_id)
     client.set_user_pool_mfa_config(
         UserPoolId=pool_id, SoftwareTokenMfaConfiguration={"Enabled": True}, MfaConfiguration="OPTIONAL"
     )
-    update_app_client(client, pool_id, client_id, EnableTokenRevocation=True)
+    if existing:
+        # A client created here has it already; one found may predate it.
+        update_app_client(client, pool_id, client_id, EnableTokenRevocation=True)
     return Provisioned(pool_id=pool_id, client_id=client_id, region=region)
 
 
